@@ -1,0 +1,37 @@
+# The README's two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check venv bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "masante-mail needs Python 3.11 or newer")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: set up a demo (configuration, keys, TLS, database under var/) and start the server
+run: $(STAMP)
+	$(VENV)/bin/masante-admin init --demo
+	exec $(VENV)/bin/masante-server
+
+## make test: set up, check (lint, layering, types) and run the whole suite
+## (its PostgreSQL half runs when 127.0.0.1:5432 answers, and must in CI)
+test: $(STAMP) check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+from rich.table import Table
+
+from admin_cli.common import actor, console, fail, read_password, run
+from directory.accounts import AccountService
+from mailserver.context import Context
+from mailserver.store.models import Account, AccountKind, AccountStatus
+
+
+@click.group()
+def account() -> None:
+    """Mailboxes of professionals, organisations, applications and patients."""
+
+
+@account.command("create")
+@click.argument("address")
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in AccountKind]),
+    required=True,
+    help="PER a professional, ORG a service, APP software, PATIENT a patient.",
+)
+@click.option("--name", "display_name", help="Display name.")
+@click.option("--ins", help="The patient's INS (defaults to the address's local part).")
+@click.option("--rpps", help="The professional's RPPS number.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--no-password", is_flag=True, help="Create without a password (token or certificate login only).")
+def create(
+    address: str,
+    kind: str,
+    display_name: str | None,
+    ins: str | None,
+    rpps: str | None,
+    password_stdin: bool,
+    no_password: bool,
+) -> None:
+    """Create the account ADDRESS with its key and special mailboxes."""
+    password = None if no_password else read_password(password_stdin)
+
+    async def go(ctx: Context) -> Account:
+        return await AccountService(ctx).create(
+            address, AccountKind(kind), actor=actor(), password=password, display_name=display_name, ins=ins, rpps=rpps
+        )
+
+    a = run(go)
+    console.print(f"account {a.address} created ({a.kind.value})")
+
+
+@account.command("list")
+@click.option("--domain", help="Only this domain.")
+@click.option("--kind", type=click.Choice([k.value for k in AccountKind]), help="Only this kind.")
+def list_(domain: str | None, kind: str | None) -> None:
+    """List accounts."""
+
+    async def go(ctx: Context) -> Sequence[Account]:
+        return await AccountService(ctx).list(domain=domain, kind=AccountKind(kind) if kind else None)
+
+    table = Table("address", "kind", "status", "name", box=None)
+    for a in run(go):
+        status = a.status.value + (" (key destroyed)" if a.wrapped_key is None else "")
+        table.add_row(a.address, a.kind.value, status, a.display_name or "")
+    console.print(table)
+
+
+def _status_command(name: str, status: AccountStatus, help_text: str) -> click.Command:
+    @click.argument("address")
+    def cmd(address: str) -> None:
+        async def go(ctx: Context) -> Account:
+            return await AccountService(ctx).set_status(address, status, actor=actor())
+
+        a = run(go)
+        console.print(f"account {a.address} is now {a.status.value}")
+
+    cmd.__doc__ = help_text
+    return account.command(name)(cmd)
+
+
+_status_command("disable", AccountStatus.DISABLED, "Disable ADDRESS: no login, mail refused (5.2.1).")
+_status_command("enable", AccountStatus.ACTIVE, "Make ADDRESS active again.")
+_status_command("suspend", AccountStatus.SUSPENDED, "Suspend ADDRESS: no login, mail deferred (4.2.1).")
+
+
+@account.command("close")
+@click.argument("address")
+@click.option(
+    "--erase",
+    is_flag=True,
+    help="Destroy the account key now (crypto-shredding) instead of keeping the data for the retention period.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation with --erase.")
+def close(address: str, erase: bool, yes: bool) -> None:
+    """Close ADDRESS: mail is refused; data kept for the retention period unless --erase."""
+    if erase and not yes:
+        click.confirm(f"Destroy the key of {address}? Its messages can never be read again", abort=True)
+
+    async def go(ctx: Context) -> Account:
+        return await AccountService(ctx).close(address, actor=actor(), erase=erase)
+
+    a = run(go)
+    if erase:
+        console.print(f"account {a.address} closed; its key is destroyed and its messages unreadable")
+    else:
+        until = a.retention_until.date().isoformat() if a.retention_until else "the end of the retention period"
+        console.print(f"account {a.address} closed; data kept until {until}")
+
+
+@account.command("password")
+@click.argument("address")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def password(address: str, password_stdin: bool) -> None:
+    """Set the password of ADDRESS."""
+    value = read_password(password_stdin) or fail("a password is required")
+
+    async def go(ctx: Context) -> None:
+        await AccountService(ctx).set_password(address, value, actor=actor())
+
+    run(go)
+    console.print(f"password of {address} changed")

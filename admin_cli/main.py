@@ -1,0 +1,60 @@
+"""``masante-admin``: init, database, domains, accounts, keys, audit.
+
+Every error is one line on stderr (``error: ...``) and a non-zero exit, never a
+traceback; ``MASANTE_DEBUG=1`` shows the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from admin_cli import account, audit, db, domain, keys, setup
+from admin_cli.common import EXPECTED_ERRORS, AdminError
+
+
+class AdminGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except EXPECTED_ERRORS as exc:
+            raise AdminError(str(exc)) from None
+        except SQLAlchemyError as exc:
+            if os.environ.get("MASANTE_DEBUG"):
+                raise
+            first = (str(getattr(exc, "orig", None) or exc).splitlines() or ["(no detail)"])[0]
+            raise AdminError(f"database error: {first}") from None
+        except Exception as exc:
+            if os.environ.get("MASANTE_DEBUG"):
+                raise
+            raise AdminError(
+                f"internal error ({type(exc).__name__}): {exc} (MASANTE_DEBUG=1 shows the details)"
+            ) from None
+
+
+@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", metavar="PATH", help="Configuration file (default: $MASANTE_CONFIG or var/masante.toml).")
+def cli(config: str | None) -> None:
+    """Administer a masante-mail server: set it up, manage domains, accounts, keys and the audit log."""
+
+
+cli.add_command(setup.init)
+cli.add_command(db.db)
+cli.add_command(domain.domain)
+cli.add_command(account.account)
+cli.add_command(keys.keys)
+cli.add_command(audit.audit)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="masante-admin", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,79 @@
+"""TLS contexts: one profile for every listener and for outbound relay.
+
+The MSSanté profile (Référentiel #2 ECO.1.1.1-1.1.3): TLS 1.2 at least, and for
+TLS 1.2 only the four ECDHE-RSA suites below; TLS 1.3 may be offered (its suites
+are all AEAD). Hence RSA certificates on both sides. Compression and
+renegotiation are off.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+MSSANTE_TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",  # 0xC030
+        "ECDHE-RSA-AES128-GCM-SHA256",  # 0xC02F
+        "ECDHE-RSA-AES256-SHA384",  # 0xC028
+        "ECDHE-RSA-AES128-SHA256",  # 0xC027
+    )
+)
+
+
+def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(MSSANTE_TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+def server_context(
+    cert_file: Path,
+    key_file: Path,
+    *,
+    client_ca_file: Path | None = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
+    """A server context. With ``client_ca_file`` a client certificate is asked for and,
+    when offered, must chain to that CA (required if ``require_client_cert``)."""
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    ctx.load_cert_chain(str(cert_file), str(key_file))
+    if client_ca_file is not None:
+        ctx.load_verify_locations(cafile=str(client_ca_file))
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_context(
+    ca_file: Path | None,
+    *,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """A client context trusting ``ca_file`` (the system store if None), presenting
+    ``cert_file`` when given (mutual TLS between operators)."""
+    ctx = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+    if ca_file is None:
+        ctx.load_default_certs()
+    else:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    ctx.check_hostname = check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if cert_file is not None:
+        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    return ctx
+
+
+def peer_subject_dn(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """The verified peer certificate's subject as an RFC 4514 string (most specific RDN first,
+    as the national whitelist writes ``DNCertificatOperateur``), or None without a certificate."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(der).subject.rfc4514_string()

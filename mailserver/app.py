@@ -1,0 +1,167 @@
+"""``masante-server``: process wiring, listeners, signals, start and stop.
+
+Invariants:
+- The server refuses to start on a database that is not at the newest
+  migration (it says which command fixes it).
+- SIGINT and SIGTERM stop it cleanly: listeners close first, sessions are told
+  goodbye, then the database is released; exit status 0.
+- Each front end (IMAP, SMTP) is a ``Service``: ``start()`` binds and returns the
+  endpoints it listens on, ``stop()`` undoes it. Front ends hold no state that
+  matters: several processes may run against one PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mailserver import logs
+from mailserver.config import Config, ConfigError, load
+from mailserver.context import Context
+from mailserver.notify import PgListener
+from mailserver.store import migrate
+
+log = logging.getLogger("masante.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str  # "imaps", "submission"...
+    host: str
+    port: int
+    description: str
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> list[Endpoint]: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_services(ctx: Context) -> list[Service]:
+    """The front ends this process runs, in start order."""
+    from mailserver.imap.service import build as build_imap
+    from mailserver.smtp.service import build as build_smtp
+
+    return [*build_smtp(ctx), *build_imap(ctx)]
+
+
+class StartupError(Exception):
+    pass
+
+
+@dataclass
+class Server:
+    ctx: Context
+    services: list[Service] = field(default_factory=list)
+    endpoints: list[Endpoint] = field(default_factory=list)
+    _listener: PgListener | None = None
+
+    def port(self, name: str) -> int:
+        for e in self.endpoints:
+            if e.name == name:
+                return e.port
+        raise KeyError(name)
+
+    async def start(self) -> None:
+        current = await migrate.current_revision(self.ctx.db)
+        head = migrate.head_revision()
+        if current != head:
+            raise StartupError(
+                f"the database is at revision {current or 'none'}, this server needs {head}: "
+                "run `masante-admin db upgrade`"
+            )
+        if self.ctx.db.is_postgresql:
+            self._listener = PgListener(_asyncpg_dsn(self.ctx.db.url), self.ctx.db.notifier)
+            await self._listener.start()
+        if not self.services:
+            self.services = build_services(self.ctx)
+        try:
+            for s in self.services:
+                self.endpoints += await s.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for s in reversed(self.services):
+            try:
+                await s.stop()
+            except Exception:
+                log.exception("service.stop-failed", extra={"fields": {"service": s.name}})
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return "postgresql://" + url.split("://", 1)[1]
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config, **kwargs: object) -> AsyncIterator[Server]:
+    """Start a whole server in this event loop (tests, benchmarks)."""
+    ctx = Context.open(config, **kwargs)  # type: ignore[arg-type]
+    server = Server(ctx)
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.stop()
+        await ctx.close()
+
+
+def banner(config: Config, endpoints: Sequence[Endpoint]) -> str:
+    lines = [f"masante-server {config.server.hostname}: listening"]
+    lines += [f"  {e.description:<44} {e.host}:{e.port}" for e in endpoints]
+    if not endpoints:
+        lines.append("  (no listener configured)")
+    lines.append(f"  clients must trust the CA in {config.resolve(config.tls.ca)}")
+    lines.append("  stop with Ctrl-C (SIGINT) or SIGTERM")
+    return "\n".join(lines)
+
+
+async def serve(config: Config) -> int:
+    ctx = Context.open(config)
+    server = Server(ctx)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        print(banner(config, server.endpoints), flush=True)
+        log.info("server.started", extra={"fields": {"endpoints": [f"{e.name}:{e.port}" for e in server.endpoints]}})
+        await stop.wait()
+        log.info("server.stopping")
+    finally:
+        await server.stop()
+        await ctx.close()
+    print("masante-server stopped", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="masante-server", description="Run the masante-mail server.")
+    parser.add_argument(
+        "--config", metavar="PATH", help="configuration file (default: $MASANTE_CONFIG or var/masante.toml)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+        logs.setup(config.log.level)
+        sys.exit(asyncio.run(serve(config)))
+    except (ConfigError, StartupError, OSError) as exc:
+        print(f"masante-server: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        sys.exit(130)

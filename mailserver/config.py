@@ -1,0 +1,263 @@
+"""Configuration: one TOML file, every key overridable by the environment.
+
+Invariants:
+- The file is found by ``--config PATH`` (both commands, before any subcommand),
+  else ``MASANTE_CONFIG``, else ``var/masante.toml`` in the working directory.
+- Every key ``[section] key`` can be overridden by ``MASANTE_SECTION_KEY``
+  (``MASANTE_DATABASE_URL``, ``MASANTE_PORTS_IMAPS``...). Environment wins over file.
+- Relative paths (and a relative SQLite file in ``database.url``) are relative to
+  the directory holding the configuration file, so ``var/`` can move as a whole.
+- Unknown sections or keys are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+DEFAULT_CONFIG = Path("var/masante.toml")
+ENV_PREFIX = "MASANTE_"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+@dataclass
+class ServerSection:
+    hostname: str = "localhost"
+    bind: str = "0.0.0.0"  # noqa: S104 - a mail server listens on the network unless told otherwise
+
+
+@dataclass
+class PortsSection:
+    """A negative port disables a listener; 0 lets the system choose a free one (tests)."""
+
+    mx: int = 25
+    submission: int = 587
+    submissions: int = 465
+    imap: int = 143
+    imaps: int = 993
+
+
+@dataclass
+class DatabaseSection:
+    url: str = "sqlite:///masante.db"
+    echo: bool = False
+
+
+@dataclass
+class KeysSection:
+    kek_file: Path = Path("keys/kek.key")
+    dkim_dir: Path = Path("keys/dkim")
+
+
+@dataclass
+class TlsSection:
+    cert: Path = Path("tls/server.pem")
+    key: Path = Path("tls/server.key")
+    ca: Path = Path("tls/ca.pem")  # the CA clients must trust to reach this server
+    trust_ca: Path = Path("tls/ca.pem")  # the trust-space CA that operators' client certificates chain to
+    client_cert: Path = Path("tls/server.pem")  # presented when relaying to other operators (mutual TLS)
+    client_key: Path = Path("tls/server.key")
+
+
+@dataclass
+class DomainsSection:
+    patient: str = "patient.masante.fr"
+
+
+@dataclass
+class LimitsSection:
+    max_message_size: int = 50 * 1024 * 1024
+    patient_message_size: int = 25 * 1024 * 1024
+
+
+@dataclass
+class RetentionSection:
+    closed_account_days: int = 3650
+
+
+@dataclass
+class SecuritySection:
+    scrypt_log_n: int = 15
+
+
+@dataclass
+class LogSection:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    server: ServerSection = field(default_factory=ServerSection)
+    ports: PortsSection = field(default_factory=PortsSection)
+    database: DatabaseSection = field(default_factory=DatabaseSection)
+    keys: KeysSection = field(default_factory=KeysSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    domains: DomainsSection = field(default_factory=DomainsSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
+    security: SecuritySection = field(default_factory=SecuritySection)
+    log: LogSection = field(default_factory=LogSection)
+
+    #: the file this configuration was read from (not a key)
+    path: Path = field(default=DEFAULT_CONFIG, metadata={"internal": True})
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.resolve().parent
+
+    def resolve(self, p: Path) -> Path:
+        """A configured path made absolute against the configuration's directory."""
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy async URL (driver added, relative SQLite file resolved)."""
+        return async_database_url(self.database.url, self.base_dir)
+
+    def to_toml(self) -> str:
+        out: dict[str, dict[str, Any]] = {}
+        for sec in _sections():
+            values = {}
+            for f in dataclasses.fields(getattr(self, sec.name)):
+                v = getattr(getattr(self, sec.name), f.name)
+                values[f.name] = str(v) if isinstance(v, Path) else v
+            out[sec.name] = values
+        return tomli_w.dumps(out)
+
+
+def async_database_url(url: str, base_dir: Path) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"database.url {url!r} is not a URL (sqlite:///file.db or postgresql://...)")
+    driver = scheme.split("+", 1)[0]
+    if driver == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if path in ("", ":memory:"):
+            raise ConfigError("database.url: an in-memory SQLite database would lose every message")
+        p = Path(path)
+        if not p.is_absolute():
+            p = base_dir / p
+        return f"sqlite+aiosqlite:///{p}"
+    if driver in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ConfigError(f"database.url: unsupported database {driver!r} (use sqlite or postgresql)")
+
+
+def _sections() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Config) if not f.metadata.get("internal")]
+
+
+def _convert(value: Any, typ: Any, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if typ is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if typ is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    origin = typing.get_origin(typ)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(typ)[:1]
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        conv = [_convert(i.strip() if isinstance(i, str) else i, item, where) for i in items if i != ""]
+        return conv if origin is list else tuple(conv)
+    raise ConfigError(f"{where}: unsupported type {typ!r}")  # a bug in a section definition
+
+
+def build(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> Config:
+    """A Config from parsed TOML and an environment; every error names its key."""
+    cfg = Config(path=path)
+    known = {s.name for s in _sections()}
+    for name in data:
+        if name not in known:
+            raise ConfigError(f"{path}: unknown section [{name}] (known: {', '.join(sorted(known))})")
+    for sec in _sections():
+        section = getattr(cfg, sec.name)
+        hints = typing.get_type_hints(type(section))
+        given = data.get(sec.name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"{path}: [{sec.name}] must be a table")
+        names = {f.name for f in dataclasses.fields(section)}
+        for key in given:
+            if key not in names:
+                raise ConfigError(f"{path}: unknown key {sec.name}.{key} (known: {', '.join(sorted(names))})")
+        for f in dataclasses.fields(section):
+            env_key = f"{ENV_PREFIX}{sec.name}_{f.name}".upper()
+            if env_key in env:
+                value, where = env[env_key], env_key
+            elif f.name in given:
+                value, where = given[f.name], f"{sec.name}.{f.name}"
+            else:
+                continue
+            setattr(section, f.name, _convert(value, hints[f.name], where))
+    return cfg
+
+
+def config_path(explicit: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("MASANTE_CONFIG"):
+        return Path(env["MASANTE_CONFIG"])
+    return DEFAULT_CONFIG
+
+
+def load(explicit: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration file (it must exist) and apply the environment."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found (run `masante-admin init`, or give --config / MASANTE_CONFIG)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return build(data, env, path)
+
+
+def demo(path: Path) -> Config:
+    """The demo configuration written by ``init --demo``: loopback only, unprivileged ports."""
+    cfg = Config(path=path)
+    cfg.server.hostname = "localhost"
+    cfg.server.bind = "127.0.0.1"
+    cfg.ports = PortsSection(mx=2525, submission=2587, submissions=2465, imap=2143, imaps=2993)
+    cfg.database.url = "sqlite:///masante.db"
+    return cfg

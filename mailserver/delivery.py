@@ -1,0 +1,111 @@
+"""The one path a message takes into a mailbox: SMTP DATA, IMAP APPEND, the queue and imports all call ``deliver``.
+
+Invariants:
+- ``deliver`` classifies, seals each copy with its recipient's data key and
+  adds the rows to the caller's unit of work; it never commits. The caller
+  commits, and only then answers ``250`` / ``OK``: IDLE sessions are woken by
+  the commit (``uow.touch``), never before.
+- Each recipient gets their own sealed copy (no blob is shared across accounts).
+- UIDs are allocated last, mailbox rows in ascending id order, so the row locks
+  are held briefly and two deliveries cannot deadlock.
+- A shredded account (``KeyDestroyed``) cannot receive: the error propagates and
+  the whole unit of work rolls back, nothing half-delivered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from crypto.envelope import Keyring
+from mailserver import mime
+from mailserver.bodies import account_key, seal_blob
+from mailserver.store.models import Account, Blob, Mailbox
+from mailserver.store.models.base import utcnow
+from mailserver.store.repositories.mail import INBOX
+from mailserver.store.uow import UnitOfWork
+
+
+class DeliveryError(Exception):
+    """The message cannot be delivered to this recipient; nothing was stored for anyone."""
+
+
+class MailboxMissing(DeliveryError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    account_id: int
+    address: str
+    mailbox_id: int
+    mailbox: str
+    uid: int
+    modseq: int
+    uidvalidity: int
+
+
+@dataclass
+class DeliveryResult:
+    delivered: list[Delivered] = field(default_factory=list)
+
+
+def encode_flags(flags: Iterable[str]) -> str:
+    """Flags as stored: unique, sorted, space-separated."""
+    return " ".join(sorted(set(flags)))
+
+
+def decode_flags(stored: str) -> frozenset[str]:
+    return frozenset(stored.split())
+
+
+def classify(raw: bytes, account: Account) -> str:
+    """The mailbox a message from outside is filed into. Vault and agenda filing rules come with
+    the vault and agenda work; until then everything goes to INBOX."""
+    return INBOX
+
+
+async def deliver(
+    uow: UnitOfWork,
+    keyring: Keyring,
+    raw: bytes,
+    recipients: Sequence[Account],
+    *,
+    mailbox: str | None = None,
+    flags: Iterable[str] = (),
+    internal_date: dt.datetime | None = None,
+    actor: str = "system",
+    source: str = "smtp",
+) -> DeliveryResult:
+    """Add one copy of ``raw`` per recipient to the unit of work. ``mailbox`` forces the
+    target (APPEND); otherwise ``classify`` chooses. The caller commits."""
+    when = internal_date or utcnow()
+    stored_flags = encode_flags(flags)
+    meta = mime.derive(raw)
+    targets: list[tuple[Account, Mailbox, Blob]] = []
+    for account in recipients:
+        name = mailbox or classify(raw, account)
+        mb = await uow.mailboxes.get(account.id, name)
+        if mb is None:
+            raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")
+        blob = seal_blob(account_key(keyring, account), account.id, raw, meta)
+        await uow.blobs.add(blob)
+        targets.append((account, mb, blob))
+
+    result = DeliveryResult()
+    for account, mb, blob in sorted(targets, key=lambda t: t[1].id):
+        uid, modseq = await uow.mailboxes.allocate(mb.id)
+        await uow.messages.add(
+            mailbox_id=mb.id,
+            uid=uid,
+            modseq=modseq,
+            flags=stored_flags,
+            internal_date=when,
+            size=len(raw),
+            blob_id=blob.id,
+        )
+        uow.touch(mb.id)
+        uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", source)
+        result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
+    return result

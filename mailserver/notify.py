@@ -1,0 +1,131 @@
+"""Change notifications: "mailbox N changed", so that IDLE sessions wake up.
+
+Invariants:
+- Notifications are sent only after the change is committed (the unit of work
+  calls ``publish`` after ``commit``; on PostgreSQL ``pg_notify`` inside the
+  transaction is delivered by the server at commit).
+- A notification carries only a mailbox id; the listener reads what changed from
+  the store (modseq), so a lost or duplicated notification costs a wake-up, never
+  a wrong view.
+- Within one process, ``publish`` reaches every subscriber directly. Across
+  processes on PostgreSQL, ``PgListener`` LISTENs on ``CHANNEL`` and republishes
+  locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+CHANNEL = "masante_mailbox_changed"
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """A handle whose ``wait()`` returns once one of its mailboxes changed since the last wait."""
+
+    def __init__(self, notifier: ChangeNotifier, mailbox_ids: frozenset[int]) -> None:
+        self._notifier = notifier
+        self.mailbox_ids = mailbox_ids
+        self._event = asyncio.Event()
+
+    def _fire(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float | None = None) -> bool:
+        """True if woken by a change, False after ``seconds`` without one."""
+        try:
+            await asyncio.wait_for(self._event.wait(), seconds)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def close(self) -> None:
+        self._notifier._unsubscribe(self)
+
+
+class ChangeNotifier:
+    def __init__(self) -> None:
+        self._subs: dict[int, set[Subscription]] = defaultdict(set)
+
+    @contextlib.contextmanager
+    def subscribe(self, mailbox_ids: Iterable[int]) -> Iterator[Subscription]:
+        sub = Subscription(self, frozenset(mailbox_ids))
+        for mid in sub.mailbox_ids:
+            self._subs[mid].add(sub)
+        try:
+            yield sub
+        finally:
+            sub.close()
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        for mid in sub.mailbox_ids:
+            subs = self._subs.get(mid)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[mid]
+
+    def publish(self, mailbox_ids: Iterable[int]) -> None:
+        for mid in set(mailbox_ids):
+            for sub in list(self._subs.get(mid, ())):
+                sub._fire()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+
+class PgListener:
+    """LISTENs on PostgreSQL and republishes other processes' changes to a local notifier."""
+
+    def __init__(self, dsn: str, notifier: ChangeNotifier) -> None:
+        self._dsn = dsn
+        self._notifier = notifier
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            ids = [int(x) for x in payload.split(",") if x]
+        except ValueError:
+            log.warning("ignoring malformed change notification")
+            return
+        self._notifier.publish(ids)
+
+    async def start(self) -> None:
+        import asyncpg
+
+        self._conn = await asyncpg.connect(self._dsn)
+        await self._conn.add_listener(CHANNEL, self._on_notify)
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Reconnect if the listening connection drops; wake everyone after a gap (changes may be missed)."""
+        import asyncpg
+
+        while not self._stopping:
+            await asyncio.sleep(2)
+            if self._conn is not None and not self._conn.is_closed():
+                continue
+            try:
+                self._conn = await asyncpg.connect(self._dsn)
+                await self._conn.add_listener(CHANNEL, self._on_notify)
+                self._notifier.publish(list(self._notifier._subs))
+            except (OSError, asyncpg.PostgresError):
+                log.warning("change listener cannot reach PostgreSQL; retrying")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()

@@ -1,0 +1,24 @@
+"""Directory and policies: reserved for the trust-space/directory work (issue 5).
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-23
+
+Empty until that work needs a schema change; keeping the chain fixed lets the
+three streams of work add tables without creating two Alembic heads.
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

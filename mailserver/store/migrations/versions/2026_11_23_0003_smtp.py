@@ -1,0 +1,24 @@
+"""SMTP and the outbound queue: reserved for the SMTP work (issue 4).
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-23
+
+Empty until that work needs a schema change; keeping the chain fixed lets the
+three streams of work add tables without creating two Alembic heads.
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

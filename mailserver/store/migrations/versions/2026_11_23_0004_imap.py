@@ -1,0 +1,24 @@
+"""IMAP: reserved for the IMAP work (issue 3).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
+
+Empty until that work needs a schema change; keeping the chain fixed lets the
+three streams of work add tables without creating two Alembic heads.
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

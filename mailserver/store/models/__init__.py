@@ -1,0 +1,38 @@
+"""Every table, imported here so that ``Base.metadata`` is complete for Alembic."""
+
+from mailserver.store.models.audit import AuditEntry, AuditHead
+from mailserver.store.models.base import Base, UTCDateTime
+from mailserver.store.models.mail import (
+    Account,
+    AccountKind,
+    AccountStatus,
+    Blob,
+    Domain,
+    DomainKind,
+    ExpungedMessage,
+    Mailbox,
+    Message,
+)
+from mailserver.store.models.queue import QueuedMessage, QueueStatus
+from mailserver.store.models.trust import OperatorStatus, TrustedOperator, TrustedOperatorDN
+
+__all__ = [
+    "Account",
+    "AccountKind",
+    "AccountStatus",
+    "AuditEntry",
+    "AuditHead",
+    "Base",
+    "Blob",
+    "Domain",
+    "DomainKind",
+    "ExpungedMessage",
+    "Mailbox",
+    "Message",
+    "OperatorStatus",
+    "QueueStatus",
+    "QueuedMessage",
+    "TrustedOperator",
+    "TrustedOperatorDN",
+    "UTCDateTime",
+]

@@ -1,0 +1,41 @@
+"""The audit log: append-only, each entry chained to the previous by SHA-256.
+
+Invariants:
+- ``seq`` is dense (1, 2, 3...), assigned under a lock at commit time; ``hash`` =
+  SHA-256 over the previous hash and the entry's canonical fields (seq included),
+  so an edited, inserted, deleted or reordered row breaks the chain.
+- ``AuditHead`` holds the last seq and hash, written in the same transaction:
+  removing the newest rows is detected too.
+- Entries hold ids and outcomes, never a body, a password, a key or a document.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailserver.store.models.base import Base
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

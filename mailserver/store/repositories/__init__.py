@@ -1,0 +1,23 @@
+"""Repositories: one per aggregate, each handed the session of the unit of work that owns it.
+
+A repository never commits; it maps ``IntegrityError`` to ``Conflict``.
+"""
+
+from mailserver.store.repositories.accounts import AccountRepository, DomainRepository
+from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
+from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository
+from mailserver.store.repositories.queue import QueueRepository
+from mailserver.store.repositories.trust import TrustRepository
+
+__all__ = [
+    "AccountRepository",
+    "AuditBreak",
+    "AuditRepository",
+    "BlobRepository",
+    "DomainRepository",
+    "MailboxRepository",
+    "MessageRepository",
+    "PendingAudit",
+    "QueueRepository",
+    "TrustRepository",
+]

@@ -1,0 +1,220 @@
+"""Mailboxes, messages and blobs.
+
+UIDs and modseqs are allocated by one ``UPDATE ... RETURNING`` on the mailbox row:
+on PostgreSQL the row stays locked until commit, so concurrent deliveries to one
+mailbox are serialised and commit in UID order; on SQLite the database write
+lock (``BEGIN IMMEDIATE``) does the same.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import cast
+
+from sqlalchemy import Table, delete, exists, func, select, update
+
+from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
+from mailserver.store.repositories.base import Repository
+
+INBOX = "INBOX"
+_MAILBOXES = cast(Table, Mailbox.__table__)
+
+
+def canonical_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 §5.1), every other name is taken as given."""
+    if name.upper() == INBOX:
+        return INBOX
+    if name.upper().startswith(INBOX + "/"):
+        return INBOX + name[len(INBOX) :]
+    return name
+
+
+class MailboxRepository(Repository):
+    async def list(self, account_id: int) -> Sequence[Mailbox]:
+        stmt = select(Mailbox).where(Mailbox.account_id == account_id).order_by(Mailbox.name)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def get(self, account_id: int, name: str) -> Mailbox | None:
+        stmt = select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == canonical_name(name))
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_by_id(self, mailbox_id: int) -> Mailbox | None:
+        return await self.session.get(Mailbox, mailbox_id, populate_existing=True)
+
+    async def by_special_use(self, account_id: int, special_use: str) -> Mailbox | None:
+        stmt = select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.special_use == special_use)
+        return (await self.session.execute(stmt)).scalars().first()
+
+    async def create(
+        self,
+        account_id: int,
+        name: str,
+        *,
+        uidvalidity: int,
+        special_use: str | None = None,
+        subscribed: bool = True,
+    ) -> Mailbox:
+        mailbox = Mailbox(
+            account_id=account_id,
+            name=canonical_name(name),
+            special_use=special_use,
+            uidvalidity=uidvalidity,
+            uidnext=1,
+            highestmodseq=1,
+            first_recent_uid=1,
+            subscribed=subscribed,
+        )
+        async with self._conflict_as(f"mailbox {name} already exists"):
+            self.session.add(mailbox)
+        return mailbox
+
+    async def allocate(self, mailbox_id: int, count: int = 1) -> tuple[int, int]:
+        """Reserve ``count`` consecutive UIDs and one new modseq: returns (first uid, modseq).
+
+        Locks the mailbox row until the transaction ends.
+        """
+        t = _MAILBOXES
+        stmt = (
+            update(t)
+            .where(t.c.id == mailbox_id)
+            .values(uidnext=t.c.uidnext + count, highestmodseq=t.c.highestmodseq + 1)
+            .returning(t.c.uidnext, t.c.highestmodseq)
+        )
+        uidnext, modseq = (await self.session.execute(stmt)).one()
+        return int(uidnext) - count, int(modseq)
+
+    async def bump_modseq(self, mailbox_id: int) -> int:
+        """A new modseq for a change that adds no message (flags, expunge). Locks the row."""
+        t = _MAILBOXES
+        stmt = (
+            update(t)
+            .where(t.c.id == mailbox_id)
+            .values(highestmodseq=t.c.highestmodseq + 1)
+            .returning(t.c.highestmodseq)
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def claim_recent(self, mailbox_id: int) -> tuple[int, int]:
+        """RFC 3501 \\Recent: the UIDs [first, uidnext) are recent for the caller and for nobody after."""
+        t = _MAILBOXES
+        row = (
+            await self.session.execute(
+                select(t.c.first_recent_uid, t.c.uidnext).where(t.c.id == mailbox_id).with_for_update()
+            )
+        ).one()
+        first, uidnext = int(row[0]), int(row[1])
+        if first < uidnext:
+            await self.session.execute(update(t).where(t.c.id == mailbox_id).values(first_recent_uid=uidnext))
+        return first, uidnext
+
+    async def delete(self, mailbox: Mailbox) -> None:
+        await self.session.delete(mailbox)
+        await self.session.flush()
+
+
+class MessageRepository(Repository):
+    async def add(
+        self,
+        *,
+        mailbox_id: int,
+        uid: int,
+        modseq: int,
+        flags: str,
+        internal_date: dt.datetime,
+        size: int,
+        blob_id: str,
+    ) -> Message:
+        msg = Message(
+            mailbox_id=mailbox_id,
+            uid=uid,
+            modseq=modseq,
+            flags=flags,
+            internal_date=internal_date,
+            size=size,
+            blob_id=blob_id,
+        )
+        self.session.add(msg)
+        await self.session.flush()
+        return msg
+
+    async def list(self, mailbox_id: int) -> Sequence[Message]:
+        stmt = select(Message).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def by_uids(self, mailbox_id: int, uids: Iterable[int]) -> Sequence[Message]:
+        uid_list = sorted(set(uids))
+        out: list[Message] = []
+        for i in range(0, len(uid_list), 500):
+            stmt = (
+                select(Message)
+                .where(Message.mailbox_id == mailbox_id, Message.uid.in_(uid_list[i : i + 500]))
+                .order_by(Message.uid)
+            )
+            out.extend((await self.session.execute(stmt)).scalars().all())
+        return out
+
+    async def count(self, mailbox_id: int) -> int:
+        stmt = select(func.count()).select_from(Message).where(Message.mailbox_id == mailbox_id)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def changed_since(self, mailbox_id: int, modseq: int) -> Sequence[Message]:
+        """Messages added or changed after ``modseq``, by UID."""
+        stmt = select(Message).where(Message.mailbox_id == mailbox_id, Message.modseq > modseq).order_by(Message.uid)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def expunged_since(self, mailbox_id: int, modseq: int) -> builtins.list[int]:
+        stmt = (
+            select(ExpungedMessage.uid)
+            .where(ExpungedMessage.mailbox_id == mailbox_id, ExpungedMessage.modseq > modseq)
+            .order_by(ExpungedMessage.uid)
+        )
+        return [int(u) for u in (await self.session.execute(stmt)).scalars().all()]
+
+    async def set_flags(self, messages: Iterable[Message], modseq: int) -> None:
+        """Persist flags already set on the objects, stamping them with ``modseq``."""
+        for m in messages:
+            m.modseq = modseq
+        await self.session.flush()
+
+    async def expunge(self, mailbox_id: int, uids: Iterable[int], modseq: int) -> builtins.list[str]:
+        """Remove the messages, leave tombstones; returns the blob ids that may now be orphaned."""
+        uid_list = sorted(set(uids))
+        blob_ids: list[str] = []
+        for i in range(0, len(uid_list), 500):
+            chunk = uid_list[i : i + 500]
+            rows = await self.session.execute(
+                delete(Message)
+                .where(Message.mailbox_id == mailbox_id, Message.uid.in_(chunk))
+                .returning(Message.blob_id)
+                .execution_options(synchronize_session=False)
+            )
+            blob_ids.extend(r for (r,) in rows.tuples())
+            for uid in chunk:
+                await self.session.merge(ExpungedMessage(mailbox_id=mailbox_id, uid=uid, modseq=modseq))
+        await self.session.flush()
+        return blob_ids
+
+
+class BlobRepository(Repository):
+    async def add(self, blob: Blob) -> Blob:
+        self.session.add(blob)
+        await self.session.flush()
+        return blob
+
+    async def get(self, blob_id: str) -> Blob | None:
+        return await self.session.get(Blob, blob_id)
+
+    async def delete_orphans(self, blob_ids: Iterable[str]) -> int:
+        """Delete those of ``blob_ids`` that no message refers to any more."""
+        ids = sorted(set(blob_ids))
+        deleted = 0
+        for i in range(0, len(ids), 500):
+            res = await self.session.execute(
+                delete(Blob)
+                .where(Blob.id.in_(ids[i : i + 500]), ~exists().where(Message.blob_id == Blob.id))
+                .execution_options(synchronize_session=False)
+            )
+            deleted += res.rowcount or 0  # type: ignore[attr-defined]
+        return deleted

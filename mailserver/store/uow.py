@@ -1,0 +1,109 @@
+"""The unit of work: one session, one transaction, repositories bound to it.
+
+    async with UnitOfWork(db) as uow:
+        ...
+        uow.audit("dr.martin@...", "login", "account:3", "success")
+        uow.touch(mailbox.id)
+        await uow.commit()      # audit chained, committed, then IDLE sessions woken
+
+Leaving the block without ``commit()`` rolls everything back; objects read stay usable after it. Audit entries are
+written at commit, in the same transaction as what they describe: the log holds
+what happened, not what was attempted and rolled back (record refusals in a
+unit of work of their own).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import TracebackType
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailserver.notify import CHANNEL
+from mailserver.store.db import Database
+from mailserver.store.models.base import utcnow
+from mailserver.store.repositories import (
+    AccountRepository,
+    AuditRepository,
+    BlobRepository,
+    DomainRepository,
+    MailboxRepository,
+    MessageRepository,
+    PendingAudit,
+    QueueRepository,
+    TrustRepository,
+)
+
+
+class UnitOfWork:
+    session: AsyncSession
+    domains: DomainRepository
+    accounts: AccountRepository
+    mailboxes: MailboxRepository
+    messages: MessageRepository
+    blobs: BlobRepository
+    audit_log: AuditRepository
+    queue: QueueRepository
+    trust: TrustRepository
+
+    def __init__(self, db: Database, *, readonly: bool = False) -> None:
+        self.db = db
+        self.readonly = readonly
+        self._pending_audit: list[PendingAudit] = []
+        self._touched: set[int] = set()
+
+    async def __aenter__(self) -> UnitOfWork:
+        self.session = (self.db.reader if self.readonly else self.db.writer)()
+        s = self.session
+        self.domains = DomainRepository(s)
+        self.accounts = AccountRepository(s)
+        self.mailboxes = MailboxRepository(s)
+        self.messages = MessageRepository(s)
+        self.blobs = BlobRepository(s)
+        self.audit_log = AuditRepository(s)
+        self.queue = QueueRepository(s)
+        self.trust = TrustRepository(s)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # close() ends the transaction (rolling back anything not committed) and detaches the
+        # objects without expiring them, so what was read stays readable after the block.
+        await self.session.close()
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        object_id: str,
+        outcome: str,
+        detail: str | None = None,
+        *,
+        at: dt.datetime | None = None,
+    ) -> None:
+        """Record an entry, written at commit. ``detail`` holds ids and reasons, never content or secrets."""
+        self._pending_audit.append(PendingAudit(at or utcnow(), actor, action, object_id, outcome, detail))
+
+    def touch(self, mailbox_id: int) -> None:
+        """Say that a mailbox changed: its watchers are woken after the commit."""
+        self._touched.add(mailbox_id)
+
+    async def commit(self) -> None:
+        if self.readonly:
+            raise RuntimeError("a read-only unit of work cannot commit")
+        await self.audit_log.append(self._pending_audit)
+        touched = sorted(self._touched)
+        if touched and self.db.is_postgresql:
+            # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
+            await self.session.execute(select(func.pg_notify(CHANNEL, ",".join(map(str, touched)))))
+        await self.session.commit()
+        self._pending_audit.clear()
+        self._touched.clear()
+        self.db.notifier.publish(touched)
+
+    async def rollback(self) -> None:
+        await self.session.rollback()
+        self._pending_audit.clear()
+        self._touched.clear()

@@ -1,0 +1,70 @@
+"""SMTP replies as values (mox ``smtp/codes.go``): a code, an RFC 3463 enhanced code, a sentence.
+
+``str(reply)`` is the reply line aiosmtpd sends: ``550 5.7.1 Recipient domain is not ...``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_ENHANCED = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"SMTP reply code {self.code} out of range")
+        if not _ENHANCED.match(self.enhanced) or self.enhanced[0] != str(self.code)[0]:
+            raise ValueError(f"enhanced status {self.enhanced!r} does not fit reply code {self.code}")
+        if "\r" in self.text or "\n" in self.text:
+            raise ValueError("a reply text is one line")
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def with_text(self, text: str) -> Reply:
+        return Reply(self.code, self.enhanced, text)
+
+
+# --- accepted ---------------------------------------------------------------------------------------------
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+
+# --- addressing (RFC 3463 X.1.X) -----------------------------------------------------------------------------
+UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "No such mailbox here: check the address in the health directory")
+BAD_ADDRESS_SYNTAX = Reply(501, "5.1.3", "Malformed address: expected name@domain")
+
+# --- mailbox state (X.2.X) ------------------------------------------------------------------------------------
+MAILBOX_CLOSED = Reply(550, "5.2.1", "The recipient's mailbox is closed and accepts no mail")
+MAILBOX_OPPOSED = Reply(550, "5.2.1", "The recipient has opposed the secure health messaging service")
+MAILBOX_DISABLED = Reply(550, "5.2.1", "The recipient's mailbox is disabled")
+MAILBOX_SUSPENDED = Reply(450, "4.2.1", "The recipient's mailbox is temporarily suspended: try again later")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message too big for this recipient")
+
+# --- security and policy (X.7.X) ------------------------------------------------------------------------------
+RECIPIENT_OUTSIDE_TRUST_SPACE = Reply(
+    550, "5.7.1", "Recipient domain is not in the MSSanté trust space: mail only goes to trusted health operators"
+)
+SENDER_OUTSIDE_TRUST_SPACE = Reply(
+    550, "5.7.1", "Sender domain is not in the MSSanté trust space: mail is only accepted from trusted operators"
+)
+OPERATOR_SUSPENDED = Reply(451, "4.7.1", "This operator is temporarily suspended from the trust space: try again later")
+PATIENT_NOT_A_REPLY = Reply(
+    550, "5.7.1", "A patient may only reply to a professional who wrote to them first, and not after [FIN]"
+)
+PATIENT_TO_PATIENT = Reply(550, "5.7.1", "Patients cannot write to other patients")
+PATIENT_TO_APPLICATION = Reply(550, "5.7.1", "Patients cannot write to software mailboxes (APP)")

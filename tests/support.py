@@ -1,0 +1,150 @@
+"""Helpers for the tests: test PKI, configurations, databases, accounts, raw SQL peeks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+from crypto.envelope import Kek, write_key_file
+from crypto.pki import CertificateAuthority, Issued
+from directory.accounts import AccountService
+from mailserver.config import Config, build
+from mailserver.context import Context
+from mailserver.store import migrate
+from mailserver.store.db import Database
+from mailserver.store.models import Account, AccountKind, Base, DomainKind
+
+__all__ = ["Config", "Context", "TestPKI", "make_config"]
+
+PRO_DOMAIN = "hopital.test"
+PATIENT_DOMAIN = "patient.masante.fr"
+PASSWORD = "correct horse battery staple"
+PATIENT_INS = "279035121518989"
+OTHER_INS = "185077505612323"
+
+
+class PgUnavailable(Exception):
+    pass
+
+
+def sqlalchemy_pg_url(dsn: str) -> str:
+    return "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+
+
+async def pg_admin(admin_dsn: str, statement: str) -> None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise PgUnavailable(str(exc)) from exc
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def pg_reset(dsn: str) -> None:
+    """Empty every table of a migrated database (fast, instead of migrating again)."""
+    import asyncpg
+
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        await conn.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1)", "0" * 64)
+    finally:
+        await conn.close()
+
+
+async def migrate_url(url: str) -> None:
+    db = Database(url)
+    try:
+        await migrate.upgrade(db)
+    finally:
+        await db.dispose()
+
+
+@dataclass
+class TestPKI:
+    """A CA and, signed by it, a server certificate for localhost and 127.0.0.1."""
+
+    __test__ = False  # not a test class
+
+    dir: Path
+    ca: CertificateAuthority
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+
+    @classmethod
+    def create(cls, d: Path) -> TestPKI:
+        ca = CertificateAuthority.create("masante test CA")
+        ca_file = d / "ca.pem"
+        ca.write(ca_file, d / "ca.key")
+        server = ca.issue("CN=localhost,O=masante test,C=FR", dns_names=("localhost",), ip_addresses=("127.0.0.1",))
+        server.write(d / "server.pem", d / "server.key")
+        return cls(d, ca, ca_file, d / "server.pem", d / "server.key")
+
+    def issue_client(self, dn: str, directory: Path) -> tuple[Path, Path]:
+        issued: Issued = self.ca.issue(dn, server=False, client=True)
+        name = dn.split(",", 1)[0].split("=", 1)[1].replace(" ", "_")
+        cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+        issued.write(cert, key)
+        return cert, key
+
+
+def make_config(tmp_path: Path, db_url: str, pki: TestPKI, **sections: dict[str, object]) -> Config:
+    """A Config (as if read from tmp_path/masante.toml) on ``db_url`` with ephemeral ports on 127.0.0.1."""
+    kek_file = tmp_path / "keys" / "kek.key"
+    if not kek_file.exists():
+        write_key_file(kek_file, Kek.generate())
+    data: dict[str, dict[str, object]] = {
+        "server": {"hostname": "localhost", "bind": "127.0.0.1"},
+        "ports": {"mx": 0, "submission": 0, "submissions": 0, "imap": 0, "imaps": 0},
+        "database": {"url": db_url.replace("+aiosqlite", "").replace("+asyncpg", "")},
+        "keys": {"kek_file": str(kek_file), "dkim_dir": str(tmp_path / "keys" / "dkim")},
+        "tls": {
+            "cert": str(pki.server_cert),
+            "key": str(pki.server_key),
+            "ca": str(pki.ca_file),
+            "trust_ca": str(pki.ca_file),
+            "client_cert": str(pki.server_cert),
+            "client_key": str(pki.server_key),
+        },
+        "security": {"scrypt_log_n": 12},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return build(data, {}, tmp_path / "masante.toml")
+
+
+async def add_domains(ctx: Context) -> None:
+    svc = AccountService(ctx)
+    await svc.add_domain(PRO_DOMAIN, DomainKind.PROFESSIONAL, actor="test")
+    await svc.add_domain(PATIENT_DOMAIN, DomainKind.PATIENT, actor="test")
+
+
+async def make_pro(
+    ctx: Context, local: str = "dr.house", *, password: str = PASSWORD, kind: AccountKind = AccountKind.PER
+) -> Account:
+    return await AccountService(ctx).create(f"{local}@{PRO_DOMAIN}", kind, actor="test", password=password)
+
+
+async def make_patient(ctx: Context, ins: str = PATIENT_INS, *, password: str = PASSWORD) -> Account:
+    return await AccountService(ctx).create(
+        f"{ins}@{PATIENT_DOMAIN}", AccountKind.PATIENT, actor="test", password=password
+    )
+
+
+def make_message(sender: str, rcpt: str, subject: str, body: str, **headers: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, subject
+    msg["Date"] = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    msg["Message-ID"] = f"<{abs(hash((sender, rcpt, subject)))}@test>"
+    for k, v in headers.items():
+        msg[k.replace("_", "-")] = v
+    msg.set_content(body)
+    return msg.as_bytes()
