@@ -76,6 +76,14 @@ class DomainsSection:
 
 
 @dataclass
+class PolicySection:
+    #: Annuaire Santé profession codes a patient may write to first (21: pharmacien)
+    patient_first_professions: list[str] = field(default_factory=lambda: ["21"])
+    #: other operators' patient domains: their mailboxes are patients (Mon Espace Santé's is patient.mssante.fr)
+    remote_patient_domains: list[str] = field(default_factory=lambda: ["patient.mssante.fr"])
+
+
+@dataclass
 class LimitsSection:
     max_message_size: int = 50 * 1024 * 1024
     patient_message_size: int = 25 * 1024 * 1024
@@ -104,6 +112,7 @@ class Config:
     keys: KeysSection = field(default_factory=KeysSection)
     tls: TlsSection = field(default_factory=TlsSection)
     domains: DomainsSection = field(default_factory=DomainsSection)
+    policy: PolicySection = field(default_factory=PolicySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
     security: SecuritySection = field(default_factory=SecuritySection)

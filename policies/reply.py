@@ -68,3 +68,9 @@ PATIENT_NOT_A_REPLY = Reply(
 )
 PATIENT_TO_PATIENT = Reply(550, "5.7.1", "Patients cannot write to other patients")
 PATIENT_TO_APPLICATION = Reply(550, "5.7.1", "Patients cannot write to software mailboxes (APP)")
+SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: it does not belong to the authenticated account")
+PEER_CERTIFICATE_REQUIRED = Reply(
+    550, "5.7.1", "A client certificate from the trust space is required to deliver mail here"
+)
+PEER_NOT_LISTED = Reply(550, "5.7.1", "Your client certificate is not listed for this sender domain in the trust space")
+APPEND_NOT_ALLOWED = Reply(550, "5.7.1", "This message cannot be stored here")
