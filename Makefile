@@ -33,5 +33,11 @@ check: $(STAMP)
 
 bench: $(STAMP)
 
+## make bench-imap: 20 IMAP clients doing a mail client's mix, then RSS with 1,000 and 10,000 idle connections
+.PHONY: bench-imap
+bench: bench-imap
+bench-imap: $(STAMP)
+	$(PY) bench/imap_bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

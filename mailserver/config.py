@@ -100,6 +100,26 @@ class SecuritySection:
 
 
 @dataclass
+class ImapSection:
+    """The IMAP listeners (RFC 3501). Every bound here is named and crossed by a test."""
+
+    #: longest command line in octets, literals apart (RFC 7162 §4 asks for at least 8192); beyond: BAD
+    max_line: int = 65536
+    #: largest literal (an APPEND's message) in octets; beyond: NO [TOOBIG] (BYE for a LITERAL+ one)
+    max_literal: int = 50 * 1024 * 1024
+    #: deepest nesting of parenthesised lists (SEARCH programs); beyond: BAD
+    max_depth: int = 32
+    #: invalid commands (BAD) a connection may send before it is closed with BYE
+    bad_command_limit: int = 10
+    #: seconds an unauthenticated client may stay silent (RFC 3501 §5.4)
+    login_timeout: int = 60
+    #: seconds an authenticated client may stay silent, IDLE included (RFC 3501 §5.4: at least 30 minutes)
+    idle_timeout: int = 1800
+    #: seconds for a TLS handshake (IMAPS and STARTTLS)
+    tls_handshake_timeout: int = 30
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"
 
@@ -116,6 +136,7 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
     security: SecuritySection = field(default_factory=SecuritySection)
+    imap: ImapSection = field(default_factory=ImapSection)
     log: LogSection = field(default_factory=LogSection)
 
     #: the file this configuration was read from (not a key)

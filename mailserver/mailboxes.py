@@ -3,6 +3,15 @@
 Every account: INBOX, Sent, Drafts, Trash, Junk (RFC 6154 SPECIAL-USE).
 Patients also: the vault ``Documents`` with its children, and ``Agenda``
 (../shared/DESIGN.md, "Special mailboxes"). Hierarchy delimiter: "/".
+
+Mailbox CREATE / DELETE / RENAME / SUBSCRIBE live here (the IMAP session calls
+them in its unit of work). Invariants:
+- every superior name of a mailbox exists (CREATE and RENAME create missing
+  parents; DELETE refuses a mailbox that has children);
+- INBOX and the special mailboxes (SPECIAL-USE ones, a patient's vault and
+  agenda) cannot be deleted; INBOX, the vault and the agenda cannot be renamed
+  (RENAME INBOX moves its messages to the new mailbox, RFC 3501 §6.3.5);
+- a mailbox deleted and created again gets a new UIDVALIDITY.
 """
 
 from __future__ import annotations
@@ -11,7 +20,9 @@ import time
 
 from sqlalchemy import func, select
 
-from mailserver.store.models import Mailbox
+from mailserver.imap.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound, MailError
+from mailserver.store.models import Mailbox, Message
+from mailserver.store.repositories.mail import INBOX, canonical_name
 from mailserver.store.uow import UnitOfWork
 
 DELIMITER = "/"
@@ -58,3 +69,125 @@ async def create_default_mailboxes(uow: UnitOfWork, account_id: int, *, patient:
             )
         )
     return created
+
+
+MAX_NAME = 500  # characters; the column holds 512
+
+
+def validate_name(name: str) -> str:
+    """A mailbox name as stored (INBOX canonical, trailing delimiter dropped), or MailError saying why not."""
+    if name.endswith(DELIMITER):
+        name = name.rstrip(DELIMITER)
+    if not name:
+        raise MailError("A mailbox name cannot be empty", "CANNOT")
+    if len(name) > MAX_NAME:
+        raise MailError(f"A mailbox name is at most {MAX_NAME} characters", "CANNOT")
+    if name.startswith(DELIMITER) or DELIMITER * 2 in name:
+        raise MailError(f"A mailbox name cannot start with {DELIMITER!r} or hold an empty level", "CANNOT")
+    if any(ch in name for ch in "*%") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        raise MailError("A mailbox name cannot hold *, % or control characters", "CANNOT")
+    return canonical_name(name)
+
+
+def parents(name: str) -> list[str]:
+    """The superior names of ``name``, outermost first: a/b/c -> [a, a/b]."""
+    levels = name.split(DELIMITER)
+    return [DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
+
+
+def is_protected(mailbox: Mailbox, *, patient: bool) -> bool:
+    """INBOX, SPECIAL-USE mailboxes and (for a patient) the vault and agenda cannot be deleted."""
+    if mailbox.name == INBOX or mailbox.special_use:
+        return True
+    return patient and (mailbox.name in PATIENT_EXTRA)
+
+
+async def _create_missing(uow: UnitOfWork, account_id: int, names: list[str]) -> None:
+    for n in names:
+        if await uow.mailboxes.get(account_id, n) is None:
+            await uow.mailboxes.create(account_id, n, uidvalidity=await next_uidvalidity(uow, account_id))
+
+
+async def create_mailbox(uow: UnitOfWork, account_id: int, name: str) -> Mailbox:
+    """RFC 3501 §6.3.3: create ``name`` (and any missing superior names)."""
+    canonical = validate_name(name)
+    if await uow.mailboxes.get(account_id, canonical) is not None:
+        raise MailboxExists(f"Mailbox {canonical!r} already exists")
+    await _create_missing(uow, account_id, parents(canonical))
+    return await uow.mailboxes.create(account_id, canonical, uidvalidity=await next_uidvalidity(uow, account_id))
+
+
+async def delete_mailbox(uow: UnitOfWork, account_id: int, name: str, *, patient: bool) -> Mailbox:
+    """RFC 3501 §6.3.4: delete ``name`` and its messages (blobs no other message uses go too)."""
+    mailbox = await uow.mailboxes.get(account_id, name)
+    if mailbox is None:
+        raise MailboxNotFound(canonical_name(name))
+    if mailbox.name == INBOX:
+        raise MailboxCannot("INBOX cannot be deleted")
+    if is_protected(mailbox, patient=patient):
+        raise MailboxCannot(f"{mailbox.name} is a special mailbox of every account and cannot be deleted")
+    prefix = mailbox.name + DELIMITER
+    if any(m.name.startswith(prefix) for m in await uow.mailboxes.list(account_id)):
+        raise MailboxHasChildren(f"{mailbox.name} has mailboxes under it: delete them first")
+    blob_ids = (
+        (await uow.session.execute(select(Message.blob_id).where(Message.mailbox_id == mailbox.id).distinct()))
+        .scalars()
+        .all()
+    )
+    await uow.mailboxes.delete(mailbox)
+    await uow.blobs.delete_orphans(blob_ids)
+    uow.touch(mailbox.id)
+    return mailbox
+
+
+async def rename_mailbox(uow: UnitOfWork, account_id: int, old: str, new: str, *, patient: bool) -> None:
+    """RFC 3501 §6.3.5: rename ``old`` and the mailboxes under it; renaming INBOX moves its messages."""
+    source = await uow.mailboxes.get(account_id, old)
+    if source is None:
+        raise MailboxNotFound(canonical_name(old))
+    target = validate_name(new)
+    if await uow.mailboxes.get(account_id, target) is not None:
+        raise MailboxExists(f"Mailbox {target!r} already exists")
+    if target.startswith(source.name + DELIMITER):
+        raise MailboxCannot("A mailbox cannot be moved under itself")
+    if source.name == INBOX:
+        await _create_missing(uow, account_id, parents(target))
+        dest = await uow.mailboxes.create(account_id, target, uidvalidity=await next_uidvalidity(uow, account_id))
+        messages = await uow.messages.list(source.id)
+        if messages:
+            first, modseq = await uow.mailboxes.allocate(dest.id, len(messages))
+            for i, m in enumerate(messages):
+                await uow.messages.add(
+                    mailbox_id=dest.id,
+                    uid=first + i,
+                    modseq=modseq,
+                    flags=m.flags,
+                    internal_date=m.internal_date,
+                    size=m.size,
+                    blob_id=m.blob_id,
+                )
+            await uow.messages.expunge(source.id, [m.uid for m in messages], await uow.mailboxes.bump_modseq(source.id))
+        uow.touch(source.id)
+        uow.touch(dest.id)
+        return
+    if patient and (source.name in PATIENT_EXTRA):
+        raise MailboxCannot(f"{source.name} is a special mailbox of every patient and cannot be renamed")
+    await _create_missing(uow, account_id, parents(target))
+    prefix = source.name + DELIMITER
+    for box in await uow.mailboxes.list(account_id):
+        if box.name == source.name:
+            box.name = target
+        elif box.name.startswith(prefix):
+            box.name = target + DELIMITER + box.name[len(prefix) :]
+        else:
+            continue
+        uow.touch(box.id)
+    await uow.session.flush()
+
+
+async def set_subscribed(uow: UnitOfWork, account_id: int, name: str, subscribed: bool) -> None:
+    mailbox = await uow.mailboxes.get(account_id, name)
+    if mailbox is None:
+        raise MailboxNotFound(canonical_name(name))
+    mailbox.subscribed = subscribed
+    await uow.session.flush()

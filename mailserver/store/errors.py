@@ -11,3 +11,7 @@ class Conflict(StoreError):
 
 class NotFound(StoreError):
     """The row asked for does not exist."""
+
+
+class StoreBusy(StoreError):
+    """The database could not take the write in time (a transient condition)."""

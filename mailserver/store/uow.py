@@ -14,14 +14,17 @@ unit of work of their own).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import weakref
 from types import TracebackType
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver.notify import CHANNEL
-from mailserver.store.db import Database
+from mailserver.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
+from mailserver.store.errors import StoreBusy
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories import (
     AccountRepository,
@@ -48,12 +51,23 @@ class UnitOfWork:
     trust: TrustRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
+        self._write_lock: asyncio.Lock | None = None
         self.db = db
         self.readonly = readonly
         self._pending_audit: list[PendingAudit] = []
         self._touched: set[int] = set()
 
     async def __aenter__(self) -> UnitOfWork:
+        if not self.readonly and self.db.is_sqlite:
+            # SQLite has one writer at a time: queue this process's writers here, in order, rather than
+            # in SQLite's busy handler, which sleeps and retries (seconds of latency under load)
+            lock = _SQLITE_WRITERS.setdefault(self.db, asyncio.Lock())
+            try:
+                # as long as SQLite's own busy timeout: a writer nested in another fails instead of hanging
+                await asyncio.wait_for(lock.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
+            except TimeoutError:
+                raise StoreBusy("the database stayed busy with other writes; try again") from None
+            self._write_lock = lock
         self.session = (self.db.reader if self.readonly else self.db.writer)()
         s = self.session
         self.domains = DomainRepository(s)
@@ -71,7 +85,12 @@ class UnitOfWork:
     ) -> None:
         # close() ends the transaction (rolling back anything not committed) and detaches the
         # objects without expiring them, so what was read stays readable after the block.
-        await self.session.close()
+        try:
+            await self.session.close()
+        finally:
+            if self._write_lock is not None:
+                self._write_lock.release()
+                self._write_lock = None
 
     def audit(
         self,
@@ -107,3 +126,7 @@ class UnitOfWork:
         await self.session.rollback()
         self._pending_audit.clear()
         self._touched.clear()
+
+
+#: one queue of writing units of work per SQLite database of this process (see ``__aenter__``)
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[Database, asyncio.Lock] = weakref.WeakKeyDictionary()

@@ -13,7 +13,8 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import cast
 
-from sqlalchemy import Table, delete, exists, func, select, update
+from sqlalchemy import Table, case, delete, exists, func, select, update
+from sqlalchemy.orm import load_only
 
 from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.repositories.base import Repository
@@ -190,7 +191,7 @@ class MessageRepository(Repository):
                 .returning(Message.blob_id)
                 .execution_options(synchronize_session=False)
             )
-            blob_ids.extend(r for (r,) in rows.tuples())
+            blob_ids.extend(r for (r,) in rows.all())
             for uid in chunk:
                 await self.session.merge(ExpungedMessage(mailbox_id=mailbox_id, uid=uid, modseq=modseq))
         await self.session.flush()
@@ -218,3 +219,55 @@ class BlobRepository(Repository):
             )
             deleted += res.rowcount or 0  # type: ignore[attr-defined]
         return deleted
+
+
+class MessageViews(Repository):
+    """Read paths the IMAP sessions need (bounded queries, no ORM identity map growth where avoidable)."""
+
+    async def states(self, mailbox_id: int) -> builtins.list[tuple[int, str, int]]:
+        """(uid, flags, modseq) of every message, by UID: what SELECT starts from."""
+        stmt = (
+            select(Message.uid, Message.flags, Message.modseq)
+            .where(Message.mailbox_id == mailbox_id)
+            .order_by(Message.uid)
+        )
+        return [(int(u), f, int(m)) for u, f, m in (await self.session.execute(stmt)).all()]
+
+    async def changes_between(self, mailbox_id: int, after: int, upto: int) -> builtins.list[tuple[int, str, int]]:
+        """(uid, flags, modseq) of messages added or changed with ``after < modseq <= upto``."""
+        stmt = (
+            select(Message.uid, Message.flags, Message.modseq)
+            .where(Message.mailbox_id == mailbox_id, Message.modseq > after, Message.modseq <= upto)
+            .order_by(Message.uid)
+        )
+        return [(int(u), f, int(m)) for u, f, m in (await self.session.execute(stmt)).all()]
+
+    async def expunged_between(self, mailbox_id: int, after: int, upto: int) -> builtins.list[int]:
+        stmt = select(ExpungedMessage.uid).where(
+            ExpungedMessage.mailbox_id == mailbox_id, ExpungedMessage.modseq > after, ExpungedMessage.modseq <= upto
+        )
+        return sorted(int(u) for u in (await self.session.execute(stmt)).scalars().all())
+
+    async def status_counts(self, mailbox_id: int, first_recent_uid: int) -> tuple[int, int, int, int]:
+        """(messages, unseen, recent, total size) of a mailbox."""
+        seen = Message.flags.contains("\\Seen", autoescape=True)
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(case((seen, 0), else_=1)), 0),
+            func.coalesce(func.sum(case((Message.uid >= first_recent_uid, 1), else_=0)), 0),
+            func.coalesce(func.sum(Message.size), 0),
+        ).where(Message.mailbox_id == mailbox_id)
+        n, unseen, recent, size = (await self.session.execute(stmt)).one()
+        return int(n), int(unseen), int(recent), int(size)
+
+    async def blob_parts(self, blob_ids: Iterable[str], *, body: bool) -> dict[str, Blob]:
+        """Blobs by id; without ``body`` only the (small) sealed metadata is read."""
+        ids = sorted(set(blob_ids))
+        out: dict[str, Blob] = {}
+        for i in range(0, len(ids), 500):
+            stmt = select(Blob).where(Blob.id.in_(ids[i : i + 500]))
+            if not body:
+                stmt = stmt.options(load_only(Blob.id, Blob.account_id, Blob.meta, Blob.size, raiseload=True))
+            for b in (await self.session.execute(stmt)).scalars().all():
+                out[b.id] = b
+        return out

@@ -1,0 +1,327 @@
+"""``make bench-imap``: the IMAP server under a mail client's load, and its memory per idle connection.
+
+Starts ``masante-server`` in a subprocess on a throw-away SQLite database (a
+fresh PKI, KEK and accounts in a temporary directory), then:
+
+1. N concurrent clients (default 20), each logged in over IMAPS, loop for a
+   fixed time over a mail client's mix: SELECT, UID FETCH FLAGS, UID FETCH
+   BODY.PEEK[], UID STORE, APPEND, UID SEARCH, UID STORE \\Deleted + UID
+   EXPUNGE; each client also keeps a second connection in IDLE and times how
+   long after its APPEND the IDLE connection hears EXISTS ("IDLE wake-up").
+   Prints operations per second and p50/p99 latency per command.
+2. Opens 1,000 then 10,000 idle authenticated IMAPS connections and prints the
+   server's resident memory (VmRSS) and the bytes per connection.
+
+    .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import resource
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PASSWORD = "bench-password"  # noqa: S105 - a throw-away account on a throw-away database
+DOMAIN = "bench.test"
+SEED_MESSAGES = 50
+
+
+# --- setup ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare(tmp: Path, clients: int) -> tuple[Path, Path, int]:
+    """Config, database, PKI, accounts and seed mail. Returns (config file, CA file, IMAPS port)."""
+    from crypto.envelope import Kek, write_key_file
+    from crypto.pki import CertificateAuthority
+    from mailserver.config import build
+
+    ca = CertificateAuthority.create("bench CA")
+    ca.write(tmp / "ca.pem", tmp / "ca.key")
+    ca.issue("CN=localhost", dns_names=("localhost",), ip_addresses=("127.0.0.1",)).write(
+        tmp / "server.pem", tmp / "server.key"
+    )
+    write_key_file(tmp / "kek.key", Kek.generate())
+    port = free_port()
+    cfg = build(
+        {
+            "server": {"hostname": "localhost", "bind": "127.0.0.1"},
+            "ports": {"mx": -1, "submission": -1, "submissions": -1, "imap": -1, "imaps": port},
+            "database": {"url": "sqlite:///bench.db"},
+            "keys": {"kek_file": "kek.key", "dkim_dir": "dkim"},
+            "tls": {
+                "cert": "server.pem",
+                "key": "server.key",
+                "ca": "ca.pem",
+                "trust_ca": "ca.pem",
+                "client_cert": "server.pem",
+                "client_key": "server.key",
+            },
+            "security": {"scrypt_log_n": 10},  # the server's work, not the password hash's, is measured here
+            "log": {"level": "WARNING"},
+        },
+        {},
+        tmp / "masante.toml",
+    )
+    (tmp / "masante.toml").write_text(cfg.to_toml())
+    asyncio.run(_seed(cfg, clients))
+    return tmp / "masante.toml", tmp / "ca.pem", port
+
+
+async def _seed(cfg: object, clients: int) -> None:
+    from directory.accounts import AccountService
+    from mailserver.context import Context
+    from mailserver.delivery import deliver
+    from mailserver.store import migrate
+    from mailserver.store.models import AccountKind, DomainKind
+
+    ctx = Context.open(cfg)  # type: ignore[arg-type]
+    try:
+        await migrate.upgrade(ctx.db)
+        svc = AccountService(ctx)
+        await svc.add_domain(DOMAIN, DomainKind.PROFESSIONAL, actor="bench")
+        for i in range(clients + 1):  # the last one holds the idle connections
+            account = await svc.create(f"user{i}@{DOMAIN}", AccountKind.PER, actor="bench", password=PASSWORD)
+            async with ctx.uow() as uow:
+                for j in range(SEED_MESSAGES):
+                    raw = _message(f"seed {j}", 2000 + 37 * j)
+                    await deliver(uow, ctx.keyring, raw, [account], flags=("\\Seen",) if j % 2 else ())
+                await uow.commit()
+    finally:
+        await ctx.close()
+
+
+def _message(subject: str, size: int) -> bytes:
+    body = ("Lorem ipsum dolor sit amet, resultats biologiques. " * (size // 50 + 1))[:size]
+    lines = "\r\n".join(body[i : i + 76] for i in range(0, len(body), 76))
+    return (
+        f"From: lab@lab.test\r\nTo: user@{DOMAIN}\r\nSubject: {subject}\r\n"
+        f"Date: Mon, 23 Nov 2026 09:30:00 +0100\r\nMessage-ID: <{random.random()}@lab.test>\r\n\r\n{lines}\r\n"
+    ).encode()
+
+
+# --- a minimal IMAP client -----------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.n = 0
+
+    @classmethod
+    async def open(cls, port: int, tls: ssl.SSLContext, user: str) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+        c = cls(reader, writer)
+        await reader.readline()
+        await c.command(f'LOGIN {user} "{PASSWORD}"')
+        return c
+
+    async def read_response(self, tag: bytes) -> list[bytes]:
+        lines = []
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if m:
+                line += await self.reader.readexactly(int(m.group(1)))
+                line += await self.reader.readline()
+            lines.append(line)
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return lines
+
+    async def command(self, text: str, literal: bytes | None = None) -> list[bytes]:
+        self.n += 1
+        tag = f"b{self.n}".encode()
+        if literal is None:
+            self.writer.write(tag + b" " + text.encode() + b"\r\n")
+        else:
+            self.writer.write(tag + b" " + text.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        await self.writer.drain()
+        return await self.read_response(tag)
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"z LOGOUT\r\n")
+            await self.writer.drain()
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 2)
+        except (OSError, TimeoutError, ssl.SSLError):
+            self.writer.transport.abort()
+
+
+# --- the mix -------------------------------------------------------------------------------------------------
+
+
+async def worker(i: int, port: int, tls: ssl.SSLContext, until: float, lat: dict[str, list[float]]) -> None:
+    user = f"user{i}@{DOMAIN}"
+    c = await Client.open(port, tls, user)
+    watcher = await Client.open(port, tls, user)
+    await watcher.command("SELECT INBOX")
+    watcher.writer.write(b"w1 IDLE\r\n")
+    await watcher.writer.drain()
+    await watcher.reader.readline()  # "+ idling"
+
+    async def timed(name: str, text: str, literal: bytes | None = None) -> list[bytes]:
+        t0 = time.perf_counter()
+        out = await c.command(text, literal)
+        lat[name].append(time.perf_counter() - t0)
+        return out
+
+    while time.monotonic() < until:
+        lines = await timed("SELECT", "SELECT INBOX")
+        uidnext = int(next(re.search(rb"UIDNEXT (\d+)", x).group(1) for x in lines if b"UIDNEXT" in x))  # type: ignore[union-attr]
+        await timed("FETCH FLAGS", "UID FETCH 1:* (FLAGS)")
+        uid = random.randint(max(1, uidnext - SEED_MESSAGES), uidnext - 1)
+        await timed("FETCH BODY[]", f"UID FETCH {uid} (BODY.PEEK[])")
+        await timed("STORE", f"UID STORE {uid} {random.choice('+-')}FLAGS.SILENT (\\Flagged)")
+        t_append = time.perf_counter()
+        lines = await timed("APPEND", "APPEND INBOX (\\Seen)", _message(f"bench {i}", 3000))
+        new_uid = int(re.search(rb"APPENDUID \d+ (\d+)", lines[-1]).group(1))  # type: ignore[union-attr]
+        while True:  # the IDLE connection hears of it
+            line = await asyncio.wait_for(watcher.reader.readline(), 30)
+            if line.endswith(b"EXISTS\r\n"):
+                lat["IDLE wake-up"].append(time.perf_counter() - t_append)
+                break
+        await timed("SEARCH", "UID SEARCH SUBJECT bench")
+        await timed("STORE", f"UID STORE {new_uid} +FLAGS.SILENT (\\Deleted)")
+        await timed("EXPUNGE", f"UID EXPUNGE {new_uid}")
+    watcher.writer.write(b"DONE\r\n")
+    await watcher.writer.drain()
+    await watcher.close()
+    await c.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def hold_idle(port: int, tls: ssl.SSLContext, user: str, count: int, held: list[Client]) -> None:
+    sem = asyncio.Semaphore(100)
+
+    async def one() -> None:
+        async with sem:
+            for attempt in range(5):
+                try:
+                    held.append(await Client.open(port, tls, user))
+                    return
+                except (OSError, ssl.SSLError, ConnectionError):
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            raise RuntimeError("could not open an idle connection")
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int) -> None:
+    tls = ssl.create_default_context(cafile=str(ca))
+    lat: dict[str, list[float]] = defaultdict(list)
+    t0 = time.monotonic()
+    until = t0 + args.seconds
+    await asyncio.gather(*(worker(i, port, tls, until, lat) for i in range(args.clients)))
+    elapsed = time.monotonic() - t0
+    total = sum(len(v) for k, v in lat.items() if k != "IDLE wake-up")
+    print(f"\nIMAP mix: {args.clients} clients for {elapsed:.1f} s on SQLite")
+    print(f"  {total} commands, {total / elapsed:.0f} ops/s")
+    print(f"  {'command':<14} {'count':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    for name in ("SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE", "APPEND", "SEARCH", "EXPUNGE", "IDLE wake-up"):
+        v = lat.get(name, [])
+        if v:
+            print(f"  {name:<14} {len(v):>7} {percentile(v, 0.5) * 1000:>8.1f} {percentile(v, 0.99) * 1000:>8.1f}")
+
+    levels = [int(x) for x in args.idle.split(",") if x]
+    if not levels:
+        return
+    await asyncio.sleep(1)
+    base = rss(pid)
+    print(f"\nIdle authenticated IMAPS connections (server RSS at rest: {base / 2**20:.1f} MiB)")
+    held: list[Client] = []
+    user = f"user{args.clients}@{DOMAIN}"
+    try:
+        for level in levels:
+            t = time.monotonic()
+            await hold_idle(port, tls, user, level - len(held), held)
+            took = time.monotonic() - t
+            await asyncio.sleep(1)
+            now = rss(pid)
+            print(
+                f"  {level:>6} connections: RSS {now / 2**20:7.1f} MiB, "
+                f"{(now - base) / level / 1024:6.1f} KiB per connection (opened in {took:.1f} s)"
+            )
+    finally:
+        await asyncio.gather(*(c.close() for c in held), return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=int(os.environ.get("BENCH_CLIENTS", 20)))
+    parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 20)))
+    parser.add_argument("--idle", default=os.environ.get("BENCH_IDLE", "1000,10000"))
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(int(x) for x in args.idle.split(",") if x) + 2 * args.clients + 200 if args.idle else 0
+    if want > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(want, soft)), hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if want > soft:
+            print(f"note: ulimit -n is {soft}: fewer idle connections than asked can be held")
+    with tempfile.TemporaryDirectory(prefix="masante-bench-") as d:
+        tmp = Path(d)
+        t = time.monotonic()
+        cfg, ca, port = prepare(tmp, args.clients)
+        print(f"setup: {args.clients + 1} accounts, {SEED_MESSAGES} messages each, in {time.monotonic() - t:.1f} s")
+        proc = subprocess.Popen(  # noqa: S603 - our own server
+            [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            assert proc.stdout is not None
+            seen = []
+            for line in proc.stdout:
+                seen.append(line)
+                if "stop with Ctrl-C" in line:
+                    break
+            else:
+                raise SystemExit("the server did not start:\n" + "".join(seen[-20:]))
+            asyncio.run(run(args, cfg, ca, port, proc.pid))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

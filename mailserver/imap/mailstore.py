@@ -1,0 +1,441 @@
+"""The mail services an IMAP session calls: one account's mailboxes and messages, typed results only.
+
+Invariants:
+- Every method opens its own unit of work and closes it before returning: no
+  database session outlives a command, none is held while a client idles.
+- Every lookup is scoped by the logged-in account: a mailbox is found by
+  (account id, name) or by an id obtained that way; another account's
+  mailbox does not exist for this one.
+- Every change takes a fresh modseq from its mailbox row (``allocate`` /
+  ``bump_modseq``), so other sessions learn of it through ``changes``; the unit
+  of work ``touch``es the mailbox so IDLE sessions wake after the commit.
+- Reading message content (a body section, RFC822...) is audited, ids only:
+  one entry per call with the mailbox id and the UIDs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto.envelope import DataKey
+from mailserver import mailboxes as mbx
+from mailserver import mime
+from mailserver.bodies import account_key, open_body, open_meta
+from mailserver.context import Context
+from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
+from mailserver.imap.errors import MailboxGone, MailboxNotFound, MailError, Refused
+from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
+from mailserver.store.repositories.mail import MessageViews, canonical_name
+from mailserver.store.uow import UnitOfWork
+
+RECENT = "\\Recent"
+_FLAGSETS: dict[str, frozenset[str]] = {}
+
+
+def flagset(stored: str) -> frozenset[str]:
+    """Flags as a shared frozenset (a mailbox has few distinct combinations: keep one copy of each)."""
+    fs = _FLAGSETS.get(stored)
+    if fs is None:
+        fs = decode_flags(stored)
+        if len(_FLAGSETS) < 10_000:
+            _FLAGSETS[stored] = fs
+    return fs
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+
+    @classmethod
+    def of(cls, m: Mailbox) -> MailboxInfo:
+        return cls(m.id, m.name, m.special_use, m.uidvalidity, m.uidnext, m.highestmodseq, m.subscribed)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What SELECT starts from."""
+
+    mailbox: MailboxInfo
+    messages: list[tuple[int, frozenset[str]]]  # (uid, flags) by uid
+    recent: frozenset[int]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a mailbox after a modseq, up to ``modseq``."""
+
+    changed: list[tuple[int, frozenset[str]]]  # (uid, flags), new messages included
+    expunged: list[int]
+    modseq: int
+    uidnext: int
+    recent: frozenset[int] = frozenset()
+
+
+@dataclass(slots=True)
+class MessageData:
+    """One message for FETCH or SEARCH: what was asked for, nothing more."""
+
+    uid: int
+    flags: frozenset[str]
+    internal_date: dt.datetime
+    size: int
+    meta: dict[str, Any] | None = None
+    raw: bytes | None = None
+    _entity: mime.Entity | None = field(default=None, repr=False)
+
+    @property
+    def entity(self) -> mime.Entity:
+        if self._entity is None:
+            self._entity = mime.parse(self.raw or b"")
+        return self._entity
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInfo:
+    messages: int
+    recent: int
+    uidnext: int
+    uidvalidity: int
+    unseen: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    uidvalidity: int
+    source_uids: list[int]
+    dest_uids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    uidvalidity: int
+    uid: int
+    mailbox_id: int
+
+
+class MailStore:
+    """One logged-in account's view of the store."""
+
+    def __init__(self, ctx: Context, account: Account) -> None:
+        self.ctx = ctx
+        self.account = account
+        self.actor = account.address
+        self.patient = account.kind is AccountKind.PATIENT
+        self._key: DataKey | None = None
+
+    @property
+    def key(self) -> DataKey:
+        if self._key is None:
+            self._key = account_key(self.ctx.keyring, self.account)
+        return self._key
+
+    # --- mailboxes -----------------------------------------------------------------------------------------
+
+    async def mailboxes(self) -> list[MailboxInfo]:
+        async with self.ctx.uow(readonly=True) as uow:
+            return [MailboxInfo.of(m) for m in await uow.mailboxes.list(self.account.id)]
+
+    async def _mailbox(self, uow: UnitOfWork, name: str, *, try_create: bool = False) -> Mailbox:
+        mailbox = await uow.mailboxes.get(self.account.id, name)
+        if mailbox is None:
+            raise MailboxNotFound(canonical_name(name), try_create=try_create)
+        return mailbox
+
+    async def create(self, name: str) -> None:
+        async with self.ctx.uow() as uow:
+            mailbox = await mbx.create_mailbox(uow, self.account.id, name)
+            uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+            await uow.commit()
+
+    async def delete(self, name: str) -> None:
+        async with self.ctx.uow() as uow:
+            mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
+            uow.audit(self.actor, "imap.delete", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+            await uow.commit()
+
+    async def rename(self, old: str, new: str) -> None:
+        async with self.ctx.uow() as uow:
+            source = await self._mailbox(uow, old)
+            await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
+            uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
+            await uow.commit()
+
+    async def subscribe(self, name: str, subscribed: bool) -> None:
+        async with self.ctx.uow() as uow:
+            await mbx.set_subscribed(uow, self.account.id, name, subscribed)
+            await uow.commit()
+
+    async def status(self, name: str) -> StatusInfo:
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._mailbox(uow, name)
+            n, unseen, recent, size = await MessageViews(uow.session).status_counts(m.id, m.first_recent_uid)
+            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size)
+
+    # --- selected state ------------------------------------------------------------------------------------
+
+    async def select(self, name: str, *, readonly: bool) -> Snapshot:
+        """The mailbox and its messages; a read-write SELECT claims the \\Recent messages (RFC 3501 §2.3.2)."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._mailbox(uow, name)
+            first = m.first_recent_uid
+            if not readonly and m.first_recent_uid < m.uidnext:
+                uow_claim = True
+            else:
+                uow_claim = False
+                states = await MessageViews(uow.session).states(m.id)
+        if uow_claim:
+            async with self.ctx.uow() as uow:
+                first, _ = await uow.mailboxes.claim_recent(m.id)
+                fresh = await uow.mailboxes.get_by_id(m.id)
+                if fresh is None:  # deleted meanwhile
+                    raise MailboxNotFound(canonical_name(name))
+                m = fresh
+                states = await MessageViews(uow.session).states(m.id)
+                await uow.commit()
+        modseq = max([m.highestmodseq, *(s[2] for s in states)])
+        return Snapshot(
+            MailboxInfo.of(m),
+            [(uid, flagset(flags)) for uid, flags, _ in states],
+            frozenset(uid for uid, _, _ in states if uid >= first),
+            modseq,
+        )
+
+    async def changes(self, mailbox_id: int, since: int, *, claim_recent: bool) -> Changes:
+        """What happened in the mailbox after modseq ``since``. Raises MailboxGone if it was deleted."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await uow.mailboxes.get_by_id(mailbox_id)
+            if m is None or m.account_id != self.account.id:
+                raise MailboxGone("The selected mailbox was deleted")
+            upto, uidnext = m.highestmodseq, m.uidnext
+            if upto <= since:
+                return Changes([], [], since, uidnext)
+            views = MessageViews(uow.session)
+            changed = await views.changes_between(mailbox_id, since, upto)
+            expunged = await views.expunged_between(mailbox_id, since, upto)
+            first_recent = m.first_recent_uid
+        recent: frozenset[int] = frozenset()
+        if changed and claim_recent and max(u for u, _, _ in changed) >= first_recent:
+            async with self.ctx.uow() as uow:
+                first, _ = await uow.mailboxes.claim_recent(mailbox_id)
+                await uow.commit()
+            recent = frozenset(u for u, _, _ in changed if u >= first)
+        return Changes([(u, flagset(f)) for u, f, _ in changed], expunged, upto, uidnext, recent)
+
+    # --- messages ------------------------------------------------------------------------------------------
+
+    def _meta(self, blob: Blob, raw: bytes | None) -> dict[str, Any]:
+        meta = open_meta(self.key, blob)
+        if not mime.is_current(meta):  # derived by an older version: derive again (META_VERSION)
+            meta = mime.derive(raw if raw is not None else open_body(self.key, blob))
+        if meta is None:  # pragma: no cover - derive always returns a dict
+            raise MailError("This message's data cannot be read", "CORRUPTION")
+        return meta
+
+    async def fetch(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        *,
+        meta: bool,
+        body: bool,
+        mark_seen: bool,
+        audit: bool,
+    ) -> tuple[list[MessageData], dict[int, frozenset[str]]]:
+        """The messages ``uids`` (those still there), with metadata and/or plaintext; with ``mark_seen``
+        \\Seen is set on them (new flags returned); with ``audit`` the read is recorded."""
+        async with self.ctx.uow(readonly=True) as uow:
+            await self._check_owner(uow, mailbox_id)
+            rows = list(await uow.messages.by_uids(mailbox_id, uids))
+            blobs = (
+                await MessageViews(uow.session).blob_parts({r.blob_id for r in rows}, body=body)
+                if (meta or body)
+                else {}
+            )
+        # decrypting happens outside any transaction; the write below (\Seen, audit) is short
+        out: list[MessageData] = []
+        for r in rows:
+            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size)
+            blob = blobs.get(r.blob_id)
+            if blob is not None and blob.account_id == self.account.id:
+                if body:
+                    data.raw = open_body(self.key, blob)
+                if meta:
+                    data.meta = self._meta(blob, data.raw)
+            out.append(data)
+        new_flags: dict[int, frozenset[str]] = {}
+        unseen = [r.uid for r in rows if "\\Seen" not in flagset(r.flags)] if mark_seen else []
+        if not (unseen or (audit and rows)):
+            return out, new_flags
+        async with self.ctx.uow() as uow:
+            if unseen:
+                current = [
+                    m for m in await uow.messages.by_uids(mailbox_id, unseen) if "\\Seen" not in flagset(m.flags)
+                ]
+                if current:
+                    modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+                    for m in current:
+                        m.flags = encode_flags(flagset(m.flags) | {"\\Seen"})
+                        new_flags[m.uid] = flagset(m.flags)
+                    await uow.messages.set_flags(current, modseq)
+                    uow.touch(mailbox_id)
+            if audit and rows:
+                uow.audit(
+                    self.actor,
+                    "imap.fetch",
+                    f"{self.account.owner_id}/mailbox:{mailbox_id}",
+                    "ok",
+                    "uids " + _compact(r.uid for r in rows),
+                )
+            await uow.commit()
+        return out, new_flags
+
+    async def _check_owner(self, uow: UnitOfWork, mailbox_id: int) -> Mailbox:
+        m = await uow.mailboxes.get_by_id(mailbox_id)
+        if m is None or m.account_id != self.account.id:
+            raise MailboxGone("The selected mailbox was deleted")
+        return m
+
+    async def store(
+        self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str]
+    ) -> dict[int, frozenset[str]]:
+        """STORE: the resulting flags of every message still there (only changed ones get a new modseq)."""
+        wanted = frozenset(flags) - {RECENT}
+        async with self.ctx.uow() as uow:
+            await self._check_owner(uow, mailbox_id)
+            rows = await uow.messages.by_uids(mailbox_id, uids)
+            result: dict[int, frozenset[str]] = {}
+            changed: list[Message] = []
+            for r in rows:
+                old = flagset(r.flags)
+                new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
+                result[r.uid] = flagset(encode_flags(new))
+                if new != old:
+                    r.flags = encode_flags(new)
+                    changed.append(r)
+            if changed:
+                modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+                await uow.messages.set_flags(changed, modseq)
+                uow.touch(mailbox_id)
+                await uow.commit()
+        return result
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
+        """Remove those of ``uids`` that carry \\Deleted; returns the UIDs removed."""
+        async with self.ctx.uow() as uow:
+            await self._check_owner(uow, mailbox_id)
+            rows = await uow.messages.by_uids(mailbox_id, uids)
+            gone = [r.uid for r in rows if "\\Deleted" in flagset(r.flags)]
+            if not gone:
+                return []
+            modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+            blob_ids = await uow.messages.expunge(mailbox_id, gone, modseq)
+            await uow.blobs.delete_orphans(blob_ids)
+            uow.touch(mailbox_id)
+            uow.audit(
+                self.actor,
+                "imap.expunge",
+                f"{self.account.owner_id}/mailbox:{mailbox_id}",
+                "ok",
+                "uids " + _compact(gone),
+            )
+            await uow.commit()
+        return gone
+
+    async def copy(self, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool) -> CopyResult:
+        """COPY / MOVE (RFC 4315 COPYUID, RFC 6851): the copies share the source's blobs."""
+        async with self.ctx.uow() as uow:
+            source = await self._check_owner(uow, mailbox_id)
+            dest = await self._mailbox(uow, dest_name, try_create=True)
+            rows = list(await uow.messages.by_uids(mailbox_id, uids))
+            if not rows:
+                return CopyResult(dest.uidvalidity, [], [])
+            # lock mailbox rows in ascending id order, as delivery does, so that no two writers deadlock
+            src_modseq = 0
+            if move and source.id < dest.id:
+                src_modseq = await uow.mailboxes.bump_modseq(source.id)
+            first, modseq = await uow.mailboxes.allocate(dest.id, len(rows))
+            if move and source.id >= dest.id:
+                src_modseq = await uow.mailboxes.bump_modseq(source.id)
+            dest_uids = []
+            for i, r in enumerate(rows):
+                await uow.messages.add(
+                    mailbox_id=dest.id,
+                    uid=first + i,
+                    modseq=modseq,
+                    flags=r.flags,
+                    internal_date=r.internal_date,
+                    size=r.size,
+                    blob_id=r.blob_id,
+                )
+                dest_uids.append(first + i)
+            source_uids = [r.uid for r in rows]
+            if move:
+                await uow.messages.expunge(source.id, source_uids, src_modseq)
+                uow.touch(source.id)
+            uow.touch(dest.id)
+            uow.audit(
+                self.actor,
+                "imap.move" if move else "imap.copy",
+                f"{self.account.owner_id}/mailbox:{source.id}",
+                "ok",
+                f"uids {_compact(source_uids)} to mailbox:{dest.id} uids {_compact(dest_uids)}",
+            )
+            await uow.commit()
+            return CopyResult(dest.uidvalidity, source_uids, dest_uids)
+
+    async def append(
+        self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
+    ) -> AppendResult:
+        """APPEND through the one delivery path, after the gate's ``check_append``."""
+        from directory.gate import Gate  # the directory builds on mailserver: import where used
+
+        limit = self.ctx.config.limits.max_message_size
+        if len(raw) > limit:
+            raise MailError(f"Message too big (the limit is {limit} bytes)", "TOOBIG")
+        async with self.ctx.uow(readonly=True) as uow:
+            await self._mailbox(uow, name, try_create=True)
+            account = await uow.accounts.get(self.account.id)
+        if account is None:  # pragma: no cover - the account was erased meanwhile
+            raise MailError("This account no longer exists", "UNAVAILABLE")
+        decision = await Gate(self.ctx).check_append(account, canonical_name(name), raw)
+        if not decision.allowed:
+            raise Refused(decision.reply.text)
+        async with self.ctx.uow() as uow:
+            try:
+                result = await deliver(
+                    uow,
+                    self.ctx.keyring,
+                    raw,
+                    [account],
+                    mailbox=canonical_name(name),
+                    flags=[f for f in flags if f != RECENT],
+                    internal_date=internal_date,
+                    actor=self.actor,
+                    source="imap-append",
+                )
+            except MailboxMissing:
+                raise MailboxNotFound(canonical_name(name), try_create=True) from None
+            await uow.commit()
+        d = result.delivered[0]
+        return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
+
+
+def _compact(uids: Iterable[int]) -> str:
+    ranges: list[list[int]] = []
+    for u in sorted(set(uids)):
+        if ranges and ranges[-1][1] + 1 == u:
+            ranges[-1][1] = u
+        else:
+            ranges.append([u, u])
+    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in ranges)

@@ -1,0 +1,218 @@
+"""FETCH items rendered from a message, and SEARCH keys evaluated against one (RFC 3501 §6.4.4, §6.4.5, §7.4.2).
+
+Pure functions over ``MessageData``: the session decides what to load (``needs``)
+and the store loads it; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from mailserver import mime
+from mailserver.imap.mailstore import MessageData
+from mailserver.imap.protocol import commands as c
+from mailserver.imap.protocol.responses import Atom, Literal, Value
+
+# --- FETCH ---------------------------------------------------------------------------------------------------
+
+_META_ATTS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
+_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    meta: bool
+    body: bool
+    sets_seen: bool  # a non-PEEK body item: \Seen is set (RFC 3501 §6.4.5)
+
+
+def fetch_needs(items: tuple[c.FetchItem, ...]) -> Needs:
+    meta = body = seen = False
+    for item in items:
+        if isinstance(item, c.FetchBody):
+            body = True
+            seen = seen or not item.peek
+        elif item.name in _META_ATTS:
+            meta = True
+        elif item.name in _BODY_ATTS:
+            body = True
+            seen = seen or item.name != "RFC822.HEADER"
+    return Needs(meta, body, seen)
+
+
+def flag_atoms(flags: frozenset[str], recent: bool) -> tuple[Atom, ...]:
+    shown = flags | {"\\Recent"} if recent else flags
+    return tuple(Atom(f) for f in sorted(shown, key=lambda f: (not f.startswith("\\"), f)))
+
+
+def render_fetch(
+    items: tuple[c.FetchItem, ...], msg: MessageData, flags: frozenset[str], recent: bool, seen_changed: bool
+) -> tuple[tuple[str, Value], ...]:
+    out: list[tuple[str, Value]] = []
+    has_flags = False
+    for item in items:
+        if isinstance(item, c.FetchBody):
+            data = _section(msg, item.section)
+            if item.partial is not None:
+                offset, length = item.partial
+                data = data[offset : offset + length]
+            out.append((item.response_name(), Literal(data)))
+            continue
+        name = item.name
+        value: Value
+        if name == "UID":
+            value = msg.uid
+        elif name == "FLAGS":
+            has_flags = True
+            value = flag_atoms(flags, recent)
+        elif name == "INTERNALDATE":
+            value = c.format_datetime(msg.internal_date)
+        elif name == "RFC822.SIZE":
+            value = msg.size
+        elif name == "ENVELOPE":
+            value = (msg.meta or {}).get("envelope")
+        elif name == "BODY":
+            value = (msg.meta or {}).get("body")
+        elif name == "BODYSTRUCTURE":
+            value = (msg.meta or {}).get("bodystructure")
+        elif name == "RFC822":
+            value = Literal(msg.raw or b"")
+        elif name == "RFC822.HEADER":
+            value = Literal(mime.section(msg.entity, (), "HEADER"))
+        else:  # RFC822.TEXT
+            value = Literal(mime.section(msg.entity, (), "TEXT"))
+        out.append((name, value))
+    if seen_changed and not has_flags:  # RFC 3501 §6.4.5: the implied \Seen change is reported
+        out.append(("FLAGS", flag_atoms(flags, recent)))
+    return tuple(out)
+
+
+def _section(msg: MessageData, section: c.Section) -> bytes:
+    if not section.part and section.text is None:
+        return msg.raw or b""
+    return mime.section(msg.entity, section.part, section.text, section.fields)
+
+
+# --- SEARCH --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchNeeds:
+    rows: bool  # size, internal date
+    meta: bool  # decoded From/To/Cc/Bcc/Subject, Date
+    body: bool  # other headers, BODY, TEXT
+
+
+def search_needs(key: c.SearchKey) -> SearchNeeds:
+    rows = meta = body = False
+
+    def walk(k: c.SearchKey) -> None:
+        nonlocal rows, meta, body
+        if isinstance(k, c.SearchNot):
+            walk(k.key)
+        elif isinstance(k, c.SearchOr):
+            walk(k.left)
+            walk(k.right)
+        elif isinstance(k, c.SearchAnd):
+            for sub in k.keys:
+                walk(sub)
+        elif isinstance(k, c.SearchSize):
+            rows = True
+        elif isinstance(k, c.SearchDate):
+            rows = True
+            meta = meta or k.sent
+        elif isinstance(k, c.SearchHeader):
+            rows = True
+            if k.field in c.SHORT_HEADER_KEYS:
+                meta = True
+            else:
+                body = True
+        elif isinstance(k, c.SearchText):
+            rows = body = True
+
+    walk(key)
+    return SearchNeeds(rows or meta or body, meta, body)
+
+
+@dataclass(slots=True)
+class Candidate:
+    seq: int
+    uid: int
+    flags: frozenset[str]
+    recent: bool
+    data: MessageData | None = None
+
+
+def _fold(s: str) -> str:
+    return s.casefold()
+
+
+def _date_matches(op: str, day: dt.date, wanted: dt.date) -> bool:
+    if op == "BEFORE":
+        return day < wanted
+    if op == "ON":
+        return day == wanted
+    return day >= wanted  # SINCE
+
+
+def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bool:  # noqa: C901 - one case a key
+    if isinstance(key, c.SearchAll):
+        return True
+    if isinstance(key, c.SearchAnd):
+        return all(matches(k, m, max_seq=max_seq, max_uid=max_uid) for k in key.keys)
+    if isinstance(key, c.SearchOr):
+        return matches(key.left, m, max_seq=max_seq, max_uid=max_uid) or matches(
+            key.right, m, max_seq=max_seq, max_uid=max_uid
+        )
+    if isinstance(key, c.SearchNot):
+        return not matches(key.key, m, max_seq=max_seq, max_uid=max_uid)
+    if isinstance(key, c.SearchFlag):
+        has = m.recent if key.flag == "\\Recent" else key.flag in m.flags
+        return has == key.present
+    if isinstance(key, c.SearchNew):
+        return m.recent and "\\Seen" not in m.flags
+    if isinstance(key, c.SearchSeq):
+        if key.uid:
+            return key.seqset.contains(m.uid, max_uid)
+        return key.seqset.contains(m.seq, max_seq)
+    d = m.data
+    if d is None:
+        return False
+    if isinstance(key, c.SearchSize):
+        return d.size > key.size if key.larger else d.size < key.size
+    if isinstance(key, c.SearchDate):
+        day = d.internal_date.date()
+        if key.sent:
+            sent = (d.meta or {}).get("sent")
+            if sent:
+                day = dt.date.fromisoformat(sent)
+        return _date_matches(key.op, day, key.date)
+    if isinstance(key, c.SearchHeader):
+        needle = _fold(key.value)
+        if key.field in c.SHORT_HEADER_KEYS and d.meta is not None and "search" in d.meta:
+            text = d.meta["search"].get(key.field, "")
+            if not needle:
+                return key.field in _present_fields(d)
+            return needle in _fold(text)
+        if d.raw is None:
+            return False
+        values = mime.header_values(d.entity, key.field)
+        if not values:
+            return False
+        return any(needle in _fold(v) for v in values)
+    if isinstance(key, c.SearchText):
+        if d.raw is None:
+            return False
+        needle = _fold(key.value)
+        texts = mime.search_texts(d.entity)
+        if key.where == "TEXT":
+            texts = [mime.decoded_headers(d.entity), *texts]
+        return any(needle in _fold(t) for t in texts)
+    raise TypeError(type(key).__name__)  # pragma: no cover - every key is handled above
+
+
+def _present_fields(d: MessageData) -> set[str]:
+    headers = (d.meta or {}).get("headers", {})
+    search = (d.meta or {}).get("search", {})
+    return {k for k in ("from", "to", "cc", "bcc", "subject") if headers.get(k) or search.get(k)}

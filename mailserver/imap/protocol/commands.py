@@ -1,0 +1,812 @@
+"""IMAP commands as typed values: what ``ImapReceiver.next()`` returns, and what ``to_wire`` writes back.
+
+Invariants:
+- Every command is a frozen, slotted dataclass that validates on construction
+  (a tag is 1*ASTRING-CHAR without "+", a sequence set is never empty...);
+  ``ValueError`` from a constructor is turned into a BAD by the parser.
+- Mailbox names are Unicode here; the wire form is modified UTF-7 (RFC 3501 §5.1.3).
+- ``to_wire(command)`` is the client's side of the grammar: ``parse(to_wire(c)) == c``
+  (tested with Hypothesis), literals written as LITERAL+ ``{n+}``.
+
+See Also: RFC 3501 §6 (commands), §9 (formal syntax); RFC 9051 where clients expect it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from mailserver.imap.protocol import mutf7
+
+#: RFC 3501 §2.3.2 system flags, canonical spelling (flags are case-insensitive)
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+RECENT = "\\Recent"
+_SYSTEM_BY_UPPER = {f.upper(): f for f in (*SYSTEM_FLAGS, RECENT)}
+
+_ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x20)) | {0x7F}
+ATOM_CHARS = frozenset(range(0x21, 0x7F)) - _ATOM_SPECIALS
+ASTRING_CHARS = ATOM_CHARS | {ord("]")}
+TAG_CHARS = ASTRING_CHARS - {ord("+")}
+
+
+def is_atom(s: str) -> bool:
+    return bool(s) and all(ord(c) in ATOM_CHARS for c in s)
+
+
+def canonical_flag(flag: str) -> str:
+    """System flags in their canonical spelling; keywords as given. Raises ValueError for a malformed flag."""
+    if flag.startswith("\\"):
+        name = flag[1:]
+        if not is_atom(name):
+            raise ValueError(f"malformed flag {flag!r}")
+        return _SYSTEM_BY_UPPER.get(flag.upper(), flag)
+    if not is_atom(flag):
+        raise ValueError(f"malformed flag {flag!r}")
+    return flag
+
+
+# --- sequence sets ---------------------------------------------------------------------------------------
+
+STAR = 0  # "*" in a sequence set: the largest number in use
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceSet:
+    """RFC 3501 sequence-set: ranges of message numbers or UIDs; ``STAR`` (0) stands for ``*``."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        if not self.ranges:
+            raise ValueError("empty sequence set")
+        for lo, hi in self.ranges:
+            for n in (lo, hi):
+                if not 0 <= n < 2**32:
+                    raise ValueError(f"sequence number {n} out of range")
+
+    _RE: ClassVar[re.Pattern[str]] = re.compile(r"(?:[1-9][0-9]*|\*)(?::(?:[1-9][0-9]*|\*))?\Z")
+
+    @classmethod
+    def parse(cls, text: str) -> SequenceSet:
+        ranges = []
+        for item in text.split(","):
+            if not cls._RE.match(item):
+                raise ValueError(f"malformed sequence set {text!r}")
+            lo, _, hi = item.partition(":")
+            a = STAR if lo == "*" else int(lo)
+            b = a if not hi else (STAR if hi == "*" else int(hi))
+            ranges.append((a, b))
+        return cls(tuple(ranges))
+
+    @classmethod
+    def of(cls, numbers: Iterable[int]) -> SequenceSet:
+        """A compact set of the given (positive) numbers: 1,2,3,7 -> 1:3,7."""
+        ranges: list[tuple[int, int]] = []
+        for n in sorted(set(numbers)):
+            if ranges and ranges[-1][1] + 1 == n:
+                ranges[-1] = (ranges[-1][0], n)
+            else:
+                ranges.append((n, n))
+        return cls(tuple(ranges))
+
+    def __str__(self) -> str:
+        def one(n: int) -> str:
+            return "*" if n == STAR else str(n)
+
+        return ",".join(one(lo) if lo == hi else f"{one(lo)}:{one(hi)}" for lo, hi in self.ranges)
+
+    def bounds(self, largest: int) -> list[tuple[int, int]]:
+        """The ranges with ``*`` replaced by ``largest``, each as (low, high)."""
+        out = []
+        for lo, hi in self.ranges:
+            a = largest if lo == STAR else lo
+            b = largest if hi == STAR else hi
+            out.append((min(a, b), max(a, b)))
+        return out
+
+    def contains(self, n: int, largest: int) -> bool:
+        return any(lo <= n <= hi for lo, hi in self.bounds(largest))
+
+    def select(self, numbers: Iterable[int], largest: int) -> Iterator[int]:
+        """Those of ``numbers`` in this set."""
+        b = self.bounds(largest)
+        return (n for n in numbers if any(lo <= n <= hi for lo, hi in b))
+
+
+# --- search keys (RFC 3501 §6.4.4) -------------------------------------------------------------------------
+
+
+class SearchKey:
+    """A node of a SEARCH program."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchAll(SearchKey):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFlag(SearchKey):
+    """ANSWERED / UNANSWERED ... KEYWORD x / UNKEYWORD x; RECENT and OLD use ``\\Recent``."""
+
+    flag: str
+    present: bool
+
+    def __post_init__(self) -> None:
+        if canonical_flag(self.flag) != self.flag:
+            raise ValueError(f"flag {self.flag!r} not canonical")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchNew(SearchKey):
+    """NEW: recent and not seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHeader(SearchKey):
+    """FROM, TO, CC, BCC, SUBJECT, HEADER name value: case-insensitive substring of the decoded field."""
+
+    field: str  # lower case
+    value: str
+
+    def __post_init__(self) -> None:
+        if not self.field or self.field != self.field.lower() or not is_atom(self.field) or ":" in self.field:
+            raise ValueError(f"malformed header field name {self.field!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchText(SearchKey):
+    """BODY (the decoded text parts) or TEXT (headers and body)."""
+
+    where: str  # "BODY" | "TEXT"
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.where not in ("BODY", "TEXT"):
+            raise ValueError(self.where)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchDate(SearchKey):
+    """BEFORE/ON/SINCE (internal date) and SENTBEFORE/SENTON/SENTSINCE (Date: header), day granularity."""
+
+    sent: bool
+    op: str  # "BEFORE" | "ON" | "SINCE"
+    date: dt.date
+
+    def __post_init__(self) -> None:
+        if self.op not in ("BEFORE", "ON", "SINCE"):
+            raise ValueError(self.op)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSize(SearchKey):
+    larger: bool
+    size: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.size < 2**63:
+            raise ValueError("size out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSeq(SearchKey):
+    """A bare sequence set, or UID sequence-set."""
+
+    seqset: SequenceSet
+    uid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SearchNot(SearchKey):
+    key: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOr(SearchKey):
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True, slots=True)
+class SearchAnd(SearchKey):
+    keys: tuple[SearchKey, ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ValueError("empty search program")
+
+
+# --- fetch items (RFC 3501 §6.4.5) -------------------------------------------------------------------------
+
+SIMPLE_FETCH_ATTS = frozenset(
+    {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
+    | {"BODYSTRUCTURE", "UID"}
+)
+SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAttr:
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in SIMPLE_FETCH_ATTS:
+            raise ValueError(f"unknown fetch attribute {self.name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """``[1.2.HEADER.FIELDS (From To)]``: a part path, then what of it."""
+
+    part: tuple[int, ...] = ()
+    text: str | None = None  # HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(not 0 < p < 2**32 for p in self.part):
+            raise ValueError("section part numbers start at 1")
+        if self.text is not None and self.text not in SECTION_TEXTS:
+            raise ValueError(f"unknown section {self.text}")
+        if self.text == "MIME" and not self.part:
+            raise ValueError("MIME needs a part number")
+        if (self.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT")) != bool(self.fields):
+            raise ValueError("HEADER.FIELDS needs a list of field names")
+        if any(not f or not is_atom(f) or ":" in f for f in self.fields):
+            raise ValueError("malformed header field name")
+
+    def __str__(self) -> str:
+        spec = ".".join(map(str, self.part))
+        if self.text:
+            spec = f"{spec}.{self.text}" if spec else self.text
+        if self.fields:
+            spec += " (" + " ".join(self.fields) + ")"
+        return f"[{spec}]"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchBody:
+    """BODY[section]<partial> and BODY.PEEK[...]; ``partial`` is (offset, length)."""
+
+    section: Section
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.partial is not None and (self.partial[0] < 0 or self.partial[1] <= 0):
+            raise ValueError("malformed partial")
+
+    def response_name(self) -> str:
+        """How the FETCH response names it: BODY[section]<origin> (no PEEK, no length)."""
+        origin = f"<{self.partial[0]}>" if self.partial else ""
+        return f"BODY{self.section}{origin}"
+
+
+FetchItem = FetchAttr | FetchBody
+
+
+# --- commands -----------------------------------------------------------------------------------------------
+
+
+def _check_tag(tag: str) -> None:
+    if not tag or any(ord(c) not in TAG_CHARS for c in tag):
+        raise ValueError(f"malformed tag {tag!r}")
+
+
+def _check_mailbox(name: str) -> None:
+    if "\r" in name or "\n" in name or "\0" in name:
+        raise ValueError("a mailbox name cannot hold CR, LF or NUL")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    tag: str
+    name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _check_tag(self.tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Capability(Command):
+    name: ClassVar[str] = "CAPABILITY"
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(Command):
+    name: ClassVar[str] = "NOOP"
+
+
+@dataclass(frozen=True, slots=True)
+class Logout(Command):
+    name: ClassVar[str] = "LOGOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS(Command):
+    name: ClassVar[str] = "STARTTLS"
+
+
+@dataclass(frozen=True, slots=True)
+class Login(Command):
+    name: ClassVar[str] = "LOGIN"
+    user: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Login(tag={self.tag!r}, user={self.user!r}, password='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate(Command):
+    """AUTHENTICATE mechanism [initial-response] (RFC 4959 SASL-IR; "=" is an empty response)."""
+
+    name: ClassVar[str] = "AUTHENTICATE"
+    mechanism: str = ""
+    initial: str | None = None  # base64 text as sent, "=" for empty
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not is_atom(self.mechanism):
+            raise ValueError("malformed SASL mechanism")
+        if self.initial is not None and not re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", self.initial):
+            raise ValueError("the initial response is not base64")
+
+    def __repr__(self) -> str:
+        return f"Authenticate(tag={self.tag!r}, mechanism={self.mechanism!r}, initial='***')"
+
+
+@dataclass(frozen=True, slots=True)
+class Enable(Command):
+    name: ClassVar[str] = "ENABLE"
+    capabilities: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not self.capabilities or not all(is_atom(c) for c in self.capabilities):
+            raise ValueError("ENABLE needs capability names")
+
+
+@dataclass(frozen=True, slots=True)
+class Id(Command):
+    """RFC 2971: the client's identification, field/value pairs, or None for NIL."""
+
+    name: ClassVar[str] = "ID"
+    params: tuple[tuple[str, str | None], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace(Command):
+    name: ClassVar[str] = "NAMESPACE"
+
+
+@dataclass(frozen=True, slots=True)
+class _MailboxCommand(Command):
+    mailbox: str = ""
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        _check_mailbox(self.mailbox)
+
+
+@dataclass(frozen=True, slots=True)
+class Select(_MailboxCommand):
+    name: ClassVar[str] = "SELECT"
+
+
+@dataclass(frozen=True, slots=True)
+class Examine(_MailboxCommand):
+    name: ClassVar[str] = "EXAMINE"
+
+
+@dataclass(frozen=True, slots=True)
+class Create(_MailboxCommand):
+    name: ClassVar[str] = "CREATE"
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(_MailboxCommand):
+    name: ClassVar[str] = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe(_MailboxCommand):
+    name: ClassVar[str] = "SUBSCRIBE"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe(_MailboxCommand):
+    name: ClassVar[str] = "UNSUBSCRIBE"
+
+
+@dataclass(frozen=True, slots=True)
+class Rename(Command):
+    name: ClassVar[str] = "RENAME"
+    old: str = ""
+    new: str = ""
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        _check_mailbox(self.old)
+        _check_mailbox(self.new)
+
+
+LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+
+
+@dataclass(frozen=True, slots=True)
+class List(Command):
+    """LIST [(selection)] reference pattern(s) [RETURN (options)] (RFC 5258 syntax, RFC 6154 SPECIAL-USE)."""
+
+    name: ClassVar[str] = "LIST"
+    reference: str = ""
+    patterns: tuple[str, ...] = ("",)
+    select_options: tuple[str, ...] = ()
+    return_options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not self.patterns:
+            raise ValueError("LIST needs a pattern")
+        for p in (self.reference, *self.patterns):
+            _check_mailbox(p)
+        if not set(self.select_options) <= LIST_SELECT_OPTIONS:
+            raise ValueError("unknown LIST selection option")
+        if not set(self.return_options) <= LIST_RETURN_OPTIONS:
+            raise ValueError("unknown LIST return option")
+
+
+@dataclass(frozen=True, slots=True)
+class Lsub(Command):
+    name: ClassVar[str] = "LSUB"
+    reference: str = ""
+    pattern: str = ""
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        _check_mailbox(self.reference)
+        _check_mailbox(self.pattern)
+
+
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Status(_MailboxCommand):
+    name: ClassVar[str] = "STATUS"
+    items: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _MailboxCommand.__post_init__(self)
+        if not self.items or not set(self.items) <= STATUS_ITEMS:
+            raise ValueError("STATUS needs items among " + " ".join(sorted(STATUS_ITEMS)))
+
+
+@dataclass(frozen=True, slots=True)
+class Append(_MailboxCommand):
+    name: ClassVar[str] = "APPEND"
+    flags: tuple[str, ...] = ()
+    date: dt.datetime | None = None
+    message: bytes = b""
+
+    def __post_init__(self) -> None:
+        _MailboxCommand.__post_init__(self)
+        for f in self.flags:
+            if canonical_flag(f) != f:
+                raise ValueError(f"flag {f!r} not canonical")
+        if self.date is not None and self.date.tzinfo is None:
+            raise ValueError("an APPEND date has a time zone")
+
+    def __repr__(self) -> str:  # never the message
+        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Check(Command):
+    name: ClassVar[str] = "CHECK"
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Command):
+    name: ClassVar[str] = "CLOSE"
+
+
+@dataclass(frozen=True, slots=True)
+class Unselect(Command):
+    name: ClassVar[str] = "UNSELECT"
+
+
+@dataclass(frozen=True, slots=True)
+class Expunge(Command):
+    """EXPUNGE, or UID EXPUNGE uids (RFC 4315) when ``uids`` is given."""
+
+    name: ClassVar[str] = "EXPUNGE"
+    uids: SequenceSet | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Search(Command):
+    name: ClassVar[str] = "SEARCH"
+    key: SearchKey = SearchAll()
+    charset: str | None = None
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch(Command):
+    name: ClassVar[str] = "FETCH"
+    seqset: SequenceSet = SequenceSet(((1, 1),))
+    items: tuple[FetchItem, ...] = ()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not self.items:
+            raise ValueError("FETCH needs items")
+
+
+@dataclass(frozen=True, slots=True)
+class Store(Command):
+    """STORE set [+-]FLAGS[.SILENT] (flags)."""
+
+    name: ClassVar[str] = "STORE"
+    seqset: SequenceSet = SequenceSet(((1, 1),))
+    mode: str = ""  # "" replace, "+" add, "-" remove
+    silent: bool = False
+    flags: tuple[str, ...] = ()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.mode not in ("", "+", "-"):
+            raise ValueError("STORE mode is FLAGS, +FLAGS or -FLAGS")
+        for f in self.flags:
+            if canonical_flag(f) != f:
+                raise ValueError(f"flag {f!r} not canonical")
+
+
+@dataclass(frozen=True, slots=True)
+class Copy(_MailboxCommand):
+    name: ClassVar[str] = "COPY"
+    seqset: SequenceSet = SequenceSet(((1, 1),))
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Move(_MailboxCommand):
+    """RFC 6851."""
+
+    name: ClassVar[str] = "MOVE"
+    seqset: SequenceSet = SequenceSet(((1, 1),))
+    uid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Idle(Command):
+    """RFC 2177: the client ends it with a line ``DONE``."""
+
+    name: ClassVar[str] = "IDLE"
+
+
+COMMANDS: tuple[type[Command], ...] = (
+    Capability,
+    Noop,
+    Logout,
+    StartTLS,
+    Login,
+    Authenticate,
+    Enable,
+    Id,
+    Namespace,
+    Select,
+    Examine,
+    Create,
+    Delete,
+    Rename,
+    Subscribe,
+    Unsubscribe,
+    List,
+    Lsub,
+    Status,
+    Append,
+    Check,
+    Close,
+    Unselect,
+    Expunge,
+    Search,
+    Fetch,
+    Store,
+    Copy,
+    Move,
+    Idle,
+)
+
+
+# --- the client's side: commands to bytes --------------------------------------------------------------------
+
+
+def wire_string(value: str | bytes) -> bytes:
+    """An astring as a client writes it: atom if possible, else quoted, else a LITERAL+ literal."""
+    data = value.encode() if isinstance(value, str) else value
+    if data and all(c in ASTRING_CHARS for c in data):
+        return data
+    if all(0x20 <= c < 0x7F for c in data) and len(data) < 1000:
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return b"{%d+}\r\n" % len(data) + data
+
+
+def _wire_string_forced(value: str | bytes) -> bytes:
+    """A string (never an atom), for places where the grammar asks for ``string``."""
+    out = wire_string(value)
+    if out and out[:1] not in (b'"', b"{"):
+        return b'"' + out + b'"'
+    return out
+
+
+def _mailbox(name: str) -> bytes:
+    return wire_string(mutf7.encode(name))
+
+
+def _pattern(p: str) -> bytes:
+    enc = mutf7.encode(p)
+    if enc and all(c in ATOM_CHARS or c in b"%*]" for c in enc.encode()):
+        return enc.encode()
+    return wire_string(enc) if enc else b'""'
+
+
+def _flags(flags: Iterable[str]) -> bytes:
+    return b"(" + b" ".join(f.encode() for f in flags) + b")"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def format_date(d: dt.date) -> str:
+    return f"{d.day}-{_MONTHS[d.month - 1]}-{d.year:04d}"
+
+
+def format_datetime(when: dt.datetime) -> str:
+    """RFC 3501 date-time: ``"23-Nov-2026 09:30:00 +0100"`` (without the quotes)."""
+    off = when.utcoffset() or dt.timedelta(0)
+    minutes = int(off.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return (
+        f"{when.day:02d}-{_MONTHS[when.month - 1]}-{when.year:04d} "
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} {sign}{minutes // 60:02d}{minutes % 60:02d}"
+    )
+
+
+_FLAG_KEYS = {
+    "\\Answered": ("ANSWERED", "UNANSWERED"),
+    "\\Deleted": ("DELETED", "UNDELETED"),
+    "\\Draft": ("DRAFT", "UNDRAFT"),
+    "\\Flagged": ("FLAGGED", "UNFLAGGED"),
+    "\\Seen": ("SEEN", "UNSEEN"),
+    "\\Recent": ("RECENT", "OLD"),
+}
+SHORT_HEADER_KEYS = ("from", "to", "cc", "bcc", "subject")
+
+
+def search_wire(key: SearchKey) -> bytes:
+    if isinstance(key, SearchAll):
+        return b"ALL"
+    if isinstance(key, SearchNew):
+        return b"NEW"
+    if isinstance(key, SearchFlag):
+        if key.flag in _FLAG_KEYS:
+            return _FLAG_KEYS[key.flag][0 if key.present else 1].encode()
+        return (b"KEYWORD " if key.present else b"UNKEYWORD ") + key.flag.encode()
+    if isinstance(key, SearchHeader):
+        if key.field in SHORT_HEADER_KEYS:
+            return key.field.upper().encode() + b" " + wire_string(key.value)
+        return b"HEADER " + wire_string(key.field) + b" " + wire_string(key.value)
+    if isinstance(key, SearchText):
+        return key.where.encode() + b" " + wire_string(key.value)
+    if isinstance(key, SearchDate):
+        return (b"SENT" if key.sent else b"") + key.op.encode() + b" " + format_date(key.date).encode()
+    if isinstance(key, SearchSize):
+        return (b"LARGER " if key.larger else b"SMALLER ") + str(key.size).encode()
+    if isinstance(key, SearchSeq):
+        return (b"UID " if key.uid else b"") + str(key.seqset).encode()
+    if isinstance(key, SearchNot):
+        return b"NOT " + search_wire(key.key)
+    if isinstance(key, SearchOr):
+        return b"OR " + search_wire(key.left) + b" " + search_wire(key.right)
+    if isinstance(key, SearchAnd):
+        return b"(" + b" ".join(search_wire(k) for k in key.keys) + b")"
+    raise TypeError(type(key).__name__)
+
+
+def fetch_item_wire(item: FetchItem) -> bytes:
+    if isinstance(item, FetchAttr):
+        return item.name.encode()
+    out = b"BODY.PEEK" if item.peek else b"BODY"
+    out += str(item.section).encode()
+    if item.partial:
+        out += b"<%d.%d>" % item.partial
+    return out
+
+
+def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as the grammar has
+    """The bytes a client sends for ``cmd`` (CRLF included)."""
+    t = cmd.tag.encode() + b" "
+    uid = b"UID " if getattr(cmd, "uid", False) else b""
+    body: bytes
+    if isinstance(cmd, Login):
+        body = b"LOGIN " + wire_string(cmd.user) + b" " + wire_string(cmd.password)
+    elif isinstance(cmd, Authenticate):
+        body = b"AUTHENTICATE " + cmd.mechanism.encode()
+        if cmd.initial is not None:
+            body += b" " + (cmd.initial.encode() or b"=")
+    elif isinstance(cmd, Enable):
+        body = b"ENABLE " + " ".join(cmd.capabilities).encode()
+    elif isinstance(cmd, Id):
+        if cmd.params is None:
+            body = b"ID NIL"
+        else:
+            items = []
+            for k, v in cmd.params:
+                items.append(_wire_string_forced(k))
+                items.append(b"NIL" if v is None else _wire_string_forced(v))
+            body = b"ID (" + b" ".join(items) + b")"
+    elif isinstance(cmd, Rename):
+        body = b"RENAME " + _mailbox(cmd.old) + b" " + _mailbox(cmd.new)
+    elif isinstance(cmd, List):
+        body = b"LIST "
+        if cmd.select_options:
+            body += b"(" + " ".join(cmd.select_options).encode() + b") "
+        body += _mailbox(cmd.reference) + b" "
+        if len(cmd.patterns) == 1:
+            body += _pattern(cmd.patterns[0])
+        else:
+            body += b"(" + b" ".join(_pattern(p) for p in cmd.patterns) + b")"
+        if cmd.return_options:
+            body += b" RETURN (" + " ".join(cmd.return_options).encode() + b")"
+    elif isinstance(cmd, Lsub):
+        body = b"LSUB " + _mailbox(cmd.reference) + b" " + _pattern(cmd.pattern)
+    elif isinstance(cmd, Status):
+        body = b"STATUS " + _mailbox(cmd.mailbox) + b" (" + " ".join(cmd.items).encode() + b")"
+    elif isinstance(cmd, Append):
+        body = b"APPEND " + _mailbox(cmd.mailbox)
+        if cmd.flags:
+            body += b" " + _flags(cmd.flags)
+        if cmd.date is not None:
+            body += b' "' + format_datetime(cmd.date).encode() + b'"'
+        body += b" {%d+}\r\n" % len(cmd.message) + cmd.message
+    elif isinstance(cmd, Copy | Move):
+        body = uid + cmd.name.encode() + b" " + str(cmd.seqset).encode() + b" " + _mailbox(cmd.mailbox)
+    elif isinstance(cmd, _MailboxCommand):
+        body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)
+    elif isinstance(cmd, Expunge):
+        body = b"UID EXPUNGE " + str(cmd.uids).encode() if cmd.uids is not None else b"EXPUNGE"
+    elif isinstance(cmd, Search):
+        body = uid + b"SEARCH "
+        if cmd.charset is not None:
+            body += b"CHARSET " + wire_string(cmd.charset) + b" "
+        keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, Fetch):
+        atts = b" ".join(fetch_item_wire(i) for i in cmd.items)
+        body = uid + b"FETCH " + str(cmd.seqset).encode() + b" (" + atts + b")"
+    elif isinstance(cmd, Store):
+        body = (
+            uid
+            + b"STORE "
+            + str(cmd.seqset).encode()
+            + b" "
+            + cmd.mode.encode()
+            + b"FLAGS"
+            + (b".SILENT" if cmd.silent else b"")
+            + b" "
+            + _flags(cmd.flags)
+        )
+    else:
+        body = cmd.name.encode()
+    return t + body + b"\r\n"
