@@ -127,6 +127,21 @@ def test_search_programs() -> None:
     bad(b"a SEARCH\r\n", "space")
 
 
+def test_unquoted_search_text_continues_the_previous_text_key() -> None:
+    """imaplib sends ``SEARCH SUBJECT Re: question 4f3a`` without quotes: the words are the subject."""
+    key = one(b"a UID SEARCH SUBJECT Re: question 4f3a9c UNSEEN\r\n").key  # type: ignore[attr-defined]
+    assert key == c.SearchAnd((c.SearchHeader("subject", "Re: question 4f3a9c"), c.SearchFlag("\\Seen", False)))
+    assert one(b"a SEARCH FROM dr house\r\n").key == c.SearchHeader("from", "dr house")  # type: ignore[attr-defined]
+    assert one(b"a SEARCH 1:3 SUBJECT x 2\r\n").key == c.SearchAnd(  # type: ignore[attr-defined]
+        (
+            c.SearchSeq(c.SequenceSet(((1, 3),)), uid=False),
+            c.SearchHeader("subject", "x"),
+            c.SearchSeq(c.SequenceSet(((2, 2),)), uid=False),
+        )
+    )  # a valid key after the text stays a key
+    bad(b"a SEARCH UNSEEN bogus\r\n", "Unknown search key BOGUS")  # only text keys continue
+
+
 def test_nesting_depth_is_bounded() -> None:
     deep = b"a SEARCH " + b"(" * 40 + b"ALL" + b")" * 40 + b"\r\n"
     bad(deep, "nested")

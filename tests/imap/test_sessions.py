@@ -47,6 +47,13 @@ async def aio(srv: ServerThread, tls: ssl.SSLContext, user: Account) -> AsyncIte
     finally:
         with contextlib.suppress(Exception):
             await client.logout()
+        # aioimaplib leaves the hang-up after LOGOUT to the server; the test's loop may end before it
+        # happens, leaving a socket for the garbage collector: close it ourselves
+        transport = client.protocol.transport if client.protocol else None
+        if transport is not None:
+            transport.abort()
+            for _ in range(3):
+                await asyncio.sleep(0)
 
 
 async def pushed_until(client: aioimaplib.IMAP4_SSL, wanted: bytes, within: float = 15) -> list[bytes]:

@@ -26,6 +26,7 @@ See Also: RFC 3501 §9 (formal syntax), RFC 9051 §9.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable
@@ -696,10 +697,35 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
 
     keys = [_search_key(cur, decode)]
     while cur.maybe(b" "):
-        keys.append(_search_key(cur, decode))
+        _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
     return c.Search(tag, key, charset, uid)
+
+
+def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
+    """Parse the next top-level search key into ``keys``, with one leniency for clients that do not quote.
+
+    Python's imaplib sends ``SEARCH SUBJECT Re: question`` unquoted. When what follows a
+    text key (FROM, SUBJECT, BODY...) is not a search key, it is taken as more of that
+    key's text, as the user meant; anything else stays a syntax error (BAD).
+    """
+    mark = (cur.i, cur.text, cur.pos)
+    try:
+        key = _search_key(cur, decode)
+        if cur.peek() not in (None, 0x20):
+            raise cur.error("Unexpected characters after a search key")
+        keys.append(key)
+    except ImapParseError as exc:
+        previous = keys[-1]
+        if not isinstance(previous, c.SearchHeader | c.SearchText):
+            raise
+        cur.i, cur.text, cur.pos = mark
+        try:
+            word = decode(cur.astring())
+        except ImapParseError:
+            raise exc from None
+        keys[-1] = dataclasses.replace(previous, value=f"{previous.value} {word}")
 
 
 def _parse_store(cur: _Cursor, tag: str, uid: bool) -> c.Command:
