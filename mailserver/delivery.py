@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from mailserver.store.models import Account, Blob, Mailbox
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.mail import INBOX
 from mailserver.store.uow import UnitOfWork
+
+#: messages larger than this are parsed in a worker thread
+INLINE_PARSE_LIMIT = 64 * 1024
 
 
 class DeliveryError(Exception):
@@ -82,7 +86,8 @@ async def deliver(
     target (APPEND); otherwise ``classify`` chooses. The caller commits."""
     when = internal_date or utcnow()
     stored_flags = encode_flags(flags)
-    meta = mime.derive(raw)
+    # parsing a large message costs tens of milliseconds: not on the event loop
+    meta = mime.derive(raw) if len(raw) < INLINE_PARSE_LIMIT else await asyncio.to_thread(mime.derive, raw)
     targets: list[tuple[Account, Mailbox, Blob]] = []
     for account in recipients:
         name = mailbox or classify(raw, account)
