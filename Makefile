@@ -41,3 +41,10 @@ bench-imap: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## make bench-directory: import 100,000 and 1,000,000 generated PS_LibreAcces lines (lines/s, peak memory), open 100,000 patients
+.PHONY: bench-directory
+bench: bench-directory
+bench-directory: $(STAMP)
+	$(PY) -m bench.directory_bench $(BENCH_ARGS)
+

@@ -50,6 +50,36 @@ def create(
     console.print(f"account {a.address} created ({a.kind.value})")
 
 
+@account.command("create-pro")
+@click.option("--rpps", required=True, help="The professional's RPPS number (or national id 8+RPPS).")
+@click.option("--address", required=True, help="The mailbox address, on a local professional domain.")
+@click.option(
+    "--kind",
+    type=click.Choice(["PER", "ORG", "APP"], case_sensitive=False),
+    default="PER",
+    show_default=True,
+    help="PER the professional's own mailbox, ORG a service (secretariat), APP software they are responsible for.",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--no-password", is_flag=True, help="Create without a password (token or certificate login only).")
+def create_pro(rpps: str, address: str, kind: str, password_stdin: bool, no_password: bool) -> None:
+    """Create a professional's mailbox from the directory: name and profession come from the imported
+    Annuaire Santé; address and kind never change afterwards."""
+    from directory.annuaire import ProAccount, create_pro_account
+
+    password = None if no_password else read_password(password_stdin)
+
+    async def go(ctx: Context) -> ProAccount:
+        return await create_pro_account(ctx, rpps=rpps, address=address, kind=kind, actor=actor(), password=password)
+
+    made = run(go)
+    a, p = made.account, made.professional
+    console.print(
+        f"account {a.address} created ({a.kind.value}) for {p.first_name or ''} {p.last_name or ''} "
+        f"(RPPS {p.identifier}, {p.profession or 'profession unknown'})"
+    )
+
+
 @account.command("list")
 @click.option("--domain", help="Only this domain.")
 @click.option("--kind", type=click.Choice([k.value for k in AccountKind]), help="Only this kind.")

@@ -13,7 +13,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from admin_cli import account, audit, db, domain, keys, setup
+from admin_cli import account, audit, db, directory, domain, keys, patient, retention, setup, trust
 from admin_cli.common import EXPECTED_ERRORS, AdminError
 
 
@@ -50,6 +50,10 @@ cli.add_command(domain.domain)
 cli.add_command(account.account)
 cli.add_command(keys.keys)
 cli.add_command(audit.audit)
+cli.add_command(trust.trust)
+cli.add_command(directory.directory)
+cli.add_command(patient.patient)
+cli.add_command(retention.retention)
 
 
 def main() -> None:

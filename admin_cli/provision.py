@@ -151,6 +151,52 @@ async def ensure_demo_data(ctx: Context, report: Report, actor: str) -> None:
             report.add(f"trust-space domain {domain}", True)
         except OperatorExists:
             report.add(f"trust-space domain {domain}", False)
+    await ensure_demo_directory(ctx, report, actor)
+
+
+DEMO_PHARMACIST = f"pharmacie@{DEMO_OTHER_OPERATOR}"
+DEMO_PHARMACIST_RPPS = "10000002252"  # synthetic, Luhn-valid
+
+#: a two-professional extraction of the Annuaire Santé, in the national formats (columns found by name)
+_DEMO_PS = (
+    "Type d'identifiant PP|Identifiant PP|Identification nationale PP|Libellé civilité d'exercice|Nom d'exercice|"
+    "Prénom d'exercice|Code profession|Libellé profession|Libellé mode exercice|Raison sociale site|"
+    "Numéro Voie (coord. structure)|Libellé type de voie (coord. structure)|Libellé Voie (coord. structure)|"
+    "Code postal (coord. structure)|Libellé commune (coord. structure)|\n"
+    f"8|{DEMO_PRO_RPPS}|8{DEMO_PRO_RPPS}|Docteur|MARTIN|Jeanne|10|Médecin|Salarié|HOPITAL DE DEMONSTRATION|"
+    "12|Rue|DE LA SANTE|75013|PARIS|\n"
+    f"8|{DEMO_PHARMACIST_RPPS}|8{DEMO_PHARMACIST_RPPS}||BERNARD|Louis|21|Pharmacien|Libéral|PHARMACIE DE LA GARE|"
+    "3|Place|DE LA GARE|44000|NANTES|\n"
+)
+_DEMO_MSS = (
+    "Type de BAL|Adresse BAL|Type Identifiant PP|Identifiant PP|Identification nationale PP|Nom d'exercice|"
+    "Prénom d'exercice|Code Profession|Libellé Profession|Raison Sociale structure BAL|"
+    "L6LIGNEACHEMINEMENT structure BAL\n"
+    f"PER|{DEMO_PRO}|8|{DEMO_PRO_RPPS}|8{DEMO_PRO_RPPS}|MARTIN|Jeanne|10|Médecin|HOPITAL DE DEMONSTRATION|"
+    "75013 PARIS\n"
+    f"PER|{DEMO_PHARMACIST}|8|{DEMO_PHARMACIST_RPPS}|8{DEMO_PHARMACIST_RPPS}|BERNARD|Louis|21|Pharmacien|"
+    "PHARMACIE DE LA GARE|44000 NANTES\n"
+)
+
+
+async def ensure_demo_directory(ctx: Context, report: Report, actor: str) -> None:
+    """The demo's professionals in the directory (``directory search martin``; a patient may write first to
+    the demo pharmacist at the other operator), imported from extraction files under ``var/directory``."""
+    from directory.annuaire import DirectoryImporter
+
+    folder = ctx.config.base_dir / "directory"
+    folder.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for name, text in (
+        ("PS_LibreAcces_Personne_activite_demo.txt", _DEMO_PS),
+        ("Extraction_Correspondance_MSSante_demo.txt", _DEMO_MSS),
+    ):
+        path = folder / name
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue  # imported by an earlier init
+        path.write_text(text, encoding="utf-8")
+        changed |= (await DirectoryImporter(ctx).import_file(path, actor=actor)).changed
+    report.add(f"directory of professionals ({folder})", changed)
 
 
 def demo_summary(cfg: Config) -> str:

@@ -8,24 +8,50 @@ operators, outsiders) and lets ``policies`` decide; it never speaks a protocol.
 Invariants:
 - One resolution rule for every door: a local domain's address is its account
   (or UNKNOWN); another domain is a trust-space operator's (professional, or
-  patient for the configured remote patient domains) or OUTSIDE.
+  patient for the configured remote patient domains; the published directory
+  tells an application mailbox and a profession) or OUTSIDE.
+- The trust space, accounts and grants are read from the database on every
+  decision: a change made with ``masante-admin`` applies to the next command of
+  a running server, without restart and without a cache to go stale.
+- Conversation grants: a professional's (or organisation's) message delivered
+  to a patient lets that patient reply to it; a ``Reply-To`` holding a
+  trust-space professional address grants that address instead (an
+  application's message grants only through its ``Reply-To``). A message whose
+  subject is exactly ``[FIN]`` or that carries ``X-MSS-MES: FIN`` withdraws the
+  grant instead. Grants are keyed by addresses, so they hold for another
+  operator's patients too (``after_delivery(..., relayed=...)``).
+- A grant lets a patient *answer*: at DATA, a patient's message to a
+  professional must be a reply (In-Reply-To / References, or a ``Re:`` subject),
+  except to the professions patients may write to first.
+- Rate limits count accepted recipients per sender address, per process
+  (``policies.rates``); their state is shared by every Gate of one database.
 - Nothing here commits, except ``after_delivery`` which only adds to the
   caller's unit of work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import hashlib
+import re
+import time
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from directory.addresses import Address
+from directory.addresses import Address, normalize_domain
+from directory.dn import dn_key
 from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
+from mailserver.config import Config, ConfigError
 from mailserver.context import Context
-from mailserver.store.models import Account, AccountKind, AccountStatus
+from mailserver.store.db import Database
+from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
+from policies import content as C
 from policies import reply as R
+from policies.rates import RateLimit, RateLimiter
 
 _ROLE = {
     AccountKind.PER: Role.PROFESSIONAL,
@@ -33,6 +59,11 @@ _ROLE = {
     AccountKind.APP: Role.APPLICATION,
     AccountKind.PATIENT: Role.PATIENT,
 }
+
+#: messages larger than this are parsed in a worker thread, off the event loop
+INSPECT_IN_THREAD = 512 * 1024
+
+_SIZE = re.compile(r"\s*([0-9]+)\s*([KMG]?)B?\s*\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +74,47 @@ class Resolved:
     account: Account | None
 
 
+class _Shared:
+    """What every Gate of one database shares in this process."""
+
+    def __init__(self) -> None:
+        self.rates = RateLimiter()
+
+
+_SHARED: weakref.WeakKeyDictionary[Database, _Shared] = weakref.WeakKeyDictionary()
+
+
+def parse_size_limits(entries: Sequence[str]) -> dict[str, int]:
+    """``policy.domain_size_limits``: ``domain=size`` with an optional K/M/G(B) unit; ConfigError if malformed."""
+    out: dict[str, int] = {}
+    for entry in entries:
+        domain, sep, size = entry.partition("=")
+        m = _SIZE.match(size)
+        if not sep or m is None:
+            raise ConfigError(f"policy.domain_size_limits: {entry!r} is not domain=size (e.g. labo.fr=10MB)")
+        try:
+            name = normalize_domain(domain)
+        except InvalidAddress:
+            raise ConfigError(f"policy.domain_size_limits: {domain!r} is not a domain name") from None
+        out[name] = int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2).upper()]
+    return out
+
+
+def check_config(config: Config) -> None:
+    """Refuse, at start-up, a policy configuration the gate could not apply."""
+    parse_size_limits(config.policy.domain_size_limits)
+
+
 class Gate:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.trust = TrustSpace(ctx)
+        self.monotonic = monotonic
+        shared = _SHARED.get(ctx.db)
+        if shared is None:
+            shared = _SHARED[ctx.db] = _Shared()
+        self._shared = shared
+        self._size_limits = parse_size_limits(ctx.config.policy.domain_size_limits)
 
     # --- who is this -----------------------------------------------------------------------------------
 
@@ -64,53 +132,70 @@ class Gate:
         """Raises InvalidAddress for a malformed address."""
         addr = Address.parse(address)
         async with self.ctx.uow(readonly=True) as uow:
-            domain = await uow.domains.get(addr.domain)
-            if domain is not None:
-                account = await uow.accounts.by_address(str(addr))
-                if account is None:
-                    return Resolved(Party(str(addr), Role.UNKNOWN, local=True), None)
-                return Resolved(self.party_of(account), account)
-        operator = await self.trust.lookup(addr.domain)
+            return await self._resolve(uow, addr)
+
+    async def _resolve(self, uow: UnitOfWork, addr: Address) -> Resolved:
+        domain = await uow.domains.get(addr.domain)
+        if domain is not None:
+            account = await uow.accounts.by_address(str(addr))
+            if account is None:
+                return Resolved(Party(str(addr), Role.UNKNOWN, local=True), None)
+            return Resolved(self.party_of(account), account)
+        operator = await uow.trust.get(addr.domain)
         if operator is None:
             return Resolved(Party(str(addr), Role.OUTSIDE, local=False), None)
+        status = Status.ACTIVE if operator.status is OperatorStatus.ACTIVE else Status.SUSPENDED
         remote_patients = {d.lower() for d in self.ctx.config.policy.remote_patient_domains}
-        role = Role.PATIENT if addr.domain in remote_patients else Role.PROFESSIONAL
-        status = Status.ACTIVE if operator.active else Status.SUSPENDED
-        return Resolved(Party(str(addr), role, local=False, status=status), None)
+        if addr.domain in remote_patients:
+            return Resolved(Party(str(addr), Role.PATIENT, local=False, status=status), None)
+        published = await uow.directory.mailbox(str(addr))
+        role = Role.APPLICATION if published is not None and published.kind == "APP" else Role.PROFESSIONAL
+        code = published.profession_code if published is not None else None
+        return Resolved(Party(str(addr), role, local=False, status=status, profession_code=code), None)
 
     # --- MAIL FROM ----------------------------------------------------------------------------------------
 
     async def check_submission_sender(self, account: Account, mail_from: str) -> Decision:
-        """Submission: MAIL FROM must be the authenticated account's own address."""
+        """Submission: MAIL FROM must be the authenticated account's own address, and the account active."""
         try:
             addr = str(Address.parse(mail_from))
         except InvalidAddress:
             return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-sender-syntax")
         if addr != account.address:
             return Decision.refuse(R.SENDER_NOT_OWNED, "sender-not-owned")
+        if account.status is not AccountStatus.ACTIVE:
+            return Decision.refuse(R.SENDER_NOT_ACTIVE, "sender-not-active")
         return Decision.allow("own-address", R.SENDER_OK)
 
     async def check_mx_sender(self, mail_from: str, peer_dn: str | None) -> Decision:
-        """MX: the sender's domain is in the trust space, active, and lists the peer's certificate DN.
-        A null reverse path (bounces) needs a peer DN listed for any operator."""
+        """MX: the sender's domain is in the trust space and lists the peer's certificate DN (compared in
+        canonical form); a suspended operator gets a temporary refusal. A null reverse path (bounces) needs
+        a peer DN listed for some operator."""
         if peer_dn is None:
             return Decision.refuse(R.PEER_CERTIFICATE_REQUIRED, "no-client-certificate")
+        key = dn_key(peer_dn)
         if mail_from == "":
-            for op in await self.trust.list():
-                if peer_dn in op.dns:
-                    return Decision.allow("null-sender-from-operator", R.SENDER_OK)
-            return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
+            async with self.ctx.uow(readonly=True) as uow:
+                listed = await uow.trust.domains_with_dn_key(key, active_only=False)
+                active = await uow.trust.domains_with_dn_key(key, active_only=True)
+            if not listed:
+                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
+            if not active:
+                return Decision.refuse(R.OPERATOR_SUSPENDED, "peer-operator-suspended")
+            return Decision.allow("null-sender-from-operator", R.SENDER_OK)
         try:
             addr = Address.parse(mail_from)
         except InvalidAddress:
             return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-sender-syntax")
-        operator = await self.trust.lookup(addr.domain)
+        async with self.ctx.uow(readonly=True) as uow:
+            operator = await uow.trust.get(addr.domain)
+            keys = await uow.trust.dn_keys(addr.domain) if operator is not None else []
         if operator is None:
             return Decision.refuse(R.SENDER_OUTSIDE_TRUST_SPACE, "sender-outside-trust-space")
-        if not operator.active:
-            return Decision.refuse(R.OPERATOR_SUSPENDED, "sender-operator-suspended")
-        if peer_dn not in operator.dns:
+        if key not in keys:
             return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
+        if operator.status is not OperatorStatus.ACTIVE:
+            return Decision.refuse(R.OPERATOR_SUSPENDED, "sender-operator-suspended")
         return Decision.allow("operator-sender", R.SENDER_OK)
 
     # --- RCPT TO --------------------------------------------------------------------------------------------
@@ -126,36 +211,150 @@ class Gate:
             patient_has_grant=await self.patient_has_grant(sender, resolved.party),
             patient_first_professions=self.ctx.config.policy.patient_first_professions,
         )
+        if decision.allowed:
+            limited = self._rate(sender)
+            if not limited.allowed:
+                return limited, resolved
         return decision, resolved
 
+    def _rate(self, sender: Party) -> Decision:
+        if not sender.address:
+            return Decision.allow("null-sender")
+        p = self.ctx.config.policy
+        if not sender.local:
+            limit = p.rate_remote_per_hour
+        elif sender.role is Role.PATIENT:
+            limit = p.rate_patient_per_hour
+        elif sender.role is Role.APPLICATION:
+            limit = p.rate_application_per_hour
+        else:
+            limit = p.rate_professional_per_hour
+        return self._shared.rates.hit(sender.address.lower(), RateLimit(limit), self.monotonic())
+
     async def patient_has_grant(self, sender: Party, recipient: Party) -> bool:
-        """Does the patient ``sender`` hold a conversation grant for ``recipient``? (The grants come with
-        the trust-space and policy work: until then, none.)"""
-        return False
+        """Does the patient ``sender`` hold a conversation grant for ``recipient``?"""
+        if sender.role is not Role.PATIENT or not recipient.address:
+            return False
+        async with self.ctx.uow(readonly=True) as uow:
+            return await uow.grants.has(sender.address, recipient.address)
 
     # --- DATA ------------------------------------------------------------------------------------------------
 
+    def size_limit(self, party: Party) -> int:
+        """The largest message ``party`` may receive: its domain's limit, 25 MB for patients, else the server's."""
+        domain = party.address.rpartition("@")[2].lower()
+        if domain in self._size_limits:
+            return self._size_limits[domain]
+        if party.role is Role.PATIENT:
+            return self.ctx.config.limits.patient_message_size
+        return self.ctx.config.limits.max_message_size
+
     async def check_content(self, sender: Party, recipients: Sequence[Party], raw: bytes) -> dict[str, Decision]:
-        """Per recipient: may this content go to them (size per recipient kind...)."""
-        limit_patient = self.ctx.config.limits.patient_message_size
+        """Per recipient: may this content go to them (size for their domain or kind, attachment types and
+        executables, the patient of an XDM package)."""
+        if len(raw) > INSPECT_IN_THREAD:
+            content = await asyncio.to_thread(C.inspect, raw)
+        else:
+            content = C.inspect(raw)
+        attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
         out: dict[str, Decision] = {}
         for r in recipients:
-            if r.role is Role.PATIENT and len(raw) > limit_patient:
-                out[r.address] = Decision.refuse(
-                    R.MESSAGE_TOO_BIG.with_text(f"Messages to patients are limited to {limit_patient // 2**20} MB"),
-                    "too-big-for-patient",
-                )
-            else:
-                out[r.address] = Decision.allow("content-ok")
+            limit = self.size_limit(r)
+            who = "a patient's mailbox" if r.role is Role.PATIENT else f"the domain {r.address.rpartition('@')[2]}"
+            decision = C.check_size(len(raw), limit, who=who)
+            if decision.allowed:
+                decision = attachments
+            if decision.allowed:
+                ins = r.address.rpartition("@")[0].upper() if r.role is Role.PATIENT else None
+                decision = C.check_xdm(content, ins)
+            if decision.allowed and sender.role is Role.PATIENT and r.role is Role.PROFESSIONAL:
+                first = r.profession_code in self.ctx.config.policy.patient_first_professions
+                decision = C.check_patient_reply(content, may_write_first=first)
+            out[r.address] = decision if not decision.allowed else Decision.allow("content-ok")
         return out
 
-    async def after_delivery(self, uow: UnitOfWork, sender: Party, recipients: Sequence[Account], raw: bytes) -> None:
-        """Called in the delivering unit of work, before its commit: conversation grants and their end."""
+    async def after_delivery(
+        self,
+        uow: UnitOfWork,
+        sender: Party,
+        recipients: Sequence[Account],
+        raw: bytes,
+        *,
+        relayed: Sequence[str] = (),
+    ) -> None:
+        """Called in the delivering unit of work, before its commit: conversation grants and their end.
+        ``relayed``: recipients at other operators the same message was queued for (their patients' grants)."""
+        if sender.role not in (Role.PROFESSIONAL, Role.APPLICATION) or not sender.address:
+            return
+        remote_patients = {d.lower() for d in self.ctx.config.policy.remote_patient_domains}
+        patients: list[tuple[str, str]] = [(a.address, a.owner_id) for a in recipients if a.kind is AccountKind.PATIENT]
+        for r in relayed:
+            try:
+                addr = Address.parse(r)
+            except InvalidAddress:
+                continue
+            if addr.domain in remote_patients:
+                patients.append((str(addr), f"remote-patient:{_opaque(str(addr))}"))
+        if not patients:
+            return
+        head = C.headers_only(raw)
+        now = self.ctx.clock()
+        sender_address = sender.address.lower()
+        if head.ends_conversation:
+            contacts = {sender_address, *head.reply_to}
+            for patient, object_id in patients:
+                for contact in sorted(contacts):
+                    if await uow.grants.withdraw(patient, contact):
+                        uow.audit(sender_address, "grant.end", object_id, "ok", f"contact:{contact}")
+            return
+        contacts_list = await self._reply_contacts(uow, head.reply_to)
+        if not contacts_list and sender.role is Role.PROFESSIONAL:
+            contacts_list = [sender_address]
+        for patient, object_id in patients:
+            for contact in contacts_list:
+                if await uow.grants.grant(patient, contact, granted_by=sender_address, at=now):
+                    uow.audit(sender_address, "grant.add", object_id, "ok", f"contact:{contact}")
+
+    async def _reply_contacts(self, uow: UnitOfWork, reply_to: Sequence[str]) -> list[str]:
+        """The Reply-To addresses a patient may be granted: professionals in the trust space."""
+        out = []
+        for text in reply_to:
+            try:
+                addr = Address.parse(text)
+            except InvalidAddress:
+                continue
+            party = (await self._resolve(uow, addr)).party
+            if party.role is Role.PROFESSIONAL and party.status is Status.ACTIVE:
+                out.append(party.address)
+        return out
+
+    async def grants_of(self, patient_address: str) -> list[str]:
+        """The addresses ``patient_address`` may currently write to by reply."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return [g.contact for g in await uow.grants.of_patient(patient_address)]
 
     # --- IMAP APPEND -----------------------------------------------------------------------------------------
 
     async def check_append(self, account: Account, mailbox: str, raw: bytes) -> Decision:
-        """May ``account`` store ``raw`` in its own ``mailbox``?"""
+        """May ``account`` store ``raw`` in its own ``mailbox``? A patient cannot plant a message that claims
+        to come from someone else (From or Sender not their own address), nor store an executable."""
         if account.status is not AccountStatus.ACTIVE:
             return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text("This mailbox is not active"), "not-active")
+        if account.kind is not AccountKind.PATIENT:
+            return Decision.allow("append")
+        if len(raw) > INSPECT_IN_THREAD:
+            content = await asyncio.to_thread(C.inspect, raw)
+        else:
+            content = C.inspect(raw)
+        own = C.check_own_message(content, account.address)
+        if not own.allowed:
+            return own
+        attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
+        if not attachments.allowed:
+            return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text(attachments.reply.text), attachments.reason)
         return Decision.allow("append")
+
+
+def _opaque(address: str) -> str:
+    """An id for the audit log that does not spell out a remote patient's INS."""
+    return hashlib.sha256(address.lower().encode()).hexdigest()[:16]

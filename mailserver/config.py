@@ -81,6 +81,32 @@ class PolicySection:
     patient_first_professions: list[str] = field(default_factory=lambda: ["21"])
     #: other operators' patient domains: their mailboxes are patients (Mon Espace Santé's is patient.mssante.fr)
     remote_patient_domains: list[str] = field(default_factory=lambda: ["patient.mssante.fr"])
+    #: attachment types accepted (``type/*`` for a whole family): PDF, CDA, XDM zip, images, DICOM, text, iCalendar;
+    #: executables are refused whatever this says
+    allowed_attachment_types: list[str] = field(
+        default_factory=lambda: [
+            "application/pdf",
+            "text/xml",
+            "application/xml",
+            "application/hl7-v3+xml",
+            "application/hl7-cda+xml",
+            "application/zip",
+            "application/x-zip-compressed",
+            "image/*",
+            "application/dicom",
+            "text/plain",
+            "text/calendar",
+            "application/ics",
+        ]
+    )
+    #: largest message per recipient domain, ``domain=size`` (size in bytes, or with KB/MB): ["labo.fr=10MB"]
+    domain_size_limits: list[str] = field(default_factory=list)
+    #: recipients a sender may address per hour (0: no limit), by kind of sender
+    rate_professional_per_hour: int = 3000
+    rate_application_per_hour: int = 50000
+    rate_patient_per_hour: int = 60
+    #: per sender address at another operator (mail arriving on the MX port)
+    rate_remote_per_hour: int = 10000
 
 
 @dataclass

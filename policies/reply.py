@@ -66,6 +66,9 @@ OPERATOR_SUSPENDED = Reply(451, "4.7.1", "This operator is temporarily suspended
 PATIENT_NOT_A_REPLY = Reply(
     550, "5.7.1", "A patient may only reply to a professional who wrote to them first, and not after [FIN]"
 )
+PATIENT_NEW_MESSAGE = Reply(
+    550, "5.7.1", "A patient may only answer this professional's messages: reply to one of them instead of writing anew"
+)
 PATIENT_TO_PATIENT = Reply(550, "5.7.1", "Patients cannot write to other patients")
 PATIENT_TO_APPLICATION = Reply(550, "5.7.1", "Patients cannot write to software mailboxes (APP)")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: it does not belong to the authenticated account")
@@ -74,3 +77,18 @@ PEER_CERTIFICATE_REQUIRED = Reply(
 )
 PEER_NOT_LISTED = Reply(550, "5.7.1", "Your client certificate is not listed for this sender domain in the trust space")
 APPEND_NOT_ALLOWED = Reply(550, "5.7.1", "This message cannot be stored here")
+SENDER_RATE_LIMITED = Reply(
+    450, "4.7.1", "Too many recipients from this sender in the last hour: the rest will be accepted later"
+)
+SENDER_NOT_ACTIVE = Reply(550, "5.7.1", "The sender's mailbox is not active and cannot send mail")
+
+# --- content (X.6.X media, X.7.X security) ---------------------------------------------------------------------
+EXECUTABLE_ATTACHMENT = Reply(550, "5.7.1", "Executable attachments are refused in health messaging")
+ATTACHMENT_TYPE_REFUSED = Reply(554, "5.6.1", "This type of attachment is not accepted here")
+XDM_UNREADABLE = Reply(554, "5.6.0", "The IHE XDM package cannot be read")
+XDM_SEVERAL_PATIENTS = Reply(
+    550, "5.7.1", "The IHE XDM package concerns several patients: a message carries one patient's documents"
+)
+XDM_OTHER_PATIENT = Reply(
+    550, "5.7.1", "The IHE XDM package concerns another patient than the recipient (patientId is not their INS)"
+)

@@ -30,7 +30,9 @@ from mailserver.store.repositories import (
     AccountRepository,
     AuditRepository,
     BlobRepository,
+    DirectoryRepository,
     DomainRepository,
+    GrantRepository,
     MailboxRepository,
     MessageRepository,
     PendingAudit,
@@ -49,6 +51,8 @@ class UnitOfWork:
     audit_log: AuditRepository
     queue: QueueRepository
     trust: TrustRepository
+    directory: DirectoryRepository
+    grants: GrantRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -78,6 +82,8 @@ class UnitOfWork:
         self.audit_log = AuditRepository(s)
         self.queue = QueueRepository(s)
         self.trust = TrustRepository(s)
+        self.directory = DirectoryRepository(s)
+        self.grants = GrantRepository(s)
         return self
 
     async def __aexit__(

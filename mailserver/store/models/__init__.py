@@ -2,6 +2,13 @@
 
 from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
+from mailserver.store.models.directory import (
+    Activity,
+    ConversationGrant,
+    Professional,
+    PublishedMailbox,
+    TrustImport,
+)
 from mailserver.store.models.mail import (
     Account,
     AccountKind,
@@ -20,18 +27,23 @@ __all__ = [
     "Account",
     "AccountKind",
     "AccountStatus",
+    "Activity",
     "AuditEntry",
     "AuditHead",
     "Base",
     "Blob",
+    "ConversationGrant",
     "Domain",
     "DomainKind",
     "ExpungedMessage",
     "Mailbox",
     "Message",
     "OperatorStatus",
+    "Professional",
+    "PublishedMailbox",
     "QueueStatus",
     "QueuedMessage",
+    "TrustImport",
     "TrustedOperator",
     "TrustedOperatorDN",
     "UTCDateTime",

@@ -3,7 +3,13 @@
 Invariants:
 - Domain names are stored lower-case (domains compare case-insensitively).
 - A domain may be listed with several DNs (one per MTA certificate), as in the
-  national whitelist.
+  national whitelist. ``dn_key`` is the DN in canonical form (attribute types
+  upper-case, values case-folded, no spaces around separators): peers are
+  matched on it, so ``CN=a, O=B`` and ``CN=a,O=b`` are one DN.
+- ``source`` says where an entry comes from: ``manual`` (``trust add``) or
+  ``whitelist`` (the national list). A whitelist import replaces the whitelist
+  entries and keeps what is local: manual entries, the MTA host and port, the
+  DKIM setting and a suspension.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class TrustedOperator(Base):
         default=OperatorStatus.ACTIVE,
     )
     source: Mapped[str] = mapped_column(String(32), default="manual")  # "manual" or "whitelist"
+    responsible_contact: Mapped[str | None] = mapped_column(Text)
+    support_contact: Mapped[str | None] = mapped_column(Text)
+    listed_at: Mapped[dt.datetime | None]  # DateMAJ in the whitelist
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -52,3 +61,4 @@ class TrustedOperatorDN(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     domain: Mapped[str] = mapped_column(ForeignKey("trust_operators.domain", ondelete="CASCADE"), index=True)
     dn: Mapped[str] = mapped_column(String(1024))
+    dn_key: Mapped[str] = mapped_column(String(1024), index=True, default="")

@@ -5,6 +5,7 @@ A repository never commits; it maps ``IntegrityError`` to ``Conflict``.
 
 from mailserver.store.repositories.accounts import AccountRepository, DomainRepository
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
+from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
 from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository
 from mailserver.store.repositories.queue import QueueRepository
 from mailserver.store.repositories.trust import TrustRepository
@@ -14,7 +15,9 @@ __all__ = [
     "AuditBreak",
     "AuditRepository",
     "BlobRepository",
+    "DirectoryRepository",
     "DomainRepository",
+    "GrantRepository",
     "MailboxRepository",
     "MessageRepository",
     "PendingAudit",

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select, update
 
-from mailserver.store.models import TrustedOperator, TrustedOperatorDN
+from mailserver.store.models import OperatorStatus, TrustedOperator, TrustedOperatorDN, TrustImport
 from mailserver.store.repositories.base import Repository
+
+#: a DN as stored: (as written, canonical key)
+DN = tuple[str, str]
 
 
 class TrustRepository(Repository):
@@ -24,21 +28,99 @@ class TrustRepository(Repository):
         )
         return list((await self.session.execute(stmt)).scalars().all())
 
+    async def dn_keys(self, domain: str) -> builtins.list[str]:
+        stmt = select(TrustedOperatorDN.dn_key).where(TrustedOperatorDN.domain == domain.lower())
+        return list((await self.session.execute(stmt)).scalars().all())
+
     async def all_dns(self) -> Sequence[TrustedOperatorDN]:
         return (await self.session.execute(select(TrustedOperatorDN))).scalars().all()
 
-    async def add(self, operator: TrustedOperator, dns: Sequence[str] = ()) -> TrustedOperator:
+    async def domains_with_dn_key(self, key: str, *, active_only: bool = True) -> builtins.list[str]:
+        """The operator domains that list a certificate whose canonical DN is ``key``."""
+        stmt = (
+            select(TrustedOperator.domain)
+            .join(TrustedOperatorDN, TrustedOperatorDN.domain == TrustedOperator.domain)
+            .where(TrustedOperatorDN.dn_key == key)
+        )
+        if active_only:
+            stmt = stmt.where(TrustedOperator.status == OperatorStatus.ACTIVE)
+        return list((await self.session.execute(stmt.order_by(TrustedOperator.domain))).scalars().all())
+
+    async def add(self, operator: TrustedOperator, dns: Sequence[DN] = ()) -> TrustedOperator:
         operator.domain = operator.domain.lower()
         async with self._conflict_as(f"{operator.domain} is already in the trust space"):
             self.session.add(operator)
-            for dn in dict.fromkeys(dns):
-                self.session.add(TrustedOperatorDN(domain=operator.domain, dn=dn))
+            for dn, key in _unique(dns):
+                self.session.add(TrustedOperatorDN(domain=operator.domain, dn=dn, dn_key=key))
         return operator
 
-    async def add_dn(self, domain: str, dn: str) -> None:
+    async def add_dn(self, domain: str, dn: str, key: str) -> None:
         async with self._conflict_as(f"{dn} is already listed for {domain}"):
-            self.session.add(TrustedOperatorDN(domain=domain.lower(), dn=dn))
+            self.session.add(TrustedOperatorDN(domain=domain.lower(), dn=dn, dn_key=key))
+
+    async def replace_dns(self, domain: str, dns: Sequence[DN]) -> None:
+        await self.session.execute(delete(TrustedOperatorDN).where(TrustedOperatorDN.domain == domain.lower()))
+        for dn, key in _unique(dns):
+            self.session.add(TrustedOperatorDN(domain=domain.lower(), dn=dn, dn_key=key))
+        await self.session.flush()
+
+    async def add_dns(self, domain: str, dns: Sequence[DN]) -> None:
+        """DNs for a domain that has none yet (a new entry)."""
+        self.session.add_all(TrustedOperatorDN(domain=domain.lower(), dn=dn, dn_key=key) for dn, key in _unique(dns))
+
+    async def bulk_add(self, operators: Sequence[Mapping[str, Any]], dns: Mapping[str, Sequence[DN]]) -> None:
+        """Insert many new entries and their DNs at once (imports)."""
+        if operators:
+            await self.session.execute(insert(TrustedOperator), list(operators))
+        rows = [
+            {"domain": d.lower(), "dn": dn, "dn_key": key} for d, pairs in dns.items() for dn, key in _unique(pairs)
+        ]
+        if rows:
+            await self.session.execute(insert(TrustedOperatorDN), rows)
 
     async def remove(self, operator: TrustedOperator) -> None:
         await self.session.delete(operator)
         await self.session.flush()
+
+    async def remove_domains(self, domains: Sequence[str]) -> None:
+        names = [d.lower() for d in domains]
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            await self.session.execute(delete(TrustedOperatorDN).where(TrustedOperatorDN.domain.in_(chunk)))
+            await self.session.execute(delete(TrustedOperator).where(TrustedOperator.domain.in_(chunk)))
+
+    # --- history ---------------------------------------------------------------------------------------------
+
+    async def add_import(self, record: TrustImport) -> TrustImport:
+        self.session.add(record)
+        await self.session.flush()
+        return record
+
+    async def imports(self, limit: int = 20) -> Sequence[TrustImport]:
+        stmt = select(TrustImport).order_by(TrustImport.id.desc()).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def latest_with_previous(self) -> TrustImport | None:
+        stmt = select(TrustImport).where(TrustImport.previous.is_not(None)).order_by(TrustImport.id.desc()).limit(1)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def keep_previous_of_newest(self, keep: int) -> None:
+        """Drop the saved states of all but the ``keep`` newest changes (the history rows stay)."""
+        stmt = select(TrustImport.id).order_by(TrustImport.id.desc()).limit(keep)
+        ids = (await self.session.execute(stmt)).scalars().all()
+        if ids:
+            await self.session.execute(
+                update(TrustImport)
+                .where(TrustImport.id < min(ids), TrustImport.previous.is_not(None))
+                .values(previous=None)
+            )
+
+
+def _unique(dns: Sequence[DN]) -> builtins.list[DN]:
+    seen: set[str] = set()
+    out = []
+    for dn, key in dns:
+        if key not in seen:
+            seen.add(key)
+            out.append((dn, key))
+    return out

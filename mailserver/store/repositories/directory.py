@@ -1,0 +1,264 @@
+"""Directory rows (professionals, activities, published mailboxes) and conversation grants.
+
+Imports write in batches: ``upsert`` reads the digests of the batch's keys, then
+inserts the new rows and updates the changed ones, and says how many of each.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailserver.store.errors import Conflict
+from mailserver.store.models import Activity, ConversationGrant, Professional, PublishedMailbox
+from mailserver.store.repositories.base import Repository
+
+DirectoryModel = type[Professional] | type[Activity] | type[PublishedMailbox]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertCounts:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Normalised search terms (lower case, no accents); every given one must match."""
+
+    name: tuple[str, ...] = ()
+    national_ids: tuple[str, ...] = ()
+    identifier: str | None = None
+    profession_codes: tuple[str, ...] | None = None  # None: any profession
+    city: str | None = None
+    address: tuple[str, ...] = ()  # postal address terms
+    mailbox: str | None = None  # a part of a secure mail address
+
+
+def _key_column(model: DirectoryModel) -> Any:
+    if model is Professional:
+        return Professional.national_id
+    if model is Activity:
+        return Activity.key
+    return PublishedMailbox.address
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _prefix(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{escaped}%"
+
+
+class DirectoryRepository(Repository):
+    async def upsert(self, model: DirectoryModel, rows: Sequence[Mapping[str, Any]]) -> UpsertCounts:
+        """Insert rows whose key is new, update those whose ``row_hash`` changed (one key per row)."""
+        if not rows:
+            return UpsertCounts()
+        key_col = _key_column(model)
+        key_name = key_col.key
+        by_key = {r[key_name]: r for r in rows}
+        rows_found = await self.session.execute(select(key_col, model.row_hash).where(key_col.in_(list(by_key))))
+        existing: dict[str, str] = {k: h for k, h in rows_found.all()}
+        new = [r for k, r in by_key.items() if k not in existing]
+        changed = [r for k, r in by_key.items() if k in existing and existing[k] != r["row_hash"]]
+        if new:
+            await self._insert_many(model, new)
+        if changed:
+            await self.session.execute(update(model), changed)
+        return UpsertCounts(len(new), len(changed), len(by_key) - len(new) - len(changed))
+
+    async def _insert_many(self, model: DirectoryModel, rows: Sequence[Mapping[str, Any]]) -> None:
+        await insert_many(self.session, model.__table__, rows)  # type: ignore[arg-type]
+
+    async def count(self, model: DirectoryModel) -> int:
+        return int((await self.session.execute(select(func.count()).select_from(model))).scalar_one())
+
+    async def professional(self, national_id: str) -> Professional | None:
+        return await self.session.get(Professional, national_id)
+
+    async def activities_of(self, national_ids: Collection[str]) -> Sequence[Activity]:
+        if not national_ids:
+            return []
+        stmt = select(Activity).where(Activity.national_id.in_(list(national_ids))).order_by(Activity.key)
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def mailboxes_of(self, national_ids: Collection[str]) -> Sequence[PublishedMailbox]:
+        if not national_ids:
+            return []
+        stmt = (
+            select(PublishedMailbox)
+            .where(PublishedMailbox.national_id.in_(list(national_ids)))
+            .order_by(PublishedMailbox.address)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def mailbox(self, address: str) -> PublishedMailbox | None:
+        return await self.session.get(PublishedMailbox, address.lower())
+
+    async def professions(self) -> builtins.list[tuple[str, str]]:
+        """Every (code, label) pair known, from professionals and published mailboxes."""
+        pairs: set[tuple[str, str]] = set()
+        for model in (Professional, PublishedMailbox):
+            stmt = select(model.profession_code, model.profession).where(model.profession_code.is_not(None)).distinct()
+            pairs |= {(c, label or "") for c, label in (await self.session.execute(stmt)).all() if c}
+        return sorted(pairs)
+
+    def _professional_where(self, f: SearchFilter) -> builtins.list[ColumnElement[bool]]:
+        where: list[ColumnElement[bool]] = [Professional.search.like(_like(t), escape="\\") for t in f.name]
+        if f.national_ids:
+            where.append(Professional.national_id.in_(f.national_ids))
+        if f.profession_codes is not None:
+            where.append(Professional.profession_code.in_(f.profession_codes))
+        place: list[ColumnElement[bool]] = []
+        if f.city is not None:
+            place.append(
+                or_(Activity.search.like(_prefix(f.city), escape="\\"), Activity.postal_code.like(_prefix(f.city)))
+            )
+        place += [Activity.search.like(_like(t), escape="\\") for t in f.address]
+        if place:
+            where.append(exists().where(Activity.national_id == Professional.national_id, *place))
+        if f.mailbox is not None:
+            where.append(
+                exists().where(
+                    PublishedMailbox.national_id == Professional.national_id,
+                    PublishedMailbox.address.like(_like(f.mailbox), escape="\\"),
+                )
+            )
+        return where
+
+    async def search_professionals(self, f: SearchFilter, limit: int) -> Sequence[Professional]:
+        stmt = (
+            select(Professional)
+            .where(*self._professional_where(f))
+            .order_by(Professional.last_name, Professional.first_name, Professional.national_id)
+            .limit(limit)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def search_mailboxes(
+        self, f: SearchFilter, limit: int, *, exclude_national_ids: Collection[str] = ()
+    ) -> Sequence[PublishedMailbox]:
+        """Published mailboxes matching ``f`` on their own columns (organisations, services, software)."""
+        where: list[ColumnElement[bool]] = [PublishedMailbox.search.like(_like(t), escape="\\") for t in f.name]
+        if f.national_ids:
+            where.append(PublishedMailbox.national_id.in_(f.national_ids))
+        if f.profession_codes is not None:
+            where.append(PublishedMailbox.profession_code.in_(f.profession_codes))
+        if f.city is not None:
+            where.append(
+                or_(
+                    PublishedMailbox.search.like(_prefix(f.city), escape="\\"),
+                    PublishedMailbox.postal_code.like(_prefix(f.city)),
+                )
+            )
+        where += [PublishedMailbox.search.like(_like(t), escape="\\") for t in f.address]
+        if f.mailbox is not None:
+            where.append(PublishedMailbox.address.like(_like(f.mailbox), escape="\\"))
+        if exclude_national_ids:
+            where.append(
+                or_(
+                    PublishedMailbox.national_id.is_(None),
+                    PublishedMailbox.national_id.not_in(list(exclude_national_ids)),
+                )
+            )
+        stmt = select(PublishedMailbox).where(and_(*where)).order_by(PublishedMailbox.address).limit(limit)
+        return (await self.session.execute(stmt)).scalars().all()
+
+
+class GrantRepository(Repository):
+    async def has(self, patient: str, contact: str) -> bool:
+        stmt = select(ConversationGrant.id).where(
+            ConversationGrant.patient == patient.lower(), ConversationGrant.contact == contact.lower()
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def grant(self, patient: str, contact: str, *, granted_by: str, at: dt.datetime) -> bool:
+        """Record (or refresh) the grant; True if it is new."""
+        patient, contact = patient.lower(), contact.lower()
+        stmt = select(ConversationGrant).where(
+            ConversationGrant.patient == patient, ConversationGrant.contact == contact
+        )
+        row = (await self.session.execute(stmt.with_for_update())).scalar_one_or_none()
+        if row is not None:
+            row.refreshed_at = at
+            row.granted_by = granted_by
+            return False
+        try:
+            async with self._conflict_as("grant exists"):
+                self.session.add(
+                    ConversationGrant(
+                        patient=patient, contact=contact, granted_by=granted_by, granted_at=at, refreshed_at=at
+                    )
+                )
+        except Conflict:  # a concurrent delivery recorded it first: refresh that one
+            row = (await self.session.execute(stmt)).scalar_one()
+            row.refreshed_at = at
+            return False
+        return True
+
+    async def withdraw(self, patient: str, contact: str) -> bool:
+        result = await self.session.execute(
+            delete(ConversationGrant).where(
+                ConversationGrant.patient == patient.lower(), ConversationGrant.contact == contact.lower()
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def of_patient(self, patient: str) -> Sequence[ConversationGrant]:
+        stmt = (
+            select(ConversationGrant)
+            .where(ConversationGrant.patient == patient.lower())
+            .order_by(ConversationGrant.contact)
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def forget_patient(self, patient: str) -> int:
+        result = await self.session.execute(
+            delete(ConversationGrant).where(ConversationGrant.patient == patient.lower())
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys, in the same order) with one driver-level ``executemany``.
+
+    Imports write hundreds of thousands of rows; compiling parameters row by row would cost more than
+    the database's own work. Column types still convert the values: their bind processors run here."""
+    if not rows:
+        return
+    conn = await session.connection()
+    dialect = conn.dialect
+    names = list(rows[0])
+    quote = dialect.identifier_preparer.quote
+    if dialect.paramstyle == "qmark":
+        marks = ", ".join("?" for _ in names)
+    elif dialect.paramstyle == "numeric_dollar":
+        marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    else:  # a driver this project does not use: let SQLAlchemy compile it
+        await session.execute(insert(table), list(rows))
+        return
+    # identifiers come from the model, quoted by the dialect; values are bound parameters
+    sql = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES ({marks})"  # noqa: S608
+    procs = [(i, p) for i, n in enumerate(names) if (p := table.c[n].type.bind_processor(dialect)) is not None]
+    memo: list[dict[Any, Any]] = [{} for _ in procs]  # a batch repeats values (its timestamp): convert once
+    params: list[tuple[Any, ...]] = []
+    for r in rows:
+        values = list(r.values())
+        for (i, proc), seen in zip(procs, memo, strict=True):
+            v = values[i]
+            if v not in seen:
+                seen[v] = proc(v)
+            values[i] = seen[v]
+        params.append(tuple(values))
+    await conn.exec_driver_sql(sql, params)

@@ -1,0 +1,436 @@
+"""What a message carries, and whether that may go to a recipient: attachment types, executables, XDM packages.
+
+Pure: ``inspect(raw)`` parses bytes it is given (MIME, zip archives in memory,
+METADATA.XML through defusedxml) and returns a ``Content`` value; the ``check_*``
+functions decide on it. No I/O, no storage.
+
+Invariants:
+- Every leaf part of the message is looked at, in nested messages too. A part is
+  judged by its declared type, or, when that says nothing (``application/octet-stream``),
+  by its file name's extension.
+- An executable is refused wherever it hides: by file name extension, declared
+  type or leading bytes (PE ``MZ``, ELF, Mach-O, ``#!`` scripts), and as a
+  member of a zip archive.
+- A part whose type is not in the allowed list is refused, except the parts that
+  make up a message itself (``multipart/*``, text bodies, delivery and disposition
+  reports, S/MIME signatures).
+- An IHE XDM package (a zip holding ``IHE_XDM/<subset>/METADATA.XML``) concerns one
+  patient: every ``patientId`` of its submission sets and documents must be the
+  same INS, and for a patient recipient, that patient's INS. A package that cannot
+  be read is refused: a document never lands in the wrong record.
+- Archives are read with bounds (``MAX_ZIP_MEMBERS``, ``MAX_METADATA_BYTES``): a
+  zip bomb is refused, not expanded.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import io
+import mimetypes
+import re
+import zipfile
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from email.message import Message
+from email.utils import getaddresses
+from xml.etree.ElementTree import ParseError  # noqa: S405 - the exception defusedxml raises
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from policies import reply as R
+from policies.decision import Decision
+
+#: attachment types accepted by default: PDF, CDA (XML), XDM (zip), images, DICOM, text, iCalendar
+DEFAULT_ALLOWED_TYPES: tuple[str, ...] = (
+    "application/pdf",
+    "text/xml",
+    "application/xml",
+    "application/hl7-v3+xml",
+    "application/hl7-cda+xml",
+    "application/zip",
+    "application/x-zip-compressed",
+    "image/*",
+    "application/dicom",
+    "text/plain",
+    "text/calendar",
+    "application/ics",
+)
+
+#: parts that make up a message rather than attach to it: always accepted
+STRUCTURAL_TYPES = frozenset(
+    {
+        "text/plain",
+        "text/html",
+        "text/enriched",
+        "text/rfc822-headers",
+        "message/rfc822",
+        "message/delivery-status",
+        "message/global-delivery-status",
+        "message/disposition-notification",
+        "message/global-disposition-notification",
+        "message/global-headers",
+        "application/pkcs7-signature",
+        "application/x-pkcs7-signature",
+        "application/pkcs7-mime",
+        "application/x-pkcs7-mime",
+        "application/pgp-signature",
+    }
+)
+
+EXECUTABLE_EXTENSIONS = frozenset(
+    ".exe .com .bat .cmd .scr .pif .cpl .msi .msp .msc .dll .sys .drv .ocx .vbs .vbe .js .jse .wsf .wsh .ps1 "
+    ".psm1 .hta .jar .class .apk .app .dmg .pkg .deb .rpm .sh .bash .csh .ksh .zsh .command .run .bin .elf "
+    ".lnk .reg .inf .scf .gadget .application .appx .msix .iso .img .vhd .vhdx .xll .py .pl .rb".split()
+)
+
+EXECUTABLE_TYPES = frozenset(
+    {
+        "application/x-msdownload",
+        "application/x-msdos-program",
+        "application/x-dosexec",
+        "application/x-executable",
+        "application/x-elf",
+        "application/x-mach-binary",
+        "application/vnd.microsoft.portable-executable",
+        "application/x-ms-installer",
+        "application/x-msi",
+        "application/x-sh",
+        "application/x-shellscript",
+        "application/x-bat",
+        "application/x-csh",
+        "application/java-archive",
+        "application/x-java-archive",
+        "application/vnd.android.package-archive",
+        "application/hta",
+        "application/x-ms-shortcut",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "text/vbscript",
+        "application/x-python-code",
+        "text/x-python",
+        "text/x-shellscript",
+    }
+)
+
+_MAGIC = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"#!")
+
+#: extensions mimetypes does not know, or knows otherwise
+_EXTRA_TYPES = {".dcm": "application/dicom", ".dicom": "application/dicom", ".ics": "text/calendar"}
+
+#: XDS ExternalIdentifier schemes (IHE ITI TF-3 table 4.2.5-1)
+SCHEME_DOCUMENT_PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
+SCHEME_SUBMISSION_PATIENT_ID = "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
+_PATIENT_SCHEMES = frozenset({SCHEME_DOCUMENT_PATIENT_ID, SCHEME_SUBMISSION_PATIENT_ID})
+
+MAX_ZIP_MEMBERS = 2000
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+_METADATA = re.compile(r"(?:^|/)IHE_XDM/[^/]+/METADATA\.XML\Z", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^\w .,()+\-]")
+#: reply prefixes mail clients put before a subject: Re, RE :, Réf, AW (de), SV (nordic), Antw (nl), R[2]:
+_REPLY_PREFIX = re.compile(r"\s*(?:re|réf|ref|aw|sv|antw)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One leaf part: what it says it is and what it turned out to be."""
+
+    filename: str | None
+    declared_type: str
+    effective_type: str
+    executable: str | None = None  # why it counts as an executable
+    zip_members: tuple[str, ...] = ()
+    xdm_patient_ids: tuple[str, ...] | None = None  # None: not an XDM package
+    problem: str | None = None  # an archive or a package that cannot be read
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    subject: str | None
+    mss_mes: str | None  # the X-MSS-MES header
+    reply_to: tuple[str, ...]
+    from_: tuple[str, ...]
+    sender: tuple[str, ...]
+    parts: tuple[Part, ...] = field(default=())
+    answers: bool = False  # carries In-Reply-To or References
+
+    @property
+    def is_reply(self) -> bool:
+        """Answers another message: In-Reply-To or References, or a subject such as ``Re: ...`` / ``RE : ...``."""
+        return self.answers or bool(_REPLY_PREFIX.match(self.subject or ""))
+
+    @property
+    def ends_conversation(self) -> bool:
+        """A professional ends the conversation: subject exactly ``[FIN]`` or ``X-MSS-MES: FIN``."""
+        return (self.subject or "").strip() == "[FIN]" or (self.mss_mes or "").strip().upper() == "FIN"
+
+    @property
+    def xdm_patient_ids(self) -> tuple[str, ...] | None:
+        """Every patientId of every XDM package in the message; None if it has no package."""
+        found: list[str] | None = None
+        for p in self.parts:
+            if p.xdm_patient_ids is not None:
+                found = (found or []) + list(p.xdm_patient_ids)
+        return None if found is None else tuple(found)
+
+
+def safe_name(name: str | None) -> str:
+    """A file name fit for a one-line reply: no control or odd characters, bounded length."""
+    if not name:
+        return "(no name)"
+    cleaned = _UNSAFE.sub("_", name)[:60]
+    return cleaned or "(no name)"
+
+
+def _extension(name: str | None) -> str:
+    if not name or "." not in name:
+        return ""
+    return "." + name.rsplit(".", 1)[1].strip().lower()
+
+
+def _guess(name: str | None) -> str | None:
+    ext = _extension(name)
+    if ext in _EXTRA_TYPES:
+        return _EXTRA_TYPES[ext]
+    if not ext:
+        return None
+    guessed, _ = mimetypes.guess_type("x" + ext, strict=False)
+    return guessed
+
+
+def _executable(name: str | None, declared: str, payload: bytes) -> str | None:
+    ext = _extension(name)
+    if ext in EXECUTABLE_EXTENSIONS:
+        return f"file name {safe_name(name)}"
+    if declared in EXECUTABLE_TYPES:
+        return f"type {declared}"
+    if payload.startswith(_MAGIC):
+        return f"content of {safe_name(name)}"
+    return None
+
+
+def _header(msg: Message, name: str) -> str | None:
+    value = msg.get(name)
+    if value is None:
+        return None
+    return " ".join(str(value).split())
+
+
+def _addresses(msg: Message, name: str) -> tuple[str, ...]:
+    values = [str(v) for v in msg.get_all(name, [])]
+    return tuple(a.strip().lower() for _, a in getaddresses(values) if a and "@" in a)
+
+
+def _decoded(msg: Message, name: str) -> str | None:
+    """A header decoded from RFC 2047 encoded words (the subject as a person reads it)."""
+    raw = msg.get(name)
+    if raw is None:
+        return None
+    try:
+        parts = email.header.decode_header(str(raw))
+        text = "".join(
+            p.decode(charset or "ascii", errors="replace") if isinstance(p, bytes) else p for p, charset in parts
+        )
+    except (LookupError, ValueError):
+        text = str(raw)
+    return " ".join(text.split())
+
+
+def inspect(raw: bytes) -> Content:
+    """Parse ``raw`` (RFC 5322 bytes) into what the policies look at."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts = tuple(_parts(msg))
+    return Content(
+        subject=_decoded(msg, "Subject"),
+        mss_mes=_header(msg, "X-MSS-MES"),
+        reply_to=_addresses(msg, "Reply-To"),
+        from_=_addresses(msg, "From"),
+        sender=_addresses(msg, "Sender"),
+        parts=parts,
+        answers=_answers(msg),
+    )
+
+
+def headers_only(raw: bytes) -> Content:
+    """The header fields ``inspect`` reads, without looking at the parts (cheap)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        end = raw.find(b"\n\n")
+    head = raw if end < 0 else raw[: end + 2]
+    msg = email.message_from_bytes(head, policy=email.policy.compat32)
+    return Content(
+        subject=_decoded(msg, "Subject"),
+        mss_mes=_header(msg, "X-MSS-MES"),
+        reply_to=_addresses(msg, "Reply-To"),
+        from_=_addresses(msg, "From"),
+        sender=_addresses(msg, "Sender"),
+        answers=_answers(msg),
+    )
+
+
+def _answers(msg: Message) -> bool:
+    return any((msg.get(h) or "").strip() for h in ("In-Reply-To", "References"))
+
+
+def check_patient_reply(content: Content, *, may_write_first: bool) -> Decision:
+    """A patient's message to a professional must answer one of theirs (DESIGN.md: "only a reply"),
+    unless the professional is one patients may write to first (pharmacists)."""
+    if may_write_first or content.is_reply:
+        return Decision.allow("patient-reply")
+    return Decision.refuse(R.PATIENT_NEW_MESSAGE, "patient-new-message")
+
+
+def _parts(msg: Message) -> Iterable[Part]:
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        declared = part.get_content_type().lower()
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        effective = declared
+        if declared in ("application/octet-stream", "application/binary", "application/x-download"):
+            effective = _guess(filename) or declared
+        executable = _executable(filename, declared, data)
+        if executable is None and effective != declared and effective in EXECUTABLE_TYPES:
+            executable = f"file name {safe_name(filename)}"
+        zip_members: tuple[str, ...] = ()
+        xdm: tuple[str, ...] | None = None
+        problem = None
+        if data.startswith(b"PK\x03\x04") or effective in ("application/zip", "application/x-zip-compressed"):
+            zip_members, xdm, problem, bad = _read_zip(data)
+            if bad and executable is None:
+                executable = f"{safe_name(bad)} inside {safe_name(filename)}"
+        yield Part(filename, declared, effective, executable, zip_members, xdm, problem)
+
+
+def _read_zip(data: bytes) -> tuple[tuple[str, ...], tuple[str, ...] | None, str | None, str | None]:
+    """(member names, XDM patient ids or None, a problem, the first executable member)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return (), None, "the zip archive cannot be read", None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_ZIP_MEMBERS:
+            return (), None, f"the zip archive holds more than {MAX_ZIP_MEMBERS} files", None
+        names = tuple(i.filename for i in infos)
+        bad = next((n for n in names if _extension(n) in EXECUTABLE_EXTENSIONS), None)
+        metadata = [i for i in infos if _METADATA.search(i.filename)]
+        if not metadata:
+            return names, None, None, bad
+        ids: list[str] = []
+        for info in metadata:
+            if info.file_size > MAX_METADATA_BYTES:
+                return names, (), f"{info.filename} is larger than {MAX_METADATA_BYTES} bytes", bad
+            try:
+                with archive.open(info) as f:
+                    xml = f.read(MAX_METADATA_BYTES + 1)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError):
+                return names, (), f"{info.filename} cannot be read from the archive", bad
+            if len(xml) > MAX_METADATA_BYTES:
+                return names, (), f"{info.filename} is larger than {MAX_METADATA_BYTES} bytes", bad
+            try:
+                ids += patient_ids(xml)
+            except (ParseError, DefusedXmlException):
+                return names, (), f"{info.filename} is not readable XML", bad
+        return names, tuple(ids), None, bad
+
+
+def patient_ids(metadata_xml: bytes) -> list[str]:
+    """The patientId values (``<id>^^^&<oid>&ISO``) of an XDS/XDM METADATA.XML: their id part."""
+    root = fromstring(metadata_xml, forbid_dtd=True)
+    out = []
+    for elem in root.iter():
+        if elem.tag.rsplit("}", 1)[-1] != "ExternalIdentifier":
+            continue
+        if elem.get("identificationScheme") in _PATIENT_SCHEMES:
+            value = (elem.get("value") or "").strip()
+            out.append(value.split("^", 1)[0].strip())
+    return out
+
+
+# --- decisions --------------------------------------------------------------------------------------------------
+
+
+def _matches(content_type: str, allowed: Collection[str]) -> bool:
+    major = content_type.split("/", 1)[0]
+    return any(a == content_type or (a.endswith("/*") and a[:-2] == major) for a in allowed)
+
+
+def check_attachments(content: Content, allowed_types: Collection[str] = DEFAULT_ALLOWED_TYPES) -> Decision:
+    """Executables anywhere, and attachments of a type outside ``allowed_types``, are refused."""
+    allowed = {a.strip().lower() for a in allowed_types}
+    for p in content.parts:
+        if p.executable:
+            return Decision.refuse(
+                R.EXECUTABLE_ATTACHMENT.with_text(f"{R.EXECUTABLE_ATTACHMENT.text} ({p.executable})"),
+                "executable-attachment",
+            )
+    for p in content.parts:
+        if p.effective_type in STRUCTURAL_TYPES and not (p.filename and p.effective_type == "text/html"):
+            continue
+        if _matches(p.effective_type, allowed):
+            continue
+        return Decision.refuse(
+            R.ATTACHMENT_TYPE_REFUSED.with_text(
+                f"Attachments of type {p.effective_type} ({safe_name(p.filename)}) are not accepted here: "
+                "send PDF, CDA, IHE XDM, images, DICOM, text or iCalendar"
+            ),
+            "attachment-type-refused",
+        )
+    return Decision.allow("attachments-ok")
+
+
+def check_xdm(content: Content, recipient_ins: str | None) -> Decision:
+    """An XDM package concerns one patient; for a patient recipient (``recipient_ins``), that patient."""
+    for p in content.parts:
+        if p.problem and p.xdm_patient_ids is not None:
+            return Decision.refuse(
+                R.XDM_UNREADABLE.with_text(f"{R.XDM_UNREADABLE.text}: {p.problem}"), "xdm-unreadable"
+            )
+    ids = content.xdm_patient_ids
+    if ids is None:
+        return Decision.allow("no-xdm")
+    distinct = {i.upper() for i in ids if i}
+    if not distinct:
+        return Decision.refuse(R.XDM_UNREADABLE.with_text(f"{R.XDM_UNREADABLE.text}: no patientId"), "xdm-no-patient")
+    if len(distinct) > 1:
+        return Decision.refuse(R.XDM_SEVERAL_PATIENTS, "xdm-several-patients")
+    if recipient_ins is not None and distinct != {recipient_ins.upper()}:
+        return Decision.refuse(R.XDM_OTHER_PATIENT, "xdm-other-patient")
+    return Decision.allow("xdm-ok")
+
+
+def check_size(size: int, limit: int, *, who: str) -> Decision:
+    if size > limit:
+        return Decision.refuse(
+            R.MESSAGE_TOO_BIG.with_text(f"Message too big: {who} accepts at most {_mb(limit)}"), "too-big"
+        )
+    return Decision.allow("size-ok")
+
+
+def _mb(n: int) -> str:
+    for unit, size in (("MB", 2**20), ("KB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def check_own_message(content: Content, own_address: str) -> Decision:
+    """IMAP APPEND by a patient: the message may not claim to come from anyone but the patient."""
+    own = own_address.lower()
+    claimed = set(content.from_) | set(content.sender)
+    others = sorted(a for a in claimed if a != own)
+    if others:
+        return Decision.refuse(
+            R.APPEND_NOT_ALLOWED.with_text(
+                "A patient can only store messages written from their own address: this one claims to come "
+                "from someone else"
+            ),
+            "append-claims-other-sender",
+        )
+    return Decision.allow("append-own")
