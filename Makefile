@@ -48,3 +48,8 @@ bench: bench-directory
 bench-directory: $(STAMP)
 	$(PY) -m bench.directory_bench $(BENCH_ARGS)
 
+## make bench-smtp: 20 connections submitting 400 messages (2 KB to 2 MB, PDFs) into the encrypted store
+.PHONY: bench-smtp
+bench: bench-smtp
+bench-smtp: $(STAMP)
+	$(PY) bench/smtp_bench.py $(BENCH_ARGS)

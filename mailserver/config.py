@@ -126,6 +126,49 @@ class SecuritySection:
 
 
 @dataclass
+class SmtpSection:
+    """The SMTP listeners (RFC 5321). Every bound here is named and crossed by a test."""
+
+    #: RCPT commands accepted per transaction (RFC 5321 §4.5.3.1.8 asks for at least 100); beyond: 452 4.5.3
+    max_recipients: int = 100
+    #: Received header fields a message may carry before it is refused as looping (RFC 5321 §6.3): 554 5.4.6
+    max_hops: int = 100
+    #: longest DATA line in octets, CRLF included (RFC 5321 §4.5.3.1.6)
+    max_line_length: int = 1000
+    #: seconds a client may stay silent between commands (RFC 5321 §4.5.3.2.7: at least 5 minutes)
+    command_timeout: int = 300
+    #: verify DKIM keys missing from the local key table against public DNS (closed networks: false)
+    dkim_dns: bool = False
+    #: sign outbound mail from local domains that have a key in keys.dkim_dir
+    dkim_sign: bool = True
+
+
+@dataclass
+class QueueSection:
+    """The outbound queue: retry schedule and delivery bounds (durations in seconds)."""
+
+    #: first retry this long after a temporary failure; each later one waits ``backoff_factor`` times longer
+    first_retry: int = 300
+    backoff_factor: float = 2.0
+    #: the longest wait between two attempts
+    max_retry_interval: int = 4 * 3600
+    #: after this long without delivery the message is bounced to its sender (DSN, RFC 3464)
+    bounce_after: int = 5 * 24 * 3600
+    #: a "delayed" DSN is sent once after this long, to senders who asked for NOTIFY=DELAY
+    delay_warning_after: int = 4 * 3600
+    #: how often the worker looks for due messages (it is also woken at once by new mail)
+    poll_interval: float = 5.0
+    #: deliveries in flight at once in this process
+    concurrency: int = 10
+    connect_timeout: int = 30
+    command_timeout: int = 300
+    #: how long a worker's claim on a message lasts before another worker may retry it
+    lease: int = 900
+    #: for an operator without an MTA host in the trust space, look up the domain's MX in public DNS
+    mx_lookup: bool = False
+
+
+@dataclass
 class ImapSection:
     """The IMAP listeners (RFC 3501). Every bound here is named and crossed by a test."""
 
@@ -164,6 +207,8 @@ class Config:
     security: SecuritySection = field(default_factory=SecuritySection)
     imap: ImapSection = field(default_factory=ImapSection)
     log: LogSection = field(default_factory=LogSection)
+    smtp: SmtpSection = field(default_factory=SmtpSection)
+    queue: QueueSection = field(default_factory=QueueSection)
 
     #: the file this configuration was read from (not a key)
     path: Path = field(default=DEFAULT_CONFIG, metadata={"internal": True})

@@ -31,6 +31,7 @@ from mailserver.store.repositories import (
     AuditRepository,
     BlobRepository,
     DirectoryRepository,
+    DkimKeyRepository,
     DomainRepository,
     GrantRepository,
     MailboxRepository,
@@ -53,6 +54,7 @@ class UnitOfWork:
     trust: TrustRepository
     directory: DirectoryRepository
     grants: GrantRepository
+    dkim_keys: DkimKeyRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -84,6 +86,7 @@ class UnitOfWork:
         self.trust = TrustRepository(s)
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
+        self.dkim_keys = DkimKeyRepository(s)
         return self
 
     async def __aexit__(

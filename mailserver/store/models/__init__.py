@@ -9,6 +9,7 @@ from mailserver.store.models.directory import (
     PublishedMailbox,
     TrustImport,
 )
+from mailserver.store.models.dkim import DkimKey
 from mailserver.store.models.mail import (
     Account,
     AccountKind,
@@ -33,6 +34,7 @@ __all__ = [
     "Base",
     "Blob",
     "ConversationGrant",
+    "DkimKey",
     "Domain",
     "DomainKind",
     "ExpungedMessage",

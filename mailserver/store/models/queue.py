@@ -1,10 +1,16 @@
 """The outbound queue: messages accepted for another operator, until delivered or bounced.
 
 Invariants:
+- One row per (message, recipient): each recipient is retried, delivered or
+  bounced on its own. Rows of one accepted message share ``msg_id``.
 - A queued message is sealed with its own data key (``wrapped_key``, owner
   ``queue:<id>``), so deleting the row after delivery shreds it.
 - ``next_attempt_at`` orders the work; a worker claims a row by moving it to
-  ``sending`` with ``locked_until``; a crashed worker's claim expires.
+  ``sending`` with ``locked_until``; a crashed worker's claim expires and the
+  row is due again (at-least-once delivery: a crash between the remote ``250``
+  and our commit may deliver twice, never zero times).
+- The RFC 3461 parameters the sender gave (NOTIFY, ORCPT, RET, ENVID) and the
+  body type (BODY=8BITMIME, SMTPUTF8) travel with the row to the next hop.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailserver.store.models.base import Base, utcnow
@@ -57,6 +63,12 @@ class QueuedMessage(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # --- added by the SMTP work (migration 0003) ---
+    msg_id: Mapped[str | None] = mapped_column(String(36), index=True)  # the accepted message this copy is of
+    body_8bit: Mapped[bool] = mapped_column(Boolean, default=False)  # BODY=8BITMIME (RFC 6152)
+    smtputf8: Mapped[bool] = mapped_column(Boolean, default=False)  # SMTPUTF8 (RFC 6531)
+    remote_mta: Mapped[str | None] = mapped_column(String(253))  # the host of the last attempt (DSN Remote-MTA)
+    delay_notified: Mapped[bool] = mapped_column(Boolean, default=False)  # a "delayed" DSN was sent
 
     @property
     def owner_id(self) -> str:

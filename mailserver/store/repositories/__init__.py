@@ -6,6 +6,7 @@ A repository never commits; it maps ``IntegrityError`` to ``Conflict``.
 from mailserver.store.repositories.accounts import AccountRepository, DomainRepository
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
+from mailserver.store.repositories.dkim import DkimKeyRepository
 from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository
 from mailserver.store.repositories.queue import QueueRepository
 from mailserver.store.repositories.trust import TrustRepository
@@ -16,6 +17,7 @@ __all__ = [
     "AuditRepository",
     "BlobRepository",
     "DirectoryRepository",
+    "DkimKeyRepository",
     "DomainRepository",
     "GrantRepository",
     "MailboxRepository",

@@ -1,9 +1,12 @@
+"""The outbound queue's rows: adding, claiming what is due, listing for the administrator."""
+
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from mailserver.store.models import QueuedMessage, QueueStatus
 from mailserver.store.repositories.base import Repository
@@ -15,17 +18,33 @@ class QueueRepository(Repository):
         await self.session.flush()
         return item
 
-    async def get(self, item_id: str) -> QueuedMessage | None:
-        return await self.session.get(QueuedMessage, item_id)
+    async def get(self, item_id: str, *, for_update: bool = False) -> QueuedMessage | None:
+        if not for_update:
+            return await self.session.get(QueuedMessage, item_id)
+        stmt = select(QueuedMessage).where(QueuedMessage.id == item_id).with_for_update()
+        return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def list(self, *, status: QueueStatus | None = None) -> Sequence[QueuedMessage]:
-        stmt = select(QueuedMessage).order_by(QueuedMessage.created_at)
+    async def by_prefix(self, prefix: str) -> Sequence[QueuedMessage]:
+        """Rows whose id (or message id) starts with ``prefix``: what an administrator types."""
+        stmt = (
+            select(QueuedMessage)
+            .where(or_(QueuedMessage.id.startswith(prefix), QueuedMessage.msg_id.startswith(prefix)))
+            .order_by(QueuedMessage.created_at)
+            .with_for_update()
+        )
+        return (await self.session.execute(stmt)).scalars().all()
+
+    async def list(self, *, status: QueueStatus | None = None, domain: str | None = None) -> Sequence[QueuedMessage]:
+        stmt = select(QueuedMessage).order_by(QueuedMessage.created_at, QueuedMessage.rcpt_to)
         if status is not None:
             stmt = stmt.where(QueuedMessage.status == status)
+        if domain is not None:
+            stmt = stmt.where(QueuedMessage.rcpt_domain == domain.lower())
         return (await self.session.execute(stmt)).scalars().all()
 
     async def due(self, now: dt.datetime, limit: int = 50) -> Sequence[QueuedMessage]:
-        """Rows ready for an attempt (queued and due, or claimed by a worker whose claim expired)."""
+        """Rows ready for an attempt (queued and due, or claimed by a worker whose claim expired),
+        locked for this transaction (other workers skip them)."""
         stmt = (
             select(QueuedMessage)
             .where(
@@ -39,6 +58,35 @@ class QueueRepository(Repository):
             .with_for_update(skip_locked=True)
         )
         return (await self.session.execute(stmt)).scalars().all()
+
+    async def claim(self, now: dt.datetime, until: dt.datetime, limit: int) -> builtins.list[QueuedMessage]:
+        """Move up to ``limit`` due rows to ``sending`` until ``until``; the caller commits."""
+        rows = list(await self.due(now, limit))
+        for row in rows:
+            row.status = QueueStatus.SENDING
+            row.locked_until = until
+            row.updated_at = now
+        await self.session.flush()
+        return rows
+
+    async def release(self, ids: Sequence[str], now: dt.datetime) -> None:
+        """Give claimed rows back (a worker stopping): due again at once."""
+        if not ids:
+            return
+        await self.session.execute(
+            update(QueuedMessage)
+            .where(QueuedMessage.id.in_(list(ids)), QueuedMessage.status == QueueStatus.SENDING)
+            .values(status=QueueStatus.QUEUED, locked_until=None, next_attempt_at=now, updated_at=now)
+        )
+
+    async def next_due_at(self) -> dt.datetime | None:
+        stmt = (
+            select(QueuedMessage.next_attempt_at)
+            .where(QueuedMessage.status == QueueStatus.QUEUED)
+            .order_by(QueuedMessage.next_attempt_at)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def wrapped(self) -> Sequence[QueuedMessage]:
         stmt = select(QueuedMessage).where(QueuedMessage.wrapped_key.is_not(None)).with_for_update()

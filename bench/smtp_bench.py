@@ -1,0 +1,312 @@
+"""``make bench-smtp``: SMTP submission into the encrypted store, under N parallel connections.
+
+Starts ``masante-server`` in a subprocess on a throw-away database (SQLite by
+default, ``--pg DSN`` for an empty PostgreSQL database) with a fresh PKI, KEK
+and accounts in a temporary directory. N clients (default 20) each open one
+connection to the submission port, STARTTLS, AUTH PLAIN, then submit messages
+of realistic sizes from a shared list until it is empty, pipelining MAIL, RCPT
+and DATA (RFC 2920). The mix: half short letters (2-10 KB), a third with a
+small PDF (20-200 KB), the rest with large PDFs (0.3-2 MB); recipients are
+professionals and patients of the server (every message is delivered, sealed,
+into a mailbox before its 250).
+
+Prints messages per second, MB per second, and p50/p99 of the time from the end
+of DATA (the final ``.``) to the ``250``; then checks the store holds them all.
+
+    .venv/bin/python bench/smtp_bench.py [--clients 20] [--messages 400] [--pg postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import random
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PASSWORD = "bench-password"  # noqa: S105 - a throw-away account on a throw-away database
+DOMAIN = "hopital.bench.test"
+PATIENT_DOMAIN = "patient.masante.fr"
+PATIENTS = ("279035121518989", "185077505612323")
+SENDER = f"dr.bench@{DOMAIN}"
+RECIPIENTS = (f"dr.one@{DOMAIN}", f"dr.two@{DOMAIN}", *(f"{ins}@{PATIENT_DOMAIN}" for ins in PATIENTS))
+SEED = 20261123
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- setup ---------------------------------------------------------------------------------------------
+
+
+def prepare(tmp: Path, pg: str | None) -> tuple[Path, Path, int]:
+    """Config, database, PKI and accounts. Returns (config file, CA file, submission port)."""
+    from crypto.envelope import Kek, write_key_file
+    from crypto.pki import CertificateAuthority
+    from mailserver.config import build
+
+    ca = CertificateAuthority.create("bench CA")
+    ca.write(tmp / "ca.pem", tmp / "ca.key")
+    ca.issue("CN=localhost", dns_names=("localhost",), ip_addresses=("127.0.0.1",)).write(
+        tmp / "server.pem", tmp / "server.key"
+    )
+    write_key_file(tmp / "kek.key", Kek.generate())
+    port = free_port()
+    cfg = build(
+        {
+            "server": {"hostname": "localhost", "bind": "127.0.0.1"},
+            "ports": {"mx": -1, "submission": port, "submissions": -1, "imap": -1, "imaps": -1},
+            "database": {"url": pg or "sqlite:///bench.db"},
+            "keys": {"kek_file": "kek.key", "dkim_dir": "dkim"},
+            "tls": {
+                "cert": "server.pem",
+                "key": "server.key",
+                "ca": "ca.pem",
+                "trust_ca": "ca.pem",
+                "client_cert": "server.pem",
+                "client_key": "server.key",
+            },
+            "security": {"scrypt_log_n": 10},  # the server's work is measured here, not the password hash's
+            "policy": {"rate_professional_per_hour": 0},
+            "log": {"level": "WARNING"},
+        },
+        {},
+        tmp / "masante.toml",
+    )
+    (tmp / "masante.toml").write_text(cfg.to_toml())
+    asyncio.run(_seed(cfg))
+    return tmp / "masante.toml", tmp / "ca.pem", port
+
+
+async def _seed(cfg: object) -> None:
+    from directory.accounts import AccountService
+    from mailserver.context import Context
+    from mailserver.store import migrate
+    from mailserver.store.models import AccountKind, DomainKind
+
+    ctx = Context.open(cfg)  # type: ignore[arg-type]
+    try:
+        await migrate.upgrade(ctx.db)
+        svc = AccountService(ctx)
+        await svc.add_domain(DOMAIN, DomainKind.PROFESSIONAL, actor="bench")
+        await svc.add_domain(PATIENT_DOMAIN, DomainKind.PATIENT, actor="bench")
+        for address in (SENDER, *RECIPIENTS[:2]):
+            await svc.create(address, AccountKind.PER, actor="bench", password=PASSWORD)
+        for address in RECIPIENTS[2:]:
+            await svc.create(address, AccountKind.PATIENT, actor="bench", password=PASSWORD)
+    finally:
+        await ctx.close()
+
+
+async def _stored(cfg_file: Path) -> int:
+    from sqlalchemy import func, select
+
+    from mailserver.config import load
+    from mailserver.context import Context
+    from mailserver.store.models import Message
+
+    ctx = Context.open(load(cfg_file))
+    try:
+        async with ctx.uow(readonly=True) as uow:
+            return int((await uow.session.execute(select(func.count()).select_from(Message))).scalar_one())
+    finally:
+        await ctx.close()
+
+
+# --- messages --------------------------------------------------------------------------------------------
+
+
+def _pdf(size: int, rng: random.Random) -> bytes:
+    """A PDF-shaped blob of ``size`` bytes (compressed streams look random)."""
+    head = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\nstream\n"
+    tail = b"\nendstream\n%%EOF\n"
+    return head + rng.randbytes(max(0, size - len(head) - len(tail))) + tail
+
+
+def _b64_lines(data: bytes) -> str:
+    text = base64.b64encode(data).decode("ascii")
+    return "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+
+
+def make_message(i: int, rng: random.Random) -> tuple[str, bytes]:
+    rcpt = RECIPIENTS[i % len(RECIPIENTS)]
+    roll = rng.random()
+    text = ("Bonjour, voici le compte rendu de la consultation du jour. " * 200)[: rng.randint(1500, 9000)]
+    body = "\r\n".join(text[j : j + 72] for j in range(0, len(text), 72))
+    head = (
+        f"From: Dr Bench <{SENDER}>\r\nTo: <{rcpt}>\r\nSubject: bench {i}\r\n"
+        f"Date: Mon, 23 Nov 2026 09:30:00 +0100\r\nMessage-ID: <bench{i}.{SEED}@{DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+    )
+    if roll < 0.5:
+        return rcpt, (head + f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n").encode()
+    pdf_size = rng.randint(20_000, 200_000) if roll < 0.83 else rng.randint(300_000, 1_500_000)
+    boundary = f"=_bench_{i}"
+    parts = (
+        f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+        f'--{boundary}\r\nContent-Type: application/pdf; name="cr-{i}.pdf"\r\n'
+        f'Content-Disposition: attachment; filename="cr-{i}.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        f"{_b64_lines(_pdf(pdf_size, rng))}\r\n--{boundary}--\r\n"
+    )
+    return rcpt, (head + parts).encode()
+
+
+# --- a minimal pipelining SMTP client --------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    size: int
+    latency: float  # end of DATA -> 250
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def reply(self) -> tuple[int, str]:
+        lines = []
+        while True:
+            line = (await self.reader.readline()).decode()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            lines.append(line.rstrip("\r\n"))
+            if line[3:4] != "-":
+                return int(line[:3]), "\n".join(lines)
+
+    async def expect(self, code: int) -> str:
+        got, text = await self.reply()
+        if got != code:
+            raise RuntimeError(f"expected {code}, got {text}")
+        return text
+
+    @classmethod
+    async def open(cls, port: int, tls: ssl.SSLContext) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        c = cls(reader, writer)
+        await c.expect(220)
+        writer.write(b"EHLO bench.test\r\n")
+        await c.expect(250)
+        writer.write(b"STARTTLS\r\n")
+        await c.expect(220)
+        await writer.start_tls(tls, server_hostname="localhost")
+        writer.write(b"EHLO bench.test\r\n")
+        ehlo = await c.expect(250)
+        if "PIPELINING" not in ehlo:
+            raise RuntimeError("the server does not offer PIPELINING")
+        token = base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode()).decode()
+        writer.write(f"AUTH PLAIN {token}\r\n".encode())
+        await c.expect(235)
+        return c
+
+    async def send(self, rcpt: str, raw: bytes) -> Result:
+        w = self.writer
+        w.write(f"MAIL FROM:<{SENDER}> SIZE={len(raw)}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        await self.expect(250)
+        await self.expect(250)
+        await self.expect(354)
+        w.write(raw.replace(b"\r\n.", b"\r\n.."))
+        w.write(b".\r\n")
+        await w.drain()
+        start = time.perf_counter()
+        await self.expect(250)
+        return Result(len(raw), time.perf_counter() - start)
+
+    async def close(self) -> None:
+        self.writer.write(b"QUIT\r\n")
+        try:
+            await self.reply()
+        finally:
+            self.writer.close()
+
+
+async def run_clients(port: int, ca: Path, clients: int, work: list[tuple[str, bytes]]) -> tuple[list[Result], float]:
+    tls = ssl.create_default_context(cafile=str(ca))
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+    results: list[Result] = []
+
+    async def one() -> None:
+        c = await Client.open(port, tls)
+        try:
+            while True:
+                try:
+                    rcpt, raw = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                results.append(await c.send(rcpt, raw))
+        finally:
+            await c.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return results, time.perf_counter() - start
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=20, help="parallel connections (default 20)")
+    parser.add_argument("--messages", type=int, default=400, help="messages to submit (default 400)")
+    parser.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database (postgresql://...) instead of SQLite")
+    args = parser.parse_args()
+
+    rng = random.Random(SEED)
+    work = [make_message(i, rng) for i in range(args.messages)]
+    total_mb = sum(len(raw) for _, raw in work) / 2**20
+    with tempfile.TemporaryDirectory(prefix="smtp-bench-") as d:
+        tmp = Path(d)
+        cfg, ca, port = prepare(tmp, args.pg)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
+        server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
+            [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        try:
+            assert server.stdout is not None
+            for line in server.stdout:
+                if "stop with Ctrl-C" in line:
+                    break
+            else:
+                sys.exit("the server did not start")
+            results, elapsed = asyncio.run(run_clients(port, ca, args.clients, work))
+        finally:
+            server.terminate()
+            server.wait(30)
+        stored = asyncio.run(_stored(cfg))
+    latencies = [r.latency * 1000 for r in results]
+    print(f"smtp submission: {len(results)} messages ({total_mb:.1f} MB, 2 KB to 2 MB, ~half with a PDF)")
+    print(f"  {args.clients} connections, database {'PostgreSQL' if args.pg else 'SQLite'}, TLS 1.3, AUTH PLAIN")
+    print(f"  {len(results) / elapsed:8.1f} messages/s")
+    print(f"  {total_mb / elapsed:8.2f} MB/s")
+    print(f"  end of DATA -> 250: p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
+    print(f"  elapsed {elapsed:.1f} s; {stored} messages in the store (sealed), {args.messages} expected")
+    if stored != args.messages:
+        sys.exit("error: the store does not hold every accepted message")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The aiosmtpd handlers of the two doors: thin hooks that ask the directory and answer its reply.
+
+- ``MxHandler`` (port 25, other operators): MAIL asks ``Gate.check_mx_sender``
+  with the subject DN of the verified client certificate; RCPT asks
+  ``Gate.check_recipient`` and accepts only our own recipients (an MX never
+  relays); DATA hands the message to ``Intake``.
+- ``SubmissionHandler`` (587 STARTTLS, 465 TLS, professionals' and patients'
+  mail clients): ``auth_PLAIN``/``auth_LOGIN`` ask ``directory.auth.Authenticator``
+  (awaited: aiosmtpd's ``authenticator`` callback cannot be); MAIL asks
+  ``Gate.check_submission_sender``; RCPT asks ``Gate.check_recipient`` (local
+  recipients are delivered, trust-space ones queued); DATA hands over to ``Intake``.
+
+A hook parses nothing (``protocol`` did), decides nothing itself, and returns
+``str(decision.reply)``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from base64 import b64decode
+
+from aiosmtpd.smtp import MISSING, AuthResult
+
+from directory.auth import Authenticator
+from directory.gate import Gate
+from mailserver.smtp import replies as R
+from mailserver.smtp.intake import Inbound, Intake
+from mailserver.smtp.params import MailParams, RcptParams
+from mailserver.smtp.protocol import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSession
+from policies import Decision, Party, Role
+
+log = logging.getLogger("masante.smtp")
+
+
+def _refusal(stage: str, decision: Decision) -> None:
+    if not decision.allowed:
+        log.info(
+            "smtp.refused",
+            extra={"fields": {"stage": stage, "reason": decision.reason, "code": decision.reply.code}},
+        )
+
+
+class _Doors:
+    door = "?"
+
+    def __init__(self, gate: Gate, intake: Intake) -> None:
+        self.gate = gate
+        self.intake = intake
+
+    async def handle_RCPT(
+        self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, params: RcptParams
+    ) -> str:
+        if envelope.sender_party is None:
+            return str(R.NEED_MAIL)
+        decision, resolved = await self.gate.check_recipient(envelope.sender_party, address)
+        if decision.allowed and resolved is not None:
+            if not self.may_take(resolved.account is not None):
+                decision = Decision.refuse(R.RELAY_DENIED, "mx-relay-attempt")
+            else:
+                envelope.recipients.append(Recipient(address, params, resolved))
+        _refusal("rcpt", decision)
+        return str(decision.reply)
+
+    def may_take(self, local: bool) -> bool:
+        """May this door take a recipient that is (not) one of our accounts?"""
+        return True
+
+    async def handle_DATA(self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
+        if envelope.sender_party is None or envelope.mail_from is None:
+            return str(R.NEED_MAIL)
+        result = await self.intake.accept(
+            Inbound(
+                door=self.door,
+                mail_from=envelope.mail_from,
+                params=envelope.params,
+                recipients=list(envelope.recipients),
+                sender_party=envelope.sender_party,
+                raw=envelope.content_bytes,
+                helo=session.host_name,
+                peer_ip=server.peer_ip,
+                tls=server.tls_info(),
+                account=session.account,
+            )
+        )
+        return str(result.reply)
+
+
+class MxHandler(_Doors):
+    door = "mx"
+
+    def may_take(self, local: bool) -> bool:
+        return local  # RFC 5321 §3.6.2: an MX takes mail for its own domains, and relays nothing
+
+    async def handle_MAIL(
+        self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, params: MailParams
+    ) -> str:
+        info = server.tls_info()
+        decision = await self.gate.check_mx_sender(address, info.peer_dn if info else None)
+        if decision.allowed:
+            if address:
+                party = (await self.gate.resolve(address)).party
+            else:
+                # the null reverse-path of a DSN from a listed operator MTA: mail from that operator
+                party = Party("", Role.PROFESSIONAL, local=False)
+            envelope.mail_from, envelope.params, envelope.sender_party = address, params, party
+        _refusal("mail", decision)
+        return str(decision.reply)
+
+
+class SubmissionHandler(_Doors):
+    door = "submission"
+
+    def __init__(self, gate: Gate, intake: Intake, authenticator: Authenticator) -> None:
+        super().__init__(gate, intake)
+        self.authenticator = authenticator
+
+    async def handle_MAIL(
+        self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, params: MailParams
+    ) -> str:
+        account = session.account
+        if account is None:  # the engine asks for AUTH first; never reached
+            return str(R.AUTH_REQUIRED)
+        decision = await self.gate.check_submission_sender(account, address)
+        if decision.allowed:
+            envelope.mail_from, envelope.params = address, params
+            envelope.sender_party = Gate.party_of(account)
+        _refusal("mail", decision)
+        return str(decision.reply)
+
+    # --- RFC 4954 mechanisms, awaited by the engine ---------------------------------------------------------
+
+    async def auth_PLAIN(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
+        """RFC 4616: ``[authzid] NUL authcid NUL passwd``; an authzid other than the login is refused."""
+        data = await self._response(server, args, "")
+        if data is None:
+            return AuthResult(success=False, handled=True)
+        parts = data.split(b"\x00")
+        if len(parts) != 3:
+            await server.push(str(R.AUTH_SYNTAX.with_text("PLAIN expects authzid NUL login NUL password")))
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
+        return await self._check(server, login, password)
+
+    async def auth_LOGIN(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
+        login = await self._response(server, args, "Username:")
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self._response(server, [args[0]], "Password:")
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._check(server, login, password)
+
+    @staticmethod
+    async def _response(server: MasanteSMTP, args: list[str], challenge: str) -> bytes | None:
+        """The initial response (``=`` is empty, RFC 4954 §4) or the answer to a 334 challenge."""
+        if len(args) > 1:
+            text = args[1]
+            if text == "=":
+                return b""
+            try:
+                return b64decode(text.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                await server.push(str(R.AUTH_SYNTAX))
+                return None
+        answer = await server.challenge_auth(challenge)
+        return None if answer is MISSING else bytes(answer)  # challenge_auth already answered 501
+
+    async def _check(self, server: MasanteSMTP, login: bytes, password: bytes) -> AuthResult:
+        try:
+            address, secret = login.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
+        result = await self.authenticator.authenticate(address, secret, protocol="smtp", peer=server.peer_ip or "?")
+        if result.account is None:
+            log.info("smtp.auth", extra={"fields": {"outcome": "fail"}})
+            return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
+        server.smtp_session.account = result.account
+        log.info("smtp.auth", extra={"fields": {"outcome": "ok", "account": result.account.owner_id}})
+        return AuthResult(success=True, auth_data=result.account.address)

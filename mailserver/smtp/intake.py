@@ -1,0 +1,268 @@
+"""Accepting a message at end of DATA: one unit of work, then the reply.
+
+The path (../shared/DESIGN.md "The path of a message"):
+1. loops: a message with ``smtp.max_hops`` Received fields or more is refused ``554 5.4.6``;
+2. MX only: DKIM verified, ``Authentication-Results`` added, refusal when the
+   sender's domain must sign and did not;
+3. trace and identity: Message-ID and Date added when missing, our Received on top;
+4. ``Gate.check_content`` per recipient (size for patients, attachments...);
+5. one unit of work: local recipients through ``delivery.deliver`` then
+   ``Gate.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
+   queued (one sealed row each); DSNs asked for (NOTIFY=SUCCESS for a local
+   delivery, FAILURE for a recipient refused at this stage) added too;
+6. ``250`` only after the commit; any failure on the way answers ``451 4.3.0``
+   and nothing is stored: the client keeps the message and retries.
+
+Invariants: a message is stored once per local recipient (duplicate RCPTs of
+one account are one delivery); no body, address list or key is logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from directory.gate import Gate
+from mailserver import logs
+from mailserver.context import Context
+from mailserver.delivery import deliver
+from mailserver.smtp import dsn, spool
+from mailserver.smtp import message as M
+from mailserver.smtp import replies as R
+from mailserver.smtp.bounces import Bouncer
+from mailserver.smtp.params import MailParams
+from mailserver.smtp.protocol import Recipient, TlsInfo
+from mailserver.smtp.signing import (
+    DkimSigner,
+    DkimVerifier,
+    authentication_results,
+    sender_domain,
+    strip_own_results,
+)
+from mailserver.store.models import Account
+from mailserver.store.uow import UnitOfWork
+from policies import Decision, Party
+from policies.reply import Reply
+
+log = logging.getLogger("masante.smtp.intake")
+
+
+@dataclass
+class Inbound:
+    """A message at end of DATA, with everything the session learnt about it."""
+
+    door: str  # "mx" or "submission"
+    mail_from: str  # "" is the null reverse-path
+    params: MailParams
+    recipients: list[Recipient]
+    sender_party: Party
+    raw: bytes
+    helo: str | None = None
+    peer_ip: str | None = None
+    tls: TlsInfo | None = None
+    account: Account | None = None  # the authenticated sender (submission)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    reply: Reply
+    msg_id: str | None = None
+    delivered: int = 0
+    queued: int = 0
+
+
+class Intake:
+    def __init__(
+        self,
+        ctx: Context,
+        gate: Gate,
+        *,
+        signer: DkimSigner,
+        verifier: DkimVerifier,
+        bouncer: Bouncer,
+        wake_queue: Callable[[], None],
+    ) -> None:
+        self.ctx = ctx
+        self.gate = gate
+        self.signer = signer
+        self.verifier = verifier
+        self.bouncer = bouncer
+        self.wake_queue = wake_queue
+
+    @property
+    def hostname(self) -> str:
+        return self.ctx.config.server.hostname
+
+    def _protocol(self, m: Inbound) -> str:
+        base = "UTF8SMTP" if m.params.smtputf8 else "ESMTP"  # RFC 6531 §3.7.3, RFC 3848
+        return base + ("S" if m.tls else "") + ("A" if m.account is not None else "")
+
+    async def accept(self, m: Inbound) -> Accepted:
+        msg_id = uuid.uuid4().hex
+        logs.message_id.set(msg_id)
+        now = self.ctx.clock()
+        raw = m.raw
+        hops = M.count(raw, "received")
+        if hops >= self.ctx.config.smtp.max_hops:
+            self._refused("too-many-hops", R.TOO_MANY_HOPS, hops=hops)
+            return Accepted(R.TOO_MANY_HOPS)
+
+        raw = strip_own_results(raw, self.hostname)
+        if m.door == "mx":
+            verdict = await self.verifier.judge(raw, sender_domain(m.mail_from, raw))
+            if verdict.refusal is not None:
+                self._refused("dkim", verdict.refusal)
+                return Accepted(verdict.refusal)
+            raw = M.prepend(raw, authentication_results(self.hostname, verdict.results))
+
+        raw = M.add_missing_ids(raw, hostname=self.hostname, now=now)
+        trace = M.received(
+            helo=m.helo,
+            peer_ip=m.peer_ip,
+            by=self.hostname,
+            protocol=self._protocol(m),
+            queue_id=msg_id,
+            recipient=m.recipients[0].address if len(m.recipients) == 1 else None,
+            tls=m.tls.describe() if m.tls else None,
+            when=now,
+        )
+        raw = M.prepend(raw, trace)
+
+        decisions = await self.gate.check_content(m.sender_party, [r.party for r in m.recipients], raw)
+        allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
+        refused = [r for r in m.recipients if r not in allowed]
+        if not allowed:
+            reply = decisions[refused[0].address].reply
+            self._refused(decisions[refused[0].address].reason, reply)
+            return Accepted(reply)
+
+        local: dict[int, tuple[Account, Recipient]] = {}
+        remote: dict[str, Recipient] = {}
+        for r in allowed:
+            if r.account is not None:
+                local.setdefault(r.account.id, (r.account, r))
+            else:
+                remote.setdefault(r.address, r)
+        try:
+            result = await self._store(
+                m, raw, msg_id, now, list(local.values()), list(remote.values()), refused, decisions
+            )
+        except Exception as exc:  # storage, keys, a bug: the client keeps the message and retries
+            log.error("smtp.store-failed", extra={"fields": R.error_fields(exc)})
+            return Accepted(R.STORAGE_FAILURE)
+        if result.queued:
+            self.wake_queue()
+        log.info(
+            "smtp.accepted",
+            extra={
+                "fields": {
+                    "door": m.door,
+                    "size": len(raw),
+                    "delivered": result.delivered,
+                    "queued": result.queued,
+                    "refused": len(refused),
+                    "sender": m.account.owner_id if m.account else (sender_domain(m.mail_from, raw) or "<>"),
+                }
+            },
+        )
+        return result
+
+    async def _store(
+        self,
+        m: Inbound,
+        raw: bytes,
+        msg_id: str,
+        now: dt.datetime,
+        local: list[tuple[Account, Recipient]],
+        remote: list[Recipient],
+        refused: list[Recipient],
+        decisions: dict[str, Decision],
+    ) -> Accepted:
+        actor = m.account.address if m.account is not None else (m.mail_from or "MAILER-DAEMON")
+        outbound = raw
+        if remote and m.account is not None:
+            outbound = await self.signer.sign(raw, m.account.address.rpartition("@")[2])
+        expires = now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after)
+        async with self.ctx.uow() as uow:
+            accounts = [a for a, _ in local]
+            if accounts:
+                await deliver(uow, self.ctx.keyring, raw, accounts, actor=actor, source=m.door)
+            # conversation grants, for our patients and for those of other operators we relay to
+            await self.gate.after_delivery(uow, m.sender_party, accounts, raw, relayed=[r.address for r in remote])
+            for r in remote:
+                await spool.enqueue(
+                    uow,
+                    self.ctx.keyring,
+                    raw=outbound,
+                    mail_from=m.mail_from,
+                    rcpt=r.address,
+                    now=now,
+                    expires_at=expires,
+                    msg_id=msg_id,
+                    account_id=m.account.id if m.account is not None else None,
+                    params=m.params,
+                    rcpt_params=r.params,
+                )
+            dsn_queued = await self._notify(uow, m, raw, now, local, refused, decisions)
+            uow.audit(
+                actor,
+                "smtp.accept",
+                f"msg:{msg_id}",
+                "ok",
+                f"{m.door}; {len(accounts)} delivered, {len(remote)} queued, {len(refused)} refused",
+            )
+            await uow.commit()
+        return Accepted(R.accepted(msg_id), msg_id, len(local), len(remote) + dsn_queued)
+
+    async def _notify(
+        self,
+        uow: UnitOfWork,
+        m: Inbound,
+        raw: bytes,
+        now: dt.datetime,
+        local: list[tuple[Account, Recipient]],
+        refused: list[Recipient],
+        decisions: dict[str, Decision],
+    ) -> int:
+        """DSNs the sender asked for: delivered (NOTIFY=SUCCESS), and failed for recipients refused by
+        content. Returns how many went to the outbound queue."""
+        if not m.mail_from:
+            return 0
+        delivered = [
+            dsn.RecipientStatus(r.address, dsn.Action.DELIVERED, "2.0.0", None, self.hostname, r.params.orcpt, now)
+            for _a, r in local
+            if r.params.wants("SUCCESS")
+        ]
+        failed = [
+            dsn.RecipientStatus(
+                r.address,
+                dsn.Action.FAILED,
+                decisions[r.address].reply.enhanced,
+                str(decisions[r.address].reply),
+                self.hostname,
+                r.params.orcpt,
+                now,
+            )
+            for r in refused
+            if r.params.wants("FAILURE")
+        ]
+        queued = 0
+        for statuses in (delivered, failed):
+            if statuses:
+                how = await self.bouncer.send(
+                    uow,
+                    sender=m.mail_from,
+                    original=raw,
+                    recipients=statuses,
+                    arrival=now,
+                    envid=m.params.envid,
+                    ret=m.params.ret,
+                )
+                queued += how == "queued"
+        return queued
+
+    def _refused(self, reason: str, reply: Reply, **fields: object) -> None:
+        log.info("smtp.refused", extra={"fields": {"stage": "data", "reason": reason, "code": reply.code, **fields}})

@@ -1,0 +1,141 @@
+"""``masante-admin queue`` and ``masante-admin dkim`` as an operator runs them, against a running server's store."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from crypto import dkim as dkimlib
+from directory.dkim import DkimKeys
+from mailserver.context import Context
+from tests import support
+from tests.smtp.conftest import OTHER, PRO, SIGNING, SIGNING_SELECTOR, start_site
+from tests.smtp.harness import Databases, ServerThread, find, marker, message, submission
+
+ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def site(
+    dbs: Databases,
+    pki: support.TestPKI,
+    signing_key: dkimlib.KeyPair,
+    unreachable_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerThread]:
+    server = start_site(tmp_path_factory.mktemp("cli-site"), dbs.new(), pki, signing_key.record, unreachable_port,
+                        queue={"first_retry": 3600})  # fmt: skip
+    server.config.path.write_text(server.config.to_toml())
+    yield server
+    server.stop()
+
+
+def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
+    return subprocess.run(
+        [*ADMIN, "--config", str(site.config.path), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], contains: str) -> None:
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and contains in lines[0], r.stderr
+
+
+def queue_ids(site: ServerThread, rcpt: str) -> list[str]:
+    async def go(ctx: Context) -> list[str]:
+        async with ctx.uow(readonly=True) as uow:
+            return [q.id for q in await uow.queue.list() if q.rcpt_to == rcpt]
+
+    return site.call(go)
+
+
+def attempted(site: ServerThread, rcpt: str) -> bool:
+    async def go(ctx: Context) -> bool:
+        async with ctx.uow(readonly=True) as uow:
+            return any(
+                q.attempts >= 1 and q.status.value == "queued" for q in await uow.queue.list() if q.rcpt_to == rcpt
+            )
+
+    return site.call(go)
+
+
+@pytest.mark.slow
+def test_queue_list_retry_delete(site: ServerThread, pki: support.TestPKI) -> None:
+    tag = marker()
+    rcpt = f"dr.chase.{tag[:6]}@{OTHER}"
+    s = submission(site, pki, PRO)
+    s.sendmail(PRO, [rcpt], message(PRO, rcpt, f"queued {tag}"))
+    s.quit()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not attempted(site, rcpt):  # fails (nothing listens), then waits
+        time.sleep(0.2)
+    r = admin(site, "queue", "list", "--status", "queued")
+    assert r.returncode == 0 and re.search(rf"{re.escape(rcpt)}\s+queued\s+1\s", r.stdout), r.stdout
+    assert "cannot connect" in r.stdout
+    [qid] = queue_ids(site, rcpt)
+
+    r = admin(site, "queue", "retry", qid[:12])
+    assert r.returncode == 0 and "1 message(s) due" in r.stdout
+    one_line_error(admin(site, "queue", "retry", "ffffffffffff"), "no queued message ffffffffffff")
+
+    r = admin(site, "queue", "delete", "--bounce", qid)
+    assert r.returncode == 0 and "1 message(s) deleted and bounced" in r.stdout, r.stdout + r.stderr
+    assert queue_ids(site, rcpt) == []
+    [report] = find(site, PRO, f"queued {tag}")
+    assert b"Action: failed" in report and b"deleted from the queue by the administrator" in report
+
+
+@pytest.mark.slow
+def test_dkim_keygen_prints_the_txt_record_and_signs_from_then_on(site: ServerThread) -> None:
+    r = admin(site, "dkim", "keygen", support.PRO_DOMAIN, "--selector", "cli2026")
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(rf'cli2026\._domainkey\.{re.escape(support.PRO_DOMAIN)}\. IN TXT \( (".*") \)\n', r.stdout)
+    assert m, r.stdout
+    record = "".join(re.findall(r'"([^"]*)"', m.group(1)))
+    assert record.startswith("v=DKIM1; k=rsa; p=") and dkimlib.check_record(record) == record
+    key_file = site.config.resolve(site.config.keys.dkim_dir) / support.PRO_DOMAIN / "cli2026.key"
+    assert key_file.stat().st_mode & 0o077 == 0
+    one_line_error(admin(site, "dkim", "keygen", support.PRO_DOMAIN, "--selector", "cli2026"), "cli2026")
+    one_line_error(admin(site, "dkim", "keygen", "not-ours.test"), "not a local domain")
+
+    async def sign_and_verify(ctx: Context) -> tuple[str, str]:
+        from mailserver.smtp.signing import DkimSigner, DkimVerifier
+
+        raw = message(PRO, "x@y.test", "signed")
+        out = await DkimSigner(ctx).sign(raw, support.PRO_DOMAIN)
+        [result] = await DkimVerifier(ctx).verify(out)
+        return result.status.value, result.selector or ""
+
+    assert site.call(sign_and_verify) == ("pass", "cli2026")
+
+
+@pytest.mark.slow
+def test_dkim_add_list_remove(site: ServerThread, signing_key: dkimlib.KeyPair) -> None:
+    other = dkimlib.generate_key()
+    r = admin(site, "dkim", "add", "operator.test", "s1", other.record)
+    assert r.returncode == 0 and "key s1._domainkey.operator.test added" in r.stdout
+    r = admin(site, "dkim", "list")
+    assert r.returncode == 0 and f"{SIGNING_SELECTOR}._domainkey.{SIGNING}" in r.stdout
+    assert "s1._domainkey.operator.test" in r.stdout
+    one_line_error(admin(site, "dkim", "add", "operator.test", "s2", "v=DKIM1; p=bm90IGEga2V5"), "not a usable")
+
+    async def listed(ctx: Context) -> list[str]:
+        return [k.name for k in await DkimKeys(ctx).list("operator.test")]
+
+    assert site.call(listed) == ["s1._domainkey.operator.test"]
+    assert admin(site, "dkim", "remove", "operator.test", "s1").returncode == 0
+    assert site.call(listed) == []
+    one_line_error(admin(site, "dkim", "remove", "operator.test", "s1"), "no DKIM key")
+
+
+def test_admin_help_lists_the_new_groups() -> None:
+    r = subprocess.run([*ADMIN, "--help"], capture_output=True, text=True, timeout=60)
+    assert "queue" in r.stdout and "dkim" in r.stdout
