@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AnyStr, cast
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from crypto.tls import peer_subject_dn
 from directory.gate import Resolved
@@ -240,7 +240,12 @@ class MasanteSMTP(SMTP):
 
     async def handle_exception(self, error: Exception) -> str:
         """Any error a hook did not turn into a reply: logged with its type, answered ``451 4.3.0``
-        (the client keeps the message and retries; the exception text is not shown)."""
+        (the client keeps the message and retries; the exception text is not shown). A failed TLS
+        handshake (a client offering no suite we accept, a certificate from another CA) is the
+        client's doing: logged as such, and the connection is gone."""
+        if isinstance(error, TLSSetupException | ssl.SSLError):
+            log.info("smtp.tls-failed", extra={"fields": R.error_fields(error)})
+            return str(R.TLS_FAILED)
         log.error("smtp.internal-error", extra={"fields": R.error_fields(error)})
         return str(R.STORAGE_FAILURE)
 
