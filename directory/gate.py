@@ -249,13 +249,20 @@ class Gate:
             return self.ctx.config.limits.patient_message_size
         return self.ctx.config.limits.max_message_size
 
-    async def check_content(self, sender: Party, recipients: Sequence[Party], raw: bytes) -> dict[str, Decision]:
+    async def check_content(
+        self, sender: Party, recipients: Sequence[Party], raw: bytes, *, submitted: bool = False
+    ) -> dict[str, Decision]:
         """Per recipient: may this content go to them (size for their domain or kind, attachment types and
-        executables, the patient of an XDM package)."""
+        executables, the patient of an XDM package). ``submitted``: it comes from the sender's own mail client
+        (submission), so its From and Sender must be the sender's own address."""
         if len(raw) > INSPECT_IN_THREAD:
             content = await asyncio.to_thread(C.inspect, raw)
         else:
             content = C.inspect(raw)
+        if submitted:
+            own = C.check_submitted_from(content, sender.address)
+            if not own.allowed:
+                return {r.address: own for r in recipients}
         attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
         out: dict[str, Decision] = {}
         for r in recipients:

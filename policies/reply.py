@@ -71,6 +71,9 @@ PATIENT_NEW_MESSAGE = Reply(
 )
 PATIENT_TO_PATIENT = Reply(550, "5.7.1", "Patients cannot write to other patients")
 PATIENT_TO_APPLICATION = Reply(550, "5.7.1", "Patients cannot write to software mailboxes (APP)")
+FROM_NOT_OWNED = Reply(
+    550, "5.7.1", "The From and Sender header fields must hold your own address: nobody sends in another's name"
+)
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address rejected: it does not belong to the authenticated account")
 PEER_CERTIFICATE_REQUIRED = Reply(
     550, "5.7.1", "A client certificate from the trust space is required to deliver mail here"

@@ -131,7 +131,9 @@ class Intake:
         )
         raw = M.prepend(raw, trace)
 
-        decisions = await self.gate.check_content(m.sender_party, [r.party for r in m.recipients], raw)
+        decisions = await self.gate.check_content(
+            m.sender_party, [r.party for r in m.recipients], raw, submitted=m.account is not None
+        )
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:

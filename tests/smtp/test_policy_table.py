@@ -356,3 +356,30 @@ def test_openssl_with_a_cipher_outside_the_mssante_suites_cannot_connect(
     else:
         assert r.returncode != 0
         assert "CONNECTION ESTABLISHED" not in r.stderr and "Ciphersuite" not in r.stderr, r.stderr
+
+
+# --- submission: nobody sends in another's name ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"From": f"Dr Wilson <{PRO2_FOR_REPLY}>"}, {"Sender": ORG}, {"From": f"{PRO}, {PRO2_FOR_REPLY}"}],
+    ids=["someone-elses-from", "someone-elses-sender", "a-second-author"],
+)
+def test_from_and_sender_must_be_the_authenticated_address(
+    site: ServerThread, pki: support.TestPKI, headers: dict[str, str]
+) -> None:
+    raw = message(PRO, PATIENT, f"usurpation {marker()}")
+    for name, value in headers.items():
+        raw = raw.replace(f"From: {PRO}\r\n".encode(), b"") if name == "From" else raw
+        raw = f"{name}: {value}\r\n".encode() + raw
+    before = stored(site)
+    s = smtplib.SMTP("127.0.0.1", site.port("submission"), timeout=30)
+    try:
+        s.starttls(context=tls_client(pki))
+        s.login(PRO, support.PASSWORD)
+        got = transaction(s, PRO, PATIENT, raw)
+    finally:
+        s.quit()
+    assert got.startswith("550 5.7.1 The From and Sender header fields must hold your own address"), got
+    assert stored(site) == before
