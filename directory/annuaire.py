@@ -33,13 +33,12 @@ from directory.addresses import Address
 from directory.errors import DirectoryError, InvalidIdentifier, InvalidState
 from directory.extractions import (
     MAX_LINE_BYTES,
-    MAX_REPORTED,
     MSS_CORRESPONDANCE,
     PS_LIBRE_ACCES,
     DirectoryFileError,
     Format,
+    LineProblems,
     Parsed,
-    RowProblem,
     detect,
     fold,
     parse_block,
@@ -68,28 +67,12 @@ class UnknownProfessional(DirectoryError):
 # --- reports -------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ImportReport:
+@dataclass(kw_only=True)
+class ImportReport(LineProblems):
+    """A whole import: ``lines`` counts data lines read (header excluded)."""
+
     format: str
-    lines: int = 0  # data lines read (header excluded)
-    rejected: int = 0
-    warnings: int = 0
-    problems: list[RowProblem] = field(default_factory=list)
     counts: dict[str, UpsertCounts] = field(default_factory=dict)  # per table: professionals, activities, mailboxes
-
-    def problem(self, line: int, reason: str, *, warning: bool = False) -> None:
-        if warning:
-            self.warnings += 1
-        else:
-            self.rejected += 1
-        if len(self.problems) < MAX_REPORTED:
-            self.problems.append(RowProblem(line, reason))
-
-    def merge(self, parsed: Parsed) -> None:
-        self.lines += parsed.lines
-        self.rejected += parsed.rejected
-        self.warnings += parsed.warnings
-        self.problems += parsed.problems[: MAX_REPORTED - len(self.problems)]
 
     def add(self, table: str, c: UpsertCounts) -> None:
         old = self.counts.get(table, UpsertCounts())
@@ -166,7 +149,7 @@ class DirectoryImporter:
         header = header_line.decode("utf-8-sig", errors="replace").rstrip("\r\n").split("|")
         fmt = detect(header)
         cols = fmt.columns(header)
-        report = ImportReport(fmt.name)
+        report = ImportReport(format=fmt.name)
         now = self.ctx.clock()
         loop = asyncio.get_running_loop()
         in_flight: deque[tuple[asyncio.Future[Parsed], bytes, int]] = deque()

@@ -172,11 +172,10 @@ class RowProblem:
     reason: str
 
 
-@dataclass
-class Parsed:
-    """What a block of lines gave: rows per table, the lines read, and the problems met."""
+@dataclass(kw_only=True)
+class LineProblems:
+    """Lines read, and the problems met on them (the first ``MAX_REPORTED`` kept with their line number)."""
 
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     lines: int = 0
     rejected: int = 0
     warnings: int = 0
@@ -189,6 +188,19 @@ class Parsed:
             self.rejected += 1
         if len(self.problems) < MAX_REPORTED:
             self.problems.append(RowProblem(line, reason))
+
+    def merge(self, other: LineProblems) -> None:
+        self.lines += other.lines
+        self.rejected += other.rejected
+        self.warnings += other.warnings
+        self.problems += other.problems[: MAX_REPORTED - len(self.problems)]
+
+
+@dataclass(kw_only=True)
+class Parsed(LineProblems):
+    """What a block of lines gave: rows per table, the lines read, and the problems met."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 FORMATS = {f.name: f for f in (PS_LIBRE_ACCES, MSS_CORRESPONDANCE)}

@@ -23,6 +23,8 @@ from typing import Any
 
 import tomli_w
 
+from policies.content import DEFAULT_ALLOWED_TYPES
+
 DEFAULT_CONFIG = Path("var/masante.toml")
 ENV_PREFIX = "MASANTE_"
 
@@ -83,22 +85,7 @@ class PolicySection:
     remote_patient_domains: list[str] = field(default_factory=lambda: ["patient.mssante.fr"])
     #: attachment types accepted (``type/*`` for a whole family): PDF, CDA, XDM zip, images, DICOM, text, iCalendar;
     #: executables are refused whatever this says
-    allowed_attachment_types: list[str] = field(
-        default_factory=lambda: [
-            "application/pdf",
-            "text/xml",
-            "application/xml",
-            "application/hl7-v3+xml",
-            "application/hl7-cda+xml",
-            "application/zip",
-            "application/x-zip-compressed",
-            "image/*",
-            "application/dicom",
-            "text/plain",
-            "text/calendar",
-            "application/ics",
-        ]
-    )
+    allowed_attachment_types: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_TYPES))
     #: largest message per recipient domain, ``domain=size`` (size in bytes, or with KB/MB): ["labo.fr=10MB"]
     domain_size_limits: list[str] = field(default_factory=list)
     #: recipients a sender may address per hour (0: no limit), by kind of sender

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -44,18 +43,17 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
-    """A PostgreSQL database for this session, migrated to head: its asyncpg DSN."""
-    name = f"masante_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    """A PostgreSQL database for this session, migrated to head: its asyncpg DSN. Tests empty it
+    (``support.pg_reset``) rather than migrate again; modules that need databases of their own call
+    ``support.new_pg_database`` after asking for this fixture (which skips, or fails in CI, without PostgreSQL)."""
     try:
-        asyncio.run(support.pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
+        dsn = support.new_pg_database(PG_ADMIN_DSN, "masante_test")
     except (OSError, support.PgUnavailable) as exc:
         if _postgres_required():
             pytest.fail(f"PostgreSQL is required here (CI) but unreachable at {PG_ADMIN_DSN}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(support.migrate_url(support.sqlalchemy_pg_url(dsn)))
     yield dsn
-    asyncio.run(support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    support.drop_pg_database(PG_ADMIN_DSN, dsn)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

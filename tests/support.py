@@ -59,6 +59,26 @@ async def pg_reset(dsn: str) -> None:
         await conn.close()
 
 
+def new_pg_database(admin_dsn: str, prefix: str) -> str:
+    """Create a PostgreSQL database next to ``admin_dsn``, migrated to head: its DSN (PgUnavailable if none)."""
+    import asyncio
+    import os
+    import uuid
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(pg_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
+    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(migrate_url(sqlalchemy_pg_url(dsn)))
+    return dsn
+
+
+def drop_pg_database(admin_dsn: str, dsn: str) -> None:
+    import asyncio
+
+    name = dsn.rsplit("/", 1)[1]
+    asyncio.run(pg_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 async def migrate_url(url: str) -> None:
     db = Database(url)
     try:

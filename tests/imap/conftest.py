@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import itertools
-import os
 import shutil
 import ssl
 import threading
@@ -28,7 +27,6 @@ from mailserver.delivery import deliver
 from mailserver.imap.service import ImapListener
 from mailserver.store.models import Account
 from tests import support
-from tests.conftest import PG_ADMIN_DSN, _postgres_required
 
 T = TypeVar("T")
 HOST = "127.0.0.1"
@@ -142,22 +140,6 @@ class ServerThread:
         return self.call(go)
 
 
-@pytest.fixture(scope="session")
-def imap_pg_dsn() -> Iterator[str]:
-    """One PostgreSQL database for the IMAP tests, migrated once and emptied per module."""
-    name = f"masante_imap_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    try:
-        asyncio.run(support.pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
-    except (OSError, support.PgUnavailable) as exc:
-        if _postgres_required():
-            pytest.fail(f"PostgreSQL is required here (CI) but unreachable at {PG_ADMIN_DSN}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
-    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(support.migrate_url(support.sqlalchemy_pg_url(dsn)))
-    yield dsn
-    asyncio.run(support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def imap_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "sqlite":
@@ -165,7 +147,7 @@ def imap_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         target = tmp_path_factory.mktemp("imap-db") / "masante.db"
         shutil.copyfile(template, target)
         return f"sqlite+aiosqlite:///{target}"
-    dsn: str = request.getfixturevalue("imap_pg_dsn")
+    dsn: str = request.getfixturevalue("pg_database")  # modules run one after the other: one database will do
     asyncio.run(support.pg_reset(dsn))
     return support.sqlalchemy_pg_url(dsn)
 

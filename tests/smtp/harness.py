@@ -128,19 +128,15 @@ class Databases:
             return f"sqlite+aiosqlite:///{target}"
         from tests.conftest import PG_ADMIN_DSN
 
-        name = f"masante_smtp_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        asyncio.run(support.pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"'))
-        self.created.append(name)
-        dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-        url = support.sqlalchemy_pg_url(dsn)
-        asyncio.run(support.migrate_url(url))
-        return url
+        dsn = support.new_pg_database(PG_ADMIN_DSN, "masante_smtp")
+        self.created.append(dsn)
+        return support.sqlalchemy_pg_url(dsn)
 
     def drop_all(self) -> None:
         from tests.conftest import PG_ADMIN_DSN
 
-        for name in self.created:
-            asyncio.run(support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for dsn in self.created:
+            support.drop_pg_database(PG_ADMIN_DSN, dsn)
 
 
 def databases(request: pytest.FixtureRequest, tmp: Path) -> Iterator[Databases]:
