@@ -41,7 +41,8 @@ class AdminGroup(click.Group):
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", metavar="PATH", help="Configuration file (default: $MASANTE_CONFIG or var/masante.toml).")
 def cli(config: str | None) -> None:
-    """Administer a masante-mail server: set it up, manage domains, accounts, keys and the audit log."""
+    """Administer a masante-mail server: setup, domains, accounts and patients, the trust space, the directory,
+    the queue, keys and the audit log."""
 
 
 cli.add_command(setup.init)
