@@ -23,7 +23,6 @@ import os
 import random
 import re
 import resource
-import socket
 import ssl
 import subprocess
 import sys
@@ -43,46 +42,11 @@ SEED_MESSAGES = 50
 # --- setup ---------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def prepare(tmp: Path, clients: int) -> tuple[Path, Path, int]:
     """Config, database, PKI, accounts and seed mail. Returns (config file, CA file, IMAPS port)."""
-    from crypto.envelope import Kek, write_key_file
-    from crypto.pki import CertificateAuthority
-    from mailserver.config import build
+    from bench.site import write_site
 
-    ca = CertificateAuthority.create("bench CA")
-    ca.write(tmp / "ca.pem", tmp / "ca.key")
-    ca.issue("CN=localhost", dns_names=("localhost",), ip_addresses=("127.0.0.1",)).write(
-        tmp / "server.pem", tmp / "server.key"
-    )
-    write_key_file(tmp / "kek.key", Kek.generate())
-    port = free_port()
-    cfg = build(
-        {
-            "server": {"hostname": "localhost", "bind": "127.0.0.1"},
-            "ports": {"mx": -1, "submission": -1, "submissions": -1, "imap": -1, "imaps": port},
-            "database": {"url": "sqlite:///bench.db"},
-            "keys": {"kek_file": "kek.key", "dkim_dir": "dkim"},
-            "tls": {
-                "cert": "server.pem",
-                "key": "server.key",
-                "ca": "ca.pem",
-                "trust_ca": "ca.pem",
-                "client_cert": "server.pem",
-                "client_key": "server.key",
-            },
-            "security": {"scrypt_log_n": 10},  # the server's work, not the password hash's, is measured here
-            "log": {"level": "WARNING"},
-        },
-        {},
-        tmp / "masante.toml",
-    )
-    (tmp / "masante.toml").write_text(cfg.to_toml())
+    cfg, port = write_site(tmp, listener="imaps", database_url="sqlite:///bench.db")
     asyncio.run(_seed(cfg, clients))
     return tmp / "masante.toml", tmp / "ca.pem", port
 

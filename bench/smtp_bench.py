@@ -23,7 +23,6 @@ import asyncio
 import base64
 import os
 import random
-import socket
 import ssl
 import statistics
 import subprocess
@@ -45,50 +44,16 @@ RECIPIENTS = (f"dr.one@{DOMAIN}", f"dr.two@{DOMAIN}", *(f"{ins}@{PATIENT_DOMAIN}
 SEED = 20261123
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- setup ---------------------------------------------------------------------------------------------
 
 
 def prepare(tmp: Path, pg: str | None) -> tuple[Path, Path, int]:
     """Config, database, PKI and accounts. Returns (config file, CA file, submission port)."""
-    from crypto.envelope import Kek, write_key_file
-    from crypto.pki import CertificateAuthority
-    from mailserver.config import build
+    from bench.site import write_site
 
-    ca = CertificateAuthority.create("bench CA")
-    ca.write(tmp / "ca.pem", tmp / "ca.key")
-    ca.issue("CN=localhost", dns_names=("localhost",), ip_addresses=("127.0.0.1",)).write(
-        tmp / "server.pem", tmp / "server.key"
+    cfg, port = write_site(
+        tmp, listener="submission", database_url=pg or "sqlite:///bench.db", policy={"rate_professional_per_hour": 0}
     )
-    write_key_file(tmp / "kek.key", Kek.generate())
-    port = free_port()
-    cfg = build(
-        {
-            "server": {"hostname": "localhost", "bind": "127.0.0.1"},
-            "ports": {"mx": -1, "submission": port, "submissions": -1, "imap": -1, "imaps": -1},
-            "database": {"url": pg or "sqlite:///bench.db"},
-            "keys": {"kek_file": "kek.key", "dkim_dir": "dkim"},
-            "tls": {
-                "cert": "server.pem",
-                "key": "server.key",
-                "ca": "ca.pem",
-                "trust_ca": "ca.pem",
-                "client_cert": "server.pem",
-                "client_key": "server.key",
-            },
-            "security": {"scrypt_log_n": 10},  # the server's work is measured here, not the password hash's
-            "policy": {"rate_professional_per_hour": 0},
-            "log": {"level": "WARNING"},
-        },
-        {},
-        tmp / "masante.toml",
-    )
-    (tmp / "masante.toml").write_text(cfg.to_toml())
     asyncio.run(_seed(cfg))
     return tmp / "masante.toml", tmp / "ca.pem", port
 

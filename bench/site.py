@@ -1,0 +1,53 @@
+"""A throw-away server directory for the benchmarks: a fresh CA and server certificate, a KEK,
+a configuration with only the listeners asked for, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from crypto.envelope import Kek, write_key_file
+from crypto.pki import CertificateAuthority
+from mailserver.config import Config, build
+
+LISTENERS = ("mx", "submission", "submissions", "imap", "imaps")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_site(tmp: Path, *, listener: str, database_url: str, **sections: dict[str, Any]) -> tuple[Config, int]:
+    """Write ``tmp/masante.toml`` (and what it names) with ``listener`` on a free port: (config, port)."""
+    ca = CertificateAuthority.create("bench CA")
+    ca.write(tmp / "ca.pem", tmp / "ca.key")
+    ca.issue("CN=localhost", dns_names=("localhost",), ip_addresses=("127.0.0.1",)).write(
+        tmp / "server.pem", tmp / "server.key"
+    )
+    write_key_file(tmp / "kek.key", Kek.generate())
+    port = free_port()
+    data: dict[str, dict[str, Any]] = {
+        "server": {"hostname": "localhost", "bind": "127.0.0.1"},
+        "ports": {name: (port if name == listener else -1) for name in LISTENERS},
+        "database": {"url": database_url},
+        "keys": {"kek_file": "kek.key", "dkim_dir": "dkim"},
+        "tls": {
+            "cert": "server.pem",
+            "key": "server.key",
+            "ca": "ca.pem",
+            "trust_ca": "ca.pem",
+            "client_cert": "server.pem",
+            "client_key": "server.key",
+        },
+        # the server's work is measured, not the password hash's
+        "security": {"scrypt_log_n": 10},
+        "log": {"level": "WARNING"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    cfg = build(data, {}, tmp / "masante.toml")
+    (tmp / "masante.toml").write_text(cfg.to_toml())
+    return cfg, port
