@@ -25,7 +25,7 @@ from typing import Protocol
 from mailserver import logs
 from mailserver.config import Config, ConfigError, load
 from mailserver.context import Context
-from mailserver.notify import PgListener
+from mailserver.notify import ModseqPoller, PgListener
 from mailserver.store import migrate
 
 log = logging.getLogger("masante.server")
@@ -64,7 +64,7 @@ class Server:
     ctx: Context
     services: list[Service] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
-    _listener: PgListener | None = None
+    _listener: PgListener | ModseqPoller | None = None
 
     def port(self, name: str) -> int:
         for e in self.endpoints:
@@ -82,7 +82,9 @@ class Server:
             )
         if self.ctx.db.is_postgresql:
             self._listener = PgListener(_asyncpg_dsn(self.ctx.db.url), self.ctx.db.notifier)
-            await self._listener.start()
+        else:
+            self._listener = ModseqPoller(self._highest_modseqs, self.ctx.db.notifier)
+        await self._listener.start()
         if not self.services:
             self.services = build_services(self.ctx)
         try:
@@ -91,6 +93,10 @@ class Server:
         except BaseException:
             await self.stop()
             raise
+
+    async def _highest_modseqs(self, mailbox_ids: list[int]) -> dict[int, int]:
+        async with self.ctx.uow(readonly=True) as uow:
+            return await uow.mailboxes.highest_modseqs(mailbox_ids)
 
     async def stop(self) -> None:
         for s in reversed(self.services):

@@ -9,7 +9,9 @@ Invariants:
   a wrong view.
 - Within one process, ``publish`` reaches every subscriber directly. Across
   processes on PostgreSQL, ``PgListener`` LISTENs on ``CHANNEL`` and republishes
-  locally.
+  locally; on SQLite, which has no notifications, ``ModseqPoller`` reads the
+  HIGHESTMODSEQ of the mailboxes someone watches once a second (one query per
+  process, however many sessions wait) and republishes those that moved.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 CHANNEL = "masante_mailbox_changed"
@@ -129,3 +131,50 @@ class PgListener:
                 await self._task
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
+
+
+#: seconds between two looks at the watched mailboxes, for changes made by other processes on SQLite
+POLL_INTERVAL = 1.0
+
+ModseqFetch = Callable[[list[int]], Awaitable[dict[int, int]]]
+
+
+class ModseqPoller:
+    """Republishes other processes' changes where the database cannot notify (SQLite)."""
+
+    def __init__(self, fetch: ModseqFetch, notifier: ChangeNotifier, *, interval: float = POLL_INTERVAL) -> None:
+        self._fetch = fetch
+        self._notifier = notifier
+        self._interval = interval
+        self._seen: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.poll()
+            except Exception:  # a busy or unreachable database: look again at the next tick
+                log.warning("change poller could not read the mailboxes; retrying", exc_info=True)
+
+    async def poll(self) -> None:
+        watched = sorted(self._notifier._subs)
+        self._seen = {mid: m for mid, m in self._seen.items() if mid in self._notifier._subs}
+        if not watched:
+            return
+        current = await self._fetch(watched)
+        # a mailbox seen for the first time is published too: it may have changed between the subscription
+        # and this look, and a watcher woken for nothing only finds nothing new
+        moved = [mid for mid, modseq in current.items() if self._seen.get(mid) != modseq]
+        self._seen.update(current)
+        if moved:
+            self._notifier.publish(moved)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -177,8 +177,6 @@ async def test_idle_is_woken_by_delivery_flags_and_expunge(
 async def test_idle_is_woken_by_a_delivery_from_another_process(
     srv: ServerThread, tls_client: ssl.SSLContext, user: Account
 ) -> None:
-    if srv.ctx.db.is_sqlite:
-        pytest.skip("on SQLite, IDLE is woken by changes made within the server's own process only")
     async with aio(srv, tls_client, user) as client:
         await client.select("INBOX")
         idle = await client.idle_start(timeout=60)

@@ -97,6 +97,16 @@ class MailboxRepository(Repository):
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
+    async def highest_modseqs(self, mailbox_ids: Iterable[int]) -> dict[int, int]:
+        """HIGHESTMODSEQ of each of ``mailbox_ids`` that still exists."""
+        t = _MAILBOXES
+        ids = sorted(set(mailbox_ids))
+        out: dict[int, int] = {}
+        for i in range(0, len(ids), 500):
+            rows = await self.session.execute(select(t.c.id, t.c.highestmodseq).where(t.c.id.in_(ids[i : i + 500])))
+            out.update({int(mid): int(modseq) for mid, modseq in rows.all()})
+        return out
+
     async def claim_recent(self, mailbox_id: int) -> tuple[int, int]:
         """RFC 3501 \\Recent: the UIDs [first, uidnext) are recent for the caller and for nobody after."""
         t = _MAILBOXES
