@@ -152,6 +152,20 @@ async def ensure_demo_data(ctx: Context, report: Report, actor: str) -> None:
         except OperatorExists:
             report.add(f"trust-space domain {domain}", False)
     await ensure_demo_directory(ctx, report, actor)
+    await ensure_dkim_keys(ctx, report, actor, (DEMO_PRO_DOMAIN, patient_domain))
+
+
+async def ensure_dkim_keys(ctx: Context, report: Report, actor: str, domains: tuple[str, ...]) -> None:
+    """A DKIM signing key for each of our demo domains, so that the mail they send out is signed."""
+    from directory.dkim import DkimKeys
+
+    keys = DkimKeys(ctx)
+    for domain in domains:
+        if await keys.list(domain):
+            report.add(f"DKIM key for {domain}", False)
+            continue
+        key = await keys.generate(domain, actor=actor)
+        report.add(f"DKIM key for {domain} (selector {key.selector})", True)
 
 
 DEMO_PHARMACIST = f"pharmacie@{DEMO_OTHER_OPERATOR}"

@@ -59,6 +59,8 @@ def test_init_demo_prints_accounts_ports_and_ca(demo: Path) -> None:
     assert (demo.parent / "keys" / "kek.key").stat().st_mode & 0o077 == 0
     text = demo.read_text()
     assert 'bind = "127.0.0.1"' in text and "imaps = 2993" in text
+    keys = admin("dkim", "list", config=demo).stdout  # the demo domains sign what they send
+    assert "._domainkey.hopital.demo.masante.fr" in keys and "._domainkey.patient.masante.fr" in keys
 
 
 def test_second_init_keeps_data_and_passwords(tmp_path: Path) -> None:
