@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailserver import logs
+from mailserver import __version__, logs
 from mailserver.imap import messages as msgs
 from mailserver.imap.errors import MailboxGone, MailError
 from mailserver.imap.mailstore import Changes, MailStore, MessageData, Snapshot
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("masante.imap")
 
-VERSION = "0.1.0"
 READ_CHUNK = 65536
 CLOSE_TIMEOUT = 2.0  # seconds a closing connection waits for the peer's TLS close_notify
 FETCH_BATCH = 100  # messages per unit of work in FETCH / SEARCH
@@ -392,7 +391,10 @@ class ImapSession:
 
     async def do_id(self, cmd: c.Id) -> list[r.Response]:
         # RFC 2971: the client's fields are not logged (they may identify a person's device)
-        return [r.Data((r.Atom("ID"), ("name", "masante-mail", "version", VERSION))), self._ok(cmd.tag, "ID completed")]
+        return [
+            r.Data((r.Atom("ID"), ("name", "masante-mail", "version", __version__))),
+            self._ok(cmd.tag, "ID completed"),
+        ]
 
     # --- not authenticated -------------------------------------------------------------------------
 
