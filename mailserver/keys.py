@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from crypto.envelope import Kek, KekFileError, Keyring, pending_path, read_key_file, write_key_file
+from crypto.envelope import Kek, Keyring, pending_path, read_key_file, write_key_file
 from mailserver.context import Context
 
 
@@ -95,6 +95,3 @@ async def _rewrap_all(ctx: Context, ring: Keyring, actor: str, old_kid: str) -> 
         )
         await uow.commit()
         return len(accounts), len(items)
-
-
-__all__ = ["KekFileError", "RotationError", "RotationResult", "rotate_kek"]
