@@ -5,9 +5,12 @@ Invariants:
   migration (it says which command fixes it).
 - SIGINT and SIGTERM stop it cleanly: listeners close first, sessions are told
   goodbye, then the database is released; exit status 0.
-- Each front end (IMAP, SMTP) is a ``Service``: ``start()`` binds and returns the
-  endpoints it listens on, ``stop()`` undoes it. Front ends hold no state that
-  matters: several processes may run against one PostgreSQL.
+- Each front end (IMAP, SMTP) is a ``Service`` (``mailserver.endpoints``):
+  ``start()`` binds and returns the endpoints it listens on, ``stop()`` undoes
+  it. Front ends hold no state that matters: several processes may run against
+  one PostgreSQL.
+- This module is the top of the server: it imports the front ends, nothing
+  below it imports it.
 """
 
 from __future__ import annotations
@@ -20,38 +23,21 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from mailserver import logs
 from mailserver.config import Config, ConfigError, load
 from mailserver.context import Context
+from mailserver.endpoints import Endpoint, Service
+from mailserver.imap.service import build as build_imap
 from mailserver.notify import ModseqPoller, PgListener
+from mailserver.smtp.service import build as build_smtp
 from mailserver.store import migrate
 
 log = logging.getLogger("masante.server")
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    name: str  # "imaps", "submission"...
-    host: str
-    port: int
-    description: str
-
-
-class Service(Protocol):
-    name: str
-
-    async def start(self) -> list[Endpoint]: ...
-
-    async def stop(self) -> None: ...
-
-
 def build_services(ctx: Context) -> list[Service]:
     """The front ends this process runs, in start order."""
-    from mailserver.imap.service import build as build_imap
-    from mailserver.smtp.service import build as build_smtp
-
     return [*build_smtp(ctx), *build_imap(ctx)]
 
 

@@ -1,4 +1,4 @@
-"""The IMAP listeners (IMAP with STARTTLS, IMAPS) as a ``Service`` of ``mailserver.app``.
+"""The IMAP listeners (IMAP with STARTTLS, IMAPS): ``Service``s (``mailserver.endpoints``) run by ``mailserver.app``.
 
 Invariants:
 - Both listeners use the one TLS profile of ``crypto.tls`` (TLS 1.2+, MSSanté suites).
@@ -16,15 +16,12 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING
 
 from crypto.tls import server_context
+from directory.auth import Authenticator
+from mailserver.context import Context
+from mailserver.endpoints import Endpoint, Service
 from mailserver.imap.session import ImapSession, SessionConfig
-
-if TYPE_CHECKING:
-    from directory.auth import Authenticator
-    from mailserver.app import Endpoint, Service
-    from mailserver.context import Context
 
 log = logging.getLogger("masante.imap")
 
@@ -66,8 +63,6 @@ class ImapListener:
                 self._tasks.discard(task)
 
     async def start(self) -> list[Endpoint]:
-        from mailserver.app import Endpoint
-
         config = self.cfg.ctx.config
         limit_tls_buffers()
         self._server = await asyncio.start_server(
@@ -120,8 +115,6 @@ def session_config(ctx: Context, tls: ssl.SSLContext | None, authenticator: Auth
 
 def build(ctx: Context) -> list[Service]:
     """The IMAP listeners configured (a negative port disables one)."""
-    from directory.auth import Authenticator  # the directory builds on mailserver: import where used
-
     ports = ctx.config.ports
     if ports.imap < 0 and ports.imaps < 0:
         return []

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from crypto.tls import client_context
 from directory.trust import TrustSpace
 from mailserver import logs
-from mailserver.app import Endpoint
 from mailserver.context import Context
+from mailserver.endpoints import Endpoint
 from mailserver.smtp import dsn, relay, spool
 from mailserver.smtp import replies as R
 from mailserver.smtp.bounces import Bouncer
@@ -54,7 +54,7 @@ def retry_delay(attempts: int, *, first: float, factor: float, cap: float) -> fl
 
 
 class QueueWorker:
-    """A ``Service`` of ``mailserver.app``: no endpoint, a task delivering what is due."""
+    """A ``Service`` (``mailserver.endpoints``): no endpoint, a task delivering what is due."""
 
     name = "queue"
 

@@ -1,4 +1,4 @@
-"""The SMTP listeners (MX, submission, submissions) and the queue worker as ``Service``s of ``mailserver.app``.
+"""The SMTP listeners (MX, submission, submissions) and the queue worker as ``Service``s that ``mailserver.app`` runs.
 
 | endpoint    | port (demo) | TLS                                   | who                                  |
 |-------------|-------------|---------------------------------------|--------------------------------------|
@@ -20,22 +20,18 @@ import contextlib
 import logging
 import ssl
 import weakref
-from typing import TYPE_CHECKING
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
 from directory.gate import Gate
-from mailserver.app import Endpoint
+from mailserver.context import Context
+from mailserver.endpoints import Endpoint, Service
 from mailserver.smtp.bounces import Bouncer
 from mailserver.smtp.handlers import MxHandler, SubmissionHandler
 from mailserver.smtp.intake import Intake
 from mailserver.smtp.protocol import MasanteSMTP
 from mailserver.smtp.queue import QueueWorker
 from mailserver.smtp.signing import DkimSigner, DkimVerifier
-
-if TYPE_CHECKING:
-    from mailserver.app import Service
-    from mailserver.context import Context
 
 log = logging.getLogger("masante.smtp")
 
