@@ -20,7 +20,7 @@ import time
 
 from sqlalchemy import func, select
 
-from mailserver.imap.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound, MailError
+from mailserver.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound
 from mailserver.store.models import Mailbox, Message
 from mailserver.store.repositories.mail import INBOX, canonical_name
 from mailserver.store.uow import UnitOfWork
@@ -75,17 +75,17 @@ MAX_NAME = 500  # characters; the column holds 512
 
 
 def validate_name(name: str) -> str:
-    """A mailbox name as stored (INBOX canonical, trailing delimiter dropped), or MailError saying why not."""
+    """A mailbox name as stored (INBOX canonical, trailing delimiter dropped), or MailboxCannot saying why not."""
     if name.endswith(DELIMITER):
         name = name.rstrip(DELIMITER)
     if not name:
-        raise MailError("A mailbox name cannot be empty", "CANNOT")
+        raise MailboxCannot("A mailbox name cannot be empty")
     if len(name) > MAX_NAME:
-        raise MailError(f"A mailbox name is at most {MAX_NAME} characters", "CANNOT")
+        raise MailboxCannot(f"A mailbox name is at most {MAX_NAME} characters")
     if name.startswith(DELIMITER) or DELIMITER * 2 in name:
-        raise MailError(f"A mailbox name cannot start with {DELIMITER!r} or hold an empty level", "CANNOT")
+        raise MailboxCannot(f"A mailbox name cannot start with {DELIMITER!r} or hold an empty level")
     if any(ch in name for ch in "*%") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise MailError("A mailbox name cannot hold *, % or control characters", "CANNOT")
+        raise MailboxCannot("A mailbox name cannot hold *, % or control characters")
     return canonical_name(name)
 
 

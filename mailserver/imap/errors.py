@@ -1,59 +1,38 @@
-"""Domain errors of the IMAP services: each carries its response code and a sentence a person understands.
+"""How the IMAP side answers a domain error: ``tag NO [CODE] text`` (pymap's ``get_response``).
 
-The session turns one into ``tag NO [CODE] text`` (pymap's ``get_response``);
-services never format protocol lines themselves.
+Invariants:
+- Services raise the protocol-free errors of ``mailserver.errors``; only this
+  module knows their IMAP response codes.
+- A ``MailError`` with no code here is answered with a plain ``NO text``.
+- The text is the error's own sentence, unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 
-class MailError(Exception):
-    """A command that is well formed but cannot be done: answered NO."""
+from mailserver import errors as e
 
-    code: str | None = None
+#: response codes by error class (a subclass inherits its parent's code)
+CODES: Mapping[type[e.MailError], str] = {
+    e.MailboxExists: "ALREADYEXISTS",  # RFC 5530 §3
+    e.MailboxCannot: "CANNOT",  # RFC 5530 §3
+    e.MailboxHasChildren: "HASCHILDREN",  # RFC 9051 §7.1
+    e.ReadOnly: "READ-ONLY",  # RFC 3501 §7.1
+    e.TooBig: "TOOBIG",  # RFC 4469 §5, RFC 7889 §4
+    e.Refused: "CANNOT",  # RFC 5530 §3
+    e.Unreadable: "CORRUPTION",  # RFC 5530 §3
+    e.AccountGone: "UNAVAILABLE",  # RFC 5530 §3
+}
 
-    def __init__(self, text: str, code: str | None = None) -> None:
-        super().__init__(text)
-        self.text = text
+
+def response_code(exc: e.MailError) -> str | None:
+    """The response code of the tagged NO that answers ``exc``, or None for none."""
+    if isinstance(exc, e.MailboxNotFound):
+        # RFC 3501 §6.3.11: TRYCREATE when creating the mailbox would let APPEND or COPY succeed
+        return "TRYCREATE" if exc.try_create else "NONEXISTENT"  # RFC 5530 §3
+    for cls in type(exc).__mro__:
+        code = CODES.get(cls)
         if code is not None:
-            self.code = code
-
-
-class MailboxNotFound(MailError):
-    def __init__(self, name: str, *, try_create: bool = False) -> None:
-        super().__init__(
-            f"Mailbox {name!r} does not exist" + (" (create it first)" if try_create else ""),
-            "TRYCREATE" if try_create else "NONEXISTENT",
-        )
-
-
-class MailboxExists(MailError):
-    code = "ALREADYEXISTS"
-
-
-class MailboxCannot(MailError):
-    code = "CANNOT"
-
-
-class MailboxHasChildren(MailError):
-    code = "HASCHILDREN"
-
-
-class MailboxGone(MailError):
-    """The selected mailbox was deleted by another session."""
-
-    code = None
-
-
-class ReadOnly(MailError):
-    code = "READ-ONLY"
-
-
-class TooBig(MailError):
-    code = "TOOBIG"
-
-
-class Refused(MailError):
-    """A policy refused (the gate's decision text is the sentence)."""
-
-    code = "CANNOT"
+            return code
+    return None

@@ -26,7 +26,7 @@ from mailserver import mime
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
-from mailserver.imap.errors import MailboxGone, MailboxNotFound, MailError, Refused
+from mailserver.errors import AccountGone, MailboxGone, MailboxNotFound, Refused, TooBig, Unreadable
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
 from mailserver.store.repositories.mail import MessageViews, canonical_name
 from mailserver.store.uow import UnitOfWork
@@ -239,7 +239,7 @@ class MailStore:
         if not mime.is_current(meta):  # derived by an older version: derive again (META_VERSION)
             meta = mime.derive(raw if raw is not None else open_body(self.key, blob))
         if meta is None:  # pragma: no cover - derive always returns a dict
-            raise MailError("This message's data cannot be read", "CORRUPTION")
+            raise Unreadable("This message's data cannot be read")
         return meta
 
     async def fetch(
@@ -402,12 +402,12 @@ class MailStore:
 
         limit = self.ctx.config.limits.max_message_size
         if len(raw) > limit:
-            raise MailError(f"Message too big (the limit is {limit} bytes)", "TOOBIG")
+            raise TooBig(f"Message too big (the limit is {limit} bytes)")
         async with self.ctx.uow(readonly=True) as uow:
             await self._mailbox(uow, name, try_create=True)
             account = await uow.accounts.get(self.account.id)
         if account is None:  # pragma: no cover - the account was erased meanwhile
-            raise MailError("This account no longer exists", "UNAVAILABLE")
+            raise AccountGone("This account no longer exists")
         decision = await Gate(self.ctx).check_append(account, canonical_name(name), raw)
         if not decision.allowed:
             raise Refused(decision.reply.text)

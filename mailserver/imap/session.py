@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mailserver import __version__, logs
+from mailserver.errors import MailboxGone, MailError, ReadOnly
 from mailserver.imap import messages as msgs
-from mailserver.imap.errors import MailboxGone, MailError
+from mailserver.imap.errors import response_code
 from mailserver.imap.mailstore import Changes, MailStore, MessageData, Snapshot
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7
@@ -351,7 +352,7 @@ class ImapSession:
             raise
         except MailError as exc:
             updates = await self._updates(cmd)
-            await self.send(*updates, r.Tagged(cmd.tag, "NO", exc.text, exc.code))
+            await self.send(*updates, r.Tagged(cmd.tag, "NO", exc.text, response_code(exc)))
             return
         if not isinstance(out, list):  # pragma: no cover - every handler returns its responses
             raise TypeError(f"{type(cmd).__name__} handler returned {type(out).__name__}")
@@ -654,7 +655,7 @@ class ImapSession:
     def _writable(self) -> Selected:
         sel = self._sel()
         if sel.readonly:
-            raise MailError("The mailbox is selected read-only (EXAMINE)", "READ-ONLY")
+            raise ReadOnly("The mailbox is selected read-only (EXAMINE)")
         return sel
 
     async def do_check(self, cmd: c.Check) -> list[r.Response]:

@@ -1,0 +1,66 @@
+"""Domain errors: a request that is well formed but cannot be done, said in a sentence a person understands.
+
+Invariants:
+- Services (mailboxes, delivery, admission) and the front ends' adapters raise
+  them; they name no protocol: no IMAP response code, no SMTP reply.
+- Each front end maps them to its own answer. The IMAP side turns one into
+  ``tag NO [CODE] text`` in ``mailserver.imap.errors`` (pymap's
+  ``get_response``); services never format protocol lines themselves.
+- ``text`` may be sent to the client as it is: it names mailboxes and limits,
+  never message content, passwords or keys.
+"""
+
+from __future__ import annotations
+
+
+class MailError(Exception):
+    """A request that is well formed but cannot be done (IMAP answers NO)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class MailboxNotFound(MailError):
+    """No such mailbox; ``try_create`` says that creating it would let the request succeed (APPEND, COPY)."""
+
+    def __init__(self, name: str, *, try_create: bool = False) -> None:
+        super().__init__(f"Mailbox {name!r} does not exist" + (" (create it first)" if try_create else ""))
+        self.name = name
+        self.try_create = try_create
+
+
+class MailboxExists(MailError):
+    pass
+
+
+class MailboxCannot(MailError):
+    """The name cannot be used, or the mailbox cannot be changed that way (INBOX, special mailboxes)."""
+
+
+class MailboxHasChildren(MailError):
+    pass
+
+
+class MailboxGone(MailError):
+    """The selected mailbox was deleted by another session."""
+
+
+class ReadOnly(MailError):
+    pass
+
+
+class TooBig(MailError):
+    pass
+
+
+class Refused(MailError):
+    """A policy refused (the admission decision's text is the sentence)."""
+
+
+class Unreadable(MailError):
+    """Stored data cannot be read back (a damaged or undecipherable body)."""
+
+
+class AccountGone(MailError):
+    """The account the request runs for no longer exists."""
