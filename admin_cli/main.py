@@ -11,10 +11,10 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from admin_cli import account, audit, db, directory, dkim, domain, keys, patient, queue, retention, setup, trust
 from admin_cli.common import EXPECTED_ERRORS, AdminError
+from mailserver.store.errors import DatabaseError
 
 
 class AdminGroup(click.Group):
@@ -25,7 +25,7 @@ class AdminGroup(click.Group):
             raise
         except EXPECTED_ERRORS as exc:
             raise AdminError(str(exc)) from None
-        except SQLAlchemyError as exc:
+        except DatabaseError as exc:
             if os.environ.get("MASANTE_DEBUG"):
                 raise
             first = (str(getattr(exc, "orig", None) or exc).splitlines() or ["(no detail)"])[0]

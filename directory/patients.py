@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Table, bindparam, insert, select, update
-
 from crypto.envelope import DataKey
 from directory.accounts import AccountService
 from directory.addresses import Address
@@ -37,8 +35,7 @@ from directory.errors import (
 from directory.ins import validate_ins
 from mailserver.context import Context
 from mailserver.mailboxes import PATIENT_EXTRA, STANDARD
-from mailserver.store.models import Account, AccountKind, AccountStatus, DomainKind, Mailbox
-from mailserver.store.repositories.directory import insert_many
+from mailserver.store.models import Account, AccountKind, AccountStatus, DomainKind
 
 #: patients opened per transaction by ``open_many``
 BULK_BATCH = 1000
@@ -156,56 +153,24 @@ class PatientService:
             domain = await uow.domains.get(self.domain)
             if domain is None:
                 raise InvalidState(f"the patient domain {self.domain} vanished")
-            found = await uow.session.execute(select(Account.ins).where(Account.ins.in_(list(batch))))
-            known = set(found.scalars().all())
+            known = await uow.accounts.known_ins(batch)
             fresh = [ins for ins in batch if ins not in known]
             report.existing += len(batch) - len(fresh)
             if not fresh:
                 return
-            table: Table = Account.__table__  # type: ignore[assignment]
-            # one multi-row INSERT ... RETURNING (rows come back in any order: matched by INS)
-            created = await uow.session.execute(
-                insert(table)
-                .values(
-                    [
-                        {
-                            "address": f"{ins.lower()}@{self.domain}",
-                            "domain_id": domain.id,
-                            "kind": AccountKind.PATIENT,
-                            "status": AccountStatus.ACTIVE,
-                            "ins": ins,
-                            "created_at": now,
-                        }
-                        for ins in fresh
-                    ]
-                )
-                .returning(table.c.id, table.c.ins)
+            created = await uow.accounts.add_patients(
+                domain.id, [(ins, f"{ins.lower()}@{self.domain}") for ins in fresh], created_at=now
             )
             base = int(now.timestamp())
             names = [*STANDARD, *((n, None) for n in PATIENT_EXTRA)]
-            keys, boxes = [], []
-            for account_id, _ins in sorted(created.all()):
+            mailboxes = [(name, special, (base + i) % 2**32 or 1) for i, (name, special) in enumerate(names)]
+            keys: dict[int, bytes] = {}
+            for account_id, _ins in created:
                 owner = Account(id=account_id).owner_id  # keys are bound to their owner's id
-                keys.append({"account": account_id, "key": self.ctx.keyring.wrap(DataKey.generate(), owner=owner)})
-                for i, (name, special) in enumerate(names):
-                    boxes.append(
-                        {
-                            "account_id": account_id,
-                            "name": name,
-                            "special_use": special,
-                            "uidvalidity": (base + i) % 2**32 or 1,
-                            "uidnext": 1,
-                            "highestmodseq": 1,
-                            "first_recent_uid": 1,
-                            "subscribed": True,
-                            "created_at": now,
-                        }
-                    )
+                keys[account_id] = self.ctx.keyring.wrap(DataKey.generate(), owner=owner)
                 uow.audit(actor, "account.create", owner, "ok", AccountKind.PATIENT.value)
-            await uow.session.execute(
-                update(table).where(table.c.id == bindparam("account")).values(wrapped_key=bindparam("key")), keys
-            )
-            await insert_many(uow.session, Mailbox.__table__, boxes)  # type: ignore[arg-type]
+            await uow.accounts.set_wrapped_keys(keys)
+            await uow.mailboxes.add_to_each([account_id for account_id, _ in created], mailboxes, created_at=now)
             await uow.commit()
         report.opened += len(fresh)
 

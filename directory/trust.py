@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
 from directory import whitelist
 from directory.addresses import normalize_domain
 from directory.dn import dn_key
@@ -283,7 +281,7 @@ class TrustSpace:
         )
         async with self.ctx.uow(readonly=dry_run) as uow:
             if not dry_run:
-                await _lock_trust_space(uow)
+                await uow.trust.lock_for_change()
             current = await self._list(uow)
             by_domain = {o.domain: o for o in current}
             for name, entry in sorted(listed.domains.items()):
@@ -368,12 +366,12 @@ class TrustSpace:
             op.updated_at = now
             if "certificates" in change.what:
                 await uow.trust.replace_dns(change.domain, e.dns)
-        await uow.session.flush()
+        await uow.trust.flush()
 
     async def rollback(self, *, actor: str) -> HistoryEntry:
         """Put back the trust space as it was before the newest import (or rollback)."""
         async with self.ctx.uow() as uow:
-            await _lock_trust_space(uow)
+            await uow.trust.lock_for_change()
             last = await uow.trust.latest_with_previous()
             if last is None or last.previous is None:
                 raise InvalidState("no earlier trust space is saved: nothing to roll back to")
@@ -451,13 +449,6 @@ def _differences(op: Operator, entry: ListedDomain) -> tuple[str, ...]:
     if op.listed_at != entry.listed_at and not what:
         what.append("date")
     return tuple(what)
-
-
-async def _lock_trust_space(uow: UnitOfWork) -> None:
-    """Serialise whole-trust-space changes. SQLite: ``BEGIN IMMEDIATE`` already holds the write lock.
-    PostgreSQL: a table lock that lets readers (the server) go on reading the old state."""
-    if uow.db.is_postgresql:
-        await uow.session.execute(text("LOCK TABLE trust_operators IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def _freeze(ops: Sequence[Operator]) -> bytes:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import func, select
-
 from mailserver.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound
-from mailserver.store.models import Mailbox, Message
+from mailserver.store.models import Mailbox
 from mailserver.store.repositories.mail import INBOX, canonical_name
 from mailserver.store.uow import UnitOfWork
 
@@ -51,10 +49,8 @@ async def next_uidvalidity(uow: UnitOfWork, account_id: int) -> int:
 
     RFC 3501 §2.3.1.1: a mailbox deleted and re-created under the same name must get a new one.
     """
-    largest = (
-        await uow.session.execute(select(func.max(Mailbox.uidvalidity)).where(Mailbox.account_id == account_id))
-    ).scalar_one_or_none()
-    return max(int(time.time()), int(largest or 0) + 1) % 2**32 or 1
+    largest = await uow.mailboxes.largest_uidvalidity(account_id)
+    return max(int(time.time()), (largest or 0) + 1) % 2**32 or 1
 
 
 async def create_default_mailboxes(uow: UnitOfWork, account_id: int, *, patient: bool) -> list[Mailbox]:
@@ -129,11 +125,7 @@ async def delete_mailbox(uow: UnitOfWork, account_id: int, name: str, *, patient
     prefix = mailbox.name + DELIMITER
     if any(m.name.startswith(prefix) for m in await uow.mailboxes.list(account_id)):
         raise MailboxHasChildren(f"{mailbox.name} has mailboxes under it: delete them first")
-    blob_ids = (
-        (await uow.session.execute(select(Message.blob_id).where(Message.mailbox_id == mailbox.id).distinct()))
-        .scalars()
-        .all()
-    )
+    blob_ids = await uow.messages.blob_ids(mailbox.id)
     await uow.mailboxes.delete(mailbox)
     await uow.blobs.delete_orphans(blob_ids)
     uow.touch(mailbox.id)
@@ -182,7 +174,7 @@ async def rename_mailbox(uow: UnitOfWork, account_id: int, old: str, new: str, *
         else:
             continue
         uow.touch(box.id)
-    await uow.session.flush()
+    await uow.mailboxes.flush()
 
 
 async def set_subscribed(uow: UnitOfWork, account_id: int, name: str, subscribed: bool) -> None:
@@ -190,4 +182,4 @@ async def set_subscribed(uow: UnitOfWork, account_id: int, name: str, subscribed
     if mailbox is None:
         raise MailboxNotFound(canonical_name(name))
     mailbox.subscribed = subscribed
-    await uow.session.flush()
+    await uow.mailboxes.flush()

@@ -1,4 +1,13 @@
-"""Storage errors that services translate into their own typed results."""
+"""Storage errors that services translate into their own typed results.
+
+``DatabaseError`` is any error of the database or its driver that the store did
+not translate: callers above the store catch it by this name (the CLI's
+one-line "database error"), never by importing SQLAlchemy.
+"""
+
+from sqlalchemy.exc import SQLAlchemyError
+
+DatabaseError = SQLAlchemyError
 
 
 class StoreError(Exception):

@@ -36,6 +36,7 @@ from mailserver.store.repositories import (
     GrantRepository,
     MailboxRepository,
     MessageRepository,
+    MessageViews,
     PendingAudit,
     QueueRepository,
     TrustRepository,
@@ -55,6 +56,7 @@ class UnitOfWork:
     directory: DirectoryRepository
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
+    views: MessageViews
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -87,6 +89,7 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
+        self.views = MessageViews(s)
         return self
 
     async def __aexit__(

@@ -7,7 +7,7 @@ from mailserver.store.repositories.accounts import AccountRepository, DomainRepo
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
 from mailserver.store.repositories.dkim import DkimKeyRepository
-from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository
+from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository, MessageViews
 from mailserver.store.repositories.queue import QueueRepository
 from mailserver.store.repositories.trust import TrustRepository
 
@@ -22,6 +22,7 @@ __all__ = [
     "GrantRepository",
     "MailboxRepository",
     "MessageRepository",
+    "MessageViews",
     "PendingAudit",
     "QueueRepository",
     "TrustRepository",

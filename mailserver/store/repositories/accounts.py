@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+import builtins
+import datetime as dt
+from collections.abc import Collection, Mapping, Sequence
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 
 from mailserver.store.models import Account, AccountKind, AccountStatus, Domain, DomainKind
 from mailserver.store.repositories.base import Repository
@@ -27,6 +30,9 @@ class DomainRepository(Repository):
     async def account_counts(self) -> dict[int, int]:
         rows = await self.session.execute(select(Account.domain_id, func.count()).group_by(Account.domain_id))
         return {domain_id: count for domain_id, count in rows.tuples()}
+
+
+_ACCOUNTS = cast(Table, Account.__table__)
 
 
 class AccountRepository(Repository):
@@ -66,3 +72,42 @@ class AccountRepository(Repository):
     async def with_wrapped_keys(self) -> Sequence[Account]:
         stmt = select(Account).where(Account.wrapped_key.is_not(None)).order_by(Account.id).with_for_update()
         return (await self.session.execute(stmt)).scalars().all()
+
+    async def known_ins(self, ins: Collection[str]) -> set[str]:
+        """Which of ``ins`` already have an account."""
+        stmt = select(Account.ins).where(Account.ins.in_(list(ins)))
+        return {i for i in (await self.session.execute(stmt)).scalars().all() if i is not None}
+
+    async def add_patients(
+        self, domain_id: int, patients: Sequence[tuple[str, str]], *, created_at: dt.datetime
+    ) -> builtins.list[tuple[int, str]]:
+        """Active patient accounts for ``(ins, address)`` pairs in one multi-row ``INSERT ... RETURNING``,
+        without their key (``set_wrapped_keys`` adds it). Returns ``(id, ins)`` pairs, in id order."""
+        t = _ACCOUNTS
+        stmt = (
+            insert(t)
+            .values(
+                [
+                    {
+                        "address": address,
+                        "domain_id": domain_id,
+                        "kind": AccountKind.PATIENT,
+                        "status": AccountStatus.ACTIVE,
+                        "ins": ins,
+                        "created_at": created_at,
+                    }
+                    for ins, address in patients
+                ]
+            )
+            .returning(t.c.id, t.c.ins)
+        )
+        # rows come back in any order
+        return sorted((int(account_id), str(ins)) for account_id, ins in (await self.session.execute(stmt)).all())
+
+    async def set_wrapped_keys(self, keys: Mapping[int, bytes]) -> None:
+        """Store each account's wrapped data key (one ``executemany``)."""
+        if not keys:
+            return
+        t = _ACCOUNTS
+        stmt = update(t).where(t.c.id == bindparam("account")).values(wrapped_key=bindparam("key"))
+        await self.session.execute(stmt, [{"account": account_id, "key": key} for account_id, key in keys.items()])

@@ -17,7 +17,7 @@ from sqlalchemy import Table, case, delete, exists, func, select, update
 from sqlalchemy.orm import load_only
 
 from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
-from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.base import Repository, insert_many
 
 INBOX = "INBOX"
 _MAILBOXES = cast(Table, Mailbox.__table__)
@@ -70,6 +70,38 @@ class MailboxRepository(Repository):
         async with self._conflict_as(f"mailbox {name} already exists"):
             self.session.add(mailbox)
         return mailbox
+
+    async def add_to_each(
+        self,
+        account_ids: Sequence[int],
+        mailboxes: Sequence[tuple[str, str | None, int]],
+        *,
+        created_at: dt.datetime,
+    ) -> None:
+        """Give every account of ``account_ids`` the same new mailboxes, ``(name, special_use, uidvalidity)``,
+        in one driver-level ``executemany`` (bulk opening: see ``insert_many``)."""
+        rows = [
+            {
+                "account_id": account_id,
+                "name": canonical_name(name),
+                "special_use": special_use,
+                "uidvalidity": uidvalidity,
+                "uidnext": 1,
+                "highestmodseq": 1,
+                "first_recent_uid": 1,
+                "subscribed": True,
+                "created_at": created_at,
+            }
+            for account_id in account_ids
+            for name, special_use, uidvalidity in mailboxes
+        ]
+        await insert_many(self.session, _MAILBOXES, rows)
+
+    async def largest_uidvalidity(self, account_id: int) -> int | None:
+        """The largest UIDVALIDITY among the account's mailboxes, or None if it has none."""
+        stmt = select(func.max(Mailbox.uidvalidity)).where(Mailbox.account_id == account_id)
+        largest = (await self.session.execute(stmt)).scalar_one_or_none()
+        return None if largest is None else int(largest)
 
     async def allocate(self, mailbox_id: int, count: int = 1) -> tuple[int, int]:
         """Reserve ``count`` consecutive UIDs and one new modseq: returns (first uid, modseq).
@@ -149,6 +181,11 @@ class MessageRepository(Repository):
         self.session.add(msg)
         await self.session.flush()
         return msg
+
+    async def blob_ids(self, mailbox_id: int) -> Sequence[str]:
+        """The blobs the mailbox's messages use, each once."""
+        stmt = select(Message.blob_id).where(Message.mailbox_id == mailbox_id).distinct()
+        return (await self.session.execute(stmt)).scalars().all()
 
     async def list(self, mailbox_id: int) -> Sequence[Message]:
         stmt = select(Message).where(Message.mailbox_id == mailbox_id).order_by(Message.uid)

@@ -4,7 +4,7 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 
 from mailserver.store.models import OperatorStatus, TrustedOperator, TrustedOperatorDN, TrustImport
 from mailserver.store.repositories.base import Repository
@@ -14,6 +14,14 @@ DN = tuple[str, str]
 
 
 class TrustRepository(Repository):
+    async def lock_for_change(self) -> None:
+        """Serialise whole-trust-space changes (imports, rollbacks) until the transaction ends.
+
+        SQLite: ``BEGIN IMMEDIATE`` already holds the write lock. PostgreSQL: a table lock that lets
+        readers (the server) go on reading the old state."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(text("LOCK TABLE trust_operators IN SHARE ROW EXCLUSIVE MODE"))
+
     async def get(self, domain: str) -> TrustedOperator | None:
         return await self.session.get(TrustedOperator, domain.lower())
 
