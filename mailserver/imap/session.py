@@ -204,7 +204,9 @@ class ImapSession:
             try:
                 event = self.receiver.next()
             except ImapParseError as exc:
-                await self._answer(*self.conn.parse_error(exc))
+                answer = self.conn.parse_error(exc)
+                self._settle()
+                await self._answer(*answer)
                 continue
             if isinstance(event, NeedData):
                 self.receiver.feed(await self._read())
@@ -230,12 +232,16 @@ class ImapSession:
         last = out[-1] if out else None
         status = last.status if isinstance(last, r.Tagged) else "OK"
         self.conn.completed(cmd, status)
-        if self.state is not ImapState.SELECTED:
-            self.selected = None
+        self._settle()
         if status == "BAD" and self.conn.over_limit:
             out.append(r.Untagged("BYE", "Too many invalid commands"))
             await self._answer(out, True)
         await self.send(*out)
+
+    def _settle(self) -> None:
+        """A mailbox is selected exactly in the SELECTED state (the state table decides)."""
+        if self.state is not ImapState.SELECTED:
+            self.selected = None
 
     async def _run(self, cmd: c.Command) -> list[r.Response]:
         refused = self.conn.check(cmd)

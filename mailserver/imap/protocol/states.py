@@ -167,6 +167,7 @@ class Connection:
             why = refusal_of(self.state, exc.command, command_label(exc.command, exc.uid))
             if why is None:
                 self.bad_count = 0
+                self.state = TRANSITIONS.get((exc.command, "NO"), self.state)  # a failed SELECT deselects
                 code = "CANNOT" if exc.command in (c.Create, c.Rename) else "NONEXISTENT"
                 return [r.Tagged(exc.tag, "NO", exc.message, code)], False
             return self._bad(exc.tag, why)
