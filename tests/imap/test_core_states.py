@@ -4,7 +4,7 @@
   commands in a row and a good one resets it.
 - Parse errors become their answers: BAD, NO [TOOBIG], BYE, and NO [NONEXISTENT]
   for a mailbox name that is not modified UTF-7 (after the state check).
-- Hypothesis over state x command: every pair is either dispatched to the one
+- Hypothesis over state x command (and over state x any input bytes): every pair is either dispatched to the one
   handler of its class or answered BAD, never an exception; the state after any
   sequence of commands and outcomes is what the table says.
 """
@@ -19,7 +19,14 @@ from mailserver.imap import session
 from mailserver.imap.protocol import capabilities as caps
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import responses as r
-from mailserver.imap.protocol.parser import ImapParseError, InvalidMailboxName, parse
+from mailserver.imap.protocol.parser import (
+    ImapParseError,
+    ImapReceiver,
+    InvalidMailboxName,
+    NeedData,
+    NeedLiteral,
+    parse,
+)
 from mailserver.imap.protocol.states import ALLOWED, TRANSITIONS, Connection, ImapState, next_state
 
 #: one command line per command class (and the UID forms): what a client sends
@@ -230,3 +237,37 @@ def test_any_sequence_follows_the_table(steps: list[tuple[c.Command, str]], star
             assert after is ImapState.LOGOUT
         trailing_bad = trailing_bad + 1 if (refused or status == "BAD") else 0
         assert conn.bad_count == trailing_bad
+
+
+lines_or_noise = st.one_of(
+    st.sampled_from(LINES).map(lambda line: line + b"\r\n"),
+    st.binary(max_size=80).map(lambda b: b + b"\r\n"),
+    st.sampled_from([b"a SELECT &Jjo\r\n", b"b CREATE &AOk\r\n", b"c UID FETCH\r\n", b"* NOOP\r\n", b"\r\n"]),
+)
+
+
+@given(state=states, data=st.lists(lines_or_noise, max_size=8))
+def test_any_input_in_any_state_is_dispatched_or_answered(state: ImapState, data: list[bytes]) -> None:
+    """Whatever arrives, the core yields a command to dispatch or the responses that answer it; nothing raises."""
+    conn = Connection(bad_command_limit=1000, state=state)
+    receiver = ImapReceiver(max_line=200, max_literal=100)
+    receiver.feed(b"".join(data))
+    for _ in range(100):
+        try:
+            event = receiver.next()
+        except ImapParseError as exc:
+            out, _close = conn.parse_error(exc)
+            assert out and all(isinstance(x, r.Tagged | r.Untagged) for x in out)
+            for x in out:
+                x.to_bytes()
+            continue
+        if isinstance(event, NeedData):
+            break
+        if isinstance(event, NeedLiteral):
+            receiver.reject_literal()
+            continue
+        refused = conn.check(event)
+        if refused is None:
+            assert type(event) in session.HANDLERS
+        else:
+            assert refused.status == "BAD"
