@@ -24,6 +24,7 @@ from aiosmtpd.smtp import MISSING, AuthResult
 
 from directory.auth import Authenticator
 from directory.gate import Gate
+from mailserver import sasl
 from mailserver.smtp import replies as R
 from mailserver.smtp.intake import Inbound, Intake
 from mailserver.smtp.params import MailParams, RcptParams
@@ -135,14 +136,14 @@ class SubmissionHandler(_Doors):
         data = await self._response(server, args, "")
         if data is None:
             return AuthResult(success=False, handled=True)
-        parts = data.split(b"\x00")
-        if len(parts) != 3:
-            await server.push(str(R.AUTH_SYNTAX.with_text("PLAIN expects authzid NUL login NUL password")))
+        try:
+            creds = sasl.parse_plain(data)  # the one PLAIN decoder, shared with IMAP
+        except sasl.SaslError as exc:
+            await server.push(str(R.AUTH_SYNTAX.with_text(exc.text)))
             return AuthResult(success=False, handled=True)
-        authzid, login, password = parts
-        if authzid and authzid != login:
+        if creds.acts_as_another:
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
-        return await self._check(server, login, password)
+        return await self._check(server, creds.authcid.encode(), creds.password.encode())
 
     async def auth_LOGIN(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
         login = await self._response(server, args, "Username:")

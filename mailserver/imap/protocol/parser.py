@@ -50,6 +50,18 @@ class ImapParseError(Exception):
         self.fatal = fatal
 
 
+class InvalidMailboxName(ImapParseError):
+    """A well-formed command whose mailbox name is not modified UTF-7 (RFC 3501 §5.1.3).
+
+    Such a name names no mailbox: the session answers NO, not BAD (``states.Connection.parse_error``).
+    """
+
+    def __init__(self, message: str, *, tag: str, command: type[c.Command], uid: bool) -> None:
+        super().__init__(message, tag=tag)
+        self.command = command
+        self.uid = uid
+
+
 @dataclass(frozen=True, slots=True)
 class NeedData:
     """Feed more bytes."""
@@ -234,6 +246,7 @@ class _Cursor:
         self.max_depth = max_depth
         self.depth = 0
         self.tag: str | None = None
+        self.bad_name: str | None = None  # why a mailbox name was not modified UTF-7
 
     def error(self, message: str) -> ImapParseError:
         return ImapParseError(message, tag=self.tag)
@@ -366,7 +379,9 @@ class _Cursor:
         try:
             return mutf7.decode(raw)
         except ValueError:
-            raise self.error("Mailbox name is not valid modified UTF-7") from None
+            # parse on: the command may still be malformed elsewhere (BAD); if not, it names no mailbox (NO)
+            self.bad_name = "Mailbox name is not valid modified UTF-7"
+            return raw.decode("latin-1")
 
     def list_mailbox(self) -> str:
         ch = self.peek()
@@ -958,12 +973,20 @@ def parse_command(parts: list[bytes], *, max_depth: int = 32) -> c.Command:
             sub = cur.chars(_FETCH_NAME, "a UID command").decode().upper()
             if sub not in _UID:
                 raise cur.error(f"Unknown UID command {sub}")
-            return _UID[sub](cur, cur.tag, True)
-        if name not in _PLAIN:
+            command = _UID[sub](cur, cur.tag, True)
+        elif name not in _PLAIN:
             raise cur.error(f"Unknown command {name[:40]}")
-        return _PLAIN[name](cur, cur.tag)
+        else:
+            command = _PLAIN[name](cur, cur.tag)
     except ValueError as exc:  # a constructor refused the values
         raise cur.error(_sentence(str(exc)) or "Malformed command") from None
+    if cur.bad_name is not None:
+        if isinstance(command, c.List | c.Lsub):  # a reference, not a mailbox: a syntax error
+            raise cur.error(cur.bad_name)
+        raise InvalidMailboxName(
+            cur.bad_name, tag=command.tag, command=type(command), uid=bool(getattr(command, "uid", False))
+        )
+    return command
 
 
 def parse(data: bytes, **limits: int) -> list[c.Command]:

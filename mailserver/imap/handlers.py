@@ -1,0 +1,294 @@
+"""The IMAP command handlers that need no socket: a command and the session's view in, responses out.
+
+Implementation notes (invariants):
+- ``MailHandlers`` holds what a logged-in session works on: its ``MailStore``
+  (one account) and its ``Selected`` view. Each ``do_<command>`` returns the
+  command's responses, the tagged one last; the session (``session.py``, a
+  subclass) adds the selected mailbox's news before it and writes them.
+- A handler raises ``Bad`` (or ``SequenceError``) for a command that is well
+  formed but makes no sense (answered BAD) and a ``MailError`` for one that
+  cannot be done (answered NO with its code); it never formats a protocol line
+  of its own.
+- Handlers do not move the connection state: ``states.TRANSITIONS`` does, from
+  the tagged status; a handler only sets or drops ``selected`` to match.
+- The one exception to "return, do not write": FETCH of more than FETCH_BATCH
+  messages writes each batch as it is ready (``send``), so that a large
+  ``FETCH 1:* BODY[]`` is never held in memory whole.
+
+See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from mailserver import __version__
+from mailserver.errors import MailboxCannot, ReadOnly
+from mailserver.imap import messages as msgs
+from mailserver.imap.mailstore import MailStore, MessageData, Snapshot
+from mailserver.imap.protocol import commands as c
+from mailserver.imap.protocol import mutf7, names
+from mailserver.imap.protocol import responses as r
+from mailserver.imap.protocol.selected import Selected, expunge_allowed
+
+FETCH_BATCH = 100  # messages per unit of work in FETCH
+SEARCH_BATCH = 200  # messages per unit of work in SEARCH
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+if TYPE_CHECKING:
+    from mailserver.context import Context
+
+
+class Bad(Exception):
+    """A command that is well formed but makes no sense here: answered BAD."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def view(snap: Snapshot, readonly: bool) -> Selected:
+    m = snap.mailbox
+    return Selected(
+        mailbox_id=m.id,
+        name=m.name,
+        uidvalidity=m.uidvalidity,
+        uidnext=m.uidnext,
+        messages=snap.messages,
+        recent=snap.recent,
+        modseq=snap.modseq,
+        readonly=readonly,
+    )
+
+
+def ok(tag: str, text: str, code: str | None = None) -> r.Tagged:
+    return r.Tagged(tag, "OK", text, code)
+
+
+class MailHandlers:
+    """The commands of a logged-in session that only talk to the store."""
+
+    ctx: Context
+    store: MailStore | None
+    selected: Selected | None
+
+    async def send(self, *responses: r.Response) -> None:
+        raise NotImplementedError  # the session writes
+
+    async def _updates(self, cmd: c.Command) -> list[r.Response]:
+        """Untagged news for the selected mailbox, before a tagged response."""
+        return await self._sync(allow_expunge=expunge_allowed(cmd))
+
+    async def _sync(self, *, allow_expunge: bool) -> list[r.Response]:
+        sel, store = self.selected, self.store
+        if sel is None or store is None:
+            return []
+        ch = await store.changes(sel.id, sel.modseq, claim_recent=not sel.readonly)
+        return sel.apply(ch, allow_expunge=allow_expunge)
+
+    def _store(self) -> MailStore:
+        if self.store is None:  # pragma: no cover - the state table allows this only after login
+            raise RuntimeError("no account in this state")
+        return self.store
+
+    def _sel(self, *, writable: bool = False) -> Selected:
+        if self.selected is None:  # pragma: no cover - the state table allows this only when selected
+            raise RuntimeError("no mailbox selected")
+        if writable and self.selected.readonly:
+            raise ReadOnly("The mailbox is selected read-only (EXAMINE)")
+        return self.selected
+
+    async def do_noop(self, cmd: c.Noop) -> list[r.Response]:
+        return [ok(cmd.tag, "NOOP completed")]
+
+    async def do_check(self, cmd: c.Check) -> list[r.Response]:
+        return [ok(cmd.tag, "CHECK completed")]
+
+    async def do_logout(self, cmd: c.Logout) -> list[r.Response]:
+        return [r.Untagged("BYE", "Logging out"), ok(cmd.tag, "LOGOUT completed")]
+
+    async def do_id(self, cmd: c.Id) -> list[r.Response]:
+        # RFC 2971: the client's fields are not logged (they may identify a person's device)
+        return [r.Data((r.Atom("ID"), ("name", "masante-mail", "version", __version__))), ok(cmd.tag, "ID completed")]
+
+    # --- authenticated -------------------------------------------------------------------------------
+
+    async def do_enable(self, cmd: c.Enable) -> list[r.Response]:
+        return [r.Data((r.Atom("ENABLED"),)), ok(cmd.tag, "ENABLE completed")]
+
+    async def do_namespace(self, cmd: c.Namespace) -> list[r.Response]:
+        personal = (("", names.DELIMITER),)
+        return [r.Data((r.Atom("NAMESPACE"), personal, None, None)), ok(cmd.tag, "NAMESPACE completed")]
+
+    async def _select(self, cmd: c.Select | c.Examine, readonly: bool) -> list[r.Response]:
+        self.selected = None  # RFC 3501 §6.3.1: a failed SELECT leaves none selected (states.TRANSITIONS)
+        self.selected = view(await self._store().select(cmd.mailbox, readonly=readonly), readonly)
+        return self.selected.select_responses(cmd.tag, cmd.name)
+
+    async def do_select(self, cmd: c.Select) -> list[r.Response]:
+        return await self._select(cmd, readonly=False)
+
+    async def do_examine(self, cmd: c.Examine) -> list[r.Response]:
+        return await self._select(cmd, readonly=True)
+
+    async def do_create(self, cmd: c.Create) -> list[r.Response]:
+        why = names.hierarchy_refusal(cmd.mailbox)
+        if why is not None:
+            raise MailboxCannot(why)
+        await self._store().create(cmd.mailbox)
+        return [ok(cmd.tag, "CREATE completed")]
+
+    async def do_delete(self, cmd: c.Delete) -> list[r.Response]:
+        await self._store().delete(cmd.mailbox)
+        return [ok(cmd.tag, "DELETE completed")]
+
+    async def do_rename(self, cmd: c.Rename) -> list[r.Response]:
+        why = names.hierarchy_refusal(cmd.new)
+        if why is not None:
+            raise MailboxCannot(why)
+        await self._store().rename(cmd.old, cmd.new)
+        return [ok(cmd.tag, "RENAME completed")]
+
+    async def do_subscribe(self, cmd: c.Subscribe) -> list[r.Response]:
+        await self._store().subscribe(cmd.mailbox, True)
+        return [ok(cmd.tag, "SUBSCRIBE completed")]
+
+    async def do_unsubscribe(self, cmd: c.Unsubscribe) -> list[r.Response]:
+        await self._store().subscribe(cmd.mailbox, False)
+        return [ok(cmd.tag, "UNSUBSCRIBE completed")]
+
+    async def do_list(self, cmd: c.List) -> list[r.Response]:
+        boxes = [] if cmd.patterns == ("",) and not cmd.select_options else await self._store().mailboxes()
+        return [*names.list_responses(boxes, cmd), ok(cmd.tag, "LIST completed")]
+
+    async def do_lsub(self, cmd: c.Lsub) -> list[r.Response]:
+        boxes = [] if cmd.pattern == "" else await self._store().mailboxes()
+        return [*names.lsub_responses(boxes, cmd), ok(cmd.tag, "LSUB completed")]
+
+    async def do_status(self, cmd: c.Status) -> list[r.Response]:
+        info = await self._store().status(cmd.mailbox)
+        values = {
+            "MESSAGES": info.messages,
+            "RECENT": info.recent,
+            "UIDNEXT": info.uidnext,
+            "UIDVALIDITY": info.uidvalidity,
+            "UNSEEN": info.unseen,
+            "SIZE": info.size,
+        }
+        items = tuple(v for name in cmd.items for v in (r.Atom(name), values[name]))
+        return [r.Data((r.Atom("STATUS"), mutf7.encode(cmd.mailbox), items)), ok(cmd.tag, "STATUS completed")]
+
+    async def do_append(self, cmd: c.Append) -> list[r.Response]:
+        if c.RECENT in cmd.flags:
+            raise Bad("\\Recent cannot be set by a client")
+        if not cmd.message:
+            raise Bad("An empty message cannot be appended")
+        res = await self._store().append(cmd.mailbox, cmd.message, cmd.flags, cmd.date)
+        return [ok(cmd.tag, "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")]
+
+    # --- selected -------------------------------------------------------------------------------------
+
+    async def do_close(self, cmd: c.Close) -> list[r.Response]:
+        sel = self._sel()
+        if not sel.readonly:
+            await self._store().expunge(sel.id, [u for u in sel.uids if "\\Deleted" in sel.flags[u]])
+        self.selected = None  # RFC 3501 §6.4.2: no EXPUNGE responses
+        return [ok(cmd.tag, "CLOSE completed")]
+
+    async def do_unselect(self, cmd: c.Unselect) -> list[r.Response]:
+        self.selected = None
+        return [ok(cmd.tag, "UNSELECT completed")]
+
+    async def do_expunge(self, cmd: c.Expunge) -> list[r.Response]:
+        sel = self._sel(writable=True)
+        candidates = sel.deleted()
+        if cmd.uids is not None and sel.uids:
+            wanted = set(cmd.uids.select(candidates, sel.uids[-1]))
+            candidates = [u for u in candidates if u in wanted]
+        gone = await self._store().expunge(sel.id, candidates) if candidates else []
+        return [*sel.remove(gone), ok(cmd.tag, "EXPUNGE completed")]
+
+    async def do_search(self, cmd: c.Search) -> list[r.Response]:
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        sel = self._sel()
+        needs = msgs.search_needs(cmd.key)
+        max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)
+        found: list[int] = []
+        pairs = list(enumerate(sel.uids, 1))
+        step = SEARCH_BATCH if needs.rows else max(1, len(pairs))
+        for i in range(0, len(pairs), step):
+            batch = pairs[i : i + step]
+            data: dict[int, MessageData] = {}
+            if needs.rows:
+                rows, _ = await self._store().fetch(
+                    sel.id, [u for _, u in batch], meta=needs.meta, body=needs.body, mark_seen=False, audit=needs.body
+                )
+                data = {d.uid: d for d in rows}
+            for seq, uid in batch:
+                cand = msgs.Candidate(seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid))
+                if needs.rows and cand.data is None:
+                    continue  # expunged meanwhile
+                if msgs.matches(cmd.key, cand, max_seq=max_seq, max_uid=max_uid):
+                    found.append(uid if cmd.uid else seq)
+        return [r.Data((r.Atom("SEARCH"), *found)), ok(cmd.tag, "SEARCH completed")]
+
+    async def do_fetch(self, cmd: c.Fetch) -> list[r.Response]:
+        sel = self._sel()
+        pairs = sel.resolve(cmd.seqset, cmd.uid)
+        needs = msgs.fetch_needs(cmd.items)
+        mark_seen = needs.sets_seen and not sel.readonly
+        row_attrs = ("INTERNALDATE", "RFC822.SIZE")
+        loads = needs.meta or needs.body or mark_seen
+        loads = loads or any(isinstance(x, c.FetchAttr) and x.name in row_attrs for x in cmd.items)
+        out: list[r.Response] = []
+        for i in range(0, len(pairs), FETCH_BATCH):
+            seq_of = {u: s for s, u in pairs[i : i + FETCH_BATCH]}
+            if loads:
+                rows, new_flags = await self._store().fetch(
+                    sel.id, list(seq_of), meta=needs.meta, body=needs.body, mark_seen=mark_seen, audit=needs.body
+                )
+            else:  # FLAGS/UID only: answered from the session's view (just synchronised), no database read
+                rows, new_flags = [MessageData(u, sel.flags[u], _EPOCH, 0) for u in seq_of if u in sel.flags], {}
+            for d in rows:
+                if d.uid not in sel.flags:
+                    continue
+                if d.uid in new_flags:
+                    sel.set_flags(d.uid, new_flags[d.uid])
+                items = msgs.render_fetch(cmd.items, d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags)
+                out.append(r.FetchData(seq_of[d.uid], items))
+            if len(pairs) > FETCH_BATCH:  # stream big answers: write each batch as it is ready
+                await self.send(*out)
+                out = []
+        return [*out, ok(cmd.tag, "FETCH completed")]
+
+    async def do_store(self, cmd: c.Store) -> list[r.Response]:
+        sel = self._sel(writable=True)
+        if c.RECENT in cmd.flags:
+            raise Bad("\\Recent cannot be set by a client")
+        seq_of = sel.live(sel.resolve(cmd.seqset, cmd.uid))
+        result = await self._store().store(sel.id, list(seq_of), cmd.mode, cmd.flags) if seq_of else {}
+        for uid, flags in result.items():
+            sel.set_flags(uid, flags)
+        out: list[r.Response] = [] if cmd.silent else [sel.flag_fetch(u, with_uid=cmd.uid) for u in result]
+        return [*out, ok(cmd.tag, "STORE completed")]
+
+    async def _copy(self, cmd: c.Copy | c.Move, move: bool) -> list[r.Response]:
+        sel = self._sel(writable=move)
+        uids = list(sel.live(sel.resolve(cmd.seqset, cmd.uid)))
+        res = await self._store().copy(sel.id, uids, cmd.mailbox, move=move)
+        code = None
+        if res.source_uids:
+            # RFC 4315: UID sets in COPYUID keep the order of the copies; both lists ascend together
+            code = f"COPYUID {res.uidvalidity} {c.SequenceSet.of(res.source_uids)} {c.SequenceSet.of(res.dest_uids)}"
+        if not move:
+            return [ok(cmd.tag, "COPY completed", code)]
+        moved: list[r.Response] = [r.Untagged("OK", "Moved", code)] if code else []
+        return [*moved, *sel.remove(res.source_uids), ok(cmd.tag, "MOVE completed")]
+
+    async def do_copy(self, cmd: c.Copy) -> list[r.Response]:
+        return await self._copy(cmd, move=False)
+
+    async def do_move(self, cmd: c.Move) -> list[r.Response]:
+        return await self._copy(cmd, move=True)

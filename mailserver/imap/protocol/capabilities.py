@@ -1,0 +1,45 @@
+"""What the server announces (RFC 3501 §6.1.1, §7.2.1), as a function of the connection's state.
+
+Invariants:
+- ``BASE`` is advertised in every state; each name in it is implemented in full.
+- Before login, without TLS: ``STARTTLS`` (when offered) and ``LOGINDISABLED``
+  (RFC 3501 §6.2.3) and no ``AUTH=`` mechanism; with TLS: ``AUTH=PLAIN``.
+- After login no mechanism is announced (RFC 3501 §7.2.1: the list may change).
+"""
+
+from __future__ import annotations
+
+from mailserver.imap.protocol.states import ImapState
+
+BASE: tuple[str, ...] = (
+    "IMAP4rev1",
+    "LITERAL+",
+    "SASL-IR",
+    "ID",
+    "ENABLE",
+    "IDLE",
+    "NAMESPACE",
+    "UIDPLUS",
+    "MOVE",
+    "UNSELECT",
+    "SPECIAL-USE",
+    "CHILDREN",
+    "STATUS=SIZE",
+)
+
+#: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)
+MECHANISMS: tuple[str, ...] = ("PLAIN",)
+
+
+def capabilities(state: ImapState, *, tls_active: bool, starttls_offered: bool) -> tuple[str, ...]:
+    """The CAPABILITY list for a connection in ``state``."""
+    if state is not ImapState.NOT_AUTHENTICATED:
+        return BASE
+    if tls_active:
+        return (*BASE, *(f"AUTH={m}" for m in MECHANISMS))
+    return (*BASE, *(("STARTTLS",) if starttls_offered else ()), "LOGINDISABLED")
+
+
+def capability_code(state: ImapState, *, tls_active: bool, starttls_offered: bool) -> str:
+    """The ``[CAPABILITY ...]`` response code of the greeting and of a successful login."""
+    return "CAPABILITY " + " ".join(capabilities(state, tls_active=tls_active, starttls_offered=starttls_offered))
