@@ -558,12 +558,17 @@ class MasanteSMTP(SMTP):
         return None
 
     def _arm_pace(self) -> None:
-        if self._pace_timer is not None:
-            return  # it fires no later than the current deadline and re-arms itself
+        """One timer per session, at the current deadline or before it (a check that finds the deadline
+        moved on, as more octets came, re-arms itself): a TimerHandle per line or per DATA, not per read."""
         due = self._pace_due()
-        if due is not None:
-            when = max(due, self.loop.time() + 0.01)
-            self._pace_timer = self.loop.call_at(when, self._pace_check, context=self._log_context)
+        if due is None:
+            return
+        when = max(due, self.loop.time() + 0.01)
+        if self._pace_timer is not None:
+            if self._pace_timer.when() <= when:
+                return
+            self._pace_timer.cancel()  # the deadline came closer (DATA began after a line's timer was set)
+        self._pace_timer = self.loop.call_at(when, self._pace_check, context=self._log_context)
 
     def _pace_check(self) -> None:
         self._pace_timer = None
