@@ -77,3 +77,28 @@ def peer_subject_dn(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | N
     from cryptography import x509
 
     return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+
+
+def peer_key_type(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """The peer certificate's public key type (``RSA``, ``EC``, ``Ed25519``, ``Ed448``, ``DSA``, or the
+    key class name), or None without a certificate. OpenSSL offers no hook to refuse a key type during
+    the handshake, so the listener checks it once the handshake is done."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    key = x509.load_der_x509_certificate(der).public_key()
+    for kind, name in (
+        (rsa.RSAPublicKey, "RSA"),
+        (ec.EllipticCurvePublicKey, "EC"),
+        (ed25519.Ed25519PublicKey, "Ed25519"),
+        (ed448.Ed448PublicKey, "Ed448"),
+        (dsa.DSAPublicKey, "DSA"),
+    ):
+        if isinstance(key, kind):
+            return name
+    return type(key).__name__

@@ -124,6 +124,17 @@ class SmtpSection:
     max_line_length: int = 1000
     #: seconds a client may stay silent between commands (RFC 5321 §4.5.3.2.7: at least 5 minutes)
     command_timeout: int = 300
+    #: seconds a command line may take from its first octet to its CRLF, however steadily it trickles in
+    #: (a silence-only timeout lets one byte every few seconds hold a connection for ever): past it, 421 4.4.2
+    command_line_deadline: float = 60.0
+    #: the slowest DATA accepted, in octets per second averaged since the 354, once data_rate_grace has
+    #: passed (0: no floor): below it, 421 4.4.2
+    data_min_rate: int = 1024
+    #: seconds of DATA before data_min_rate is checked (a client's first round trips and TLS records)
+    data_rate_grace: float = 30.0
+    #: client certificate key types accepted on the MX port (RSA, EC, Ed25519, Ed448, DSA); the MSSanté
+    #: profile uses RSA: any other certificate is refused at MAIL with 550 5.7.1
+    mx_client_key_types: list[str] = field(default_factory=lambda: ["RSA"])
     #: verify DKIM keys missing from the local key table against public DNS (closed networks: false)
     dkim_dns: bool = False
     #: sign outbound mail from local domains that have a key in keys.dkim_dir

@@ -9,6 +9,10 @@ Invariants:
   sender asked ``RET=HDRS``, for a success, or when the original is large.
 - It carries ``Auto-Submitted: auto-replied`` (RFC 3834) and refers to the
   original's Message-ID, so that mail clients thread it under the message.
+- What a client gave (ENVID, ORCPT) or a remote server answered (the diagnostic)
+  is written into a field as one line with no control character: SMTP refuses
+  such ENVID/ORCPT values already, and ``_field`` escapes any that reach here
+  (from an older queue row, or another caller), so no value can start a field.
 
 See Also: RFC 3461 (the SMTP DSN extension), RFC 3462/6522 (multipart/report),
 RFC 3463 (status codes), RFC 3464 (the delivery-status format).
@@ -87,6 +91,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _field(text: str) -> str:
+    """A value for a header field: one line, control characters as ``\\xNN`` (RFC 3461 §4: xtext is printable)."""
+    return "".join(c if c >= " " and not ("\x7f" <= c <= "\x9f") else f"\\x{ord(c):02x}" for c in _one_line(text))
+
+
 def _date(when: dt.datetime) -> str:
     return M.rfc5322_date(when)
 
@@ -97,18 +106,18 @@ def _report_fields(
     blocks = []
     head = [f"Reporting-MTA: dns; {reporting_mta}"]
     if envid:
-        head.append(f"Original-Envelope-Id: {envid}")
+        head.append(f"Original-Envelope-Id: {_field(envid)}")
     head.append(f"Arrival-Date: {_date(arrival)}")
     blocks.append("\r\n".join(head))
     for r in recipients:
         lines = []
         if r.original_recipient:
-            lines.append(f"Original-Recipient: {r.original_recipient}")
+            lines.append(f"Original-Recipient: {_field(r.original_recipient)}")
         lines += [f"Final-Recipient: rfc822; {r.recipient}", f"Action: {r.action.value}", f"Status: {r.status}"]
         if r.remote_mta:
             lines.append(f"Remote-MTA: dns; {r.remote_mta}")
         if r.diagnostic:
-            lines.append(f"Diagnostic-Code: smtp; {_one_line(r.diagnostic)}")
+            lines.append(f"Diagnostic-Code: smtp; {_field(r.diagnostic)}")
         if r.last_attempt:
             lines.append(f"Last-Attempt-Date: {_date(r.last_attempt)}")
         if r.will_retry_until:

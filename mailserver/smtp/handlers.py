@@ -26,9 +26,9 @@ from directory.auth import Authenticator
 from directory.gate import Gate
 from mailserver import sasl
 from mailserver.smtp import replies as R
+from mailserver.smtp.engine import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSession
 from mailserver.smtp.intake import Inbound, Intake
 from mailserver.smtp.params import MailParams, RcptParams
-from mailserver.smtp.protocol import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSession
 from policies import Decision, Party, Role
 
 log = logging.getLogger("masante.smtp")

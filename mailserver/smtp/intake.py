@@ -33,8 +33,8 @@ from mailserver.smtp import dsn, spool
 from mailserver.smtp import message as M
 from mailserver.smtp import replies as R
 from mailserver.smtp.bounces import Bouncer
+from mailserver.smtp.engine import Recipient, TlsInfo
 from mailserver.smtp.params import MailParams
-from mailserver.smtp.protocol import Recipient, TlsInfo
 from mailserver.smtp.signing import (
     DkimSigner,
     DkimVerifier,

@@ -8,6 +8,10 @@ Invariants:
   an address literal. Non-ASCII is accepted only with SMTPUTF8 (RFC 6531 §3.3).
 - Every parameter keyword is recognised or refused with ``555 5.5.4``; a
   parameter given twice is a syntax error. Values are decoded (xtext, RFC 3461 §4).
+- A decoded ENVID or ORCPT holds no control character (C0, DEL, C1): RFC 3461
+  §4 makes xtext printable and these values are written into DSN header
+  fields, where ``+0D+0A`` would start a new field. Such a value is refused
+  with ``501 5.5.4`` and a sentence.
 
 See Also: RFC 5321 §4.1.2 (paths), RFC 1870 (SIZE), RFC 6152 (8BITMIME),
 RFC 6531 (SMTPUTF8), RFC 3461 (DSN: RET, ENVID, NOTIFY, ORCPT), RFC 4954 §5 (AUTH=).
@@ -104,6 +108,17 @@ def xtext_decode(text: str) -> str:
         out.append(ord(c))
         i += 1
     return out.decode("utf-8", "replace")
+
+
+def has_control(text: str) -> bool:
+    """Does ``text`` hold a control character (C0 including CR, LF, NUL and HT; DEL; C1)?"""
+    return any(c < " " or "\x7f" <= c <= "\x9f" for c in text)
+
+
+def _printable(value: str, name: str) -> str:
+    if has_control(value):
+        raise ParamError(R.CONTROL_IN_PARAMETER.with_text(f"{name} holds control characters (CR, LF, NUL...): refused"))
+    return value
 
 
 def xtext_encode(text: str) -> str:
@@ -203,6 +218,7 @@ def parse_mail_params(text: str, *, size_limit: int | None) -> MailParams:
                 raise ParamError(R.BAD_PARAMETER.with_text("ENVID must be xtext")) from None
             if not envid or len(value or "") > MAX_ENVID:
                 raise ParamError(R.BAD_PARAMETER.with_text(f"ENVID is 1 to {MAX_ENVID} characters of xtext"))
+            _printable(envid, "ENVID")
         elif key == "AUTH":  # RFC 4954 §5: accepted, and not trusted
             continue
         else:
@@ -224,7 +240,7 @@ def parse_rcpt_params(text: str) -> RcptParams:
             if not semi or not _KEYWORD.match(addr_type) or not xaddr or len(value or "") > MAX_ORCPT:
                 raise ParamError(R.BAD_PARAMETER.with_text("ORCPT is addr-type;xtext, e.g. rfc822;name@domain"))
             try:
-                orcpt = f"{addr_type.lower()};{xtext_decode(xaddr)}"
+                orcpt = f"{addr_type.lower()};{_printable(xtext_decode(xaddr), 'ORCPT')}"
             except ValueError:
                 raise ParamError(R.BAD_PARAMETER.with_text("ORCPT address must be xtext")) from None
         else:

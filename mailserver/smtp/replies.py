@@ -62,6 +62,17 @@ LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long: lines in a message are limit
 BARE_LINEFEED = Reply(
     554, "5.6.0", "Bare CR or LF in the message: lines must end with CRLF (RFC 5321 section 2.3.8); message refused"
 )
+# RFC 2045 §2.7-2.8 and RFC 6152 §2: 7bit and 8bit data hold no NUL; RFC 5322 §4.1 keeps NUL to obsolete syntax;
+# BINARYMIME (RFC 3030), which could carry it, is not offered
+NUL_IN_DATA = Reply(
+    554, "5.6.0", "NUL octets in the message: mail text cannot carry them; encode the content (base64) and send again"
+)
+CONTROL_IN_PARAMETER = Reply(501, "5.5.4", "Parameter value holds control characters (CR, LF, NUL...): refused")
+SLOW_COMMAND = Reply(421, "4.4.2", "Command line not completed in time: closing the connection")
+SLOW_DATA = Reply(421, "4.4.2", "Message data arriving too slowly: closing the connection")
+CLIENT_KEY_TYPE = Reply(
+    550, "5.7.1", "Client certificate key type not accepted here: the trust space profile asks for RSA certificates"
+)
 NOT_ACCEPTED_FOR_ANYONE = Reply(550, "5.7.1", "The message was refused for every recipient")
 
 

@@ -27,9 +27,9 @@ from directory.gate import Gate
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.smtp.bounces import Bouncer
+from mailserver.smtp.engine import MasanteSMTP
 from mailserver.smtp.handlers import MxHandler, SubmissionHandler
 from mailserver.smtp.intake import Intake
-from mailserver.smtp.protocol import MasanteSMTP
 from mailserver.smtp.queue import QueueWorker
 from mailserver.smtp.signing import DkimSigner, DkimVerifier
 
@@ -101,6 +101,10 @@ class SmtpListener:
             max_recipients=cfg.smtp.max_recipients,
             max_line_length=cfg.smtp.max_line_length,
             timeout=cfg.smtp.command_timeout,
+            line_deadline=cfg.smtp.command_line_deadline,
+            data_min_rate=cfg.smtp.data_min_rate,
+            data_rate_grace=cfg.smtp.data_rate_grace,
+            client_key_types=cfg.smtp.mx_client_key_types if mx else None,
         )
         self._sessions.add(session)
         return session

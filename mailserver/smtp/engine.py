@@ -1,5 +1,11 @@
 """aiosmtpd's SMTP engine with the ESMTP this server promises: the wire stays aiosmtpd's, hooks stay thin.
 
+Tested with aiosmtpd 1.4.6 (``setup.cfg`` pins ``>=1.4.6,<1.5``): besides the
+public hooks, this subclass overrides command methods (``smtp_*``), ``push``,
+``_handle_client`` (only to set the log context around it), ``_timeout_cb`` and
+``_create_session``/``_create_envelope``, and calls ``_set_rset_state``,
+``_set_post_data_state`` and ``_call_handler_hook``; each override says why.
+
 What this subclass adds or changes (aiosmtpd 1.4 lacks them):
 - EHLO advertises PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES,
   DSN, STARTTLS (before TLS) and AUTH PLAIN LOGIN (after TLS, where AUTH is
@@ -10,10 +16,19 @@ What this subclass adds or changes (aiosmtpd 1.4 lacks them):
 - MAIL and RCPT are parsed here (``params``): the null reverse-path, RFC 3461
   DSN parameters (RET, ENVID, NOTIFY, ORCPT), SIZE with ``552 5.3.4``, BODY,
   SMTPUTF8, AUTH=. The handler's hooks receive parsed values.
-- DATA is read here: only ``CRLF.CRLF`` ends it; a bare CR or LF anywhere
-  refuses the message (SMTP smuggling), as do an oversized message
-  (``552 5.3.4``) and an overlong line; the reply waits for the end of the data
-  (RFC 5321 §4.2.5). The idle timer is reset while data flows.
+- DATA is read by the sans-IO ``data.DataReader``: only ``CRLF.CRLF`` ends it;
+  a bare CR or LF anywhere refuses the message (SMTP smuggling), as do NUL, an
+  oversized message (``552 5.3.4``, stored no further once past the limit) and
+  an overlong line; the reply waits for the end of the data (RFC 5321 §4.2.5).
+- Every reply, multi-line ones included, is one write (``sslscan
+  --starttls-smtp`` reads the EHLO reply as one segment).
+- Slowness, not only silence: the idle timer is reset while bytes flow, but a
+  command line must be complete ``line_deadline`` seconds after its first
+  octet, and DATA must average ``data_min_rate`` octets/s once
+  ``data_rate_grace`` has passed; past either, ``421 4.4.2`` and the
+  connection is closed (a log line with the session id says which).
+- On the MX port a client certificate whose key type is not in
+  ``client_key_types`` (RSA by default, the MSSanté profile) is refused at MAIL.
 - AUTH is refused before TLS with ``530 5.7.0`` (also on the implicit-TLS
   port, where aiosmtpd would not see the TLS); the mechanisms are the
   handler's ``async def auth_PLAIN/auth_LOGIN`` (aiosmtpd's ``authenticator`` is
@@ -29,23 +44,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import ssl
 import unicodedata
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
-from crypto.tls import peer_subject_dn
+from crypto.tls import peer_key_type, peer_subject_dn
 from directory.gate import Resolved
 from mailserver import logs
 from mailserver.smtp import replies as R
+from mailserver.smtp.data import DataReader, DataResult
 from mailserver.smtp.params import (
     MailParams,
     ParamError,
     RcptParams,
+    has_control,
     parse_mail_params,
     parse_mailbox,
     parse_rcpt_params,
@@ -115,13 +134,6 @@ class SmtpEnvelope(Envelope):
         self.content_bytes: bytes = b""
 
 
-@dataclass
-class _DataRead:
-    chunks: list[bytes] = field(default_factory=list)
-    size: int = 0
-    problem: Reply | None = None
-
-
 def ascii_line(text: str) -> str:
     """Reply texts go out in ASCII (RFC 5321 §4.2): accents folded, anything else dropped."""
     if text.isascii():
@@ -147,6 +159,10 @@ class MasanteSMTP(SMTP):
         max_recipients: int,
         max_line_length: int,
         timeout: float,
+        line_deadline: float = 0,
+        data_min_rate: int = 0,
+        data_rate_grace: float = 0,
+        client_key_types: Collection[str] | None = None,
     ) -> None:
         super().__init__(
             handler,
@@ -171,6 +187,18 @@ class MasanteSMTP(SMTP):
         self.session_id = uuid.uuid4().hex[:12]
         self._greeted = False
         self._last_data = self.loop.time()
+        # slow clients (see "pace" below)
+        self.line_deadline = line_deadline
+        self.data_min_rate = data_min_rate
+        self.data_rate_grace = data_rate_grace
+        self._line_started: float | None = None
+        self._data: DataReader | None = None
+        self._data_started = 0.0
+        self._data_octets = 0  # octets received since the 354
+        self._pace_timer: asyncio.TimerHandle | None = None
+        self._log_context: contextvars.Context | None = None
+        #: key types a client certificate may have (None: any)
+        self.client_key_types = frozenset(client_key_types) if client_key_types is not None else None
 
     # --- session and envelope ------------------------------------------------------------------------------
 
@@ -212,7 +240,9 @@ class MasanteSMTP(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) and peer else None
 
     async def _handle_client(self) -> None:
+        # overridden only to set the session id the log lines carry, then aiosmtpd's loop runs as is
         logs.session_id.set(self.session_id)
+        self._log_context = contextvars.copy_context()
         log.info("smtp.connect", extra={"fields": {"peer": self.peer_ip, "port": self._local_port()}})
         await super()._handle_client()
 
@@ -223,6 +253,7 @@ class MasanteSMTP(SMTP):
     # --- replies -----------------------------------------------------------------------------------------------
 
     async def push(self, status: AnyStr) -> None:
+        # overridden to add enhanced status codes to aiosmtpd's own replies (RFC 2034 §3); one write
         if isinstance(status, str):
             if self._greeted:
                 status = R.with_enhanced_code(ascii_line(status))
@@ -233,10 +264,10 @@ class MasanteSMTP(SMTP):
         await self.push(str(reply))
 
     async def _raw_lines(self, lines: list[str]) -> None:
-        """A multi-line 250 reply that must not get enhanced codes (EHLO, RFC 2034 §3)."""
-        for i, text in enumerate(lines):
-            sep = " " if i == len(lines) - 1 else "-"
-            await SMTP.push(self, f"250{sep}{text}")
+        """A multi-line 250 reply that must not get enhanced codes (EHLO, RFC 2034 §3), in one write:
+        a client reading the first segment (``sslscan --starttls-smtp``) sees every line."""
+        text = "\r\n".join(f"250{' ' if i == len(lines) - 1 else '-'}{line}" for i, line in enumerate(lines))
+        await SMTP.push(self, text)
 
     async def handle_exception(self, error: Exception) -> str:
         """Any error a hook did not turn into a reply: logged with its type, answered ``451 4.3.0``
@@ -252,7 +283,7 @@ class MasanteSMTP(SMTP):
     # --- greeting ----------------------------------------------------------------------------------------------
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if not hostname:
+        if not hostname or has_control(hostname):  # the name goes into a Received field
             await self._reply(Reply(501, "5.5.4", "Syntax: HELO hostname"))
             return
         self._set_rset_state()  # type: ignore[no-untyped-call]
@@ -261,7 +292,7 @@ class MasanteSMTP(SMTP):
         await self._raw_lines([f"{self.hostname} Hello {hostname.split()[0][:64]}"])
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if not hostname:
+        if not hostname or has_control(hostname):  # the name goes into a Received field
             await self._reply(Reply(501, "5.5.4", "Syntax: EHLO hostname"))
             return
         self._set_rset_state()  # type: ignore[no-untyped-call]
@@ -290,6 +321,17 @@ class MasanteSMTP(SMTP):
             await self._reply(R.TLS_UNAVAILABLE)
             return
         await super().smtp_STARTTLS(arg)
+
+    def client_key_refusal(self) -> Reply | None:
+        """The refusal for a client certificate of a key type not accepted here (RFC 8446 §4.4.2 gives the
+        server no way to ask for RSA in the handshake with TLS 1.3, so it is checked after it)."""
+        if self.client_key_types is None:
+            return None
+        kind = peer_key_type(self.ssl_object)
+        if kind is None or kind in self.client_key_types:
+            return None
+        log.info("smtp.client-key-refused", extra={"fields": {"key_type": kind}})
+        return R.CLIENT_KEY_TYPE
 
     async def smtp_NOOP(self, arg: str) -> None:
         await self._reply(R.NOOP)
@@ -365,6 +407,10 @@ class MasanteSMTP(SMTP):
         if envelope.mail_from is not None:
             await self._reply(R.NESTED_MAIL)
             return
+        refusal = self.client_key_refusal()
+        if refusal is not None:
+            await self._reply(refusal)
+            return
         if arg is None or arg[:5].upper() != "FROM:":
             await self._reply(R.MAIL_SYNTAX)
             return
@@ -426,14 +472,17 @@ class MasanteSMTP(SMTP):
         if arg:
             await self._reply(R.DATA_SYNTAX)
             return
+        data = self._start_data()
         await SMTP.push(self, "354 End data with <CR><LF>.<CR><LF>")
-        read = await self._read_data()
+        try:
+            read = await self._read_data(data)
+        finally:
+            self._end_data()
         try:
             if read.problem is not None:
                 await self._reply(read.problem)
                 return
-            envelope.content_bytes = b"".join(read.chunks)
-            read.chunks.clear()
+            envelope.content_bytes = read.content
             envelope.content = envelope.original_content = envelope.content_bytes
             try:
                 status = await self._call_handler_hook("DATA")
@@ -443,67 +492,109 @@ class MasanteSMTP(SMTP):
         finally:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
 
-    async def _read_data(self) -> _DataRead:
-        """The message up to ``CRLF.CRLF``, dot-unstuffed (RFC 5321 §4.5.2); problems are noted and the
-        rest drained. Read in pieces ending at ``.CRLF`` (a line's end before the dot decides whether it
-        ends the data), not line by line: a 2 MB message is a handful of reads, not 27,000."""
-        read = _DataRead()
-        limit = self.data_size_limit or 0
+    async def _read_data(self, data: DataReader) -> DataResult:
+        """The bytes after ``354`` fed to the sans-IO ``DataReader`` until it has the terminator.
+
+        Read in pieces ending at ``.CRLF`` (``readuntil``), not line by line: a 2 MB message is a
+        handful of reads, not 27,000; and as the terminator ends with ``.CRLF``, nothing after it is
+        read, so commands pipelined behind the data stay in the stream for aiosmtpd's loop. While DATA
+        is read the stream reader's limit (asyncio's private ``_limit``: there is no public setter) is
+        raised to ``DATA_PIECE``, so that long stretches without ``.CRLF`` come in large pieces; the
+        command phase keeps the short limit, which bounds what an idle client can make us buffer."""
         reader = self._reader
         saved = reader._limit  # type: ignore[attr-defined]
-        reader._limit = DATA_PIECE  # type: ignore[attr-defined]  # bounded buffering while reading DATA
-        tail = b"\r\n"  # the CRLF of the DATA command precedes the first line
+        reader._limit = DATA_PIECE  # type: ignore[attr-defined]
         try:
-            while True:
-                found = True
+            while not data.done:
                 try:
                     piece = await reader.readuntil(b".\r\n")
-                except asyncio.LimitOverrunError as exc:  # a long stretch without ".CRLF": keep it, read on
-                    piece, found = await reader.readexactly(exc.consumed), False
+                except asyncio.LimitOverrunError as exc:  # a long stretch without ".CRLF": take it, read on
+                    piece = await reader.readexactly(exc.consumed)
                 except asyncio.IncompleteReadError:
                     raise ConnectionResetError("connection closed during DATA") from None
-                end = found and (tail + piece[:-3])[-2:] == b"\r\n"
-                part = piece[:-3] if end else piece
-                read.size += len(part)
-                if read.problem is None:
-                    if limit and read.size > limit:
-                        read.problem = R.message_too_big(limit)
-                        read.chunks.clear()
-                    else:
-                        read.chunks.append(part)
-                if end:
-                    break
-                tail = (tail + piece)[-2:]
+                if data.feed(piece):
+                    raise RuntimeError("bytes read past the end of DATA")  # readuntil(".CRLF") cannot do this
         finally:
             reader._limit = saved  # type: ignore[attr-defined]
-        if read.problem is None:
-            read.problem = self._check_lines(read.chunks)
-            if read.problem is not None:
-                read.chunks.clear()
-        return read
+        return data.result()
 
-    def _check_lines(self, chunks: list[bytes]) -> Reply | None:
-        """Bare CR or LF anywhere (RFC 5321 §2.3.8; SMTP smuggling), or a line over ``max_line_length``;
-        then the dot-unstuffing, in place."""
-        raw = b"".join(chunks)
-        crlf = raw.count(b"\r\n")
-        if raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
-            return R.BARE_LINEFEED
-        # a line holds max_line_length octets with its CRLF, one more with a transparency dot
-        if raw and max(map(len, raw.split(b"\r\n"))) > self.max_line_length - 1:
-            return R.LINE_TOO_LONG
-        if raw.startswith(b"."):
-            raw = raw[1:]
-        chunks[:] = [raw.replace(b"\r\n.", b"\r\n")]
-        return None
-
-    # --- idle timeout: silence, not slowness (RFC 5321 §4.5.3.2) ------------------------------------------
+    # --- pace: silence (RFC 5321 §4.5.3.2), and slowness ---------------------------------------------------
+    # asyncio calls ``data_received`` with the clear bytes (after TLS too), before aiosmtpd's stream
+    # reader sees them: the place to time a command line from its first octet and to count DATA octets.
 
     def data_received(self, data: bytes) -> None:
-        self._last_data = self.loop.time()
+        now = self._last_data = self.loop.time()
+        if self._data is not None:
+            self._data_octets += len(data)
+        elif self.line_deadline:
+            nl = data.rfind(b"\n")
+            if nl >= 0:  # a line ended; what follows it starts the next one
+                self._line_started = now if nl < len(data) - 1 else None
+            elif self._line_started is None:
+                self._line_started = now
+            self._arm_pace()
         super().data_received(data)
 
+    def _start_data(self) -> DataReader:
+        self._data = DataReader(size_limit=self.data_size_limit, max_line_length=self.max_line_length)
+        self._data_started = self.loop.time()
+        self._data_octets = 0
+        self._line_started = None
+        self._arm_pace()
+        return self._data
+
+    def _end_data(self) -> None:
+        self._data = None
+        self._line_started = None
+
+    def _pace_due(self) -> float | None:
+        """When the current deadline falls, if any (loop time)."""
+        if self._data is not None:
+            if not self.data_min_rate:
+                return None
+            return self._data_started + max(self.data_rate_grace, self._data_octets / self.data_min_rate)
+        if self._line_started is not None and self.line_deadline:
+            return self._line_started + self.line_deadline
+        return None
+
+    def _arm_pace(self) -> None:
+        """One timer per session, at the current deadline or before it (a check that finds the deadline
+        moved on, as more octets came, re-arms itself): a TimerHandle per line or per DATA, not per read."""
+        due = self._pace_due()
+        if due is None:
+            return
+        when = max(due, self.loop.time() + 0.01)
+        if self._pace_timer is not None:
+            if self._pace_timer.when() <= when:
+                return
+            self._pace_timer.cancel()  # the deadline came closer (DATA began after a line's timer was set)
+        self._pace_timer = self.loop.call_at(when, self._pace_check, context=self._log_context)
+
+    def _pace_check(self) -> None:
+        self._pace_timer = None
+        due = self._pace_due()
+        if due is None or self.transport is None:
+            return
+        if self.loop.time() + 0.005 < due:
+            self._arm_pace()
+            return
+        in_data = self._data is not None
+        reply = R.SLOW_DATA if in_data else R.SLOW_COMMAND
+        fields: dict[str, object] = {"what": "data" if in_data else "command line"}
+        if in_data:
+            fields |= {"octets": self._data_octets, "seconds": round(self.loop.time() - self._data_started, 3)}
+        log.warning("smtp.too-slow", extra={"fields": fields})
+        self._writer.write(f"{reply}\r\n".encode())
+        self.transport.close()  # the bytes written go out first; connection_lost stops the session
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+            self._pace_timer = None
+        super().connection_lost(error)
+
     def _timeout_cb(self) -> None:
+        # overridden: aiosmtpd's timer counts from the last command; ours from the last octet received
         idle = self.loop.time() - self._last_data
         if idle < self._timeout_duration:  # bytes kept coming (a large DATA): wait for real silence
             self._reset_timeout(self._timeout_duration - idle)

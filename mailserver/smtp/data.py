@@ -1,0 +1,150 @@
+"""The SMTP DATA reader, sans-IO: bytes in, one ``DataResult`` out (h11's shape; no asyncio here).
+
+Invariants:
+- Only ``CRLF.CRLF`` ends the data (RFC 5321 §4.1.1.4); the CRLF of the DATA
+  command line counts as the first CRLF, so ``.CRLF`` at once is an empty message.
+  A line is ended by CRLF and nothing else: a bare CR or a bare LF anywhere
+  refuses the message (RFC 5321 §2.3.8), so ``LF.LF``, ``LF.CRLF`` or ``CR.CR``
+  never end it (SMTP smuggling).
+- A dot at the start of a line is removed (dot-unstuffing, RFC 5321 §4.5.2); the
+  content keeps the CRLF before the final dot.
+- The size limit is enforced while reading: past it, nothing more is stored, the
+  reader still reads to the terminator, and the result is the delayed
+  ``552 5.3.4`` (RFC 5321 §4.2.5, as aiosmtpd does). The size is the octets of
+  the data as sent, before unstuffing, without the final ``.CRLF``.
+- NUL is refused: SMTP DATA carries text (RFC 5321 §4.1.4: NUL is not in the
+  text that may be sent), 8BITMIME allows octets 1-255 only (RFC 6152 §2, RFC
+  2045 §2.8), and BINARYMIME (RFC 3030) is not offered.
+- The result depends on the bytes only, never on how they were split across
+  ``feed`` calls: a test feeds every split. At most two octets are held back
+  between calls (``.``/``.CR`` at a line's start, or a CR waiting for its LF).
+- When several problems meet, the reply is: too big, then bare CR/LF, then NUL,
+  then an overlong line. ``DataError`` (feeding after the end, or an end of
+  stream before the terminator) is the only exception ``feed`` raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailserver.smtp import replies as R
+from policies.reply import Reply
+
+TERMINATOR = b"\r\n.\r\n"
+
+
+class DataError(Exception):
+    """The reader was used out of turn: data after the end, or the end of the stream before the terminator."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataResult:
+    content: bytes  # the message, dot-unstuffed; empty when ``problem`` is set
+    size: int  # octets read, as sent, before unstuffing and without the final ``.CRLF``
+    problem: Reply | None  # the refusal to send after the final dot, or None
+
+
+class DataReader:
+    """Feed the bytes that follow ``354``; ``feed`` returns whatever came after the terminator."""
+
+    def __init__(self, *, size_limit: int | None, max_line_length: int) -> None:
+        self.size_limit = size_limit or 0
+        # RFC 5321 §4.5.3.1.6: a line holds max_line_length octets with its CRLF; one more with a transparency dot
+        self.max_text = max_line_length - 1
+        self._held = b""  # bytes not yet decided: ".", ".\r" at a line start, or a trailing "\r"
+        self._line_start = True  # the DATA command's CRLF precedes the first line
+        self._line_len = 0  # octets of the current line so far (raw, CR of its CRLF excluded)
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._storing = True
+        self._too_big = self._bare = self._nul = self._long = False
+        self._result: DataResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    @property
+    def size(self) -> int:
+        """Octets taken in so far (for progress checks)."""
+        return self._size + len(self._held)
+
+    def result(self) -> DataResult:
+        if self._result is None:
+            raise DataError("the data is not complete")
+        return self._result
+
+    def feed(self, data: bytes) -> bytes:
+        """Take ``data``; ``b""`` is the end of the stream. Returns the bytes after the terminator (once done)."""
+        if self._result is not None:
+            raise DataError("data after the end of DATA")
+        if not data:
+            raise DataError("the connection closed before the end of the data")
+        buf = self._held + data
+        self._held = b""
+        if self._line_start and buf.startswith(b".\r\n"):
+            end = 0
+        else:
+            found = buf.find(TERMINATOR)
+            end = found + 2 if found >= 0 else -1
+        if end >= 0:
+            self._take(buf[:end])
+            self._finish()
+            return buf[end + 3 :]
+        hold = self._to_hold(buf)
+        self._take(buf[: len(buf) - hold])
+        self._held = buf[len(buf) - hold :]
+        return b""
+
+    def _to_hold(self, buf: bytes) -> int:
+        """How many trailing octets of ``buf`` cannot be decided yet (``buf`` holds no terminator)."""
+        n = len(buf)
+        for k in (2, 1):  # "." or ".\r" at the start of a line may be the terminator's beginning
+            start = n - k
+            if start >= 0 and b".\r\n".startswith(buf[start:]):
+                if (start == 0 and self._line_start) or (start >= 2 and buf[start - 2 : start] == b"\r\n"):
+                    return k
+        return 1 if buf.endswith(b"\r") else 0  # a CR waits for its LF
+
+    def _take(self, seg: bytes) -> None:
+        """Account for ``seg``, which never ends inside a CRLF nor starts a terminator."""
+        if not seg:
+            return
+        self._size += len(seg)
+        crlf = seg.count(b"\r\n")
+        if seg.count(b"\r") != crlf or seg.count(b"\n") != crlf:  # RFC 5321 §2.3.8
+            self._bare = True
+        if b"\0" in seg:
+            self._nul = True
+        if self.size_limit and self._size > self.size_limit:
+            self._too_big = True
+        if not self._long:
+            lines = seg.split(b"\r\n")
+            first = self._line_len + len(lines[0])
+            longest = max(first, max(map(len, lines[1:]), default=0))
+            if longest > self.max_text:
+                self._long = True
+            self._line_len = first if len(lines) == 1 else len(lines[-1])
+        if self._too_big or self._bare or self._nul or self._long:
+            self._storing = False
+            self._chunks.clear()
+        if self._storing:
+            out = seg.replace(b"\r\n.", b"\r\n")  # RFC 5321 §4.5.2
+            if self._line_start and out.startswith(b"."):
+                out = out[1:]
+            self._chunks.append(out)
+        self._line_start = seg.endswith(b"\r\n")
+
+    def _finish(self) -> None:
+        problem: Reply | None = None
+        if self._too_big:
+            problem = R.message_too_big(self.size_limit)
+        elif self._bare:
+            problem = R.BARE_LINEFEED
+        elif self._nul:
+            problem = R.NUL_IN_DATA
+        elif self._long:
+            problem = R.LINE_TOO_LONG
+        content = b"" if problem else b"".join(self._chunks)
+        self._chunks.clear()
+        self._result = DataResult(content, self._size, problem)
