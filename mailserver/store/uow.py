@@ -9,7 +9,9 @@
 Leaving the block without ``commit()`` rolls everything back; objects read stay usable after it. Audit entries are
 written at commit, in the same transaction as what they describe: the log holds
 what happened, not what was attempted and rolled back (record refusals in a
-unit of work of their own).
+unit of work of their own). Once the commit is through, the new head of the
+chain is handed to the database's audit trail, which anchors it outside the
+database when due.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class UnitOfWork:
         self.mailboxes = MailboxRepository(s)
         self.messages = MessageRepository(s)
         self.blobs = BlobRepository(s)
-        self.audit_log = AuditRepository(s)
+        self.audit_log = AuditRepository(s, trail=self.db.audit)
         self.queue = QueueRepository(s)
         self.trust = TrustRepository(s)
         self.directory = DirectoryRepository(s)
@@ -121,7 +123,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
-        await self.audit_log.append(self._pending_audit)
+        head = await self.audit_log.append(self._pending_audit)
         touched = sorted(self._touched)
         if touched and self.db.is_postgresql:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
@@ -129,6 +131,8 @@ class UnitOfWork:
         await self.session.commit()
         self._pending_audit.clear()
         self._touched.clear()
+        if head is not None and self.db.audit is not None:
+            self.db.audit.committed(head)  # anchored outside the database if due (never before the commit)
         self.db.notifier.publish(touched)
 
     async def rollback(self) -> None:

@@ -1,11 +1,14 @@
-"""The audit log: append-only, each entry chained to the previous by SHA-256.
+"""The audit log: append-only, each entry chained to the previous by a keyed hash.
 
 Invariants:
 - ``seq`` is dense (1, 2, 3...), assigned under a lock at commit time; ``hash`` =
-  SHA-256 over the previous hash and the entry's canonical fields (seq included),
-  so an edited, inserted, deleted or reordered row breaks the chain.
+  HMAC-SHA256, with the audit key kept outside the database, over the previous
+  hash and the entry's canonical fields (seq included), so an edited, inserted,
+  deleted or reordered row breaks the chain and cannot be re-chained.
 - ``AuditHead`` holds the last seq and hash, written in the same transaction:
-  removing the newest rows is detected too.
+  removing the newest rows is detected too (and, head rewound with them, by
+  the anchors outside the database). ``keyed_from`` is the first keyed entry:
+  those before it were written before migration 0004 with plain SHA-256.
 - Entries hold ids and outcomes, never a body, a password, a key or a document.
 """
 
@@ -39,3 +42,5 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    #: the first entry chained with the audit key (entries before it are legacy, plain SHA-256)
+    keyed_from: Mapped[int] = mapped_column(BigInteger, server_default="1")
