@@ -9,6 +9,11 @@ Invariants:
   removing the newest rows is detected too (and, head rewound with them, by
   the anchors outside the database). ``keyed_from`` is the first keyed entry:
   those before it were written before migration 0004 with plain SHA-256.
+- On PostgreSQL a unit of work writes its entries to ``AuditPending``, in the
+  transaction they describe, without taking any shared lock; one sealer at a
+  time (an advisory lock) moves them, in batches, into the chain after the
+  commit. On SQLite, where there is one writer anyway, entries are chained in
+  the writer's own transaction and ``AuditPending`` stays empty.
 - Entries hold ids and outcomes, never a body, a password, a key or a document.
 """
 
@@ -19,7 +24,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailserver.store.models.base import Base
+from mailserver.store.models.base import Base, BigIntPK
 
 
 class AuditEntry(Base):
@@ -44,3 +49,17 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
     #: the first entry chained with the audit key (entries before it are legacy, plain SHA-256)
     keyed_from: Mapped[int] = mapped_column(BigInteger, server_default="1")
+
+
+class AuditPending(Base):
+    """Entries committed with what they describe, not chained yet (PostgreSQL: the sealer chains them)."""
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -15,16 +15,21 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
 from mailserver.store.errors import StoreError
 from mailserver.store.models import AuditEntry, AuditHead
+from mailserver.store.models.audit import AuditPending
 from mailserver.store.repositories.base import Repository
 from mailserver.text import escape, escape_optional
 
 HEAD_ID = 1
+#: PostgreSQL advisory lock held by the one sealer at a time (``pg_advisory_xact_lock``): "maudit"
+SEALER_LOCK = 0x6D6175646974
+#: pending entries chained per sealing transaction
+SEAL_BATCH = 1000
 
 
 class AuditKeyMissing(StoreError):
@@ -59,6 +64,7 @@ class AuditReport:
     anchored_seq: int | None  # the newest anchor the chain agrees with
     anchored_at: dt.datetime | None
     anchors: int  # signed checkpoints read
+    pending: int = 0  # entries committed and not chained yet (a sealer is on its way, or the next one will)
 
     @property
     def intact(self) -> bool:
@@ -88,8 +94,9 @@ class AuditReport:
             anchor = "no anchor outside the database yet, so a cut tail would not show"
         else:
             anchor = ""
+        waiting = f"{self.pending} newer entries are committed and wait to be chained" if self.pending else ""
         if self.broken is None:
-            trust = "; ".join(p for p in (legacy, trusted, anchor) if p)
+            trust = "; ".join(p for p in (legacy, trusted, anchor, waiting) if p)
             return f"audit log intact: {self.checked} entries; {trust}."
         if self.broken.seq <= 0:
             return f"audit log cannot be trusted: {self.broken.reason}."
@@ -112,9 +119,53 @@ class AuditRepository(Repository):
         return self.trail
 
     async def append(self, pending: Sequence[PendingAudit]) -> Checkpoint | None:
-        """Chain and insert ``pending``; the new head. Takes the head row's lock: call it last in a transaction."""
+        r"""Chain and insert ``pending``; the new head. Takes the head row's lock: call it last in a transaction.
+
+        The SQLite path (one writer at a time anyway); on PostgreSQL a unit of work ``stage``\ s instead."""
         if not pending:
             return None
+        return await self._chain([_escaped(p) for p in pending])
+
+    async def stage(self, pending: Sequence[PendingAudit]) -> bool:
+        """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any."""
+        if not pending:
+            return False
+        await self.session.execute(
+            insert(AuditPending),
+            [
+                {
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "object_id": e.object_id,
+                    "outcome": e.outcome,
+                    "detail": e.detail,
+                }
+                for e in map(_escaped, pending)
+            ],
+        )
+        return True
+
+    async def seal(self, batch: int = SEAL_BATCH) -> tuple[Checkpoint | None, bool]:
+        """Chain up to ``batch`` committed pending entries, oldest first: (new head or None, more left).
+
+        Run in a transaction of its own, after the commits it seals. PostgreSQL: waits for the advisory lock,
+        so one sealer of any process runs at a time; the entries it sees are those committed before its
+        snapshot, and the next sealer takes the rest."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(select(func.pg_advisory_xact_lock(SEALER_LOCK)))
+        rows = (await self.session.execute(select(AuditPending).order_by(AuditPending.id).limit(batch))).scalars().all()
+        if not rows:
+            return None, False
+        entries = [PendingAudit(r.at, r.actor, r.action, r.object_id, r.outcome, r.detail) for r in rows]
+        head = await self._chain(entries)
+        await self.session.execute(delete(AuditPending).where(AuditPending.id.in_([r.id for r in rows])))
+        return head, len(rows) == batch
+
+    async def pending_count(self) -> int:
+        return int((await self.session.execute(select(func.count()).select_from(AuditPending))).scalar_one())
+
+    async def _chain(self, pending: Sequence[PendingAudit]) -> Checkpoint:
         trail = self._key()
         head = (
             await self.session.execute(
@@ -129,26 +180,25 @@ class AuditRepository(Repository):
             await self.session.flush()
         else:
             seq, prev, keyed_from = int(head[0]), str(head[1]), int(head[2])
+        values = []
         for p in pending:
             seq += 1
-            actor, object_id, detail = escape(p.actor), escape(p.object_id), escape_optional(p.detail)
-            action, outcome = escape(p.action), escape(p.outcome)
-            h = trail.link(prev, canonical(seq, p.at, actor, action, object_id, outcome, detail))
-            self.session.add(
-                AuditEntry(
-                    seq=seq,
-                    at=p.at,
-                    actor=actor,
-                    action=action,
-                    object_id=object_id,
-                    outcome=outcome,
-                    detail=detail,
-                    prev_hash=prev,
-                    hash=h,
-                )
+            h = trail.link(prev, canonical(seq, p.at, p.actor, p.action, p.object_id, p.outcome, p.detail))
+            values.append(
+                {
+                    "seq": seq,
+                    "at": p.at,
+                    "actor": p.actor,
+                    "action": p.action,
+                    "object_id": p.object_id,
+                    "outcome": p.outcome,
+                    "detail": p.detail,
+                    "prev_hash": prev,
+                    "hash": h,
+                }
             )
             prev = h
-        await self.session.flush()
+        await self.session.execute(insert(AuditEntry), values)
         await self.session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
         return Checkpoint(seq, prev, keyed_from)
 
@@ -183,6 +233,8 @@ class AuditRepository(Repository):
             by_seq.setdefault(cp.seq, cp)
         newest = max(anchors, key=lambda c: c.seq, default=None)
 
+        pending = await self.pending_count()
+
         def done(checked: int, broken: AuditBreak | None, matched: Checkpoint | None) -> AuditReport:
             return AuditReport(
                 checked,
@@ -191,6 +243,7 @@ class AuditRepository(Repository):
                 matched.seq if matched else None,
                 matched.at if matched else None,
                 len(anchors),
+                pending,
             )
 
         if bad:
@@ -281,6 +334,13 @@ class AuditRepository(Repository):
 
     async def count(self) -> int:
         return int((await self.session.execute(select(func.count()).select_from(AuditEntry))).scalar_one())
+
+
+def _escaped(p: PendingAudit) -> PendingAudit:
+    """Client text as it is stored: control characters escaped (``mailserver.text``)."""
+    return PendingAudit(
+        p.at, escape(p.actor), escape(p.action), escape(p.object_id), escape(p.outcome), escape_optional(p.detail)
+    )
 
 
 def _when(cp: Checkpoint) -> str:

@@ -11,7 +11,10 @@ Create Date: 2026-12-01
   marker (``seq + 1`` of the current head; ``1`` on an empty log). The first
   anchor written outside the database records the marker, so moving it later
   is detected.
-- Downgrading drops the marker: keyed entries then no longer verify with the
+- ``audit_pending``: on PostgreSQL, entries committed with what they describe
+  and not chained yet; one sealer (an advisory lock) chains them in batches
+  after the commit, so writers no longer queue on the ``audit_head`` row.
+- Downgrading drops the marker (and the pending entries: seal them first): keyed entries then no longer verify with the
   unkeyed code of revision 0003.
 """
 
@@ -30,8 +33,20 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_head", schema=None) as batch_op:
         batch_op.add_column(sa.Column("keyed_from", sa.BigInteger(), nullable=False, server_default="1"))
     op.execute("UPDATE audit_head SET keyed_from = seq + 1")
+    op.create_table(
+        "audit_pending",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=320), nullable=False),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("object_id", sa.String(length=512), nullable=False),
+        sa.Column("outcome", sa.String(length=32), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_pending")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("audit_pending")
     with op.batch_alter_table("audit_head", schema=None) as batch_op:
         batch_op.drop_column("keyed_from")
