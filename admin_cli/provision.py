@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crypto.audit import AuditKey, write_audit_key_file
 from crypto.envelope import Kek, write_key_file
 from crypto.pki import CertificateAuthority
 from directory.accounts import AccountService
@@ -73,6 +74,19 @@ def ensure_kek(cfg: Config, report: Report) -> None:
         return
     write_key_file(kek_file, Kek.generate())
     report.add(f"KEK {kek_file}", True)
+
+
+def ensure_audit_key(cfg: Config, report: Report) -> None:
+    """The audit chain's HMAC key, beside the KEK (never in the database)."""
+    if os.environ.get("MASANTE_AUDIT_KEY"):
+        report.add("audit key (from MASANTE_AUDIT_KEY)", False)
+        return
+    key_file = cfg.resolve(cfg.audit.key_file)
+    if key_file.exists():
+        report.add(f"audit key {key_file}", False)
+        return
+    write_audit_key_file(key_file, AuditKey.generate())
+    report.add(f"audit key {key_file}", True)
 
 
 def operator_dn(hostname: str) -> str:

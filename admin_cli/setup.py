@@ -15,7 +15,7 @@ from mailserver.context import Context
 @click.option("--hostname", help="The server's host name (default: this machine's FQDN; localhost for --demo).")
 @click.option("--patient-domain", help="The patient domain (default patient.masante.fr).")
 def init(demo: bool, hostname: str | None, patient_domain: str | None) -> None:
-    """Set up (or complete) a server: configuration, KEK, TLS, database schema[, demo data].
+    """Set up (or complete) a server: configuration, KEK, audit key, TLS, database schema[, demo data].
 
     Idempotent: what already exists is kept.
     """
@@ -23,6 +23,7 @@ def init(demo: bool, hostname: str | None, patient_domain: str | None) -> None:
     report = provision.Report()
     cfg = provision.write_config(path, demo=demo, hostname=hostname, patient_domain=patient_domain, report=report)
     provision.ensure_kek(cfg, report)
+    provision.ensure_audit_key(cfg, report)
     provision.ensure_tls(cfg, report)
 
     async def go(ctx: Context) -> None:

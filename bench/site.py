@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from crypto.audit import AuditKey, write_audit_key_file
 from crypto.envelope import Kek, write_key_file
 from crypto.pki import CertificateAuthority
 from mailserver.config import Config, build
@@ -28,6 +29,7 @@ def write_site(tmp: Path, *, listener: str, database_url: str, **sections: dict[
         tmp / "server.pem", tmp / "server.key"
     )
     write_key_file(tmp / "kek.key", Kek.generate())
+    write_audit_key_file(tmp / "keys" / "audit.key", AuditKey.generate())
     port = free_port()
     data: dict[str, dict[str, Any]] = {
         "server": {"hostname": "localhost", "bind": "127.0.0.1"},

@@ -87,8 +87,10 @@ class Authenticator:
         delay = self.throttle.delay(*keys)
         if delay:
             await asyncio.sleep(delay)
-        async with self.ctx.uow(readonly=True) as uow:
-            account = await uow.accounts.by_address(canonical)
+        account = None
+        if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
+            async with self.ctx.uow(readonly=True) as uow:
+                account = await uow.accounts.by_address(canonical)
         stored = account.password_hash if account is not None else None
         matches = await asyncio.to_thread(verify_password, password, stored)
         ok = account is not None and matches and account.status is AccountStatus.ACTIVE

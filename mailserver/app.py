@@ -66,6 +66,11 @@ class Server:
                 f"the database is at revision {current or 'none'}, this server needs {head}: "
                 "run `masante-admin db upgrade`"
             )
+        if self.ctx.db.audit is None:
+            raise StartupError(
+                f"no audit key at {self.ctx.config.resolve(self.ctx.config.audit.key_file)}: "
+                "run `masante-admin init` (it keeps what exists and creates the key)"
+            )
         if self.ctx.db.is_postgresql:
             self._listener = PgListener(_asyncpg_dsn(self.ctx.db.url), self.ctx.db.notifier)
         else:

@@ -187,6 +187,20 @@ class ImapSection:
 
 
 @dataclass
+class AuditSection:
+    """The audit chain's key and its anchors outside the database (durations in seconds)."""
+
+    #: the HMAC key of the chain, beside the KEK (``MASANTE_AUDIT_KEY``, base64, instead of the file)
+    key_file: Path = Path("keys/audit.key")
+    #: signed checkpoints of the chain, appended (make it append-only: ``chattr +a``)
+    anchor_file: Path = Path("audit-anchors.log")
+    #: a checkpoint at least every this many entries...
+    anchor_every: int = 100
+    #: ...and this long after an entry that is not anchored yet (and at clean shutdown)
+    anchor_interval: int = 300
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"
 
@@ -205,6 +219,7 @@ class Config:
     security: SecuritySection = field(default_factory=SecuritySection)
     imap: ImapSection = field(default_factory=ImapSection)
     log: LogSection = field(default_factory=LogSection)
+    audit: AuditSection = field(default_factory=AuditSection)
     smtp: SmtpSection = field(default_factory=SmtpSection)
     queue: QueueSection = field(default_factory=QueueSection)
 

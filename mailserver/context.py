@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring, load_keyring
+from mailserver.auditing import open_trail
 from mailserver.config import Config
 from mailserver.store.db import Database
 from mailserver.store.models.base import utcnow
@@ -31,7 +32,7 @@ class Context:
     def open(cls, config: Config, *, keyring: Keyring | None = None, clock: Clock = utcnow) -> Context:
         if keyring is None:
             keyring = load_keyring(config.resolve(config.keys.kek_file), os.environ.get("MASANTE_KEK"))
-        db = Database(config.database_url, echo=config.database.echo)
+        db = Database(config.database_url, echo=config.database.echo, audit=open_trail(config))
         return cls(config=config, db=db, keyring=keyring, clock=clock)
 
     def uow(self, *, readonly: bool = False) -> UnitOfWork:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from crypto.audit import AuditKey, write_audit_key_file
 from crypto.envelope import Kek, write_key_file
 from crypto.pki import CertificateAuthority, Issued
 from directory.accounts import AccountService
@@ -116,11 +117,25 @@ class TestPKI:
         return cert, key
 
 
+def audit_env(config: Config) -> dict[str, str]:
+    """The environment for a helper process that writes to ``config``'s database: its audit key and anchors."""
+    import os
+
+    return {
+        **os.environ,
+        "MASANTE_AUDIT_KEY_FILE": str(config.resolve(config.audit.key_file)),
+        "MASANTE_AUDIT_ANCHOR_FILE": str(config.resolve(config.audit.anchor_file)),
+    }
+
+
 def make_config(tmp_path: Path, db_url: str, pki: TestPKI, **sections: dict[str, object]) -> Config:
     """A Config (as if read from tmp_path/masante.toml) on ``db_url`` with ephemeral ports on 127.0.0.1."""
     kek_file = tmp_path / "keys" / "kek.key"
     if not kek_file.exists():
         write_key_file(kek_file, Kek.generate())
+    audit_key_file = tmp_path / "keys" / "audit.key"
+    if not audit_key_file.exists():
+        write_audit_key_file(audit_key_file, AuditKey.generate())
     data: dict[str, dict[str, object]] = {
         "server": {"hostname": "localhost", "bind": "127.0.0.1"},
         "ports": {"mx": 0, "submission": 0, "submissions": 0, "imap": 0, "imaps": 0},

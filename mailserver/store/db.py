@@ -9,30 +9,54 @@ Invariants:
   on a lock upgrade), plain ``BEGIN`` for read-only ones.
 - PostgreSQL runs at READ COMMITTED; row locks taken by ``UPDATE ... RETURNING``
   serialise what must be serial (UID allocation, the audit chain).
+- The SQLite file is created 0600 before SQLite opens it, and a wider mode on an
+  existing one is narrowed: SQLite gives its ``-wal`` and ``-shm`` files the
+  mode of the database file, so none of the three is readable by others.
+- Statement parameters (addresses, INS) never reach a log or an exception's text
+  (``hide_parameters``).
+- ``audit`` carries the audit key and anchors of this process; releasing the
+  database (``dispose``) writes the last anchor.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from mailserver.notify import ChangeNotifier
+from mailserver.store.auditchain import AuditTrail
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: the SQLite database and its -wal/-shm files: owner only
+SQLITE_FILE_MODE = 0o600
+
+log = logging.getLogger("masante.store")
 
 
 class Database:
     def __init__(
-        self, url: str, *, echo: bool = False, notifier: ChangeNotifier | None = None, pool_size: int = 10
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        notifier: ChangeNotifier | None = None,
+        pool_size: int = 10,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.url = url
         self.dialect = url.split(":", 1)[0].split("+", 1)[0]
-        kwargs: dict[str, Any] = {"echo": echo}
+        self.audit = audit
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
+            _private_sqlite_file(url)
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
@@ -63,7 +87,33 @@ class Database:
             await cursor.close()
 
     async def dispose(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
         await self.engine.dispose()
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the database file 0600 (before any data is in it), or narrow an existing file's mode."""
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE)
+    except FileExistsError:
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                mode = stat.S_IMODE(os.stat(p).st_mode)
+                if mode & ~SQLITE_FILE_MODE:
+                    os.chmod(p, SQLITE_FILE_MODE)
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                log.warning("store.file-mode", extra={"fields": {"file": str(p), "mode": oct(mode)}})
+        return
+    except FileNotFoundError:
+        return  # no such directory: SQLite says so when it opens the file
+    os.close(fd)
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:

@@ -9,7 +9,11 @@
 Leaving the block without ``commit()`` rolls everything back; objects read stay usable after it. Audit entries are
 written at commit, in the same transaction as what they describe: the log holds
 what happened, not what was attempted and rolled back (record refusals in a
-unit of work of their own).
+unit of work of their own). On SQLite (one writer) they are chained in that
+transaction; on PostgreSQL they are staged in it, unchained, and ``commit()``
+returns once a sealer has chained them (``AuditSealer``): writers no longer
+queue on the chain's head row. Either way the new head of the chain is handed
+to the database's audit trail, which anchors it outside the database when due.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class UnitOfWork:
         self.mailboxes = MailboxRepository(s)
         self.messages = MessageRepository(s)
         self.blobs = BlobRepository(s)
-        self.audit_log = AuditRepository(s)
+        self.audit_log = AuditRepository(s, trail=self.db.audit)
         self.queue = QueueRepository(s)
         self.trust = TrustRepository(s)
         self.directory = DirectoryRepository(s)
@@ -124,7 +128,13 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
-        await self.audit_log.append(self._pending_audit)
+        if self.db.is_postgresql:
+            # no lock shared by every writer: the entries wait in audit_pending, chained after the commit
+            staged = await self.audit_log.stage(self._pending_audit)
+            head = None
+        else:
+            staged = False
+            head = await self.audit_log.append(self._pending_audit)
         touched = sorted(self._touched)
         if touched and self.db.is_postgresql:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
@@ -132,7 +142,11 @@ class UnitOfWork:
         await self.session.commit()
         self._pending_audit.clear()
         self._touched.clear()
+        if head is not None and self.db.audit is not None:
+            self.db.audit.committed(head)  # anchored outside the database if due (never before the commit)
         self.db.notifier.publish(touched)
+        if staged:
+            await sealer_of(self.db).seal_committed()
 
     async def rollback(self) -> None:
         await self.session.rollback()
@@ -142,3 +156,61 @@ class UnitOfWork:
 
 #: one queue of writing units of work per SQLite database of this process (see ``__aenter__``)
 _SQLITE_WRITERS: weakref.WeakKeyDictionary[Database, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+class AuditSealer:
+    """Chains committed ``audit_pending`` entries into the audit log, in batches, one sealer at a time.
+
+    A unit of work that staged entries awaits ``seal_committed()`` after its commit: it returns once a
+    sealing run that started after that commit has finished, so when ``commit()`` returns its entries are
+    in the chain. Concurrent callers of one process share runs (one run seals what all of them committed);
+    across processes the advisory lock taken in ``AuditRepository.seal`` lets one run at a time. Entries
+    left pending by a crash are sealed by the next run of any process.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = asyncio.Lock()
+        self._commits = 0  # commits of this process that staged entries
+        self._sealed = 0  # of those, how many a finished run is known to have seen
+
+    async def seal_committed(self) -> None:
+        self._commits += 1
+        mine = self._commits
+        while self._sealed < mine:
+            async with self._lock:
+                if self._sealed >= mine:
+                    return
+                seen = self._commits  # every commit counted so far is visible to the run starting now
+                await self.run()
+                self._sealed = max(self._sealed, seen)
+
+    async def run(self) -> int:
+        """Seal every pending entry committed so far; how many were chained."""
+        sealed = 0
+        more = True
+        while more:
+            session = self.db.writer()
+            try:
+                repo = AuditRepository(session, trail=self.db.audit)
+                head, more = await repo.seal()
+                await session.commit()
+            finally:
+                await session.close()
+            if head is None:
+                break
+            if self.db.audit is not None:
+                self.db.audit.committed(head)
+            sealed += 1
+        return sealed
+
+
+#: one sealer per PostgreSQL database of this process
+_SEALERS: weakref.WeakKeyDictionary[Database, AuditSealer] = weakref.WeakKeyDictionary()
+
+
+def sealer_of(db: Database) -> AuditSealer:
+    sealer = _SEALERS.get(db)
+    if sealer is None:
+        sealer = _SEALERS[db] = AuditSealer(db)
+    return sealer

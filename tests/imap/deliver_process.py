@@ -5,6 +5,7 @@ server's IDLE sessions learn of the delivery through LISTEN/NOTIFY only.
 """
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mailserver.delivery import deliver
 
 
 async def main(db_url: str, kek: str, address: str, subject: str) -> None:
-    cfg = build({"database": {"url": db_url}}, {}, Path("/tmp/unused.toml"))
+    cfg = build({"database": {"url": db_url}}, os.environ, Path("/tmp/unused.toml"))
     ctx = Context.open(cfg, keyring=Keyring(Kek.from_text(kek, origin="argv")))
     try:
         async with ctx.uow(readonly=True) as uow:

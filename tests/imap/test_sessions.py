@@ -192,6 +192,7 @@ async def test_idle_is_woken_by_a_delivery_from_another_process(
             "cross-process",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=support.audit_env(srv.config),
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, err.decode()[-2000:]

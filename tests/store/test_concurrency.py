@@ -33,6 +33,7 @@ async def test_two_processes_appending_to_one_mailbox_get_unique_increasing_uids
             tag,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=support.audit_env(ctx.config),
         )
         for tag in ("A", "B")
     ]

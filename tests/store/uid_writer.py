@@ -1,6 +1,7 @@
 """Run as a separate process by test_concurrency: deliver N messages, one transaction each, print the UIDs."""
 
 import asyncio
+import os
 import sys
 
 from crypto.envelope import Kek, Keyring
@@ -10,7 +11,7 @@ from mailserver.delivery import deliver
 
 
 async def main(db_url: str, kek: str, address: str, n: int, tag: str) -> None:
-    cfg = build({"database": {"url": db_url}}, {}, __import__("pathlib").Path("/tmp/unused.toml"))
+    cfg = build({"database": {"url": db_url}}, os.environ, __import__("pathlib").Path("/tmp/unused.toml"))
     ctx = Context.open(cfg, keyring=Keyring(Kek.from_text(kek, origin="argv")))
     uids = []
     try:

@@ -1,24 +1,39 @@
-"""The audit chain: append under a lock at commit time, verify from the first row.
+"""The audit chain: append under a lock at commit time, verify from the first row with the key and the anchors.
 
-hash(n) = SHA-256(hash(n-1) "\\n" canonical(n)), canonical(n) being compact JSON of
-[seq, at, actor, action, object_id, outcome, detail]; hash(0) is 64 zeros.
+hash(n) = HMAC-SHA256(chain key, hash(n-1) "\\n" canonical(n)), canonical(n) being compact
+JSON of [seq, at, actor, action, object_id, outcome, detail]; hash(0) is 64 zeros. Entries
+below the head's ``keyed_from`` (written before migration 0004) use plain SHA-256 instead
+and are reported as legacy. See ``mailserver.store.auditchain`` for the key and the anchors.
+
+Client text (login names, addresses, mailbox names) is escaped here, on write
+(``mailserver.text.escape``): no entry holds a raw control character.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
+from mailserver.store.errors import StoreError
 from mailserver.store.models import AuditEntry, AuditHead
+from mailserver.store.models.audit import AuditPending
 from mailserver.store.repositories.base import Repository
+from mailserver.text import escape, escape_optional
 
-GENESIS = "0" * 64
 HEAD_ID = 1
+#: PostgreSQL advisory lock held by the one sealer at a time (``pg_advisory_xact_lock``): "maudit"
+SEALER_LOCK = 0x6D6175646974
+#: pending entries chained per sealing transaction
+SEAL_BATCH = 1000
+
+
+class AuditKeyMissing(StoreError):
+    """This process has no audit key: it cannot extend (or verify) the keyed chain."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,56 +54,153 @@ class AuditBreak:
     reason: str
 
 
-def chain_hash(
-    prev_hash: str, seq: int, at: dt.datetime, actor: str, action: str, object_id: str, outcome: str, detail: str | None
-) -> str:
-    canonical = json.dumps(
-        [seq, at.astimezone(dt.UTC).isoformat(timespec="microseconds"), actor, action, object_id, outcome, detail],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical.encode()).hexdigest()
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The outcome of a walk of the chain, with what it lets one trust."""
 
+    checked: int  # entries verified, from entry 1, before the first break (or all of them)
+    keyed_from: int  # the first keyed entry; those before it are legacy (plain SHA-256)
+    broken: AuditBreak | None
+    anchored_seq: int | None  # the newest anchor the chain agrees with
+    anchored_at: dt.datetime | None
+    anchors: int  # signed checkpoints read
+    pending: int = 0  # entries committed and not chained yet (a sealer is on its way, or the next one will)
 
-def _entry_hash(prev_hash: str, e: AuditEntry) -> str:
-    return chain_hash(prev_hash, e.seq, e.at, e.actor, e.action, e.object_id, e.outcome, e.detail)
+    @property
+    def intact(self) -> bool:
+        return self.broken is None
+
+    def sentence(self) -> str:
+        """One sentence for the operator: from which entry the log can be trusted, where it breaks."""
+        last = self.checked
+        legacy_to = min(self.keyed_from - 1, last)
+        if legacy_to >= 1:
+            legacy = (
+                f"entries 1-{legacy_to} are legacy (written before migration 0004 with unkeyed SHA-256: "
+                "whoever could write the database could have rewritten them)"
+            )
+        else:
+            legacy = ""
+        if last >= self.keyed_from:
+            trusted = f"entries {self.keyed_from}-{last} are keyed and can be trusted"
+        else:
+            trusted = "no keyed entry can be trusted" if self.broken else "no keyed entry yet"
+        if self.anchored_seq is not None and self.anchored_at is not None:
+            anchor = (
+                f"the newest matching anchor ({self.anchored_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC) "
+                f"covers entry {self.anchored_seq}"
+            )
+        elif self.anchors == 0:
+            anchor = "no anchor outside the database yet, so a cut tail would not show"
+        else:
+            anchor = ""
+        waiting = f"{self.pending} newer entries are committed and wait to be chained" if self.pending else ""
+        if self.broken is None:
+            trust = "; ".join(p for p in (legacy, trusted, anchor, waiting) if p)
+            return f"audit log intact: {self.checked} entries; {trust}."
+        if self.broken.seq <= 0:
+            return f"audit log cannot be trusted: {self.broken.reason}."
+        trust = "; ".join(p for p in (legacy, trusted) if p)
+        seq = self.broken.seq
+        return f"audit log broken at entry {seq}: {self.broken.reason}; {trust}, nothing from entry {seq} on."
 
 
 class AuditRepository(Repository):
-    async def append(self, pending: Sequence[PendingAudit]) -> None:
-        """Chain and insert ``pending``. Takes the head row's lock: call it last in a transaction."""
+    def __init__(self, session: AsyncSession, *, trail: AuditTrail | None = None) -> None:
+        super().__init__(session)
+        self.trail = trail
+
+    def _key(self) -> AuditTrail:
+        if self.trail is None:
+            raise AuditKeyMissing(
+                "no audit key is loaded, so the keyed audit log cannot be written or verified: "
+                "run `masante-admin init` (it creates [audit] key_file) or set MASANTE_AUDIT_KEY"
+            )
+        return self.trail
+
+    async def append(self, pending: Sequence[PendingAudit]) -> Checkpoint | None:
+        r"""Chain and insert ``pending``; the new head. Takes the head row's lock: call it last in a transaction.
+
+        The SQLite path (one writer at a time anyway); on PostgreSQL a unit of work ``stage``\ s instead."""
         if not pending:
-            return
+            return None
+        return await self._chain([_escaped(p) for p in pending])
+
+    async def stage(self, pending: Sequence[PendingAudit]) -> bool:
+        """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any."""
+        if not pending:
+            return False
+        await self.session.execute(
+            insert(AuditPending),
+            [
+                {
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "object_id": e.object_id,
+                    "outcome": e.outcome,
+                    "detail": e.detail,
+                }
+                for e in map(_escaped, pending)
+            ],
+        )
+        return True
+
+    async def seal(self, batch: int = SEAL_BATCH) -> tuple[Checkpoint | None, bool]:
+        """Chain up to ``batch`` committed pending entries, oldest first: (new head or None, more left).
+
+        Run in a transaction of its own, after the commits it seals. PostgreSQL: waits for the advisory lock,
+        so one sealer of any process runs at a time; the entries it sees are those committed before its
+        snapshot, and the next sealer takes the rest."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(select(func.pg_advisory_xact_lock(SEALER_LOCK)))
+        rows = (await self.session.execute(select(AuditPending).order_by(AuditPending.id).limit(batch))).scalars().all()
+        if not rows:
+            return None, False
+        entries = [PendingAudit(r.at, r.actor, r.action, r.object_id, r.outcome, r.detail) for r in rows]
+        head = await self._chain(entries)
+        await self.session.execute(delete(AuditPending).where(AuditPending.id.in_([r.id for r in rows])))
+        return head, len(rows) == batch
+
+    async def pending_count(self) -> int:
+        return int((await self.session.execute(select(func.count()).select_from(AuditPending))).scalar_one())
+
+    async def _chain(self, pending: Sequence[PendingAudit]) -> Checkpoint:
+        trail = self._key()
         head = (
             await self.session.execute(
-                select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
+                select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from)
+                .where(AuditHead.id == HEAD_ID)
+                .with_for_update()
             )
         ).one_or_none()
         if head is None:
-            seq, prev = 0, GENESIS
-            self.session.add(AuditHead(id=HEAD_ID, seq=0, hash=GENESIS))
+            seq, prev, keyed_from = 0, GENESIS, 1
+            self.session.add(AuditHead(id=HEAD_ID, seq=0, hash=GENESIS, keyed_from=1))
             await self.session.flush()
         else:
-            seq, prev = int(head[0]), str(head[1])
+            seq, prev, keyed_from = int(head[0]), str(head[1]), int(head[2])
+        values = []
         for p in pending:
             seq += 1
-            h = chain_hash(prev, seq, p.at, p.actor, p.action, p.object_id, p.outcome, p.detail)
-            self.session.add(
-                AuditEntry(
-                    seq=seq,
-                    at=p.at,
-                    actor=p.actor,
-                    action=p.action,
-                    object_id=p.object_id,
-                    outcome=p.outcome,
-                    detail=p.detail,
-                    prev_hash=prev,
-                    hash=h,
-                )
+            h = trail.link(prev, canonical(seq, p.at, p.actor, p.action, p.object_id, p.outcome, p.detail))
+            values.append(
+                {
+                    "seq": seq,
+                    "at": p.at,
+                    "actor": p.actor,
+                    "action": p.action,
+                    "object_id": p.object_id,
+                    "outcome": p.outcome,
+                    "detail": p.detail,
+                    "prev_hash": prev,
+                    "hash": h,
+                }
             )
             prev = h
-        await self.session.flush()
+        await self.session.execute(insert(AuditEntry), values)
         await self.session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
+        return Checkpoint(seq, prev, keyed_from)
 
     async def _rows(self, batch: int = 1000) -> AsyncIterator[AuditEntry]:
         last = 0
@@ -103,30 +215,118 @@ class AuditRepository(Repository):
             self.session.expunge_all()
 
     async def verify(self) -> tuple[int, AuditBreak | None]:
-        """Walk the chain: (entries checked, the first break or None)."""
+        """Walk the chain: (entries checked, the first break or None). See ``report``."""
+        r = await self.report()
+        return r.checked, r.broken
+
+    async def report(self) -> AuditReport:
+        """Walk the chain with the key, check it against the anchors, and say what can be trusted."""
+        trail = self._key()
+        head = (await self.session.execute(select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from))).one_or_none()
+        keyed_from = 1 if head is None else int(head[2])
+        anchors: list[Checkpoint] = []
+        bad: list[BadAnchor] = []
+        if trail.anchors is not None:
+            anchors, bad = trail.anchors.read()
+        by_seq: dict[int, Checkpoint] = {}
+        for cp in sorted(anchors, key=lambda c: c.at or dt.datetime.min.replace(tzinfo=dt.UTC)):
+            by_seq.setdefault(cp.seq, cp)
+        newest = max(anchors, key=lambda c: c.seq, default=None)
+
+        pending = await self.pending_count()
+
+        def done(checked: int, broken: AuditBreak | None, matched: Checkpoint | None) -> AuditReport:
+            return AuditReport(
+                checked,
+                keyed_from,
+                broken,
+                matched.seq if matched else None,
+                matched.at if matched else None,
+                len(anchors),
+                pending,
+            )
+
+        if bad:
+            first = bad[0]
+            return done(0, AuditBreak(0, f"the anchor file was tampered with: {first.reason}"), None)
+        marked = {cp.keyed_from for cp in anchors}
+        if marked and marked != {keyed_from}:
+            was = sorted(marked)[0]
+            return done(
+                0,
+                AuditBreak(
+                    min(was, keyed_from),
+                    f"the legacy marker was moved: the anchors say keyed entries start at {was}, "
+                    f"the database says {keyed_from}",
+                ),
+                None,
+            )
+
         expected_seq, prev = 1, GENESIS
         checked = 0
+        matched: Checkpoint | None = None
         async for e in self._rows():
             if e.seq != expected_seq:
-                return checked, AuditBreak(expected_seq, f"entry {expected_seq} is missing (next found is {e.seq})")
-            if e.prev_hash != prev:
-                return checked, AuditBreak(
-                    e.seq, f"entry {e.seq} does not follow entry {e.seq - 1} (its previous-hash differs)"
+                return done(
+                    checked,
+                    AuditBreak(expected_seq, f"entry {expected_seq} is missing (next found is {e.seq})"),
+                    matched,
                 )
-            if _entry_hash(prev, e) != e.hash:
-                return checked, AuditBreak(e.seq, f"entry {e.seq} was altered (its content no longer matches its hash)")
+            if e.prev_hash != prev:
+                return done(
+                    checked,
+                    AuditBreak(e.seq, f"entry {e.seq} does not follow entry {e.seq - 1} (its previous-hash differs)"),
+                    matched,
+                )
+            entry = canonical(e.seq, e.at, e.actor, e.action, e.object_id, e.outcome, e.detail)
+            expected = legacy_link(prev, entry) if e.seq < keyed_from else trail.link(prev, entry)
+            if expected != e.hash:
+                kind = "unkeyed hash" if e.seq < keyed_from else "keyed hash, an HMAC under the audit key"
+                return done(
+                    checked,
+                    AuditBreak(e.seq, f"entry {e.seq} was altered (its content no longer matches its {kind})"),
+                    matched,
+                )
+            anchored = by_seq.get(e.seq)
+            if anchored is not None:
+                if anchored.hash != e.hash:
+                    return done(
+                        checked,
+                        AuditBreak(e.seq, f"entry {e.seq} differs from the anchor written at {_when(anchored)}"),
+                        matched,
+                    )
+                matched = anchored
             prev = e.hash
             expected_seq += 1
             checked += 1
-        head = (await self.session.execute(select(AuditHead.seq, AuditHead.hash))).one_or_none()
-        head_seq, head_hash = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+        if head is None:
+            if checked:
+                return done(checked, AuditBreak(checked + 1, "the audit head row is missing"), matched)
+            head_seq, head_hash = 0, GENESIS
+        else:
+            head_seq, head_hash = int(head[0]), str(head[1])
         if head_seq != checked or head_hash != prev:
-            return checked, AuditBreak(
-                checked + 1,
-                f"the log ends at entry {checked} but its head records "
-                f"entry {head_seq}: entries were removed from the end",
+            return done(
+                checked,
+                AuditBreak(
+                    checked + 1,
+                    f"the log ends at entry {checked} but its head records "
+                    f"entry {head_seq}: entries were removed from the end",
+                ),
+                matched,
             )
-        return checked, None
+        if newest is not None and newest.seq > checked:
+            return done(
+                checked,
+                AuditBreak(
+                    checked + 1,
+                    f"the log ends at entry {checked} but the anchor written at {_when(newest)} records entry "
+                    f"{newest.seq}: entries {checked + 1}-{newest.seq} were removed from the end and the head "
+                    "rewound",
+                ),
+                matched,
+            )
+        return done(checked, None, matched)
 
     async def tail(self, n: int) -> Sequence[AuditEntry]:
         stmt = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(n)
@@ -134,3 +334,14 @@ class AuditRepository(Repository):
 
     async def count(self) -> int:
         return int((await self.session.execute(select(func.count()).select_from(AuditEntry))).scalar_one())
+
+
+def _escaped(p: PendingAudit) -> PendingAudit:
+    """Client text as it is stored: control characters escaped (``mailserver.text``)."""
+    return PendingAudit(
+        p.at, escape(p.actor), escape(p.action), escape(p.object_id), escape(p.outcome), escape_optional(p.detail)
+    )
+
+
+def _when(cp: Checkpoint) -> str:
+    return f"{cp.at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" if cp.at else "an unknown time"
