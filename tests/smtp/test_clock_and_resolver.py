@@ -150,3 +150,30 @@ def test_a_rate_limit_refills_on_the_injected_clock(site: ServerThread, pki: Tes
     site.advance(2)  # now one token has come back: one recipient, not two
     assert rcpt_reply()[0] == 250
     assert rcpt_reply()[0] == 450
+
+
+def test_a_new_signing_key_is_used_once_the_key_cache_expires_on_the_clock(site: ServerThread, pki: TestPKI) -> None:
+    from directory.dkim import DkimKeys
+    from mailserver.smtp import spool
+    from mailserver.smtp.signing import KEY_CACHE_SECONDS
+
+    def queued_signed(tag: str) -> bool:
+        rcpt = f"sign.{tag[:8]}@{OTHER}"
+        s = submission(site, pki, PRO)
+        try:
+            s.sendmail(PRO, [rcpt], message(PRO, rcpt, f"signed? {tag}"))
+        finally:
+            s.quit()
+
+        async def body(ctx: Context) -> bytes:
+            async with ctx.uow(readonly=True) as uow:
+                [row] = [q for q in await uow.queue.list() if q.rcpt_to == rcpt]
+            return spool.open_body(ctx.keyring, row)
+
+        return site.call(body).startswith(b"DKIM-Signature:")
+
+    assert not queued_signed(marker())  # the domain has no signing key: sent unsigned, and that is remembered
+    site.call(lambda ctx: DkimKeys(ctx).generate(PRO_DOMAIN, actor="test", selector="clock1"))
+    assert not queued_signed(marker())  # the signer has not looked again yet
+    site.advance(KEY_CACHE_SECONDS + 1)
+    assert queued_signed(marker())
