@@ -1,8 +1,8 @@
 """The test harness: one server runner, one server fixture factory, one message builder.
 
 - ``ServerThread`` (``tests.harness.server``): a whole masante server on its own
-  loop in a thread, with an injected clock (a ``FakeClock`` by default) and
-  resolver (a ``MemoryResolver``); ``call``, ``settle``, ``advance``.
+  loop in a thread, with an injected clock (the fixtures give a ``FakeClock``)
+  and resolver (a ``MemoryResolver``); ``call``, ``settle``, ``advance``.
 - ``server_fixture`` (``tests.harness.server``): a module-scoped server fixture
   on both databases, built from config overrides and populate steps.
 - ``message`` (``tests.harness.messages``): every message the tests send.

@@ -5,9 +5,10 @@ Invariants:
   event loop in a background thread, as in production: real sockets on
   127.0.0.1, TLS from the session's test CA. Blocking clients (smtplib,
   imaplib, swaks, mbsync) and asyncio clients (aioimaplib) talk to it alike.
-- Its clock and its DNS are injected: a ``FakeClock`` (time moves only by
-  ``advance``) and a ``MemoryResolver`` (no test asks public DNS) unless a
-  fixture says otherwise. A test never sleeps for time to pass: it advances
+- Its clock and its DNS are injected: the fixtures give it a ``FakeClock``
+  (time moves only by ``advance``) and every server a ``MemoryResolver`` (no
+  test asks public DNS); a ``ServerThread`` built by hand without a clock runs
+  on the system clock, as the server does in production. A test never sleeps for time to pass: it advances
   the clock, then ``settle()``s, which waits (with a timeout) for the work that
   became due to be done.
 - ``server_fixture(...)`` makes a module-scoped fixture of such a server on
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from mailserver.app import Server, running
-from mailserver.clock import Clock, FakeClock
+from mailserver.clock import Clock, FakeClock, SystemClock
 from mailserver.config import Config
 from mailserver.context import Context
 from mailserver.delivery import deliver
@@ -64,7 +65,7 @@ class ServerThread:
         name: str = "test-server",
     ) -> None:
         self.config = config
-        self.clock: Clock = clock if clock is not None else FakeClock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.resolver: Resolver = resolver if resolver is not None else MemoryResolver()
         self.loop = asyncio.new_event_loop()
         self._server: Server | None = None

@@ -112,7 +112,11 @@ def start_site(
     clock: Clock | None = None,
     **sections: dict[str, object],
 ) -> ServerThread:
-    """A started usual site (the older call shape; ``site_fixture`` is the fixture form)."""
+    """A started usual site (the older call shape; ``site_fixture`` is the fixture form).
+
+    On the system clock unless given one, as before the clock was injected: a module built on this may
+    still wait for the queue in real time.
+    """
     server = start_server(tmp, db_url, pki, sections=merge(SMTP_DEFAULTS, sections), clock=clock)
     try:
         server.call(populate, signing_record, unreachable_port)
