@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -106,10 +105,10 @@ def check_config(config: Config) -> None:
 
 
 class Gate:
-    def __init__(self, ctx: Context, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ctx: Context, *, monotonic: Callable[[], float] | None = None) -> None:
         self.ctx = ctx
         self.trust = TrustSpace(ctx)
-        self.monotonic = monotonic
+        self.monotonic = monotonic or ctx.clock.monotonic  # rates run on the injected clock
         shared = _SHARED.get(ctx.db)
         if shared is None:
             shared = _SHARED[ctx.db] = _Shared()

@@ -6,19 +6,18 @@ through the same services as the server, never around them.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring, load_keyring
 from mailserver.auditing import open_trail
+from mailserver.clock import Clock, SystemClock
 from mailserver.config import Config
+from mailserver.resolver import DnsResolver, Resolver
 from mailserver.store.db import Database
-from mailserver.store.models.base import utcnow
 from mailserver.store.uow import UnitOfWork
 
-Clock = Callable[[], dt.datetime]
+__all__ = ["Clock", "Context", "Resolver"]
 
 
 @dataclass
@@ -26,14 +25,24 @@ class Context:
     config: Config
     db: Database
     keyring: Keyring
-    clock: Clock = field(default=utcnow)
+    clock: Clock = field(default_factory=SystemClock)  # mailserver.clock: tests pass a FakeClock
+    resolver: Resolver = field(default_factory=DnsResolver)  # mailserver.resolver: tests pass a MemoryResolver
 
     @classmethod
-    def open(cls, config: Config, *, keyring: Keyring | None = None, clock: Clock = utcnow) -> Context:
+    def open(
+        cls,
+        config: Config,
+        *,
+        keyring: Keyring | None = None,
+        clock: Clock | None = None,
+        resolver: Resolver | None = None,
+    ) -> Context:
         if keyring is None:
             keyring = load_keyring(config.resolve(config.keys.kek_file), os.environ.get("MASANTE_KEK"))
         db = Database(config.database_url, echo=config.database.echo, audit=open_trail(config))
-        return cls(config=config, db=db, keyring=keyring, clock=clock)
+        return cls(
+            config=config, db=db, keyring=keyring, clock=clock or SystemClock(), resolver=resolver or DnsResolver()
+        )
 
     def uow(self, *, readonly: bool = False) -> UnitOfWork:
         return UnitOfWork(self.db, readonly=readonly)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
+from tests.harness.server import Databases, databases
 
 PG_ADMIN_DSN = os.environ.get("MASANTE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -54,6 +55,12 @@ def pg_database() -> Iterator[str]:
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_DSN}: {exc}")
     yield dsn
     support.drop_pg_database(PG_ADMIN_DSN, dsn)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def dbs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    """Migrated databases for a module's servers (``tests.harness.Databases``): ``dbs.new()`` gives one."""
+    yield from databases(request, tmp_path_factory.mktemp(f"dbs-{request.param}"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 from crypto.audit import AuditKey, write_audit_key_file
@@ -175,11 +173,7 @@ async def make_patient(ctx: Context, ins: str = PATIENT_INS, *, password: str = 
 
 
 def make_message(sender: str, rcpt: str, subject: str, body: str, **headers: str) -> bytes:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, subject
-    msg["Date"] = dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-    msg["Message-ID"] = f"<{abs(hash((sender, rcpt, subject)))}@test>"
-    for k, v in headers.items():
-        msg[k.replace("_", "-")] = v
-    msg.set_content(body)
-    return msg.as_bytes()
+    """``tests.harness.message`` with LF line endings (as a file on disk has them)."""
+    from tests.harness.messages import message
+
+    return message(sender, rcpt, subject, body, crlf_endings=False, **headers)

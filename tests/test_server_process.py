@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,8 @@ class Output:
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.text = ""
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified at each line, and at the end of the output
+        self._ended = False
         self._thread = threading.Thread(target=self._pump, args=(proc,), daemon=True)
         self._thread.start()
 
@@ -35,17 +35,17 @@ class Output:
         for line in proc.stdout:
             with self._lock:
                 self.text += line
+                self._lock.notify_all()
+        with self._lock:
+            self._ended = True
+            self._lock.notify_all()
 
     def wait_for(self, needle: str, proc: subprocess.Popen[str], timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if needle in self.text:
-                    return self.text
-            if proc.poll() is not None:
-                self._thread.join(5)
-                break
-            time.sleep(0.05)
+        with self._lock:  # a line, or the end of the output (the process exited), or the timeout
+            self._lock.wait_for(lambda: needle in self.text or self._ended, timeout=timeout)
+            if needle in self.text:
+                return self.text
+        self._thread.join(5)
         pytest.fail(f"{needle!r} not printed (exit {proc.poll()}); got:\n{self.text}")
 
     def finish(self) -> str:

@@ -67,6 +67,10 @@ class QueueWorker:
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._tls: ssl.SSLContext | None = None
+        # settle(): a pass of the loop that starts after a request and finds nothing to do answers it
+        self._passes_requested = 0
+        self._passes_settled = 0
+        self._settled = asyncio.Condition()
 
     # --- Service --------------------------------------------------------------------------------------------
 
@@ -84,6 +88,8 @@ class QueueWorker:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        async with self._settled:
+            self._settled.notify_all()  # a settle() waiting now returns: nothing more will be attempted
         tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
         for t in tasks:
             t.cancel()
@@ -105,13 +111,32 @@ class QueueWorker:
 
     # --- the loop -------------------------------------------------------------------------------------------
 
+    async def settle(self) -> None:
+        """Return once the worker has nothing due and nothing in flight, as of now (tests, benchmarks).
+
+        A pass of the loop that begins after this call and claims nothing while no attempt is in flight
+        answers it: whatever was due at the clock's present has been attempted and recorded. What becomes
+        due later (the clock moves) is not waited for: with a ``FakeClock``, nothing does until ``advance``.
+        """
+        self._passes_requested += 1
+        wanted = self._passes_requested
+        self._wake.set()
+        async with self._settled:
+            await self._settled.wait_for(lambda: self._passes_settled >= wanted or self._stopping)
+
     async def _run(self) -> None:
         while not self._stopping:
+            requested = self._passes_requested
             try:
-                await self.run_once()
+                claimed = await self.run_once()
             except Exception as exc:
                 log.error("queue.loop-error", extra={"fields": R.error_fields(exc)})
                 await asyncio.sleep(ERROR_PAUSE)
+            else:
+                if claimed == 0 and not self._inflight and requested > self._passes_settled:
+                    async with self._settled:
+                        self._passes_settled = requested
+                        self._settled.notify_all()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.ctx.config.queue.poll_interval)
             self._wake.clear()
@@ -179,15 +204,12 @@ class QueueWorker:
         )
 
     async def _mx(self, domain: str) -> str | None:
-        import dns.asyncresolver
-        import dns.exception
-
+        """The best mail exchanger of ``domain`` through the injected resolver (RFC 5321 §5.1), None if none."""
         try:
-            answer = await dns.asyncresolver.resolve(domain, "MX", lifetime=10)
-        except dns.exception.DNSException:
+            found = await self.ctx.resolver.mx(domain)
+        except TimeoutError:
             return None
-        best = sorted(answer, key=lambda r: r.preference)
-        return str(best[0].exchange).rstrip(".") if best else None
+        return found[0][1] if found and found[0][1] else None
 
     async def _record(self, claimed: QueuedMessage, outcome: relay.Outcome) -> None:
         cfg = self.ctx.config.queue

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,7 +41,7 @@ class DkimSigner:
         self._cache: dict[str, tuple[float, tuple[str, bytes] | None]] = {}
 
     def _key(self, domain: str) -> tuple[str, bytes] | None:
-        now = time.monotonic()
+        now = self.ctx.clock.monotonic()  # the injected clock: a test advances it past KEY_CACHE_SECONDS
         hit = self._cache.get(domain)
         if hit is not None and now - hit[0] < KEY_CACHE_SECONDS:
             return hit[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import zipfile
-from email.message import EmailMessage
 
+from tests.harness.messages import message
 from tests.support import make_message
 
 __all__ = ["make_message", "with_attachments", "xdm_zip"]
@@ -55,14 +55,6 @@ def xdm_zip(patient: str, *, document_patient: str | None = None, extra: dict[st
 def with_attachments(
     sender: str, rcpt: str, subject: str, attachments: list[tuple[str, str, bytes]], **headers: str
 ) -> bytes:
-    """A message with ``(filename, content type, data)`` attachments."""
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, rcpt, subject
-    msg["Message-ID"] = f"<{abs(hash((sender, rcpt, subject)))}@test>"
-    for k, v in headers.items():
-        msg[k.replace("_", "-")] = v
-    msg.set_content("Bonjour,\nveuillez trouver ci-joint le document.\n")
-    for filename, ctype, data in attachments:
-        maintype, subtype = ctype.split("/", 1)
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return msg.as_bytes()
+    """A message with ``(filename, content type, data)`` attachments (``tests.harness.message``)."""
+    body = "Bonjour,\nveuillez trouver ci-joint le document.\n"
+    return message(sender, rcpt, subject, body, attachments=attachments, crlf_endings=False, **headers)

@@ -13,6 +13,7 @@ from directory.errors import AccountExists, InvalidIdentifier, InvalidState, Unk
 from directory.gate import Gate
 from directory.patients import PatientService
 from mailserver.bodies import read_body
+from mailserver.clock import FakeClock
 from mailserver.delivery import deliver
 from mailserver.mailboxes import PATIENT_EXTRA, STANDARD
 from mailserver.store.models import AccountKind, AccountStatus, DomainKind
@@ -138,8 +139,7 @@ async def test_close_keeps_the_data_until_retention_runs(ctx: support.Context) -
     assert [x.address for x in await svc.kept()] == [a.address]
     assert await svc.run_retention(actor="t") == []  # not yet
     assert (await svc.get(INS)).wrapped_key is not None
-    later = closed.retention_until + dt.timedelta(seconds=1)
-    ctx.clock = lambda: later
+    ctx.clock = FakeClock(closed.retention_until + dt.timedelta(seconds=1))  # the retention period is over
     assert await svc.run_retention(actor="t") == [a.address]
     shredded = await svc.get(INS)
     assert shredded.wrapped_key is None and await svc.kept() == []

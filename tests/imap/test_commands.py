@@ -85,7 +85,9 @@ def test_plain_port_refuses_login_until_starttls(srv: ServerThread, tls_client: 
     assert b"Log in first" in raw_command(c, "SELECT INBOX")[-1]
     c.starttls(ssl_context=tls_client)
     assert "AUTH=PLAIN" in c.capabilities and "LOGINDISABLED" not in c.capabilities
-    assert b"BAD STARTTLS: Already" in raw_command(c, "STARTTLS")[-1] or b"BAD" in raw_command(c, "NOOP")[-1] or True
+    # RFC 9051 §6.2.1 / RFC 3501 §6.2.1: STARTTLS once TLS is on is a protocol error; the session goes on in TLS
+    again = raw_command(c, "STARTTLS")
+    assert re.fullmatch(rb"\S+ BAD STARTTLS: TLS is already active", again[-1]), again
     assert c.login(user.address, support.PASSWORD)[0] == "OK"
     c.logout()
 
@@ -94,6 +96,14 @@ def test_starttls_twice_is_bad(srv: ServerThread, tls_client: ssl.SSLContext) ->
     c = imaplib.IMAP4(HOST, srv.port("imap"), timeout=TIMEOUT)
     c.starttls(ssl_context=tls_client)
     assert b"BAD STARTTLS: TLS is already active" in raw_command(c, "STARTTLS")[-1]
+    c.logout()
+
+
+def test_starttls_on_the_implicit_tls_port_is_bad(srv: ServerThread, tls_client: ssl.SSLContext) -> None:
+    c = imaps(srv, tls_client)  # port 993: TLS from the first byte (RFC 8314 §3.2)
+    assert "STARTTLS" not in c.capabilities
+    assert re.fullmatch(rb"\S+ BAD STARTTLS: TLS is already active", raw_command(c, "STARTTLS")[-1])
+    assert raw_command(c, "NOOP")[-1].endswith(b"OK NOOP completed")
     c.logout()
 
 

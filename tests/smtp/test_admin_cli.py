@@ -6,34 +6,22 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 
 import pytest
 
 from crypto import dkim as dkimlib
 from directory.dkim import DkimKeys
+from mailserver.clock import SystemClock
 from mailserver.context import Context
 from tests import support
-from tests.smtp.conftest import OTHER, PRO, SIGNING, SIGNING_SELECTOR, start_site
-from tests.smtp.harness import Databases, ServerThread, find, marker, message, submission
+from tests.smtp.conftest import OTHER, PRO, SIGNING, SIGNING_SELECTOR, site_fixture
+from tests.smtp.harness import ServerThread, find, marker, message, submission
 
 ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
 
 
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(tmp_path_factory.mktemp("cli-site"), dbs.new(), pki, signing_key.record, unreachable_port,
-                        queue={"first_retry": 3600})  # fmt: skip
-    server.config.path.write_text(server.config.to_toml())
-    yield server
-    server.stop()
+#: the system clock: masante-admin, another process, reads it too (``queue retry`` makes a message due "now")
+site_server = site_fixture(queue={"first_retry": 3600}, config_on_disk=True, clock=SystemClock)
 
 
 def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,12 +45,12 @@ def queue_ids(site: ServerThread, rcpt: str) -> list[str]:
     return site.call(go)
 
 
-def attempted(site: ServerThread, rcpt: str) -> bool:
-    async def go(ctx: Context) -> bool:
+def attempts(site: ServerThread, rcpt: str) -> list[int]:
+    """The attempts made for each queued message to ``rcpt``."""
+
+    async def go(ctx: Context) -> list[int]:
         async with ctx.uow(readonly=True) as uow:
-            return any(
-                q.attempts >= 1 and q.status.value == "queued" for q in await uow.queue.list() if q.rcpt_to == rcpt
-            )
+            return [q.attempts for q in await uow.queue.list() if q.rcpt_to == rcpt and q.status.value == "queued"]
 
     return site.call(go)
 
@@ -74,9 +62,8 @@ def test_queue_list_retry_delete(site: ServerThread, pki: support.TestPKI) -> No
     s = submission(site, pki, PRO)
     s.sendmail(PRO, [rcpt], message(PRO, rcpt, f"queued {tag}"))
     s.quit()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not attempted(site, rcpt):  # fails (nothing listens), then waits
-        time.sleep(0.2)
+    site.settle()  # the first attempt fails (nothing listens); the next is an hour away
+    assert attempts(site, rcpt) == [1]
     r = admin(site, "queue", "list", "--status", "queued")
     assert r.returncode == 0 and re.search(rf"{re.escape(rcpt)}\s+queued\s+1\s", r.stdout), r.stdout
     assert "cannot connect" in r.stdout
@@ -84,6 +71,8 @@ def test_queue_list_retry_delete(site: ServerThread, pki: support.TestPKI) -> No
 
     r = admin(site, "queue", "retry", qid[:12])
     assert r.returncode == 0 and "1 message(s) due" in r.stdout
+    site.settle()  # due now: the worker tries again at once, and fails again
+    assert attempts(site, rcpt) == [2]
     one_line_error(admin(site, "queue", "retry", "ffffffffffff"), "no queued message ffffffffffff")
 
     r = admin(site, "queue", "delete", "--bounce", qid)

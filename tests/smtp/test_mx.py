@@ -6,7 +6,6 @@ import email
 import email.policy
 import smtplib
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,25 +25,11 @@ from tests.smtp.conftest import (
     SIGNING_DN,
     SIGNING_SELECTOR,
     STRANGER_DN,
-    start_site,
 )
-from tests.smtp.harness import Databases, ServerThread, find, marker, message, tls_client
+from tests.smtp.harness import ServerThread, find, marker, message, tls_client
 
 SENDER = f"dr.cuddy@{OTHER}"
 SIGNER = f"dr.foreman@{SIGNING}"
-
-
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(tmp_path_factory.mktemp("mx-site"), dbs.new(), pki, signing_key.record, unreachable_port)
-    yield server
-    server.stop()
 
 
 def mx(site: ServerThread, pki: support.TestPKI, cert: tuple[Path, Path] | None) -> smtplib.SMTP:

@@ -7,42 +7,23 @@ import email.policy
 import imaplib
 import smtplib
 import subprocess
-import time
-from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 
 import pytest
 
-from crypto import dkim as dkimlib
 from mailserver.context import Context
 from mailserver.smtp.queue import retry_delay
 from mailserver.store.models import AuditEntry
 from tests import support
-from tests.smtp.conftest import OTHER, PRO, start_site
-from tests.smtp.harness import Databases, ServerThread, find, marker, message, require_tool, submission, tls_client
+from tests.smtp.conftest import OTHER, PRO, site_fixture
+from tests.smtp.harness import ServerThread, find, marker, message, require_tool, submission, tls_client
 
 BOUNCE_AFTER = 4
-WAIT = 30.0
 
 
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(
-        tmp_path_factory.mktemp("queue-site"),
-        dbs.new(),
-        pki,
-        signing_key.record,
-        unreachable_port,
-        queue={"bounce_after": BOUNCE_AFTER, "delay_warning_after": 1, "first_retry": 1, "backoff_factor": 1.0},
-    )
-    yield server
-    server.stop()
+site_server = site_fixture(
+    queue={"bounce_after": BOUNCE_AFTER, "delay_warning_after": 1, "first_retry": 1, "backoff_factor": 1.0}
+)
 
 
 def imap_messages(site: ServerThread, pki: support.TestPKI, user: str) -> list[bytes]:
@@ -62,14 +43,15 @@ def imap_messages(site: ServerThread, pki: support.TestPKI, user: str) -> list[b
         m.logout()
 
 
-def eventually(what: str, check: Callable[[], list[bytes]], timeout: float = WAIT) -> list[bytes]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    pytest.fail(f"{what}: nothing after {timeout} s")
+def attempts(site: ServerThread, rcpt: str) -> int | None:
+    """How many attempts the queued message to ``rcpt`` has had; None once it left the queue."""
+
+    async def go(ctx: Context) -> int | None:
+        async with ctx.uow(readonly=True) as uow:
+            rows = [q for q in await uow.queue.list() if q.rcpt_to == rcpt]
+        return rows[0].attempts if rows else None
+
+    return site.call(go)
 
 
 def report_of(raw: bytes) -> tuple[EmailMessage, list[dict[str, str]]]:
@@ -89,7 +71,6 @@ def test_backoff_schedule() -> None:
     assert delays[:4] == [300, 600, 1200, 2400] and delays[-1] == 4 * 3600 and delays == sorted(delays)
 
 
-@pytest.mark.slow
 def test_unreachable_operator_is_retried_then_bounced_and_read_over_imap(
     site: ServerThread, pki: support.TestPKI
 ) -> None:
@@ -106,7 +87,13 @@ def test_unreachable_operator_is_retried_then_bounced_and_read_over_imap(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0 and "250 2.0.0 Message accepted" in r.stdout, r.stdout
-    [bounce] = eventually("the DSN", lambda: [m for m in imap_messages(site, pki, PRO) if tag.encode() in m])
+    site.settle()  # the first attempt, at once: refused, nothing listens
+    for made in range(1, BOUNCE_AFTER + 1):  # one a second (first_retry 1, factor 1) until it expires
+        assert attempts(site, rcpt) == made
+        assert find(site, PRO, tag) == []  # no DSN while it is still being retried
+        site.advance(1)
+    assert attempts(site, rcpt) is None  # expired: bounced, out of the queue
+    [bounce] = [m for m in imap_messages(site, pki, PRO) if tag.encode() in m]
     msg, (per_message, per_rcpt) = report_of(bounce)
     assert msg["From"] == "Mail Delivery System <MAILER-DAEMON@localhost>"
     assert per_message["Reporting-MTA"] == "dns; localhost"
@@ -120,20 +107,23 @@ def test_unreachable_operator_is_retried_then_bounced_and_read_over_imap(
     bounced = [e for e in events if e.action == "queue.bounced"]
     assert bounced
     qid = bounced[-1].object_id
-    assert len([e for e in events if e.object_id == qid and e.action == "queue.deferred"]) >= 2
+    assert len([e for e in events if e.object_id == qid and e.action == "queue.deferred"]) == BOUNCE_AFTER
 
 
-@pytest.mark.slow
 def test_notify_never_bounces_silently_and_delay_warns_first(site: ServerThread, pki: support.TestPKI) -> None:
     quiet, loud = marker(), marker()
     s = submission(site, pki, PRO)
     s.sendmail(PRO, [f"a@{OTHER}"], message(PRO, f"a@{OTHER}", f"quiet {quiet}"), rcpt_options=["NOTIFY=NEVER"])
     s.sendmail(PRO, [f"b@{OTHER}"], message(PRO, f"b@{OTHER}", f"loud {loud}"), rcpt_options=["NOTIFY=DELAY,FAILURE"])
     s.quit()
-    reports = eventually("the failure DSN", lambda: [m for m in find(site, PRO, loud) if b"Action: failed" in m])
-    delayed = [m for m in find(site, PRO, loud) if b"Action: delayed" in m]
-    assert len(delayed) == 1 and len(reports) == 1
-    _msg, (_m, per_rcpt) = report_of(delayed[0])
+    site.settle()  # the first attempts: nothing listens
+    assert find(site, PRO, loud) == []
+    site.advance(1)  # the second attempt, a second later: past delay_warning_after, the DELAY warning
+    [delayed] = [m for m in find(site, PRO, loud) if b"Action: delayed" in m]
+    site.advance(BOUNCE_AFTER - 1)  # then it expires (bounce_after): the failure, once
+    reports = [m for m in find(site, PRO, loud) if b"Action: failed" in m]
+    assert len(reports) == 1 and [m for m in find(site, PRO, loud) if b"Action: delayed" in m] == [delayed]
+    _msg, (_m, per_rcpt) = report_of(delayed)
     assert per_rcpt["Status"].startswith("4.") and "Will-Retry-Until" in per_rcpt
     assert find(site, PRO, quiet) == []
 

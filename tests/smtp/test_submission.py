@@ -8,18 +8,15 @@ import re
 import smtplib
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from crypto import dkim as dkimlib
 from crypto.tls import MSSANTE_TLS12_CIPHERS
 from mailserver.context import Context
 from tests import support
-from tests.smtp.conftest import PATIENT, PRO, PRO2, start_site
+from tests.smtp.conftest import PATIENT, PRO, PRO2, site_fixture
 from tests.smtp.harness import (
-    Databases,
     ServerThread,
     find,
     inbox,
@@ -36,25 +33,7 @@ MAX_HOPS = 10
 ENHANCED = re.compile(r"\A[245]\.\d{1,3}\.\d{1,3} ")
 
 
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(
-        tmp_path_factory.mktemp("site"),
-        dbs.new(),
-        pki,
-        signing_key.record,
-        unreachable_port,
-        limits={"max_message_size": LIMIT},
-        smtp={"max_recipients": MAX_RCPT, "max_hops": MAX_HOPS},
-    )
-    yield server
-    server.stop()
+site_server = site_fixture(limits={"max_message_size": LIMIT}, smtp={"max_recipients": MAX_RCPT, "max_hops": MAX_HOPS})
 
 
 def swaks(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -14,9 +14,8 @@ import email
 import email.policy
 import imaplib
 import smtplib
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 from directory.accounts import AccountService
 from directory.dkim import DkimKeys
 from directory.trust import TrustSpace
+from mailserver.clock import FakeClock
 from mailserver.context import Context
 from mailserver.store.models import AccountKind, DomainKind
 from tests import support
@@ -39,7 +39,6 @@ A_DN = "CN=mx.hopital.a.test,O=Operateur A,C=FR"
 B_DN = "CN=mx.b.test,O=Operateur B,C=FR"
 PRO_A = f"dr.martin@{A_DOMAIN}"
 PATIENT_B = f"{support.PATIENT_INS}@{B_PATIENTS}"
-WAIT = 30.0
 
 
 @dataclass
@@ -52,9 +51,10 @@ class Operator:
     mx_port: int
     config: support.Config
     server: ServerThread | None = None
+    clock: FakeClock = field(default_factory=FakeClock)  # the machine's clock: it outlives a restart
 
     def start(self) -> ServerThread:
-        self.server = ServerThread(self.config).start()
+        self.server = ServerThread(self.config, clock=self.clock, name=f"operator-{self.name}").start()
         return self.server
 
     def stop(self) -> None:
@@ -131,14 +131,9 @@ def operators(
         b.stop()
 
 
-def eventually(what: str, check: Callable[[], list[bytes]], timeout: float = WAIT) -> list[bytes]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"{what}: nothing after {timeout} s")
+async def queued_attempts(ctx: Context, rcpt: str) -> list[int]:
+    async with ctx.uow(readonly=True) as uow:
+        return [q.attempts for q in await uow.queue.list() if q.rcpt_to == rcpt]
 
 
 def submit(
@@ -191,7 +186,8 @@ def test_professional_writes_patient_reads_over_imap_and_replies(
         finally:
             m.logout()
 
-    [arrived] = eventually("the message at B", over_imap)
+    a.up.settle()  # A's queue relayed it to B's MX, which answered once it had committed
+    [arrived] = over_imap()
     msg = parsed(arrived)
     hop_b, hop_a = (one_line(r) for r in msg.get_all("Received")[:2])
     assert f"by {B_HOST}" in hop_b and "with ESMTPS" in hop_b and f"client certificate {A_DN} verified" in hop_b
@@ -203,7 +199,8 @@ def test_professional_writes_patient_reads_over_imap_and_replies(
         PATIENT_B, PRO_A, f"Re: Vos resultats {tag}", "Merci docteur.\n", In_Reply_To=str(msg["Message-ID"])
     )
     submit(b, pki, PATIENT_B, reply, PRO_A)
-    [back] = eventually("the reply at A", lambda: find(a.up, PRO_A, f"Re: Vos resultats {tag}"))
+    b.up.settle()
+    [back] = find(a.up, PRO_A, f"Re: Vos resultats {tag}")
     answer = parsed(back)
     assert one_line(answer["Authentication-Results"]).startswith(
         f"{A_HOST}; dkim=pass header.d={B_PATIENTS} header.s=b2026"
@@ -221,7 +218,9 @@ def test_notify_success_comes_back_from_the_other_operator(
         a, pki, PRO_A, message(PRO_A, PATIENT_B, f"accuse {tag}"), PATIENT_B,
         mail_options=(f"ENVID={tag}",), rcpt_options=("NOTIFY=SUCCESS,FAILURE",),
     )  # fmt: skip
-    [report] = eventually("the success DSN at A", lambda: find(a.up, PRO_A, f"Original-Envelope-Id: {tag}"))
+    a.up.settle()  # relayed to B, which took the NOTIFY parameters: B reports the delivery itself
+    b.up.settle()  # B's DSN, queued for A
+    [report] = find(a.up, PRO_A, f"Original-Envelope-Id: {tag}")
     text = report.decode()
     assert f"Reporting-MTA: dns; {B_HOST}" in text and "Action: delivered" in text
     assert f"Final-Recipient: rfc822; {PATIENT_B}" in text
@@ -234,7 +233,8 @@ def test_a_refusal_at_the_other_operator_bounces_at_once(
     tag = marker()
     nobody = f"185077505612323@{B_PATIENTS}"
     submit(a, pki, PRO_A, message(PRO_A, nobody, f"perdu {tag}"), nobody)
-    [report] = eventually("the bounce at A", lambda: find(a.up, PRO_A, f"perdu {tag}"))
+    a.up.settle()  # B refused it at RCPT: A bounces at once, without a retry
+    [report] = find(a.up, PRO_A, f"perdu {tag}")
     text = report.decode()
     assert "Action: failed" in text and "Status: 5.1.1" in text and "Remote-MTA: dns; 127.0.0.1" in text
     assert "Diagnostic-Code: smtp; 550 5.1.1" in text
@@ -248,9 +248,13 @@ def test_the_queue_survives_a_restart_while_the_other_operator_is_down(
     b.stop()
     try:
         submit(a, pki, PRO_A, message(PRO_A, PATIENT_B, f"patience {tag}"), PATIENT_B)
-        time.sleep(1.5)  # at least one attempt fails (B is down)
+        a.up.settle()  # the first attempt fails: B is down
+        assert a.up.call(queued_attempts, PATIENT_B) == [1]
         a.stop()
         a.start()
     finally:
         b.start()
-    eventually("the message at B after both restarts", lambda: find(b.up, PATIENT_B, f"patience {tag}"))
+    a.up.settle()
+    assert find(b.up, PATIENT_B, f"patience {tag}") == []  # not before its retry is due
+    a.up.advance(1)  # first_retry: the restarted worker tries again, and B is back
+    assert find(b.up, PATIENT_B, f"patience {tag}") != [] and a.up.call(queued_attempts, PATIENT_B) == []

@@ -17,6 +17,7 @@ from crypto.envelope import DecryptionFailed, KeyDestroyed, load_keyring, pendin
 from directory.accounts import AccountService
 from directory.errors import AccountExists, InvalidAddress, InvalidState, UnknownDomain
 from mailserver.bodies import read_body
+from mailserver.clock import FakeClock
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.keys import rotate_kek
@@ -174,7 +175,8 @@ async def test_closed_account_keeps_its_data_until_the_retention_period_ends(ctx
     assert await svc.run_retention(actor="test") == []
     assert await read(ctx, patient.id, msg) == b"Subject: kept\r\n\r\nkept\r\n"
 
-    ctx.clock = lambda: closed.retention_until + dt.timedelta(seconds=1)  # type: ignore[operator]
+    assert closed.retention_until is not None
+    ctx.clock = FakeClock(closed.retention_until + dt.timedelta(seconds=1))  # the retention period is over
     assert await svc.run_retention(actor="test") == [patient.address]
     with pytest.raises(KeyDestroyed):
         await read(ctx, patient.id, msg)
