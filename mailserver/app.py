@@ -47,12 +47,13 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-def build_services(ctx: Context) -> list[Service]:
-    """The front ends this process runs, in start order."""
+def build_services(ctx: Context, endpoints: Sequence[Endpoint] = ()) -> list[Service]:
+    """The front ends this process runs, in start order; the web service last, advertising ``endpoints``."""
     from mailserver.imap.service import build as build_imap
     from mailserver.smtp.service import build as build_smtp
+    from mailserver.web.service import build as build_web
 
-    return [*build_smtp(ctx), *build_imap(ctx)]
+    return [*build_smtp(ctx), *build_imap(ctx), *build_web(ctx, endpoints)]
 
 
 class StartupError(Exception):
@@ -86,7 +87,7 @@ class Server:
             self._listener = ModseqPoller(self._highest_modseqs, self.ctx.db.notifier)
         await self._listener.start()
         if not self.services:
-            self.services = build_services(self.ctx)
+            self.services = build_services(self.ctx, self.endpoints)  # filled in place as services start
         try:
             for s in self.services:
                 self.endpoints += await s.start()

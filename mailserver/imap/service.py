@@ -19,6 +19,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from crypto.tls import server_context
+from mailserver import metrics
 from mailserver.imap.session import ImapSession, SessionConfig
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class ImapListener:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = ImapSession(self.cfg, reader, writer, implicit_tls=self.implicit_tls)
+        metrics.CONNECTIONS.labels(self.name).inc()
         self._sessions.add(session)
         task = asyncio.current_task()
         if task is not None:

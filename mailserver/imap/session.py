@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailserver import __version__, logs
+from mailserver import __version__, logs, metrics
 from mailserver.imap import messages as msgs
 from mailserver.imap.errors import MailboxGone, MailError
 from mailserver.imap.mailstore import Changes, MailStore, MessageData, Snapshot
@@ -341,6 +341,7 @@ class ImapSession:
             return
         handler: Callable[[c.Command], object] = getattr(self, "do_" + type(cmd).__name__.lower())
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
+        metrics.IMAP_COMMANDS.labels(cmd.name).inc()
         try:
             out = await handler(cmd)  # type: ignore[misc]
         except _Bad as exc:

@@ -40,7 +40,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetup
 
 from crypto.tls import peer_subject_dn
 from directory.gate import Resolved
-from mailserver import logs
+from mailserver import logs, metrics
 from mailserver.smtp import replies as R
 from mailserver.smtp.params import (
     MailParams,
@@ -227,6 +227,7 @@ class MasanteSMTP(SMTP):
             if self._greeted:
                 status = R.with_enhanced_code(ascii_line(status))
             self._greeted = True
+        metrics.smtp_reply(status)
         await super().push(status)
 
     async def _reply(self, reply: Reply | str) -> None:

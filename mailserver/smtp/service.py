@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from crypto.tls import server_context
 from directory.auth import Authenticator
 from directory.gate import Gate
+from mailserver import metrics
 from mailserver.app import Endpoint
 from mailserver.smtp.bounces import Bouncer
 from mailserver.smtp.handlers import MxHandler, SubmissionHandler
@@ -107,6 +108,7 @@ class SmtpListener:
             timeout=cfg.smtp.command_timeout,
         )
         self._sessions.add(session)
+        metrics.CONNECTIONS.labels(self.name).inc()
         return session
 
     async def start(self) -> list[Endpoint]:
