@@ -19,10 +19,13 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import dns.asyncresolver
+
 from crypto import dkim as dkim_keys
 from directory.addresses import normalize_domain
 from directory.errors import DirectoryError, UnknownDomain
 from mailserver.context import Context
+from mailserver.resolver import resolver_for, txt
 from mailserver.store.errors import Conflict
 from mailserver.store.models import DkimKey
 
@@ -108,7 +111,7 @@ class DkimKeys:
             for n in wanted:
                 if out.records[n] is None:
                     try:
-                        out.records[n] = await _dns_txt(n)
+                        out.records[n] = await _dns_txt(n, resolver_for(self.ctx.config))
                     except TimeoutError:
                         out.temporary.add(n)
         return out
@@ -139,20 +142,11 @@ def _view(k: DkimKey) -> KeyView:
     return KeyView(k.domain, k.selector, k.record, k.source, k.created_at)
 
 
-async def _dns_txt(name: str) -> bytes | None:
-    """The DKIM TXT record at ``name`` in public DNS (its strings joined), None if there is none."""
-    import dns.asyncresolver
-    import dns.exception
-    import dns.resolver
-
-    try:
-        answer = await dns.asyncresolver.resolve(name, "TXT", lifetime=DNS_TIMEOUT)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return None
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-        raise TimeoutError(str(exc)) from None
-    for rdata in answer:
-        text = b"".join(rdata.strings)
+async def _dns_txt(name: str, resolver: dns.asyncresolver.Resolver) -> bytes | None:
+    """The DKIM TXT record at ``name`` in DNS (``dns.nameservers``; its strings joined), None if there is none."""
+    for text in (
+        await txt(resolver, name, lifetime=DNS_TIMEOUT) or []
+    ):  # raises TimeoutError when DNS cannot answer for now
         if b"p=" in text:
             return text
     return None
