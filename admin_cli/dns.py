@@ -25,10 +25,9 @@ from directory.addresses import normalize_domain
 from directory.dkim import DkimKeys, KeyView
 from mailserver.config import Config
 from mailserver.context import Context
+from mailserver.web.autoconfig import mta_sts_policy
 
 TTL = 3600
-#: MTA-STS policy lifetime (RFC 8461 §3.2: at least weeks is advised)
-MTA_STS_MAX_AGE = 604800
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +41,6 @@ def txt_value(text: str) -> str:
     raw = text.encode("ascii")
     parts = [raw[i : i + 255].decode("ascii") for i in range(0, len(raw), 255)] or [""]
     return " ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
-
-
-def mta_sts_policy(cfg: Config) -> str:
-    """The policy file served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (RFC 8461 §3.2)."""
-    return f"version: STSv1\r\nmode: enforce\r\nmx: {cfg.server.hostname}\r\nmax_age: {MTA_STS_MAX_AGE}\r\n"
 
 
 def records(cfg: Config, domain: str, keys: list[KeyView], *, tlsrpt_rua: str | None = None) -> list[str]:
@@ -69,9 +63,10 @@ def records(cfg: Config, domain: str, keys: list[KeyView], *, tlsrpt_rua: str | 
         out.append(f"; (no DKIM key for {domain}: masante-admin dkim generate {domain})")
     for k in keys:
         out.append(f"{k.selector}._domainkey.{domain}. {TTL} IN TXT {txt_value(k.record)}")
-    policy = mta_sts_policy(cfg)
+    policy = mta_sts_policy(cfg.server.hostname)
     policy_id = hashlib.sha256(policy.encode()).hexdigest()[:20]  # RFC 8461 §3.1: 1-32 alphanumerics
-    out.append("; MTA-STS (RFC 8461): publish this policy at https://mta-sts." + domain + "/.well-known/mta-sts.txt")
+    out.append(f"; MTA-STS (RFC 8461): this policy, served by the HTTPS service (ports.web) to Host mta-sts.{domain}")
+    out.append(f";   at https://mta-sts.{domain}/.well-known/mta-sts.txt (its certificate must name mta-sts.{domain}):")
     out += [f";   {line}" for line in policy.strip().split("\r\n")]
     out.append(f"_mta-sts.{domain}. {TTL} IN TXT {txt_value(f'v=STSv1; id={policy_id}')}")
     out.append("; SMTP TLS reporting (RFC 8460)")

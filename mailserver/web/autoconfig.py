@@ -35,6 +35,10 @@ MOBILECONFIG_TYPE = "application/x-apple-aspen-config"
 _PROFILE_NS = uuid.UUID("5d9f1f2c-61c4-4b47-9a55-0f1f8b3a7e21")
 
 
+#: MTA-STS policy lifetime in seconds (RFC 8461 §3.2: weeks are advised)
+MTA_STS_MAX_AGE = 604800
+
+
 class AutoconfigError(ValueError):
     """A request document that cannot be read; the message says why."""
 
@@ -185,3 +189,9 @@ def mobileconfig(settings: MailSettings, address: str) -> bytes:
         "PayloadContent": [account],
     }
     return plistlib.dumps(profile, fmt=plistlib.FMT_XML)
+
+
+def mta_sts_policy(mx_host: str) -> str:
+    """The MTA-STS policy (RFC 8461 §3.2) served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt``:
+    enforce TLS to our MX, whose certificate names ``mx_host``."""
+    return f"version: STSv1\r\nmode: enforce\r\nmx: {mx_host}\r\nmax_age: {MTA_STS_MAX_AGE}\r\n"

@@ -6,6 +6,7 @@
 | ``GET /mail/config-v1.1.xml?emailaddress=``           | or the Host, ``autoconfig.`` stripped)            |
 | ``POST /autodiscover/autodiscover.xml``               | Microsoft Autodiscover, POX                       |
 | ``GET /apple/mobileconfig?emailaddress=``             | an Apple configuration profile                    |
+| ``GET /.well-known/mta-sts.txt`` (Host ``mta-sts.``)  | the MTA-STS policy (RFC 8461 §3.3)                |
 | ``GET /metrics``                                      | Prometheus text format (``mailserver.metrics``)   |
 | ``GET /healthz``                                      | 200 while the process runs                        |
 | ``GET /readyz``                                       | 200 if the database answers and the KEK works     |
@@ -88,6 +89,7 @@ class WebService:
         for path in ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml"):
             app.router.add_post(path, self.autodiscover)
         app.router.add_get("/apple/mobileconfig", self.mobileconfig)
+        app.router.add_get("/.well-known/mta-sts.txt", self.mta_sts)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -151,6 +153,19 @@ class WebService:
             content_type=autoconfig.MOBILECONFIG_TYPE,
             headers={"Content-Disposition": f'attachment; filename="{address.domain}.mobileconfig"'},
         )
+
+    async def mta_sts(self, request: web.Request) -> web.Response:
+        """RFC 8461 §3.3: the policy for the domain whose ``mta-sts.`` host was asked."""
+        host = request.url.host or ""
+        if not host.startswith("mta-sts."):
+            raise web.HTTPNotFound(text="ask mta-sts.<domain>")
+        try:
+            domain = normalize_domain(host.removeprefix("mta-sts."))
+        except InvalidAddress:
+            raise web.HTTPNotFound(text="ask mta-sts.<domain>") from None
+        if not await self._is_local(domain):
+            raise web.HTTPNotFound(text="not a domain of this server")
+        return web.Response(text=autoconfig.mta_sts_policy(self.ctx.config.server.hostname), content_type="text/plain")
 
     # --- metrics and health ---------------------------------------------------------------------------------
 

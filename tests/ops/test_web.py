@@ -283,3 +283,13 @@ def test_metric_labels_never_hold_addresses(site: ServerThread, pki: support.Tes
     for _name, labels in samples:
         for _key, value in labels:
             assert "@" not in value and "gmail" not in value and "metrics " not in value
+
+
+def test_mta_sts_policy_for_our_domains(site: ServerThread, pki: support.TestPKI) -> None:
+    status, ctype, body = get(site, pki, "/.well-known/mta-sts.txt", host=f"mta-sts.{support.PRO_DOMAIN}")
+    assert status == 200 and ctype.startswith("text/plain")
+    lines = body.decode().split("\r\n")  # RFC 8461 §3.2: CRLF-separated key/value pairs
+    policy = dict(line.split(": ", 1) for line in lines if line)
+    assert policy == {"version": "STSv1", "mode": "enforce", "mx": "localhost", "max_age": "604800"}
+    assert get(site, pki, "/.well-known/mta-sts.txt", host="mta-sts.gmail.com")[0] == 404
+    assert get(site, pki, "/.well-known/mta-sts.txt", host=support.PRO_DOMAIN)[0] == 404
