@@ -26,7 +26,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 CONNECTIONS = Counter("masante_connections", "Connections accepted, per door", ["door"], registry=REGISTRY)
 #: SMTP replies sent, by code class (2xx, 3xx, 4xx, 5xx)
 SMTP_REPLIES = Counter("masante_smtp_replies", "SMTP replies sent, by code class", ["code_class"], registry=REGISTRY)
-#: message copies filed into a mailbox, by the path they came in through (mx, submission, dsn, imap-append)
+#: message copies filed into a mailbox, by the path they came in through (mx, submission, dsn, imap-append);
+#: counted as ``deliver`` adds them to the unit of work, so a delivery rolled back afterwards is counted too
 DELIVERIES = Counter(
     "masante_deliveries", "Message copies delivered into a mailbox, per source", ["source"], registry=REGISTRY
 )
