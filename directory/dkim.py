@@ -144,9 +144,8 @@ def _view(k: DkimKey) -> KeyView:
 
 async def _dns_txt(name: str, resolver: dns.asyncresolver.Resolver) -> bytes | None:
     """The DKIM TXT record at ``name`` in DNS (``dns.nameservers``; its strings joined), None if there is none."""
-    for text in (
-        await txt(resolver, name, lifetime=DNS_TIMEOUT) or []
-    ):  # raises TimeoutError when DNS cannot answer for now
+    # raises TimeoutError when DNS cannot answer for now
+    for text in await txt(resolver, name, lifetime=DNS_TIMEOUT) or []:
         if b"p=" in text:
             return text
     return None
