@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from admin_cli import account, audit, db, directory, dkim, domain, keys, patient, queue, retention, setup, trust
+from admin_cli import account, audit, db, directory, dkim, dns, domain, keys, patient, queue, retention, setup, trust
 from admin_cli.common import EXPECTED_ERRORS, AdminError
 from mailserver.store.errors import DatabaseError
 
@@ -57,6 +57,7 @@ cli.add_command(patient.patient)
 cli.add_command(retention.retention)
 cli.add_command(queue.queue)
 cli.add_command(dkim.dkim)
+cli.add_command(dns.dns_group)
 
 
 def main() -> None:

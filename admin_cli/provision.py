@@ -29,6 +29,7 @@ DEMO_PRO = f"dr.martin@{DEMO_PRO_DOMAIN}"
 DEMO_PRO_RPPS = "10000001239"  # synthetic, Luhn-valid
 DEMO_PATIENT_INS = "279035121518989"  # the ANS example INS (valid key)
 DEMO_OTHER_OPERATOR = "clinique.demo.masante.fr"
+DEMO_WEB_PORT = 2443  # the HTTPS service (autoconfig, /metrics) is on in the demo
 DEMO_PASSWORD_ENV = "MASANTE_DEMO_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
 
@@ -52,6 +53,8 @@ def write_config(path: Path, *, demo: bool, hostname: str | None, patient_domain
         report.add(f"configuration {path}", False)
         return config_mod.load(path)
     cfg = config_mod.demo(path) if demo else Config(path=path)
+    if demo:
+        cfg.ports.web = DEMO_WEB_PORT
     if hostname:
         cfg.server.hostname = hostname
     elif not demo:
@@ -243,7 +246,8 @@ def demo_summary(cfg: Config) -> str:
             f"    {DEMO_PATIENT_INS + '@' + cfg.domains.patient:<42} patient",
             f"  trust space: {DEMO_PRO_DOMAIN}, {cfg.domains.patient}, {DEMO_OTHER_OPERATOR}",
             f"  {cfg.server.bind}: IMAPS {port(p.imaps)}, IMAP+STARTTLS {port(p.imap)}, "
-            f"submission+STARTTLS {port(p.submission)}, submissions (TLS) {port(p.submissions)}, MX {port(p.mx)}",
+            f"submission+STARTTLS {port(p.submission)}, submissions (TLS) {port(p.submissions)}, MX {port(p.mx)}, "
+            f"HTTPS (autoconfig, /metrics) {port(p.web)}",
             f"  clients must trust the CA certificate {cfg.resolve(cfg.tls.ca)}",
         ]
     )

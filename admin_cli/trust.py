@@ -201,6 +201,23 @@ def import_(file: Path, dry_run: bool, show: int) -> None:
         console.print("trust space replaced; the previous version is kept (`masante-admin trust rollback`)")
 
 
+@trust.command("sync")
+@click.option("--url", help="Where the national list is published (default: whitelist.url).")
+@click.option(
+    "--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CA bundle for the mirror."
+)
+@click.option("--force", is_flag=True, help="Import even a list that removes more than whitelist.max_removed_share.")
+def sync(url: str | None, ca_file: Path | None, force: bool) -> None:
+    """Download the national whitelist over HTTPS (checked against URL.sha256 when published) and import it."""
+    from directory.sync import WhitelistSync
+
+    r = run(lambda ctx: WhitelistSync(ctx).sync(actor=actor(), url=url, ca_file=ca_file, force=force))
+    console.print(
+        f"{r.url}: {r.plan.domains} domains, +{len(r.plan.added)} -{len(r.plan.removed)} ~{len(r.plan.changed)} "
+        f"({'checksum verified' if r.checksum_checked else 'no checksum published'}); last good copy {r.kept}"
+    )
+
+
 @trust.command("export")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file.")
 def export(output: Path | None) -> None:

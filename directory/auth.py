@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from crypto.passwords import verify_password
 from directory.addresses import Address
 from directory.errors import InvalidAddress
+from mailserver import metrics
 from mailserver.context import Context
 from mailserver.store.models import Account, AccountStatus
 
@@ -118,4 +119,5 @@ class Authenticator:
             self.throttle.success(keys[0])
             return AuthResult(account)
         self.throttle.failure(*keys)
+        metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)

@@ -32,13 +32,14 @@ from mailserver.imap.service import build as build_imap
 from mailserver.notify import ModseqPoller, PgListener
 from mailserver.smtp.service import build as build_smtp
 from mailserver.store import migrate
+from mailserver.web.service import build as build_web
 
 log = logging.getLogger("masante.server")
 
 
-def build_services(ctx: Context) -> list[Service]:
-    """The front ends this process runs, in start order."""
-    return [*build_smtp(ctx), *build_imap(ctx)]
+def build_services(ctx: Context, endpoints: Sequence[Endpoint] = ()) -> list[Service]:
+    """The front ends this process runs, in start order; the web service last, advertising ``endpoints``."""
+    return [*build_smtp(ctx), *build_imap(ctx), *build_web(ctx, endpoints)]
 
 
 class StartupError(Exception):
@@ -77,7 +78,7 @@ class Server:
             self._listener = ModseqPoller(self._highest_modseqs, self.ctx.db.notifier)
         await self._listener.start()
         if not self.services:
-            self.services = build_services(self.ctx)
+            self.services = build_services(self.ctx, self.endpoints)  # filled in place as services start
         try:
             for s in self.services:
                 self.endpoints += await s.start()

@@ -48,6 +48,8 @@ class PortsSection:
     submissions: int = 465
     imap: int = 143
     imaps: int = 993
+    #: the HTTPS service (autoconfiguration, /metrics, /healthz, /readyz); off unless set (443 is often taken)
+    web: int = -1
 
 
 @dataclass
@@ -200,6 +202,23 @@ class AuditSection:
     anchor_interval: int = 300
 
 
+class DnsSection:
+    #: resolvers asked for MX and DKIM records, ``host`` or ``host:port`` (``[::1]:53``); empty: the system's
+    nameservers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class WhitelistSection:
+    """``masante-admin trust sync``: the national whitelist, downloaded over HTTPS."""
+
+    #: where the list is published (its checksum, when the mirror has one, at the same URL + ``.sha256``)
+    url: str = ""
+    #: the CA bundle the mirror's certificate must chain to (empty: the system's store)
+    ca_file: str = ""
+    #: largest share of the whitelisted domains one sync may remove without ``--force``
+    max_removed_share: float = 0.10
+
+
 @dataclass
 class LogSection:
     level: str = "INFO"
@@ -222,6 +241,8 @@ class Config:
     audit: AuditSection = field(default_factory=AuditSection)
     smtp: SmtpSection = field(default_factory=SmtpSection)
     queue: QueueSection = field(default_factory=QueueSection)
+    dns: DnsSection = field(default_factory=DnsSection)
+    whitelist: WhitelistSection = field(default_factory=WhitelistSection)
 
     #: the file this configuration was read from (not a key)
     path: Path = field(default=DEFAULT_CONFIG, metadata={"internal": True})

@@ -41,7 +41,11 @@ class Context:
             keyring = load_keyring(config.resolve(config.keys.kek_file), os.environ.get("MASANTE_KEK"))
         db = Database(config.database_url, echo=config.database.echo, audit=open_trail(config))
         return cls(
-            config=config, db=db, keyring=keyring, clock=clock or SystemClock(), resolver=resolver or DnsResolver()
+            config=config,
+            db=db,
+            keyring=keyring,
+            clock=clock or SystemClock(),
+            resolver=resolver or DnsResolver.for_config(config),
         )
 
     def uow(self, *, readonly: bool = False) -> UnitOfWork:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring
-from mailserver import mime
+from mailserver import metrics, mime
 from mailserver.bodies import account_key, seal_blob
 from mailserver.store.models import Account, Blob, Mailbox
 from mailserver.store.models.base import utcnow
@@ -113,4 +113,5 @@ async def deliver(
         uow.touch(mb.id)
         uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", source)
         result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
+        metrics.DELIVERIES.labels(source).inc()
     return result

@@ -67,7 +67,7 @@ def init_demo(cfg: Path) -> None:
 def test_server_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     cfg = tmp_path / "masante.toml"
     init_demo(cfg)
-    ephemeral = {f"MASANTE_PORTS_{p}": "0" for p in ("MX", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS")}
+    ephemeral = {f"MASANTE_PORTS_{p}": "0" for p in ("MX", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "WEB")}
     with subprocess.Popen(
         [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
         stdout=subprocess.PIPE,
@@ -79,6 +79,7 @@ def test_server_starts_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) ->
             output = Output(proc)
             out = output.wait_for("stop with Ctrl-C", proc)
             assert "listening" in out and str(tmp_path / "tls" / "ca.pem") in out
+            assert "HTTPS autoconfig" in out  # the demo runs the web service too
             proc.send_signal(sig)
             assert proc.wait(timeout=30) == 0
             assert "masante-server stopped" in output.finish()
@@ -122,7 +123,7 @@ def test_make_run_sets_up_a_demo_and_serves(tmp_path: Path) -> None:
     cfg = tmp_path / "var" / "masante.toml"
     env = clean_env(
         MASANTE_CONFIG=str(cfg),
-        **{f"MASANTE_PORTS_{p}": "0" for p in ("MX", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS")},
+        **{f"MASANTE_PORTS_{p}": "0" for p in ("MX", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "WEB")},
     )
     with subprocess.Popen(
         ["make", "--no-print-directory", "-C", str(ROOT), "run", f"VENV={venv}"],

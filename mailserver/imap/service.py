@@ -19,6 +19,7 @@ import ssl
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
+from mailserver import metrics
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.imap.session import ImapSession, SessionConfig
@@ -51,6 +52,7 @@ class ImapListener:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = ImapSession(self.cfg, reader, writer, implicit_tls=self.implicit_tls)
+        metrics.CONNECTIONS.labels(self.name).inc()
         self._sessions.add(session)
         task = asyncio.current_task()
         if task is not None:

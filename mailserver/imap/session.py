@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mailserver import logs, sasl
+from mailserver import logs, metrics, sasl
 from mailserver.errors import MailboxGone, MailError
 from mailserver.imap.errors import response_code
 from mailserver.imap.handlers import Bad, MailHandlers, ok
@@ -219,6 +219,7 @@ class ImapSession(MailHandlers):
         if refused is not None:
             return [refused]
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
+        metrics.IMAP_COMMANDS.labels(cmd.name).inc()
         try:
             out = await HANDLERS[type(cmd)](self, cmd)
         except (Bad, SequenceError) as exc:

@@ -57,7 +57,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetup
 
 from crypto.tls import peer_key_type, peer_subject_dn
 from directory.gate import Resolved
-from mailserver import logs
+from mailserver import logs, metrics
 from mailserver.smtp import replies as R
 from mailserver.smtp.data import DataReader, DataResult
 from mailserver.smtp.params import (
@@ -258,6 +258,7 @@ class MasanteSMTP(SMTP):
             if self._greeted:
                 status = R.with_enhanced_code(ascii_line(status))
             self._greeted = True
+        metrics.smtp_reply(status)
         await super().push(status)
 
     async def _reply(self, reply: Reply | str) -> None:

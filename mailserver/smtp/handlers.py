@@ -24,7 +24,7 @@ from aiosmtpd.smtp import MISSING, AuthResult
 
 from directory.auth import Authenticator
 from directory.gate import Gate
-from mailserver import sasl
+from mailserver import metrics, sasl
 from mailserver.smtp import replies as R
 from mailserver.smtp.engine import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSession
 from mailserver.smtp.intake import Inbound, Intake
@@ -40,6 +40,7 @@ def _refusal(stage: str, decision: Decision) -> None:
             "smtp.refused",
             extra={"fields": {"stage": stage, "reason": decision.reason, "code": decision.reply.code}},
         )
+        metrics.REFUSALS.labels(stage, decision.reason).inc()
 
 
 class _Doors:

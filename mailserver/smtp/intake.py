@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from directory.gate import Gate
-from mailserver import logs
+from mailserver import logs, metrics
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.smtp import dsn, spool
@@ -268,3 +268,4 @@ class Intake:
 
     def _refused(self, reason: str, reply: Reply, **fields: object) -> None:
         log.info("smtp.refused", extra={"fields": {"stage": "data", "reason": reason, "code": reply.code, **fields}})
+        metrics.REFUSALS.labels("data", reason).inc()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from crypto.tls import client_context
 from directory.trust import TrustSpace
-from mailserver import logs
+from mailserver import logs, resolver
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint
 from mailserver.smtp import dsn, relay, spool
@@ -184,32 +184,33 @@ class QueueWorker:
             return relay.permanent("5.7.1", f"{row.rcpt_domain} is no longer in the MSSante trust space")
         if not operator.active:
             return relay.temporary("4.7.1", f"the operator of {row.rcpt_domain} is suspended from the trust space")
-        host, port = operator.mta_host, operator.mta_port or 25
-        if host is None:
-            host = await self._mx(row.rcpt_domain) if self.ctx.config.queue.mx_lookup else row.rcpt_domain
-        if host is None:
-            return relay.temporary("4.4.3", f"no mail exchanger found for {row.rcpt_domain}")
+        port = operator.mta_port or 25
+        hops: list[resolver.Hop | None] = [None]  # None: connect to ``host`` by name
+        host = operator.mta_host or row.rcpt_domain
+        if operator.mta_host is None and self.ctx.config.queue.mx_lookup:
+            try:
+                hops = list(await self.ctx.resolver.route(row.rcpt_domain))
+            except resolver.NoRoute as exc:
+                return (relay.permanent if exc.permanent else relay.temporary)(exc.status, exc.text)
         if self._tls is None:
             raise RuntimeError("the queue worker was not started")
         cfg = self.ctx.config.queue
-        return await relay.send(
-            row,
-            body,
-            host=host,
-            port=port,
-            helo=self.ctx.config.server.hostname,
-            tls_context=self._tls,
-            connect_timeout=cfg.connect_timeout,
-            command_timeout=cfg.command_timeout,
-        )
-
-    async def _mx(self, domain: str) -> str | None:
-        """The best mail exchanger of ``domain`` through the injected resolver (RFC 5321 §5.1), None if none."""
-        try:
-            found = await self.ctx.resolver.mx(domain)
-        except TimeoutError:
-            return None
-        return found[0][1] if found and found[0][1] else None
+        outcome = relay.temporary("4.4.3", f"no mail exchanger to try for {row.rcpt_domain}")
+        for hop in hops:  # RFC 5321 §5.1: on a temporary failure, try the next exchanger
+            outcome = await relay.send(
+                row,
+                body,
+                host=hop.name if hop else host,
+                port=port,
+                helo=self.ctx.config.server.hostname,
+                tls_context=self._tls,
+                connect_timeout=cfg.connect_timeout,
+                command_timeout=cfg.command_timeout,
+                address=hop.address if hop else None,
+            )
+            if outcome.kind is not relay.Kind.TEMPORARY:
+                break
+        return outcome
 
     async def _record(self, claimed: QueuedMessage, outcome: relay.Outcome) -> None:
         cfg = self.ctx.config.queue

@@ -68,10 +68,12 @@ async def send(
     tls_context: ssl.SSLContext,
     connect_timeout: float,
     command_timeout: float,
+    address: str | None = None,
 ) -> Outcome:
-    """One attempt to deliver ``row`` (whose bytes are ``body``) to ``host:port``."""
+    """One attempt to deliver ``row`` (whose bytes are ``body``) to ``host:port`` (connecting to ``address``
+    when the caller resolved it; the certificate is still checked against ``host``)."""
     smtp = aiosmtplib.SMTP(
-        hostname=host,
+        hostname=address or host,
         port=port,
         local_hostname=helo,
         timeout=command_timeout,
@@ -79,7 +81,7 @@ async def send(
         start_tls=False,
         tls_context=tls_context,
     )
-    where = f"{host}:{port}"
+    where = f"{host}:{port}" if address is None else f"{host}[{address}]:{port}"
     try:
         await smtp.connect(timeout=connect_timeout)
     except aiosmtplib.SMTPResponseException as exc:

@@ -24,6 +24,7 @@ import weakref
 from crypto.tls import server_context
 from directory.auth import Authenticator
 from directory.gate import Gate
+from mailserver import metrics
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.smtp.bounces import Bouncer
@@ -107,6 +108,7 @@ class SmtpListener:
             client_key_types=cfg.smtp.mx_client_key_types if mx else None,
         )
         self._sessions.add(session)
+        metrics.CONNECTIONS.labels(self.name).inc()
         return session
 
     async def start(self) -> list[Endpoint]:

@@ -6,7 +6,7 @@ import builtins
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from mailserver.store.models import QueuedMessage, QueueStatus
 from mailserver.store.repositories.base import Repository
@@ -87,6 +87,15 @@ class QueueRepository(Repository):
             .limit(1)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def depth(self) -> tuple[int, dt.datetime | None]:
+        """How many messages are queued (any status) and when the oldest was queued (metrics)."""
+        row = (
+            await self.session.execute(
+                select(func.count(), func.min(QueuedMessage.created_at)).select_from(QueuedMessage)
+            )
+        ).one()
+        return int(row[0]), row[1]
 
     async def wrapped(self) -> Sequence[QueuedMessage]:
         stmt = select(QueuedMessage).where(QueuedMessage.wrapped_key.is_not(None)).with_for_update()

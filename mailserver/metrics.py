@@ -1,0 +1,53 @@
+"""The server's Prometheus metrics (``prometheus_client``), scraped at ``/metrics`` on the HTTPS service.
+
+Invariants:
+- One ``CollectorRegistry`` per process (``REGISTRY``), not the library's
+  global one: what a process exposes is what this module defines, and the
+  web service renders exactly this registry.
+- Every label takes its value from a small closed set written in the code: a
+  door name, a reply code class, a refusal reason constant, an IMAP command
+  name, a protocol name. Never an address, a domain, a subject or any text
+  from the network (an unbounded label set is a memory leak and a data leak).
+- Instrumenting is one call at the spot where the thing happens; this module
+  does no I/O. What must be read from the store (queue depth and age) is
+  refreshed by the web service just before it renders a scrape.
+
+See Also: the Prometheus exposition format
+(https://prometheus.io/docs/instrumenting/exposition_formats/).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: connections accepted, per door (mx, submission, submissions, imap, imaps)
+CONNECTIONS = Counter("masante_connections", "Connections accepted, per door", ["door"], registry=REGISTRY)
+#: SMTP replies sent, by code class (2xx, 3xx, 4xx, 5xx)
+SMTP_REPLIES = Counter("masante_smtp_replies", "SMTP replies sent, by code class", ["code_class"], registry=REGISTRY)
+#: message copies filed into a mailbox, by the path they came in through (mx, submission, dsn, imap-append);
+#: counted as ``deliver`` adds them to the unit of work, so a delivery rolled back afterwards is counted too
+DELIVERIES = Counter(
+    "masante_deliveries", "Message copies delivered into a mailbox, per source", ["source"], registry=REGISTRY
+)
+#: refusals at a door, by stage (mail, rcpt, data) and reason (the policy's reason constant)
+REFUSALS = Counter("masante_refusals", "Refusals, by stage and reason", ["stage", "reason"], registry=REGISTRY)
+#: failed logins, by protocol (imap, smtp) and why (unknown-account, bad-password, status-...)
+LOGIN_FAILURES = Counter(
+    "masante_login_failures", "Failed logins, per protocol and reason", ["protocol", "reason"], registry=REGISTRY
+)
+#: IMAP commands run, by command name
+IMAP_COMMANDS = Counter("masante_imap_commands", "IMAP commands run, per command", ["command"], registry=REGISTRY)
+#: messages waiting in the outbound queue, and the age of the oldest (refreshed at each scrape)
+QUEUE_DEPTH = Gauge("masante_queue_depth", "Messages in the outbound queue", registry=REGISTRY)
+QUEUE_OLDEST_AGE = Gauge("masante_queue_oldest_age_seconds", "Age of the oldest queued message", registry=REGISTRY)
+
+_CODE_CLASSES = frozenset("2345")
+
+
+def smtp_reply(status: str | bytes) -> None:
+    """Count one SMTP reply line by its code class (``250 ...`` is ``2xx``; anything else is not counted)."""
+    first = status[:1].decode("ascii", "replace") if isinstance(status, bytes) else status[:1]
+    if first in _CODE_CLASSES:
+        SMTP_REPLIES.labels(f"{first}xx").inc()

@@ -1,0 +1,1 @@
+"""The small HTTPS service: client autoconfiguration, Prometheus metrics, health (see ``service``)."""
