@@ -9,10 +9,12 @@ fresh PKI, KEK and accounts in a temporary directory), then:
    EXPUNGE; each client also keeps a second connection in IDLE and times how
    long after its APPEND the IDLE connection hears EXISTS ("IDLE wake-up").
    Prints operations per second and p50/p99 latency per command.
-2. Opens 1,000 then 10,000 idle authenticated IMAPS connections and prints the
+2. One client logs in ``--logins`` times in a row, a new connection each
+   time: the first LOGIN of a user, then the following ones.
+3. Opens 1,000 then 10,000 idle authenticated IMAPS connections and prints the
    server's resident memory (VmRSS) and the bytes per connection.
 
-    .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000]
+    .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000] [--logins 20]
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ SEED_MESSAGES = 50
 # --- setup ---------------------------------------------------------------------------------------------
 
 
-def prepare(tmp: Path, clients: int) -> tuple[Path, Path, int]:
+def prepare(tmp: Path, clients: int, scrypt_log_n: int = 10) -> tuple[Path, Path, int]:
     """Config, database, PKI, accounts and seed mail. Returns (config file, CA file, IMAPS port)."""
     from bench.site import write_site
 
-    cfg, port = write_site(tmp, listener="imaps", database_url="sqlite:///bench.db")
+    cfg, port = write_site(
+        tmp, listener="imaps", database_url="sqlite:///bench.db", security={"scrypt_log_n": scrypt_log_n}
+    )
     asyncio.run(_seed(cfg, clients))
     return tmp / "masante.toml", tmp / "ca.pem", port
 
@@ -285,6 +289,15 @@ async def seed_over_imap(target: Target, tls: ssl.SSLContext, users: int, messag
     await asyncio.gather(*(bounded(i) for i in range(users)))
 
 
+async def reconnect_logins(target: Target, tls: ssl.SSLContext, user: str, count: int) -> list[float]:
+    """One client logging in ``count`` times in a row, a new connection each time: LOGIN latencies."""
+    lat: dict[str, list[float]] = defaultdict(list)
+    for _ in range(count):
+        c = await Client.open(target, tls, user, lat)
+        await c.close()
+    return lat["LOGIN"]
+
+
 async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int) -> None:
     tls = ssl.create_default_context(cafile=str(ca))
     target = Target("127.0.0.1", port)
@@ -292,6 +305,15 @@ async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int
     print(f"\nIMAP mix: {args.clients} clients for {result.elapsed:.1f} s on SQLite")
     print(f"  {result.ops} commands, {result.ops_per_s:.0f} ops/s")
     print("\n".join(result.table()))
+    if args.logins:
+        # the user of the idle connections: not logged in by the mix, so the first login is a cold one
+        logins = await reconnect_logins(target, tls, target.user(args.clients), args.logins)
+        warm = logins[1:] or logins
+        print(
+            f"\nLOGIN, one client reconnecting {len(logins)} times (scrypt ln={args.scrypt_log_n}): "
+            f"first {logins[0] * 1000:.1f} ms, then p50 {percentile(warm, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(warm, 0.99) * 1000:.1f} ms"
+        )
 
     levels = [int(x) for x in args.idle.split(",") if x.strip() and int(x)]
     if not levels:
@@ -321,6 +343,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=int(os.environ.get("BENCH_CLIENTS", 20)))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 20)))
     parser.add_argument("--idle", default=os.environ.get("BENCH_IDLE", "1000,10000"))
+    parser.add_argument("--logins", type=int, default=20, help="LOGINs in a row by one client after the mix (0: none)")
+    parser.add_argument("--scrypt-log-n", type=int, default=10, help="the password hash's cost (production: 15)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     idle = [int(x) for x in args.idle.split(",") if x.strip()]
@@ -333,7 +357,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="masante-bench-") as d:
         tmp = Path(d)
         t = time.monotonic()
-        cfg, ca, port = prepare(tmp, args.clients)
+        cfg, ca, port = prepare(tmp, args.clients, args.scrypt_log_n)
         print(f"setup: {args.clients + 1} accounts, {SEED_MESSAGES} messages each, in {time.monotonic() - t:.1f} s")
         proc = subprocess.Popen(  # noqa: S603 - our own server
             [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
