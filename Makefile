@@ -53,3 +53,10 @@ bench-directory: $(STAMP)
 bench: bench-smtp
 bench-smtp: $(STAMP)
 	$(PY) bench/smtp_bench.py $(BENCH_ARGS)
+
+## make bench-peers: the IMAP and SMTP workloads on private Dovecot and Postfix->Dovecot instances (installed
+## from Debian when missing; 127.0.0.1 high ports, never the system services) and on masante: figures and ratios
+.PHONY: bench-peers
+bench: bench-peers
+bench-peers: $(STAMP)
+	$(PY) bench/peers.py $(BENCH_ARGS)

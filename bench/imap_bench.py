@@ -9,10 +9,12 @@ fresh PKI, KEK and accounts in a temporary directory), then:
    EXPUNGE; each client also keeps a second connection in IDLE and times how
    long after its APPEND the IDLE connection hears EXISTS ("IDLE wake-up").
    Prints operations per second and p50/p99 latency per command.
-2. Opens 1,000 then 10,000 idle authenticated IMAPS connections and prints the
+2. One client logs in ``--logins`` times in a row, a new connection each
+   time: the first LOGIN of a user, then the following ones.
+3. Opens 1,000 then 10,000 idle authenticated IMAPS connections and prints the
    server's resident memory (VmRSS) and the bytes per connection.
 
-    .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000]
+    .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000] [--logins 20]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,11 +45,13 @@ SEED_MESSAGES = 50
 # --- setup ---------------------------------------------------------------------------------------------
 
 
-def prepare(tmp: Path, clients: int) -> tuple[Path, Path, int]:
+def prepare(tmp: Path, clients: int, scrypt_log_n: int = 10) -> tuple[Path, Path, int]:
     """Config, database, PKI, accounts and seed mail. Returns (config file, CA file, IMAPS port)."""
     from bench.site import write_site
 
-    cfg, port = write_site(tmp, listener="imaps", database_url="sqlite:///bench.db")
+    cfg, port = write_site(
+        tmp, listener="imaps", database_url="sqlite:///bench.db", security={"scrypt_log_n": scrypt_log_n}
+    )
     asyncio.run(_seed(cfg, clients))
     return tmp / "masante.toml", tmp / "ca.pem", port
 
@@ -86,17 +91,38 @@ def _message(subject: str, size: int) -> bytes:
 # --- a minimal IMAP client -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """An IMAPS server to measure: where it listens, its TLS name, and its users' domain and password."""
+
+    host: str
+    port: int
+    server_hostname: str = "localhost"
+    domain: str = DOMAIN
+    password: str = PASSWORD
+
+    def user(self, i: int) -> str:
+        return f"user{i}@{self.domain}"
+
+
 class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.n = 0
 
     @classmethod
-    async def open(cls, port: int, tls: ssl.SSLContext, user: str) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+    async def open(
+        cls, target: Target, tls: ssl.SSLContext, user: str, lat: dict[str, list[float]] | None = None
+    ) -> Client:
+        reader, writer = await asyncio.open_connection(
+            target.host, target.port, ssl=tls, server_hostname=target.server_hostname
+        )
         c = cls(reader, writer)
         await reader.readline()
-        await c.command(f'LOGIN {user} "{PASSWORD}"')
+        t0 = time.perf_counter()
+        await c.command(f'LOGIN {user} "{target.password}"')
+        if lat is not None:
+            lat["LOGIN"].append(time.perf_counter() - t0)
         return c
 
     async def read_response(self, tag: bytes) -> list[bytes]:
@@ -138,10 +164,10 @@ class Client:
 # --- the mix -------------------------------------------------------------------------------------------------
 
 
-async def worker(i: int, port: int, tls: ssl.SSLContext, until: float, lat: dict[str, list[float]]) -> None:
-    user = f"user{i}@{DOMAIN}"
-    c = await Client.open(port, tls, user)
-    watcher = await Client.open(port, tls, user)
+async def worker(i: int, target: Target, tls: ssl.SSLContext, until: float, lat: dict[str, list[float]]) -> None:
+    user = target.user(i)
+    c = await Client.open(target, tls, user, lat)
+    watcher = await Client.open(target, tls, user, lat)
     await watcher.command("SELECT INBOX")
     watcher.writer.write(b"w1 IDLE\r\n")
     await watcher.writer.drain()
@@ -189,14 +215,14 @@ def rss(pid: int) -> int:
     return 0
 
 
-async def hold_idle(port: int, tls: ssl.SSLContext, user: str, count: int, held: list[Client]) -> None:
+async def hold_idle(target: Target, tls: ssl.SSLContext, user: str, count: int, held: list[Client]) -> None:
     sem = asyncio.Semaphore(100)
 
     async def one() -> None:
         async with sem:
             for attempt in range(5):
                 try:
-                    held.append(await Client.open(port, tls, user))
+                    held.append(await Client.open(target, tls, user))
                     return
                 except (OSError, ssl.SSLError, ConnectionError):
                     await asyncio.sleep(0.2 * (attempt + 1))
@@ -205,23 +231,91 @@ async def hold_idle(port: int, tls: ssl.SSLContext, user: str, count: int, held:
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int) -> None:
-    tls = ssl.create_default_context(cafile=str(ca))
+MIX = ("SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE", "APPEND", "SEARCH", "EXPUNGE")
+NOT_IN_MIX = ("LOGIN", "IDLE wake-up")  # timed, but not counted as operations of the mix
+
+
+@dataclass
+class MixResult:
+    clients: int
+    elapsed: float
+    lat: dict[str, list[float]]
+
+    @property
+    def ops(self) -> int:
+        return sum(len(v) for k, v in self.lat.items() if k not in NOT_IN_MIX)
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.elapsed
+
+    def table(self) -> list[str]:
+        out = [f"  {'command':<14} {'count':>7} {'p50 ms':>8} {'p99 ms':>8}"]
+        for name in (*MIX, "IDLE wake-up", "LOGIN"):
+            v = self.lat.get(name, [])
+            if v:
+                out.append(
+                    f"  {name:<14} {len(v):>7} {percentile(v, 0.5) * 1000:>8.1f} {percentile(v, 0.99) * 1000:>8.1f}"
+                )
+        return out
+
+
+async def run_mix(target: Target, tls: ssl.SSLContext, clients: int, seconds: float) -> MixResult:
+    """``clients`` workers (users 0..clients-1 of ``target``) loop over the mix for ``seconds``."""
     lat: dict[str, list[float]] = defaultdict(list)
     t0 = time.monotonic()
-    until = t0 + args.seconds
-    await asyncio.gather(*(worker(i, port, tls, until, lat) for i in range(args.clients)))
-    elapsed = time.monotonic() - t0
-    total = sum(len(v) for k, v in lat.items() if k != "IDLE wake-up")
-    print(f"\nIMAP mix: {args.clients} clients for {elapsed:.1f} s on SQLite")
-    print(f"  {total} commands, {total / elapsed:.0f} ops/s")
-    print(f"  {'command':<14} {'count':>7} {'p50 ms':>8} {'p99 ms':>8}")
-    for name in ("SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE", "APPEND", "SEARCH", "EXPUNGE", "IDLE wake-up"):
-        v = lat.get(name, [])
-        if v:
-            print(f"  {name:<14} {len(v):>7} {percentile(v, 0.5) * 1000:>8.1f} {percentile(v, 0.99) * 1000:>8.1f}")
+    await asyncio.gather(*(worker(i, target, tls, t0 + seconds, lat) for i in range(clients)))
+    return MixResult(clients, time.monotonic() - t0, lat)
 
-    levels = [int(x) for x in args.idle.split(",") if x]
+
+async def seed_over_imap(target: Target, tls: ssl.SSLContext, users: int, messages: int = SEED_MESSAGES) -> None:
+    """The seed mail of ``_seed``, APPENDed over IMAP (for a server this process cannot write into)."""
+
+    async def one(i: int) -> None:
+        c = await Client.open(target, tls, target.user(i))
+        try:
+            for j in range(messages):
+                flags = "(\\Seen)" if j % 2 else "()"
+                await c.command(f"APPEND INBOX {flags}", _message(f"seed {j}", 2000 + 37 * j))
+        finally:
+            await c.close()
+
+    sem = asyncio.Semaphore(8)
+
+    async def bounded(i: int) -> None:
+        async with sem:
+            await one(i)
+
+    await asyncio.gather(*(bounded(i) for i in range(users)))
+
+
+async def reconnect_logins(target: Target, tls: ssl.SSLContext, user: str, count: int) -> list[float]:
+    """One client logging in ``count`` times in a row, a new connection each time: LOGIN latencies."""
+    lat: dict[str, list[float]] = defaultdict(list)
+    for _ in range(count):
+        c = await Client.open(target, tls, user, lat)
+        await c.close()
+    return lat["LOGIN"]
+
+
+async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int) -> None:
+    tls = ssl.create_default_context(cafile=str(ca))
+    target = Target("127.0.0.1", port)
+    result = await run_mix(target, tls, args.clients, args.seconds)
+    print(f"\nIMAP mix: {args.clients} clients for {result.elapsed:.1f} s on SQLite")
+    print(f"  {result.ops} commands, {result.ops_per_s:.0f} ops/s")
+    print("\n".join(result.table()))
+    if args.logins:
+        # the user of the idle connections: not logged in by the mix, so the first login is a cold one
+        logins = await reconnect_logins(target, tls, target.user(args.clients), args.logins)
+        warm = logins[1:] or logins
+        print(
+            f"\nLOGIN, one client reconnecting {len(logins)} times (scrypt ln={args.scrypt_log_n}): "
+            f"first {logins[0] * 1000:.1f} ms, then p50 {percentile(warm, 0.5) * 1000:.1f} ms, "
+            f"p99 {percentile(warm, 0.99) * 1000:.1f} ms"
+        )
+
+    levels = [int(x) for x in args.idle.split(",") if x.strip() and int(x)]
     if not levels:
         return
     await asyncio.sleep(1)
@@ -232,7 +326,7 @@ async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int
     try:
         for level in levels:
             t = time.monotonic()
-            await hold_idle(port, tls, user, level - len(held), held)
+            await hold_idle(target, tls, user, level - len(held), held)
             took = time.monotonic() - t
             await asyncio.sleep(1)
             now = rss(pid)
@@ -249,9 +343,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=int(os.environ.get("BENCH_CLIENTS", 20)))
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_SECONDS", 20)))
     parser.add_argument("--idle", default=os.environ.get("BENCH_IDLE", "1000,10000"))
+    parser.add_argument("--logins", type=int, default=20, help="LOGINs in a row by one client after the mix (0: none)")
+    parser.add_argument("--scrypt-log-n", type=int, default=10, help="the password hash's cost (production: 15)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(int(x) for x in args.idle.split(",") if x) + 2 * args.clients + 200 if args.idle else 0
+    idle = [int(x) for x in args.idle.split(",") if x.strip()]
+    want = max(idle, default=0) + 2 * args.clients + 200
     if want > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(want, soft)), hard))
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -260,7 +357,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="masante-bench-") as d:
         tmp = Path(d)
         t = time.monotonic()
-        cfg, ca, port = prepare(tmp, args.clients)
+        cfg, ca, port = prepare(tmp, args.clients, args.scrypt_log_n)
         print(f"setup: {args.clients + 1} accounts, {SEED_MESSAGES} messages each, in {time.monotonic() - t:.1f} s")
         proc = subprocess.Popen(  # noqa: S603 - our own server
             [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],

@@ -21,8 +21,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_site(tmp: Path, *, listener: str, database_url: str, **sections: dict[str, Any]) -> tuple[Config, int]:
-    """Write ``tmp/masante.toml`` (and what it names) with ``listener`` on a free port: (config, port)."""
+def write_site(
+    tmp: Path, *, listener: str, database_url: str, also: tuple[str, ...] = (), **sections: dict[str, Any]
+) -> tuple[Config, int]:
+    """Write ``tmp/masante.toml`` (and what it names) with ``listener`` on a free port: (config, port).
+
+    The listeners named in ``also`` get free ports too (read them from ``config.ports``)."""
     ca = CertificateAuthority.create("bench CA")
     ca.write(tmp / "ca.pem", tmp / "ca.key")
     ca.issue("CN=localhost", dns_names=("localhost",), ip_addresses=("127.0.0.1",)).write(
@@ -31,9 +35,10 @@ def write_site(tmp: Path, *, listener: str, database_url: str, **sections: dict[
     write_key_file(tmp / "kek.key", Kek.generate())
     write_audit_key_file(tmp / "keys" / "audit.key", AuditKey.generate())
     port = free_port()
+    ports = {name: (port if name == listener else free_port() if name in also else -1) for name in LISTENERS}
     data: dict[str, dict[str, Any]] = {
         "server": {"hostname": "localhost", "bind": "127.0.0.1"},
-        "ports": {name: (port if name == listener else -1) for name in LISTENERS},
+        "ports": ports,
         "database": {"url": database_url},
         "keys": {"kek_file": "kek.key", "dkim_dir": "dkim"},
         "tls": {

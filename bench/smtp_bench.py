@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import os
 import random
 import ssl
@@ -140,9 +141,21 @@ class Result:
     latency: float  # end of DATA -> 250
 
 
+@dataclass(frozen=True)
+class Target:
+    """A submission server to measure: where it listens (STARTTLS), its TLS name, and the sender's credentials."""
+
+    host: str
+    port: int
+    server_hostname: str = "localhost"
+    sender: str = SENDER
+    password: str = PASSWORD
+
+
 class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.sender = SENDER
 
     async def reply(self) -> tuple[int, str]:
         lines = []
@@ -161,27 +174,28 @@ class Client:
         return text
 
     @classmethod
-    async def open(cls, port: int, tls: ssl.SSLContext) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, target: Target, tls: ssl.SSLContext) -> Client:
+        reader, writer = await asyncio.open_connection(target.host, target.port)
         c = cls(reader, writer)
+        c.sender = target.sender
         await c.expect(220)
         writer.write(b"EHLO bench.test\r\n")
         await c.expect(250)
         writer.write(b"STARTTLS\r\n")
         await c.expect(220)
-        await writer.start_tls(tls, server_hostname="localhost")
+        await writer.start_tls(tls, server_hostname=target.server_hostname)
         writer.write(b"EHLO bench.test\r\n")
         ehlo = await c.expect(250)
         if "PIPELINING" not in ehlo:
             raise RuntimeError("the server does not offer PIPELINING")
-        token = base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode()).decode()
+        token = base64.b64encode(f"\0{target.sender}\0{target.password}".encode()).decode()
         writer.write(f"AUTH PLAIN {token}\r\n".encode())
         await c.expect(235)
         return c
 
     async def send(self, rcpt: str, raw: bytes) -> Result:
         w = self.writer
-        w.write(f"MAIL FROM:<{SENDER}> SIZE={len(raw)}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        w.write(f"MAIL FROM:<{self.sender}> SIZE={len(raw)}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
         await self.expect(250)
         await self.expect(250)
         await self.expect(354)
@@ -200,26 +214,27 @@ class Client:
             self.writer.close()
 
 
-async def run_clients(port: int, ca: Path, clients: int, work: list[tuple[str, bytes]]) -> tuple[list[Result], float]:
+async def run_clients(
+    target: Target, ca: Path, clients: int, work: list[tuple[str, bytes]], *, seconds: float | None = None
+) -> tuple[list[Result], float]:
+    """``clients`` connections submit ``work`` once each; with ``seconds``, they cycle over it until then."""
     tls = ssl.create_default_context(cafile=str(ca))
-    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-    for item in work:
-        queue.put_nowait(item)
     results: list[Result] = []
+    items = iter(work) if seconds is None else itertools.cycle(work)
+    start = time.perf_counter()
+    until = None if seconds is None else time.monotonic() + seconds
 
     async def one() -> None:
-        c = await Client.open(port, tls)
+        c = await Client.open(target, tls)
         try:
-            while True:
-                try:
-                    rcpt, raw = queue.get_nowait()
-                except asyncio.QueueEmpty:
+            while until is None or time.monotonic() < until:
+                item = next(items, None)
+                if item is None:
                     return
-                results.append(await c.send(rcpt, raw))
+                results.append(await c.send(*item))
         finally:
             await c.close()
 
-    start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(clients)))
     return results, time.perf_counter() - start
 
@@ -257,7 +272,7 @@ def main() -> None:
                     break
             else:
                 sys.exit("the server did not start")
-            results, elapsed = asyncio.run(run_clients(port, ca, args.clients, work))
+            results, elapsed = asyncio.run(run_clients(Target("127.0.0.1", port), ca, args.clients, work))
         finally:
             server.terminate()
             server.wait(30)

@@ -9,13 +9,28 @@ Invariants:
   ``BASE_DELAY * 2**(failures-1)`` up to ``MAX_DELAY``; they are forgotten after
   ``WINDOW`` seconds, and an account's count after a success.
 - The memory-hard hash runs in a worker thread, not on the event loop.
+- Verified credentials are remembered for a short while (``security.auth_cache_ttl``
+  seconds on the context's clock, ``security.auth_cache_size`` entries at most),
+  as Dovecot's ``auth_cache``: a client that reconnects every minute pays the
+  hash once. An entry is keyed by HMAC-SHA256(per-process random key, address
+  NUL password), so the table holds no password, and maps to the account id
+  and a digest of the stored password hash. A hit counts only if the account
+  row, read at every login anyway, still has that hash and is ``active``: a
+  changed password, a disabled, suspended, opposed or closed account is refused
+  at once, with no call from the services that change them. Failures are
+  never remembered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from crypto.passwords import verify_password
@@ -66,6 +81,65 @@ class LoginThrottle:
 
 
 @dataclass(frozen=True, slots=True)
+class _Verified:
+    account_id: int
+    stored_digest: bytes  # SHA-256 of the stored password hash that verified
+    expires: dt.datetime
+
+
+def _digest(stored: str) -> bytes:
+    return hashlib.sha256(stored.encode()).digest()
+
+
+class CredentialCache:
+    """Verified (address, password) pairs, by keyed hash, for ``ttl`` seconds of ``clock``, LRU-bounded."""
+
+    def __init__(self, *, ttl: float, size: int, clock: Callable[[], dt.datetime]) -> None:
+        self.ttl, self.size, self.clock = dt.timedelta(seconds=ttl), size, clock
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, _Verified] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > 0 and self.ttl > dt.timedelta(0)
+
+    def _name(self, address: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{address}\0{password}".encode(), hashlib.sha256).digest()
+
+    def hit(self, address: str, password: str, account: Account) -> bool:
+        """True if this pair verified against the account's current password hash less than ``ttl`` ago."""
+        if not self.enabled or account.password_hash is None:
+            return False
+        name = self._name(address, password)
+        entry = self._entries.get(name)
+        if entry is None:
+            return False
+        if self.clock() >= entry.expires or entry.account_id != account.id:
+            del self._entries[name]
+            return False
+        if not hmac.compare_digest(entry.stored_digest, _digest(account.password_hash)):
+            del self._entries[name]  # the password changed since
+            return False
+        self._entries.move_to_end(name)
+        return True
+
+    def remember(self, address: str, password: str, account: Account) -> None:
+        if not self.enabled or account.password_hash is None:
+            return
+        name = self._name(address, password)
+        self._entries[name] = _Verified(account.id, _digest(account.password_hash), self.clock() + self.ttl)
+        self._entries.move_to_end(name)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def forget(self, address: str, password: str) -> None:
+        self._entries.pop(self._name(address, password), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthResult:
     account: Account | None
 
@@ -75,9 +149,15 @@ class AuthResult:
 
 
 class Authenticator:
-    def __init__(self, ctx: Context, throttle: LoginThrottle | None = None) -> None:
+    def __init__(
+        self, ctx: Context, throttle: LoginThrottle | None = None, cache: CredentialCache | None = None
+    ) -> None:
         self.ctx = ctx
         self.throttle = throttle or LoginThrottle()
+        security = ctx.config.security
+        if cache is None:  # not ``or``: an empty cache is falsy (it has a length)
+            cache = CredentialCache(ttl=security.auth_cache_ttl, size=security.auth_cache_size, clock=ctx.clock)
+        self.cache = cache
 
     async def authenticate(self, address: str, password: str, *, protocol: str, peer: str) -> AuthResult:
         try:
@@ -92,9 +172,18 @@ class Authenticator:
         if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
             async with self.ctx.uow(readonly=True) as uow:
                 account = await uow.accounts.by_address(canonical)
-        stored = account.password_hash if account is not None else None
-        matches = await asyncio.to_thread(verify_password, password, stored)
-        ok = account is not None and matches and account.status is AccountStatus.ACTIVE
+        active = account is not None and account.status is AccountStatus.ACTIVE
+        if account is not None and active and self.cache.hit(canonical, password, account):
+            matches = True  # verified against this very stored hash less than a TTL ago
+        else:
+            stored = account.password_hash if account is not None else None
+            matches = await asyncio.to_thread(verify_password, password, stored)
+        ok = account is not None and matches and active
+        if account is not None:
+            if ok:
+                self.cache.remember(canonical, password, account)
+            else:
+                self.cache.forget(canonical, password)
         why = (
             "ok"
             if ok

@@ -112,6 +112,10 @@ class RetentionSection:
 @dataclass
 class SecuritySection:
     scrypt_log_n: int = 15
+    #: seconds a verified (address, password) pair skips the password hash (Dovecot's auth_cache_ttl); 0: off
+    auth_cache_ttl: int = 60
+    #: verified credentials remembered per process at most (least recently used forgotten first)
+    auth_cache_size: int = 10_000
 
 
 @dataclass
