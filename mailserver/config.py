@@ -206,6 +206,7 @@ class AuditSection:
     anchor_interval: int = 300
 
 
+@dataclass
 class DnsSection:
     #: resolvers asked for MX and DKIM records, ``host`` or ``host:port`` (``[::1]:53``); empty: the system's
     nameservers: list[str] = field(default_factory=list)
