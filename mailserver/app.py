@@ -49,10 +49,12 @@ class Service(Protocol):
 
 def build_services(ctx: Context) -> list[Service]:
     """The front ends this process runs, in start order."""
+    from mailserver.admission import Admission
     from mailserver.imap.service import build as build_imap
     from mailserver.smtp.service import build as build_smtp
 
-    return [*build_smtp(ctx), *build_imap(ctx)]
+    admission = Admission(ctx)  # one per process, injected into every door
+    return [*build_smtp(ctx, admission), *build_imap(ctx, admission)]
 
 
 class StartupError(Exception):

@@ -23,6 +23,7 @@ from mailserver.imap.session import ImapSession, SessionConfig
 
 if TYPE_CHECKING:
     from directory.auth import Authenticator
+    from mailserver.admission import Admission
     from mailserver.app import Endpoint, Service
     from mailserver.context import Context
 
@@ -102,11 +103,14 @@ class ImapListener:
             self._server = None
 
 
-def session_config(ctx: Context, tls: ssl.SSLContext | None, authenticator: Authenticator) -> SessionConfig:
+def session_config(
+    ctx: Context, tls: ssl.SSLContext | None, authenticator: Authenticator, admission: Admission
+) -> SessionConfig:
     imap = ctx.config.imap
     return SessionConfig(
         ctx=ctx,
         authenticator=authenticator,
+        admission=admission,
         tls=tls,
         max_line=imap.max_line,
         max_literal=imap.max_literal,
@@ -118,7 +122,7 @@ def session_config(ctx: Context, tls: ssl.SSLContext | None, authenticator: Auth
     )
 
 
-def build(ctx: Context) -> list[Service]:
+def build(ctx: Context, admission: Admission) -> list[Service]:
     """The IMAP listeners configured (a negative port disables one)."""
     from directory.auth import Authenticator  # the directory builds on mailserver: import where used
 
@@ -127,7 +131,7 @@ def build(ctx: Context) -> list[Service]:
         return []
     cfg = ctx.config
     tls = server_context(cfg.resolve(cfg.tls.cert), cfg.resolve(cfg.tls.key))
-    shared = session_config(ctx, tls, Authenticator(ctx))
+    shared = session_config(ctx, tls, Authenticator(ctx), admission)
     out: list[Service] = []
     if ports.imap >= 0:
         out.append(ImapListener("imap", ports.imap, implicit_tls=False, session_config=shared))

@@ -45,6 +45,7 @@ from mailserver.mailboxes import DELIMITER
 
 if TYPE_CHECKING:
     from directory.auth import Authenticator
+    from mailserver.admission import Admission
     from mailserver.context import Context
 
 log = logging.getLogger("masante.imap")
@@ -82,6 +83,7 @@ class SessionConfig:
 
     ctx: Context
     authenticator: Authenticator
+    admission: Admission
     tls: ssl.SSLContext | None  # for STARTTLS (None: not offered)
     max_line: int
     max_literal: int
@@ -417,7 +419,7 @@ class ImapSession:
         result = await self.cfg.authenticator.authenticate(user, password, protocol="imap", peer=self.peer)
         if not result.ok or result.account is None:
             return [r.Tagged(tag, "NO", "Invalid user name or password", "AUTHENTICATIONFAILED")]
-        self.store = MailStore(self.ctx, result.account)
+        self.store = MailStore(self.ctx, result.account, self.cfg.admission)
         self.state = ImapState.AUTHENTICATED
         self.receiver.max_literal = self.cfg.max_literal
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})

@@ -40,6 +40,7 @@ from mailserver.store.repositories import (
     QueueRepository,
     TrustRepository,
 )
+from mailserver.store.repositories.mail import MessageViews
 
 
 class UnitOfWork:
@@ -80,6 +81,7 @@ class UnitOfWork:
         self.accounts = AccountRepository(s)
         self.mailboxes = MailboxRepository(s)
         self.messages = MessageRepository(s)
+        self.message_views = MessageViews(s)
         self.blobs = BlobRepository(s)
         self.audit_log = AuditRepository(s)
         self.queue = QueueRepository(s)
