@@ -9,8 +9,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from admin_cli.common import actor, console, fail, read_password, run
-from directory.gate import Gate
 from directory.patients import BulkReport, PatientService
+from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.store.models import Account, AccountStatus
 
@@ -151,7 +151,7 @@ def show(ins: str) -> None:
 
     async def go(ctx: Context) -> tuple[Account, list[str]]:
         account = await PatientService(ctx).get(ins)
-        return account, await Gate(ctx).grants_of(account.address)
+        return account, await Admission(ctx).grants_of(account.address)
 
     a, grants = run(go)
     table = Table(box=None, show_header=False)

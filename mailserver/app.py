@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from mailserver import logs
+from mailserver.admission import Admission
 from mailserver.config import Config, ConfigError, load
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
@@ -39,7 +40,8 @@ log = logging.getLogger("masante.server")
 
 def build_services(ctx: Context, endpoints: Sequence[Endpoint] = ()) -> list[Service]:
     """The front ends this process runs, in start order; the web service last, advertising ``endpoints``."""
-    return [*build_smtp(ctx), *build_imap(ctx), *build_web(ctx, endpoints)]
+    admission = Admission(ctx)  # one per process, injected into every door
+    return [*build_smtp(ctx, admission), *build_imap(ctx, admission), *build_web(ctx, endpoints)]
 
 
 class StartupError(Exception):

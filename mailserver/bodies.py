@@ -2,16 +2,18 @@
 
 Invariants: a body is sealed before it reaches the session (plaintext is never
 added to a row); it is bound to ``account:<id>`` and ``blob:<uuid>``; the derived
-metadata is sealed separately (purpose "meta") under the same binding.
+metadata (``ImapMeta`` as JSON) is sealed separately (purpose "meta") under the
+same binding. Meta stored by an earlier version is read if its layout is known
+(``ImapMeta.from_json``), else ``open_meta`` gives None and the reader derives it again.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 from crypto.envelope import DataKey, Keyring
+from mailserver.message import ImapMeta
 from mailserver.store.models import Account, Blob, Message
 from mailserver.store.uow import UnitOfWork
 
@@ -21,7 +23,7 @@ def account_key(keyring: Keyring, account: Account) -> DataKey:
     return DataKey(keyring.unwrap(account.wrapped_key, owner=account.owner_id), owner=account.owner_id)
 
 
-def seal_blob(key: DataKey, account_id: int, raw: bytes, meta: dict[str, Any] | None) -> Blob:
+def seal_blob(key: DataKey, account_id: int, raw: bytes, meta: ImapMeta | None) -> Blob:
     blob_id = str(uuid.uuid4())
     object_id = f"blob:{blob_id}"
     return Blob(
@@ -30,7 +32,7 @@ def seal_blob(key: DataKey, account_id: int, raw: bytes, meta: dict[str, Any] | 
         body=key.seal(raw, object_id=object_id, purpose="body"),
         meta=None
         if meta is None
-        else key.seal(json.dumps(meta, separators=(",", ":")).encode(), object_id=object_id, purpose="meta"),
+        else key.seal(json.dumps(meta.to_json(), separators=(",", ":")).encode(), object_id=object_id, purpose="meta"),
         size=len(raw),
     )
 
@@ -39,11 +41,15 @@ def open_body(key: DataKey, blob: Blob) -> bytes:
     return key.open(blob.body, object_id=blob.object_id, purpose="body")
 
 
-def open_meta(key: DataKey, blob: Blob) -> dict[str, Any] | None:
+def open_meta(key: DataKey, blob: Blob) -> ImapMeta | None:
+    """The sealed metadata, or None when there is none or it is of a layout no longer read."""
     if blob.meta is None:
         return None
-    data: dict[str, Any] = json.loads(key.open(blob.meta, object_id=blob.object_id, purpose="meta"))
-    return data
+    try:
+        data = json.loads(key.open(blob.meta, object_id=blob.object_id, purpose="meta"))
+    except ValueError:
+        return None
+    return ImapMeta.from_json(data) if isinstance(data, dict) else None
 
 
 async def read_body(uow: UnitOfWork, keyring: Keyring, account: Account, message: Message) -> bytes:

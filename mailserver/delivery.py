@@ -8,27 +8,27 @@ Invariants:
 - Each recipient gets their own sealed copy (no blob is shared across accounts).
 - UIDs are allocated last, mailbox rows in ascending id order, so the row locks
   are held briefly and two deliveries cannot deadlock.
+- The message is parsed once, by the door (``mailserver.message``): ``deliver``
+  reads the ``ParsedMessage`` it is given (bytes are parsed here, leniently, for
+  callers that build a message themselves: reports, imports, tests).
 - A shredded account (``KeyDestroyed``) cannot receive: the error propagates and
   the whole unit of work rolls back, nothing half-delivered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring
-from mailserver import metrics, mime
+from mailserver import metrics
 from mailserver.bodies import account_key, seal_blob
+from mailserver.message import ParsedMessage, parse_message_async
 from mailserver.store.models import Account, Blob, Mailbox
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.mail import INBOX
 from mailserver.store.uow import UnitOfWork
-
-#: messages larger than this are parsed in a worker thread
-INLINE_PARSE_LIMIT = 64 * 1024
 
 
 class DeliveryError(Exception):
@@ -64,7 +64,7 @@ def decode_flags(stored: str) -> frozenset[str]:
     return frozenset(stored.split())
 
 
-def classify(raw: bytes, account: Account) -> str:
+def classify(message: ParsedMessage, account: Account) -> str:
     """The mailbox a message from outside is filed into. Vault and agenda filing rules come with
     the vault and agenda work; until then everything goes to INBOX."""
     return INBOX
@@ -73,7 +73,7 @@ def classify(raw: bytes, account: Account) -> str:
 async def deliver(
     uow: UnitOfWork,
     keyring: Keyring,
-    raw: bytes,
+    message: ParsedMessage | bytes,
     recipients: Sequence[Account],
     *,
     mailbox: str | None = None,
@@ -82,15 +82,17 @@ async def deliver(
     actor: str = "system",
     source: str = "smtp",
 ) -> DeliveryResult:
-    """Add one copy of ``raw`` per recipient to the unit of work. ``mailbox`` forces the
+    """Add one copy of ``message`` per recipient to the unit of work. ``mailbox`` forces the
     target (APPEND); otherwise ``classify`` chooses. The caller commits."""
     when = internal_date or utcnow()
     stored_flags = encode_flags(flags)
-    # parsing a large message costs tens of milliseconds: not on the event loop
-    meta = mime.derive(raw) if len(raw) < INLINE_PARSE_LIMIT else await asyncio.to_thread(mime.derive, raw)
+    if isinstance(message, bytes):
+        message = await parse_message_async(message, strict=False)
+    raw = message.raw
+    meta = message.imap_meta()
     targets: list[tuple[Account, Mailbox, Blob]] = []
     for account in recipients:
-        name = mailbox or classify(raw, account)
+        name = mailbox or classify(message, account)
         mb = await uow.mailboxes.get(account.id, name)
         if mb is None:
             raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")

@@ -1,8 +1,11 @@
 """What a message carries, and whether that may go to a recipient: attachment types, executables, XDM packages.
 
-Pure: ``inspect(raw)`` parses bytes it is given (MIME, zip archives in memory,
-METADATA.XML through defusedxml) and returns a ``Content`` value; the ``check_*``
-functions decide on it. No I/O, no storage.
+Pure: the message model (``mailserver.message``, the one MIME parser) hands
+``content_of`` plain values: header texts, addresses, and each leaf part as a
+``Leaf`` (declared type, file name, decoded bytes). ``content_of`` reads zip
+archives in memory and METADATA.XML through defusedxml and returns a
+``Content`` value; the ``check_*`` functions decide on it. No I/O, no storage,
+no MIME parsing here.
 
 Invariants:
 - Every leaf part of the message is looked at, in nested messages too. A part is
@@ -24,17 +27,12 @@ Invariants:
 
 from __future__ import annotations
 
-import email
-import email.header
-import email.policy
 import io
 import mimetypes
 import re
 import zipfile
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from email.message import Message
-from email.utils import getaddresses
 from xml.etree.ElementTree import ParseError  # noqa: S405 - the exception defusedxml raises
 
 from defusedxml import DefusedXmlException
@@ -212,67 +210,39 @@ def _executable(name: str | None, declared: str, payload: bytes) -> str | None:
     return None
 
 
-def _header(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
-    if value is None:
-        return None
-    return " ".join(str(value).split())
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """A leaf part as the message model hands it over."""
+
+    declared_type: str  # type/subtype, lower-case
+    filename: str | None
+    payload: bytes  # without its transfer encoding
 
 
-def _addresses(msg: Message, name: str) -> tuple[str, ...]:
-    values = [str(v) for v in msg.get_all(name, [])]
-    return tuple(a.strip().lower() for _, a in getaddresses(values) if a and "@" in a)
-
-
-def _decoded(msg: Message, name: str) -> str | None:
-    """A header decoded from RFC 2047 encoded words (the subject as a person reads it)."""
-    raw = msg.get(name)
-    if raw is None:
-        return None
-    try:
-        parts = email.header.decode_header(str(raw))
-        text = "".join(
-            p.decode(charset or "ascii", errors="replace") if isinstance(p, bytes) else p for p, charset in parts
-        )
-    except (LookupError, ValueError):
-        text = str(raw)
-    return " ".join(text.split())
-
-
-def inspect(raw: bytes) -> Content:
-    """Parse ``raw`` (RFC 5322 bytes) into what the policies look at."""
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    parts = tuple(_parts(msg))
+def content_of(
+    *,
+    subject: str | None,
+    mss_mes: str | None,
+    reply_to: Iterable[str],
+    from_: Iterable[str],
+    sender: Iterable[str],
+    answers: bool,
+    leaves: Iterable[Leaf] = (),
+) -> Content:
+    """What the policies look at. ``subject`` decoded from encoded words; addresses as written (any case)."""
     return Content(
-        subject=_decoded(msg, "Subject"),
-        mss_mes=_header(msg, "X-MSS-MES"),
-        reply_to=_addresses(msg, "Reply-To"),
-        from_=_addresses(msg, "From"),
-        sender=_addresses(msg, "Sender"),
-        parts=parts,
-        answers=_answers(msg),
+        subject=None if subject is None else " ".join(subject.split()),
+        mss_mes=None if mss_mes is None else " ".join(mss_mes.split()),
+        reply_to=_addresses(reply_to),
+        from_=_addresses(from_),
+        sender=_addresses(sender),
+        parts=tuple(describe(leaf) for leaf in leaves),
+        answers=answers,
     )
 
 
-def headers_only(raw: bytes) -> Content:
-    """The header fields ``inspect`` reads, without looking at the parts (cheap)."""
-    end = raw.find(b"\r\n\r\n")
-    if end < 0:
-        end = raw.find(b"\n\n")
-    head = raw if end < 0 else raw[: end + 2]
-    msg = email.message_from_bytes(head, policy=email.policy.compat32)
-    return Content(
-        subject=_decoded(msg, "Subject"),
-        mss_mes=_header(msg, "X-MSS-MES"),
-        reply_to=_addresses(msg, "Reply-To"),
-        from_=_addresses(msg, "From"),
-        sender=_addresses(msg, "Sender"),
-        answers=_answers(msg),
-    )
-
-
-def _answers(msg: Message) -> bool:
-    return any((msg.get(h) or "").strip() for h in ("In-Reply-To", "References"))
+def _addresses(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(a.strip().lower() for a in values if a and "@" in a)
 
 
 def check_patient_reply(content: Content, *, may_write_first: bool) -> Decision:
@@ -283,28 +253,25 @@ def check_patient_reply(content: Content, *, may_write_first: bool) -> Decision:
     return Decision.refuse(R.PATIENT_NEW_MESSAGE, "patient-new-message")
 
 
-def _parts(msg: Message) -> Iterable[Part]:
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
-        declared = part.get_content_type().lower()
-        filename = part.get_filename()
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        effective = declared
-        if declared in ("application/octet-stream", "application/binary", "application/x-download"):
-            effective = _guess(filename) or declared
-        executable = _executable(filename, declared, data)
-        if executable is None and effective != declared and effective in EXECUTABLE_TYPES:
-            executable = f"file name {safe_name(filename)}"
-        zip_members: tuple[str, ...] = ()
-        xdm: tuple[str, ...] | None = None
-        problem = None
-        if data.startswith(b"PK\x03\x04") or effective in ("application/zip", "application/x-zip-compressed"):
-            zip_members, xdm, problem, bad = _read_zip(data)
-            if bad and executable is None:
-                executable = f"{safe_name(bad)} inside {safe_name(filename)}"
-        yield Part(filename, declared, effective, executable, zip_members, xdm, problem)
+def describe(leaf: Leaf) -> Part:
+    """One leaf part judged: its effective type, whether it is an executable, the zip and XDM inside."""
+    declared = leaf.declared_type.lower()
+    filename = leaf.filename
+    data = leaf.payload
+    effective = declared
+    if declared in ("application/octet-stream", "application/binary", "application/x-download"):
+        effective = _guess(filename) or declared
+    executable = _executable(filename, declared, data)
+    if executable is None and effective != declared and effective in EXECUTABLE_TYPES:
+        executable = f"file name {safe_name(filename)}"
+    zip_members: tuple[str, ...] = ()
+    xdm: tuple[str, ...] | None = None
+    problem = None
+    if data.startswith(b"PK\x03\x04") or effective in ("application/zip", "application/x-zip-compressed"):
+        zip_members, xdm, problem, bad = _read_zip(data)
+        if bad and executable is None:
+            executable = f"{safe_name(bad)} inside {safe_name(filename)}"
+    return Part(filename, declared, effective, executable, zip_members, xdm, problem)
 
 
 def _read_zip(data: bytes) -> tuple[tuple[str, ...], tuple[str, ...] | None, str | None, str | None]:

@@ -11,6 +11,9 @@ Invariants:
   of work ``touch``es the mailbox so IDLE sessions wake after the commit.
 - Reading message content (a body section, RFC822...) is audited, ids only:
   one entry per call with the mailbox id and the UIDs.
+- APPEND parses the message once (``mailserver.message``) and hands that
+  ``ParsedMessage`` to the admission service (built once per process and
+  given to the store) and to ``delivery.deliver``.
 """
 
 from __future__ import annotations
@@ -18,17 +21,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
-from mailserver import mime
+from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
-from mailserver.errors import AccountGone, MailboxGone, MailboxNotFound, Refused, TooBig, Unreadable
+from mailserver.errors import AccountGone, MailboxGone, MailboxNotFound, Refused, TooBig
+from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
-from mailserver.store.repositories.mail import MessageViews, canonical_name
+from mailserver.store.repositories.mail import canonical_name
 from mailserver.store.uow import UnitOfWork
 
 RECENT = "\\Recent"
@@ -89,15 +92,16 @@ class MessageData:
     flags: frozenset[str]
     internal_date: dt.datetime
     size: int
-    meta: dict[str, Any] | None = None
+    meta: ImapMeta | None = None
     raw: bytes | None = None
-    _entity: mime.Entity | None = field(default=None, repr=False)
+    _parsed: ParsedMessage | None = field(default=None, repr=False)
 
     @property
-    def entity(self) -> mime.Entity:
-        if self._entity is None:
-            self._entity = mime.parse(self.raw or b"")
-        return self._entity
+    def parsed(self) -> ParsedMessage:
+        """The stored message taken apart (leniently: it was accepted once), on first use."""
+        if self._parsed is None:
+            self._parsed = stored(self.raw or b"")
+        return self._parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +131,10 @@ class AppendResult:
 class MailStore:
     """One logged-in account's view of the store."""
 
-    def __init__(self, ctx: Context, account: Account) -> None:
+    def __init__(self, ctx: Context, account: Account, admission: Admission) -> None:
         self.ctx = ctx
         self.account = account
+        self.admission = admission
         self.actor = account.address
         self.patient = account.kind is AccountKind.PATIENT
         self._key: DataKey | None = None
@@ -179,7 +184,7 @@ class MailStore:
     async def status(self, name: str) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
             m = await self._mailbox(uow, name)
-            n, unseen, recent, size = await MessageViews(uow.session).status_counts(m.id, m.first_recent_uid)
+            n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
             return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size)
 
     # --- selected state ------------------------------------------------------------------------------------
@@ -193,7 +198,7 @@ class MailStore:
                 uow_claim = True
             else:
                 uow_claim = False
-                states = await MessageViews(uow.session).states(m.id)
+                states = await uow.message_views.states(m.id)
         if uow_claim:
             async with self.ctx.uow() as uow:
                 first, _ = await uow.mailboxes.claim_recent(m.id)
@@ -201,7 +206,7 @@ class MailStore:
                 if fresh is None:  # deleted meanwhile
                     raise MailboxNotFound(canonical_name(name))
                 m = fresh
-                states = await MessageViews(uow.session).states(m.id)
+                states = await uow.message_views.states(m.id)
                 await uow.commit()
         modseq = max([m.highestmodseq, *(s[2] for s in states)])
         return Snapshot(
@@ -220,7 +225,7 @@ class MailStore:
             upto, uidnext = m.highestmodseq, m.uidnext
             if upto <= since:
                 return Changes([], [], since, uidnext)
-            views = MessageViews(uow.session)
+            views = uow.message_views
             changed = await views.changes_between(mailbox_id, since, upto)
             expunged = await views.expunged_between(mailbox_id, since, upto)
             first_recent = m.first_recent_uid
@@ -234,12 +239,12 @@ class MailStore:
 
     # --- messages ------------------------------------------------------------------------------------------
 
-    def _meta(self, blob: Blob, raw: bytes | None) -> dict[str, Any]:
+    def _meta(self, blob: Blob, data: MessageData) -> ImapMeta:
         meta = open_meta(self.key, blob)
-        if not mime.is_current(meta):  # derived by an older version: derive again (META_VERSION)
-            meta = mime.derive(raw if raw is not None else open_body(self.key, blob))
-        if meta is None:  # pragma: no cover - derive always returns a dict
-            raise Unreadable("This message's data cannot be read")
+        if meta is None:  # none, or of a layout no longer read: derive it again from the body
+            if data.raw is None:
+                data._parsed = stored(open_body(self.key, blob))
+            meta = data.parsed.imap_meta()
         return meta
 
     async def fetch(
@@ -257,11 +262,7 @@ class MailStore:
         async with self.ctx.uow(readonly=True) as uow:
             await self._check_owner(uow, mailbox_id)
             rows = list(await uow.messages.by_uids(mailbox_id, uids))
-            blobs = (
-                await MessageViews(uow.session).blob_parts({r.blob_id for r in rows}, body=body)
-                if (meta or body)
-                else {}
-            )
+            blobs = await uow.message_views.blob_parts({r.blob_id for r in rows}, body=body) if (meta or body) else {}
         # decrypting happens outside any transaction; the write below (\Seen, audit) is short
         out: list[MessageData] = []
         for r in rows:
@@ -271,7 +272,7 @@ class MailStore:
                 if body:
                     data.raw = open_body(self.key, blob)
                 if meta:
-                    data.meta = self._meta(blob, data.raw)
+                    data.meta = self._meta(blob, data)
             out.append(data)
         new_flags: dict[int, frozenset[str]] = {}
         unseen = [r.uid for r in rows if "\\Seen" not in flagset(r.flags)] if mark_seen else []
@@ -397,9 +398,7 @@ class MailStore:
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
     ) -> AppendResult:
-        """APPEND through the one delivery path, after the gate's ``check_append``."""
-        from directory.gate import Gate  # the directory builds on mailserver: import where used
-
+        """APPEND through the one delivery path, after admission's ``check_append``."""
         limit = self.ctx.config.limits.max_message_size
         if len(raw) > limit:
             raise TooBig(f"Message too big (the limit is {limit} bytes)")
@@ -408,7 +407,11 @@ class MailStore:
             account = await uow.accounts.get(self.account.id)
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
-        decision = await Gate(self.ctx).check_append(account, canonical_name(name), raw)
+        try:
+            msg = await parse_message_async(raw)
+        except MessageError as exc:
+            raise Refused(exc.text) from None
+        decision = await self.admission.check_append(account, canonical_name(name), msg)
         if not decision.allowed:
             raise Refused(decision.reply.text)
         async with self.ctx.uow() as uow:
@@ -416,7 +419,7 @@ class MailStore:
                 result = await deliver(
                     uow,
                     self.ctx.keyring,
-                    raw,
+                    msg,
                     [account],
                     mailbox=canonical_name(name),
                     flags=[f for f in flags if f != RECENT],

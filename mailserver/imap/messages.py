@@ -1,7 +1,13 @@
 """FETCH items rendered from a message, and SEARCH keys evaluated against one (RFC 3501 §6.4.4, §6.4.5, §7.4.2).
 
 Pure functions over ``MessageData``: the session decides what to load (``needs``)
-and the store loads it; nothing here touches the database.
+and the store loads it; nothing here touches the database. ENVELOPE and
+BODYSTRUCTURE come from the typed ``ImapMeta`` sealed at delivery; sections and
+body searches from the stored message taken apart once (``MessageData.parsed``).
+
+SEARCH FROM/TO/CC/BCC/SUBJECT match a case-insensitive substring of the whole
+field as a person reads it: display name and address, encoded words decoded
+(RFC 3501 §6.4.4, RFC 9051 §6.4.4).
 """
 
 from __future__ import annotations
@@ -9,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from mailserver import mime
 from mailserver.imap.mailstore import MessageData
 from mailserver.imap.protocol import commands as c
-from mailserver.imap.protocol.responses import Atom, Literal, Value
+from mailserver.imap.protocol.responses import Literal, Value
+from mailserver.imap.protocol.selected import flag_atoms
 
 # --- FETCH ---------------------------------------------------------------------------------------------------
 
@@ -41,11 +47,6 @@ def fetch_needs(items: tuple[c.FetchItem, ...]) -> Needs:
     return Needs(meta, body, seen)
 
 
-def flag_atoms(flags: frozenset[str], recent: bool) -> tuple[Atom, ...]:
-    shown = flags | {"\\Recent"} if recent else flags
-    return tuple(Atom(f) for f in sorted(shown, key=lambda f: (not f.startswith("\\"), f)))
-
-
 def render_fetch(
     items: tuple[c.FetchItem, ...], msg: MessageData, flags: frozenset[str], recent: bool, seen_changed: bool
 ) -> tuple[tuple[str, Value], ...]:
@@ -71,17 +72,17 @@ def render_fetch(
         elif name == "RFC822.SIZE":
             value = msg.size
         elif name == "ENVELOPE":
-            value = (msg.meta or {}).get("envelope")
+            value = msg.meta.envelope.value() if msg.meta else None
         elif name == "BODY":
-            value = (msg.meta or {}).get("body")
+            value = msg.meta.body(extended=False) if msg.meta else None
         elif name == "BODYSTRUCTURE":
-            value = (msg.meta or {}).get("bodystructure")
+            value = msg.meta.body(extended=True) if msg.meta else None
         elif name == "RFC822":
             value = Literal(msg.raw or b"")
         elif name == "RFC822.HEADER":
-            value = Literal(mime.section(msg.entity, (), "HEADER"))
+            value = Literal(msg.parsed.section((), "HEADER"))
         else:  # RFC822.TEXT
-            value = Literal(mime.section(msg.entity, (), "TEXT"))
+            value = Literal(msg.parsed.section((), "TEXT"))
         out.append((name, value))
     if seen_changed and not has_flags:  # RFC 3501 §6.4.5: the implied \Seen change is reported
         out.append(("FLAGS", flag_atoms(flags, recent)))
@@ -91,7 +92,7 @@ def render_fetch(
 def _section(msg: MessageData, section: c.Section) -> bytes:
     if not section.part and section.text is None:
         return msg.raw or b""
-    return mime.section(msg.entity, section.part, section.text, section.fields)
+    return msg.parsed.section(section.part, section.text, section.fields)
 
 
 # --- SEARCH --------------------------------------------------------------------------------------------------
@@ -183,21 +184,18 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return d.size > key.size if key.larger else d.size < key.size
     if isinstance(key, c.SearchDate):
         day = d.internal_date.date()
-        if key.sent:
-            sent = (d.meta or {}).get("sent")
-            if sent:
-                day = dt.date.fromisoformat(sent)
+        if key.sent and d.meta is not None and d.meta.sent is not None:
+            day = d.meta.sent
         return _date_matches(key.op, day, key.date)
     if isinstance(key, c.SearchHeader):
         needle = _fold(key.value)
-        if key.field in c.SHORT_HEADER_KEYS and d.meta is not None and "search" in d.meta:
-            text = d.meta["search"].get(key.field, "")
-            if not needle:
-                return key.field in _present_fields(d)
-            return needle in _fold(text)
+        if key.field in c.SHORT_HEADER_KEYS and d.meta is not None:
+            if not d.meta.has(key.field):
+                return False
+            return needle in _fold(d.meta.search[key.field])
         if d.raw is None:
             return False
-        values = mime.header_values(d.entity, key.field)
+        values = d.parsed.decoded(key.field)
         if not values:
             return False
         return any(needle in _fold(v) for v in values)
@@ -205,14 +203,8 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         if d.raw is None:
             return False
         needle = _fold(key.value)
-        texts = mime.search_texts(d.entity)
+        texts = d.parsed.search_texts()
         if key.where == "TEXT":
-            texts = [mime.decoded_headers(d.entity), *texts]
+            texts = [d.parsed.decoded_headers(), *texts]
         return any(needle in _fold(t) for t in texts)
     raise TypeError(type(key).__name__)  # pragma: no cover - every key is handled above
-
-
-def _present_fields(d: MessageData) -> set[str]:
-    headers = (d.meta or {}).get("headers", {})
-    search = (d.meta or {}).get("search", {})
-    return {k for k in ("from", "to", "cc", "bcc", "subject") if headers.get(k) or search.get(k)}

@@ -20,6 +20,7 @@ import ssl
 from crypto.tls import server_context
 from directory.auth import Authenticator
 from mailserver import metrics
+from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.imap.session import ImapSession, SessionConfig
@@ -99,11 +100,14 @@ class ImapListener:
             self._server = None
 
 
-def session_config(ctx: Context, tls: ssl.SSLContext | None, authenticator: Authenticator) -> SessionConfig:
+def session_config(
+    ctx: Context, tls: ssl.SSLContext | None, authenticator: Authenticator, admission: Admission
+) -> SessionConfig:
     imap = ctx.config.imap
     return SessionConfig(
         ctx=ctx,
         authenticator=authenticator,
+        admission=admission,
         tls=tls,
         max_line=imap.max_line,
         max_literal=imap.max_literal,
@@ -115,14 +119,14 @@ def session_config(ctx: Context, tls: ssl.SSLContext | None, authenticator: Auth
     )
 
 
-def build(ctx: Context) -> list[Service]:
+def build(ctx: Context, admission: Admission) -> list[Service]:
     """The IMAP listeners configured (a negative port disables one)."""
     ports = ctx.config.ports
     if ports.imap < 0 and ports.imaps < 0:
         return []
     cfg = ctx.config
     tls = server_context(cfg.resolve(cfg.tls.cert), cfg.resolve(cfg.tls.key))
-    shared = session_config(ctx, tls, Authenticator(ctx))
+    shared = session_config(ctx, tls, Authenticator(ctx), admission)
     out: list[Service] = []
     if ports.imap >= 0:
         out.append(ImapListener("imap", ports.imap, implicit_tls=False, session_config=shared))

@@ -49,6 +49,7 @@ from mailserver.imap.protocol.states import Connection, ImapState
 
 if TYPE_CHECKING:
     from directory.auth import Authenticator
+    from mailserver.admission import Admission
     from mailserver.context import Context
 
 log = logging.getLogger("masante.imap")
@@ -67,6 +68,7 @@ class SessionConfig:
 
     ctx: Context
     authenticator: Authenticator
+    admission: Admission
     tls: ssl.SSLContext | None  # for STARTTLS (None: not offered)
     max_line: int
     max_literal: int
@@ -255,7 +257,7 @@ class ImapSession(MailHandlers):
         result = await self.cfg.authenticator.authenticate(user, password, protocol="imap", peer=self.peer)
         if not result.ok or result.account is None:
             return [r.Tagged(tag, "NO", "Invalid user name or password", "AUTHENTICATIONFAILED")]
-        self.store = MailStore(self.ctx, result.account)
+        self.store = MailStore(self.ctx, result.account, self.cfg.admission)
         self.receiver.max_literal = self.cfg.max_literal
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})
         code = caps.capability_code(ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False)

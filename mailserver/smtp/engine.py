@@ -56,8 +56,8 @@ from typing import Any, AnyStr, cast
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
 
 from crypto.tls import peer_key_type, peer_subject_dn
-from directory.gate import Resolved
 from mailserver import logs, metrics
+from mailserver.admission import Resolved
 from mailserver.smtp import replies as R
 from mailserver.smtp.data import DataReader, DataResult
 from mailserver.smtp.params import (

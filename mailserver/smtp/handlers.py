@@ -1,13 +1,13 @@
 """The aiosmtpd handlers of the two doors: thin hooks that ask the directory and answer its reply.
 
-- ``MxHandler`` (port 25, other operators): MAIL asks ``Gate.check_mx_sender``
+- ``MxHandler`` (port 25, other operators): MAIL asks ``Admission.check_mx_sender``
   with the subject DN of the verified client certificate; RCPT asks
-  ``Gate.check_recipient`` and accepts only our own recipients (an MX never
+  ``Admission.check_recipient`` and accepts only our own recipients (an MX never
   relays); DATA hands the message to ``Intake``.
 - ``SubmissionHandler`` (587 STARTTLS, 465 TLS, professionals' and patients'
   mail clients): ``auth_PLAIN``/``auth_LOGIN`` ask ``directory.auth.Authenticator``
   (awaited: aiosmtpd's ``authenticator`` callback cannot be); MAIL asks
-  ``Gate.check_submission_sender``; RCPT asks ``Gate.check_recipient`` (local
+  ``Admission.check_submission_sender``; RCPT asks ``Admission.check_recipient`` (local
   recipients are delivered, trust-space ones queued); DATA hands over to ``Intake``.
 
 A hook parses nothing (``protocol`` did), decides nothing itself, and returns
@@ -23,8 +23,8 @@ from base64 import b64decode
 from aiosmtpd.smtp import MISSING, AuthResult
 
 from directory.auth import Authenticator
-from directory.gate import Gate
 from mailserver import metrics, sasl
+from mailserver.admission import Admission
 from mailserver.smtp import replies as R
 from mailserver.smtp.engine import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSession
 from mailserver.smtp.intake import Inbound, Intake
@@ -46,8 +46,8 @@ def _refusal(stage: str, decision: Decision) -> None:
 class _Doors:
     door = "?"
 
-    def __init__(self, gate: Gate, intake: Intake) -> None:
-        self.gate = gate
+    def __init__(self, admission: Admission, intake: Intake) -> None:
+        self.admission = admission
         self.intake = intake
 
     async def handle_RCPT(
@@ -55,7 +55,7 @@ class _Doors:
     ) -> str:
         if envelope.sender_party is None:
             return str(R.NEED_MAIL)
-        decision, resolved = await self.gate.check_recipient(envelope.sender_party, address)
+        decision, resolved = await self.admission.check_recipient(envelope.sender_party, address)
         if decision.allowed and resolved is not None:
             if not self.may_take(resolved.account is not None):
                 decision = Decision.refuse(R.RELAY_DENIED, "mx-relay-attempt")
@@ -98,10 +98,10 @@ class MxHandler(_Doors):
         self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, params: MailParams
     ) -> str:
         info = server.tls_info()
-        decision = await self.gate.check_mx_sender(address, info.peer_dn if info else None)
+        decision = await self.admission.check_mx_sender(address, info.peer_dn if info else None)
         if decision.allowed:
             if address:
-                party = (await self.gate.resolve(address)).party
+                party = (await self.admission.resolve(address)).party
             else:
                 # the null reverse-path of a DSN from a listed operator MTA: mail from that operator
                 party = Party("", Role.PROFESSIONAL, local=False)
@@ -113,8 +113,8 @@ class MxHandler(_Doors):
 class SubmissionHandler(_Doors):
     door = "submission"
 
-    def __init__(self, gate: Gate, intake: Intake, authenticator: Authenticator) -> None:
-        super().__init__(gate, intake)
+    def __init__(self, admission: Admission, intake: Intake, authenticator: Authenticator) -> None:
+        super().__init__(admission, intake)
         self.authenticator = authenticator
 
     async def handle_MAIL(
@@ -123,10 +123,10 @@ class SubmissionHandler(_Doors):
         account = session.account
         if account is None:  # the engine asks for AUTH first; never reached
             return str(R.AUTH_REQUIRED)
-        decision = await self.gate.check_submission_sender(account, address)
+        decision = await self.admission.check_submission_sender(account, address)
         if decision.allowed:
             envelope.mail_from, envelope.params = address, params
-            envelope.sender_party = Gate.party_of(account)
+            envelope.sender_party = Admission.party_of(account)
         _refusal("mail", decision)
         return str(decision.reply)
 

@@ -1,13 +1,17 @@
 """Accepting a message at end of DATA: one unit of work, then the reply.
 
 The path (../shared/DESIGN.md "The path of a message"):
+0. the message is parsed once (``mailserver.message.parse_message_async``, in a
+   worker thread above ``PARSE_IN_THREAD``); past the MIME bounds it is refused
+   ``554 5.6.0`` with a sentence (permanent: a retry would meet the same bound).
+   Every step below reads and edits that ``ParsedMessage``; none parses again;
 1. loops: a message with ``smtp.max_hops`` Received fields or more is refused ``554 5.4.6``;
 2. MX only: DKIM verified, ``Authentication-Results`` added, refusal when the
    sender's domain must sign and did not;
 3. trace and identity: Message-ID and Date added when missing, our Received on top;
-4. ``Gate.check_content`` per recipient (size for patients, attachments...);
+4. ``Admission.check_content`` per recipient (size for patients, attachments...);
 5. one unit of work: local recipients through ``delivery.deliver`` then
-   ``Gate.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
+   ``Admission.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
    queued (one sealed row each); DSNs asked for (NOTIFY=SUCCESS for a local
    delivery, FAILURE for a recipient refused at this stage) added too;
 6. ``250`` only after the commit; any failure on the way answers ``451 4.3.0``
@@ -25,10 +29,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from directory.gate import Gate
 from mailserver import logs, metrics
+from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.delivery import deliver
+from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.smtp import dsn, spool
 from mailserver.smtp import message as M
 from mailserver.smtp import replies as R
@@ -45,6 +50,7 @@ from mailserver.smtp.signing import (
 from mailserver.store.models import Account
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party
+from policies import reply as P
 from policies.reply import Reply
 
 log = logging.getLogger("masante.smtp.intake")
@@ -78,7 +84,7 @@ class Intake:
     def __init__(
         self,
         ctx: Context,
-        gate: Gate,
+        admission: Admission,
         *,
         signer: DkimSigner,
         verifier: DkimVerifier,
@@ -86,7 +92,7 @@ class Intake:
         wake_queue: Callable[[], None],
     ) -> None:
         self.ctx = ctx
-        self.gate = gate
+        self.admission = admission
         self.signer = signer
         self.verifier = verifier
         self.bouncer = bouncer
@@ -104,21 +110,26 @@ class Intake:
         msg_id = uuid.uuid4().hex
         logs.message_id.set(msg_id)
         now = self.ctx.clock()
-        raw = m.raw
-        hops = M.count(raw, "received")
+        try:
+            msg = await parse_message_async(m.raw)
+        except MessageError as exc:  # past the MIME bounds: permanent, never a 451 the sender retries for days
+            reply = P.MESSAGE_TOO_COMPLEX.with_text(exc.text)
+            self._refused("mime-bounds", reply)
+            return Accepted(reply)
+        hops = msg.count("received")
         if hops >= self.ctx.config.smtp.max_hops:
             self._refused("too-many-hops", R.TOO_MANY_HOPS, hops=hops)
             return Accepted(R.TOO_MANY_HOPS)
 
-        raw = strip_own_results(raw, self.hostname)
+        msg = strip_own_results(msg, self.hostname)
         if m.door == "mx":
-            verdict = await self.verifier.judge(raw, sender_domain(m.mail_from, raw))
+            verdict = await self.verifier.judge(msg, sender_domain(m.mail_from, msg))
             if verdict.refusal is not None:
                 self._refused("dkim", verdict.refusal)
                 return Accepted(verdict.refusal)
-            raw = M.prepend(raw, authentication_results(self.hostname, verdict.results))
+            msg = msg.prepend(authentication_results(self.hostname, verdict.results))
 
-        raw = M.add_missing_ids(raw, hostname=self.hostname, now=now)
+        msg = M.complete_ids(msg, hostname=self.hostname, now=now)
         trace = M.received(
             helo=m.helo,
             peer_ip=m.peer_ip,
@@ -129,10 +140,10 @@ class Intake:
             tls=m.tls.describe() if m.tls else None,
             when=now,
         )
-        raw = M.prepend(raw, trace)
+        msg = msg.prepend(trace)
 
-        decisions = await self.gate.check_content(
-            m.sender_party, [r.party for r in m.recipients], raw, submitted=m.account is not None
+        decisions = await self.admission.check_content(
+            m.sender_party, [r.party for r in m.recipients], msg, submitted=m.account is not None
         )
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
@@ -150,7 +161,7 @@ class Intake:
                 remote.setdefault(r.address, r)
         try:
             result = await self._store(
-                m, raw, msg_id, now, list(local.values()), list(remote.values()), refused, decisions
+                m, msg, msg_id, now, list(local.values()), list(remote.values()), refused, decisions
             )
         except Exception as exc:  # storage, keys, a bug: the client keeps the message and retries
             log.error("smtp.store-failed", extra={"fields": R.error_fields(exc)})
@@ -162,11 +173,11 @@ class Intake:
             extra={
                 "fields": {
                     "door": m.door,
-                    "size": len(raw),
+                    "size": msg.size,
                     "delivered": result.delivered,
                     "queued": result.queued,
                     "refused": len(refused),
-                    "sender": m.account.owner_id if m.account else (sender_domain(m.mail_from, raw) or "<>"),
+                    "sender": m.account.owner_id if m.account else (sender_domain(m.mail_from, msg) or "<>"),
                 }
             },
         )
@@ -175,7 +186,7 @@ class Intake:
     async def _store(
         self,
         m: Inbound,
-        raw: bytes,
+        msg: ParsedMessage,
         msg_id: str,
         now: dt.datetime,
         local: list[tuple[Account, Recipient]],
@@ -184,16 +195,16 @@ class Intake:
         decisions: dict[str, Decision],
     ) -> Accepted:
         actor = m.account.address if m.account is not None else (m.mail_from or "MAILER-DAEMON")
-        outbound = raw
+        outbound = msg.raw
         if remote and m.account is not None:
-            outbound = await self.signer.sign(raw, m.account.address.rpartition("@")[2])
+            outbound = await self.signer.sign(msg, m.account.address.rpartition("@")[2])
         expires = now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after)
         async with self.ctx.uow() as uow:
             accounts = [a for a, _ in local]
             if accounts:
-                await deliver(uow, self.ctx.keyring, raw, accounts, actor=actor, source=m.door)
+                await deliver(uow, self.ctx.keyring, msg, accounts, actor=actor, source=m.door)
             # conversation grants, for our patients and for those of other operators we relay to
-            await self.gate.after_delivery(uow, m.sender_party, accounts, raw, relayed=[r.address for r in remote])
+            await self.admission.after_delivery(uow, m.sender_party, accounts, msg, relayed=[r.address for r in remote])
             for r in remote:
                 await spool.enqueue(
                     uow,
@@ -208,7 +219,7 @@ class Intake:
                     params=m.params,
                     rcpt_params=r.params,
                 )
-            dsn_queued = await self._notify(uow, m, raw, now, local, refused, decisions)
+            dsn_queued = await self._notify(uow, m, msg.raw, now, local, refused, decisions)
             uow.audit(
                 actor,
                 "smtp.accept",

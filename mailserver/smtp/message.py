@@ -1,4 +1,8 @@
-"""Header work on raw RFC 5322 bytes, without re-serialising the message (signatures survive).
+"""Header work on RFC 5322 messages, without re-serialising them (signatures survive).
+
+The door works on the ``ParsedMessage`` (``complete_ids``; its own ``prepend``,
+``remove``); the functions on raw bytes serve messages the server writes itself
+(DSNs).
 
 Invariants:
 - The message is never parsed into objects and written back: fields are found
@@ -19,6 +23,8 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+from mailserver.message import ParsedMessage
 
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 
@@ -133,6 +139,16 @@ def add_missing_ids(raw: bytes, *, hostname: str, now: dt.datetime) -> bytes:
     if not has(raw, "date"):
         missing.append(f"Date: {rfc5322_date(now)}\r\n".encode("ascii"))
     return append_to_header(raw, *missing) if missing else raw
+
+
+def complete_ids(msg: ParsedMessage, *, hostname: str, now: dt.datetime) -> ParsedMessage:
+    """Message-ID and Date when the client left them out (RFC 6409 §8.3, §8.2), on the parsed message."""
+    missing: list[bytes] = []
+    if not msg.has("message-id"):
+        missing.append(f"Message-ID: {message_id(hostname)}\r\n".encode("ascii"))
+    if not msg.has("date"):
+        missing.append(f"Date: {rfc5322_date(now)}\r\n".encode("ascii"))
+    return msg.add_to_header(*missing)
 
 
 def _comment(text: str) -> str:

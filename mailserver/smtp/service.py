@@ -23,8 +23,8 @@ import weakref
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
-from directory.gate import Gate
 from mailserver import metrics
+from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.smtp.bounces import Bouncer
@@ -48,22 +48,22 @@ _DESCRIPTION = {
 class SmtpRuntime:
     """What the three listeners and the worker share in one process."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, admission: Admission) -> None:
         self.ctx = ctx
-        self.gate = Gate(ctx)
+        self.admission = admission
         self.authenticator = Authenticator(ctx)
         self.bouncer = Bouncer(ctx)
         self.worker = QueueWorker(ctx, self.bouncer)
         self.intake = Intake(
             ctx,
-            self.gate,
+            self.admission,
             signer=DkimSigner(ctx),
             verifier=DkimVerifier(ctx),
             bouncer=self.bouncer,
             wake_queue=self.worker.wake,
         )
-        self.mx_handler = MxHandler(self.gate, self.intake)
-        self.submission_handler = SubmissionHandler(self.gate, self.intake, self.authenticator)
+        self.mx_handler = MxHandler(self.admission, self.intake)
+        self.submission_handler = SubmissionHandler(self.admission, self.intake, self.authenticator)
 
 
 class SmtpListener:
@@ -147,9 +147,9 @@ class SmtpListener:
         self._server = None
 
 
-def build(ctx: Context) -> list[Service]:
+def build(ctx: Context, admission: Admission) -> list[Service]:
     """The SMTP listeners whose port is not negative, then the outbound queue worker."""
-    runtime = SmtpRuntime(ctx)
+    runtime = SmtpRuntime(ctx, admission)
     ports = ctx.config.ports
     services: list[Service] = [
         SmtpListener(runtime, name, port)

@@ -16,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from crypto import dkim as dkimlib
 from directory.dkim import DkimKeys
 from directory.trust import TrustSpace
 from mailserver.context import Context
+from mailserver.message import ParsedMessage
+from mailserver.message.headers import HeaderField
 from mailserver.smtp import message as M
 from mailserver.smtp import replies as R
 from policies.reply import Reply
@@ -51,8 +52,9 @@ class DkimSigner:
         self._cache[domain] = (now, key)
         return key
 
-    async def sign(self, raw: bytes, domain: str) -> bytes:
-        """``raw`` signed for ``domain``, or unchanged if signing is off or the domain has no key."""
+    async def sign(self, msg: ParsedMessage, domain: str) -> bytes:
+        """The message's bytes signed for ``domain``, or unchanged if signing is off or the domain has no key."""
+        raw = msg.raw
         if not self.ctx.config.smtp.dkim_sign:
             return raw
         key = self._key(domain.lower())
@@ -78,7 +80,10 @@ class DkimVerifier:
         self.keys = DkimKeys(ctx)
         self.trust = TrustSpace(ctx)
 
-    async def verify(self, raw: bytes) -> list[dkimlib.Result]:
+    async def verify(self, msg: ParsedMessage) -> list[dkimlib.Result]:
+        if not msg.has("dkim-signature"):  # the header index answers: dkimpy is not woken for unsigned mail
+            return []
+        raw = msg.raw
         sigs = dkimlib.signatures(raw)
         if not sigs:
             return []
@@ -99,8 +104,8 @@ class DkimVerifier:
 
         return await asyncio.to_thread(run)
 
-    async def judge(self, raw: bytes, sender_domain: str | None) -> Verdict:
-        results = tuple(await self.verify(raw))
+    async def judge(self, msg: ParsedMessage, sender_domain: str | None) -> Verdict:
+        results = tuple(await self.verify(msg))
         if sender_domain is None:
             return Verdict(results, None)
         operator = await self.trust.lookup(sender_domain)
@@ -119,14 +124,12 @@ def _aligned(d: str, domain: str) -> bool:
     return domain == d or domain.endswith("." + d)
 
 
-def sender_domain(mail_from: str, raw: bytes) -> str | None:
+def sender_domain(mail_from: str, msg: ParsedMessage) -> str | None:
     """The domain DKIM must align with: the envelope sender's, or for a bounce the From header's."""
     if mail_from:
         return mail_from.rpartition("@")[2].lower() or None
-    for value in M.values(raw, "from"):
-        _name, addr = email.utils.parseaddr(value)
-        if "@" in addr:
-            return addr.rpartition("@")[2].lower()
+    for addr in msg.addresses("from"):
+        return addr.rpartition("@")[2].lower()
     return None
 
 
@@ -155,11 +158,11 @@ def authentication_results(authserv_id: str, results: Sequence[dkimlib.Result]) 
     return M.fold("Authentication-Results", parts)
 
 
-def strip_own_results(raw: bytes, authserv_id: str) -> bytes:
+def strip_own_results(msg: ParsedMessage, authserv_id: str) -> ParsedMessage:
     """Remove Authentication-Results fields that claim to be ours (RFC 8601 §5)."""
     own = authserv_id.lower()
 
-    def claims_ours(f: M.Field) -> bool:
-        return f.name == "authentication-results" and f.value.split(";", 1)[0].strip().lower() == own
+    def claims_ours(f: HeaderField) -> bool:
+        return f.key == "authentication-results" and f.value.split(";", 1)[0].strip().lower() == own
 
-    return M.remove(raw, claims_ours)
+    return msg.remove(claims_ours)

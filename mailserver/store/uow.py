@@ -60,7 +60,7 @@ class UnitOfWork:
     directory: DirectoryRepository
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
-    views: MessageViews
+    message_views: MessageViews
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -86,6 +86,7 @@ class UnitOfWork:
         self.accounts = AccountRepository(s)
         self.mailboxes = MailboxRepository(s)
         self.messages = MessageRepository(s)
+        self.message_views = MessageViews(s)
         self.blobs = BlobRepository(s)
         self.audit_log = AuditRepository(s, trail=self.db.audit)
         self.queue = QueueRepository(s)
@@ -93,7 +94,6 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
-        self.views = MessageViews(s)
         return self
 
     async def __aexit__(

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from directory.accounts import AccountService
-from directory.gate import Gate
 from directory.trust import TrustSpace
+from mailserver.admission import Admission as Gate
 from mailserver.store.models import Account, AccountKind, DomainKind, OperatorStatus
 from tests import support
 

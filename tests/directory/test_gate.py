@@ -11,9 +11,10 @@ import pytest
 
 from directory.accounts import AccountService
 from directory.annuaire import DirectoryImporter
-from directory.gate import Gate
 from directory.trust import TrustSpace
+from mailserver.admission import Admission as Gate
 from mailserver.delivery import deliver
+from mailserver.message import parse_message
 from mailserver.store.models import Account, AccountStatus, OperatorStatus
 from policies import Party
 from tests import support
@@ -158,7 +159,7 @@ async def deliver_to(
     async with w.ctx.uow() as uow:
         if recipients:
             await deliver(uow, w.ctx.keyring, raw, recipients, actor=sender.address)
-        await w.gate.after_delivery(uow, sender, recipients, raw, relayed=relayed)
+        await w.gate.after_delivery(uow, sender, recipients, parse_message(raw), relayed=relayed)
         await uow.commit()
 
 
@@ -352,14 +353,14 @@ async def test_size_per_recipient(world: World) -> None:
     pro = await party(world, "pro")
     parties = [await party(world, "patient"), (await gate.resolve(REMOTE_PRO)).party, await party(world, "org")]
     raw = make_message(pro.address, world.patient.address, "Gros", "x" * 3500)
-    got = {a: str(d.reply) for a, d in (await gate.check_content(pro, parties, raw)).items()}
+    got = {a: str(d.reply) for a, d in (await gate.check_content(pro, parties, parse_message(raw))).items()}
     assert got == {
         world.patient.address: "552 5.3.4 Message too big: a patient's mailbox accepts at most 3000 bytes",
         REMOTE_PRO: "250 2.1.5 Recipient OK",
         world.org.address: "250 2.1.5 Recipient OK",
     }
     bigger = make_message(pro.address, world.patient.address, "Plus gros", "x" * 5000)
-    got = {a: str(d.reply) for a, d in (await gate.check_content(pro, parties, bigger)).items()}
+    got = {a: str(d.reply) for a, d in (await gate.check_content(pro, parties, parse_message(bigger))).items()}
     assert got[REMOTE_PRO] == f"552 5.3.4 Message too big: the domain {OTHER_OPERATOR} accepts at most 4 KB"
     assert gate.size_limit((await gate.resolve(REMOTE_PATIENT)).party) == 3000  # every patient
     assert gate.size_limit(await party(world, "org")) == world.ctx.config.limits.max_message_size
@@ -379,10 +380,13 @@ async def test_content_per_recipient(world: World) -> None:
     xdm = with_attachments(
         pro.address, patient.address, "CR", [("IHE_XDM.ZIP", "application/zip", xdm_zip(support.PATIENT_INS))]
     )
-    got = {a: str(d.reply)[:9] for a, d in (await world.gate.check_content(pro, [patient, other, org], xdm)).items()}
+    got = {
+        a: str(d.reply)[:9]
+        for a, d in (await world.gate.check_content(pro, [patient, other, org], parse_message(xdm))).items()
+    }
     assert got == {patient.address: "250 2.1.5", other.address: "550 5.7.1", org.address: "250 2.1.5"}
     exe = with_attachments(pro.address, patient.address, "x", [("x.exe", "application/octet-stream", b"MZ")])
-    got = {a: d.reason for a, d in (await world.gate.check_content(pro, [patient, org], exe)).items()}
+    got = {a: d.reason for a, d in (await world.gate.check_content(pro, [patient, org], parse_message(exe))).items()}
     assert got == {patient.address: "executable-attachment", org.address: "executable-attachment"}
 
 
@@ -392,16 +396,16 @@ async def test_a_patient_with_a_grant_may_answer_but_not_write_anew(world: World
     await deliver_to(world, pro, [world.patient], make_message(pro.address, patient.address, "Bilan", "..."))
     assert await rcpt(world, patient, "pro") == OK
     new = make_message(patient.address, pro.address, "Autre question", "...")
-    (decision,) = (await world.gate.check_content(patient, [pro], new)).values()
+    (decision,) = (await world.gate.check_content(patient, [pro], parse_message(new))).values()
     assert decision.reason == "patient-new-message" and str(decision.reply).startswith("550 5.7.1")
     for answer in (
         make_message(patient.address, pro.address, "Re: Bilan", "merci"),
         make_message(patient.address, pro.address, "Merci", "...", In_Reply_To="<bilan@hopital.test>"),
     ):
-        (decision,) = (await world.gate.check_content(patient, [pro], answer)).values()
+        (decision,) = (await world.gate.check_content(patient, [pro], parse_message(answer))).values()
         assert decision.allowed
     pharmacist = await party(world, "pharmacist")
-    (decision,) = (await world.gate.check_content(patient, [pharmacist], new)).values()
+    (decision,) = (await world.gate.check_content(patient, [pharmacist], parse_message(new))).values()
     assert decision.allowed  # patients may write first to a pharmacist
 
 
@@ -425,14 +429,16 @@ async def test_rate_limits_per_sender(world: World) -> None:
 async def test_append(world: World) -> None:
     g = world.gate
     own = make_message(world.patient.address, world.pro.address, "Brouillon", "...")
-    assert (await g.check_append(world.patient, "Drafts", own)).allowed
+    assert (await g.check_append(world.patient, "Drafts", parse_message(own))).allowed
     forged = make_message(world.pro.address, world.patient.address, "Résultats normaux", "faux")
-    d = await g.check_append(world.patient, "INBOX", forged)
+    d = await g.check_append(world.patient, "INBOX", parse_message(forged))
     assert str(d.reply).startswith("550 5.7.1 A patient can only store messages written from their own address")
     exe = with_attachments(world.patient.address, world.patient.address, "doc", [("a.exe", "application/pdf", b"MZ")])
-    assert not (await g.check_append(world.patient, "Documents", exe)).allowed
+    assert not (await g.check_append(world.patient, "Documents", parse_message(exe))).allowed
     pdf = with_attachments(world.patient.address, world.patient.address, "doc", [("a.pdf", "application/pdf", b"%PDF")])
-    assert (await g.check_append(world.patient, "Documents/Autres", pdf)).allowed
-    assert (await g.check_append(world.pro, "INBOX", forged)).allowed  # professionals file what they like
+    assert (await g.check_append(world.patient, "Documents/Autres", parse_message(pdf))).allowed
+    assert (
+        await g.check_append(world.pro, "INBOX", parse_message(forged))
+    ).allowed  # professionals file what they like
     suspended = await AccountService(world.ctx).set_status(world.patient.address, AccountStatus.SUSPENDED, actor="t")
-    assert not (await g.check_append(suspended, "Drafts", own)).allowed
+    assert not (await g.check_append(suspended, "Drafts", parse_message(own))).allowed

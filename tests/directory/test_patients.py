@@ -10,8 +10,8 @@ import pytest
 from crypto.envelope import KeyDestroyed
 from directory.accounts import AccountService
 from directory.errors import AccountExists, InvalidIdentifier, InvalidState, UnknownAccount
-from directory.gate import Gate
 from directory.patients import PatientService
+from mailserver.admission import Admission as Gate
 from mailserver.bodies import read_body
 from mailserver.clock import FakeClock
 from mailserver.delivery import deliver

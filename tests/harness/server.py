@@ -38,7 +38,7 @@ from mailserver.clock import Clock, FakeClock, SystemClock
 from mailserver.config import Config
 from mailserver.context import Context
 from mailserver.delivery import deliver
-from mailserver.resolver import MemoryResolver, Resolver
+from mailserver.resolver import DnsResolver, MemoryResolver, Resolver
 from mailserver.store.models import Account
 from tests import support
 from tests.harness.messages import crlf
@@ -66,7 +66,9 @@ class ServerThread:
     ) -> None:
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.resolver: Resolver = resolver if resolver is not None else MemoryResolver()
+        if resolver is None:  # real DNS only where the test serves a zone of its own (``[dns] nameservers``)
+            resolver = DnsResolver.for_config(config) if config.dns.nameservers else MemoryResolver()
+        self.resolver: Resolver = resolver
         self.loop = asyncio.new_event_loop()
         self._server: Server | None = None
         self._stop: asyncio.Event | None = None

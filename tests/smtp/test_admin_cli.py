@@ -96,11 +96,12 @@ def test_dkim_keygen_prints_the_txt_record_and_signs_from_then_on(site: ServerTh
     one_line_error(admin(site, "dkim", "keygen", "not-ours.test"), "not a local domain")
 
     async def sign_and_verify(ctx: Context) -> tuple[str, str]:
+        from mailserver.message import parse_message
         from mailserver.smtp.signing import DkimSigner, DkimVerifier
 
         raw = message(PRO, "x@y.test", "signed")
-        out = await DkimSigner(ctx).sign(raw, support.PRO_DOMAIN)
-        [result] = await DkimVerifier(ctx).verify(out)
+        out = await DkimSigner(ctx).sign(parse_message(raw), support.PRO_DOMAIN)
+        [result] = await DkimVerifier(ctx).verify(parse_message(out))
         return result.status.value, result.selector or ""
 
     assert site.call(sign_and_verify) == ("pass", "cli2026")

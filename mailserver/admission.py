@@ -1,9 +1,12 @@
-"""The gate: what every door asks before a message comes in or goes out.
+"""Admission: what every door asks before a message comes in or goes out (a service, built once per process).
 
 The SMTP MX and submission handlers and the IMAP APPEND path call these
-methods; each returns a ``policies.Decision`` carrying the reply to send. The
-gate resolves addresses to ``policies.Party`` values (local accounts, trust-space
-operators, outsiders) and lets ``policies`` decide; it never speaks a protocol.
+methods with the ``ParsedMessage`` the door built (nothing here parses a
+message); each returns a ``policies.Decision`` carrying the reply to send.
+``app.build_services`` builds one ``Admission`` and injects it into the SMTP
+runtime and the IMAP sessions. It resolves addresses to ``policies.Party``
+values (local accounts, trust-space operators, outsiders) and lets
+``policies`` decide; it never speaks a protocol.
 
 Invariants:
 - One resolution rule for every door: a local domain's address is its account
@@ -24,14 +27,13 @@ Invariants:
   professional must be a reply (In-Reply-To / References, or a ``Re:`` subject),
   except to the professions patients may write to first.
 - Rate limits count accepted recipients per sender address, per process
-  (``policies.rates``); their state is shared by every Gate of one database.
+  (``policies.rates``); their state is shared by every Admission of one database.
 - Nothing here commits, except ``after_delivery`` which only adds to the
   caller's unit of work.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import weakref
@@ -44,6 +46,7 @@ from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
 from mailserver.config import Config, ConfigError
 from mailserver.context import Context
+from mailserver.message import ParsedMessage
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
 from mailserver.store.uow import UnitOfWork
@@ -59,9 +62,6 @@ _ROLE = {
     AccountKind.PATIENT: Role.PATIENT,
 }
 
-#: messages larger than this are parsed in a worker thread, off the event loop
-INSPECT_IN_THREAD = 512 * 1024
-
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMG]?)B?\s*\Z", re.IGNORECASE)
 
 
@@ -74,7 +74,7 @@ class Resolved:
 
 
 class _Shared:
-    """What every Gate of one database shares in this process."""
+    """What every Admission of one database shares in this process."""
 
     def __init__(self) -> None:
         self.rates = RateLimiter()
@@ -100,11 +100,11 @@ def parse_size_limits(entries: Sequence[str]) -> dict[str, int]:
 
 
 def check_config(config: Config) -> None:
-    """Refuse, at start-up, a policy configuration the gate could not apply."""
+    """Refuse, at start-up, a policy configuration admission could not apply."""
     parse_size_limits(config.policy.domain_size_limits)
 
 
-class Gate:
+class Admission:
     def __init__(self, ctx: Context, *, monotonic: Callable[[], float] | None = None) -> None:
         self.ctx = ctx
         self.trust = TrustSpace(ctx)
@@ -249,15 +249,12 @@ class Gate:
         return self.ctx.config.limits.max_message_size
 
     async def check_content(
-        self, sender: Party, recipients: Sequence[Party], raw: bytes, *, submitted: bool = False
+        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage, *, submitted: bool = False
     ) -> dict[str, Decision]:
         """Per recipient: may this content go to them (size for their domain or kind, attachment types and
         executables, the patient of an XDM package). ``submitted``: it comes from the sender's own mail client
         (submission), so its From and Sender must be the sender's own address."""
-        if len(raw) > INSPECT_IN_THREAD:
-            content = await asyncio.to_thread(C.inspect, raw)
-        else:
-            content = C.inspect(raw)
+        content = message.content
         if submitted:
             own = C.check_submitted_from(content, sender.address)
             if not own.allowed:
@@ -267,7 +264,7 @@ class Gate:
         for r in recipients:
             limit = self.size_limit(r)
             who = "a patient's mailbox" if r.role is Role.PATIENT else f"the domain {r.address.rpartition('@')[2]}"
-            decision = C.check_size(len(raw), limit, who=who)
+            decision = C.check_size(message.size, limit, who=who)
             if decision.allowed:
                 decision = attachments
             if decision.allowed:
@@ -284,7 +281,7 @@ class Gate:
         uow: UnitOfWork,
         sender: Party,
         recipients: Sequence[Account],
-        raw: bytes,
+        message: ParsedMessage,
         *,
         relayed: Sequence[str] = (),
     ) -> None:
@@ -303,7 +300,7 @@ class Gate:
                 patients.append((str(addr), f"remote-patient:{_opaque(str(addr))}"))
         if not patients:
             return
-        head = C.headers_only(raw)
+        head = message.content
         now = self.ctx.clock()
         sender_address = sender.address.lower()
         if head.ends_conversation:
@@ -341,17 +338,14 @@ class Gate:
 
     # --- IMAP APPEND -----------------------------------------------------------------------------------------
 
-    async def check_append(self, account: Account, mailbox: str, raw: bytes) -> Decision:
-        """May ``account`` store ``raw`` in its own ``mailbox``? A patient cannot plant a message that claims
+    async def check_append(self, account: Account, mailbox: str, message: ParsedMessage) -> Decision:
+        """May ``account`` store ``message`` in its own ``mailbox``? A patient cannot plant a message that claims
         to come from someone else (From or Sender not their own address), nor store an executable."""
         if account.status is not AccountStatus.ACTIVE:
             return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text("This mailbox is not active"), "not-active")
         if account.kind is not AccountKind.PATIENT:
             return Decision.allow("append")
-        if len(raw) > INSPECT_IN_THREAD:
-            content = await asyncio.to_thread(C.inspect, raw)
-        else:
-            content = C.inspect(raw)
+        content = message.content
         own = C.check_own_message(content, account.address)
         if not own.allowed:
             return own
