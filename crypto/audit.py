@@ -13,8 +13,6 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -22,7 +20,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto.envelope import KekFileError
+from crypto.envelope import KekFileError, key_from_text, key_to_text
 
 AUDIT_KEY_BYTES = 32
 _CHAIN_LABEL = b"masante/audit-chain/v1"
@@ -44,17 +42,10 @@ class AuditKey:
 
     @classmethod
     def from_text(cls, text: str, *, origin: str) -> AuditKey:
-        try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise KekFileError(f"{origin}: not base64 ({exc})") from None
-        try:
-            return cls(raw)
-        except KekFileError as exc:
-            raise KekFileError(f"{origin}: {exc}") from None
+        return key_from_text(cls, text, origin=origin)
 
     def to_text(self) -> str:
-        return base64.b64encode(self.key).decode("ascii") + "\n"
+        return key_to_text(self.key)
 
     @property
     def kid(self) -> str:

@@ -25,9 +25,10 @@ import binascii
 import hashlib
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -64,6 +65,26 @@ def kid_of(key: bytes) -> bytes:
     return hashlib.sha256(b"masante/kek-id\x00" + key).digest()[:KID_BYTES]
 
 
+K = TypeVar("K")
+
+
+def key_from_text(make: Callable[[bytes], K], text: str, *, origin: str) -> K:
+    """A key as kept in a key file or variable, base64 on one line, built by ``make`` (which checks its
+    length); ``KekFileError`` naming ``origin`` when it is not one."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KekFileError(f"{origin}: not base64 ({exc})") from None
+    try:
+        return make(raw)
+    except KekFileError as exc:
+        raise KekFileError(f"{origin}: {exc}") from None
+
+
+def key_to_text(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii") + "\n"
+
+
 @dataclass(frozen=True, slots=True)
 class Kek:
     key: bytes = field(repr=False)
@@ -82,17 +103,10 @@ class Kek:
 
     @classmethod
     def from_text(cls, text: str, *, origin: str) -> Kek:
-        try:
-            raw = base64.b64decode(text.strip(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise KekFileError(f"{origin}: not base64 ({exc})") from None
-        try:
-            return cls(raw)
-        except KekFileError as exc:
-            raise KekFileError(f"{origin}: {exc}") from None
+        return key_from_text(cls, text, origin=origin)
 
     def to_text(self) -> str:
-        return base64.b64encode(self.key).decode("ascii") + "\n"
+        return key_to_text(self.key)
 
 
 def _wrap_aad(owner: str) -> bytes:

@@ -5,7 +5,7 @@ while the importer (``directory.annuaire``) writes the previous block:
 ``parse_block`` turns a block of whole lines into rows ready to write, with the
 problems of each rejected line.
 
-Two files (../shared/reference/mssante.md §2.2-2.3), both ``|``-separated UTF-8
+Two files (docs/reference/mssante.md §2.2-2.3), both ``|``-separated UTF-8
 text with one header line:
 - ``PS_LibreAcces_Personne_activite``: one row per activity of a professional
   (identifiers, names, profession, savoir-faire, mode of practice, the site's

@@ -1,6 +1,6 @@
 """Identifiers of health professionals and structures: RPPS, ADELI, national ids, FINESS.
 
-Invariants (../shared/reference/mssante.md §3):
+Invariants (docs/reference/mssante.md §3):
 - RPPS: 11 digits, the last a Luhn check digit. Its national id (idNatPS) is
   ``8`` + RPPS (12 characters).
 - ADELI: 9 characters: a département (2 digits, or ``2A``/``2B`` for Corsica)

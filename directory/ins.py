@@ -5,7 +5,7 @@
   key they count as ``19`` and ``18``.
 - key = 97 - (the 13-character number mod 97), written on 2 digits.
 The first digit is not restricted to 1/2: NIA and provisional numbers exist.
-Source: ../shared/reference/mssante.md §3, python-stdnum ``stdnum.fr.nir``.
+Source: docs/reference/mssante.md §3, python-stdnum ``stdnum.fr.nir``.
 """
 
 from __future__ import annotations

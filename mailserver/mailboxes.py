@@ -2,7 +2,7 @@
 
 Every account: INBOX, Sent, Drafts, Trash, Junk (RFC 6154 SPECIAL-USE).
 Patients also: the vault ``Documents`` with its children, and ``Agenda``
-(../shared/DESIGN.md, "Special mailboxes"). Hierarchy delimiter: "/".
+(docs/DESIGN.md, "Special mailboxes"). Hierarchy delimiter: "/".
 
 Mailbox CREATE / DELETE / RENAME / SUBSCRIBE live here (the IMAP session calls
 them in its unit of work). Invariants:

@@ -1,4 +1,4 @@
-"""Who may write to whom: the table of ../shared/DESIGN.md, one function.
+"""Who may write to whom: the table of docs/DESIGN.md, one function.
 
 | from \\ to                  | professional | application | patient                  | outside |
 |----------------------------|--------------|-------------|--------------------------|---------|

@@ -1,6 +1,6 @@
 """Accepting a message at end of DATA: one unit of work, then the reply.
 
-The path (../shared/DESIGN.md "The path of a message"):
+The path (docs/DESIGN.md "The path of a message"):
 0. the message is parsed once (``mailserver.message.parse_message_async``, in a
    worker thread above ``PARSE_IN_THREAD``); past the MIME bounds it is refused
    ``554 5.6.0`` with a sentence (permanent: a retry would meet the same bound).

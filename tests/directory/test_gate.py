@@ -77,7 +77,7 @@ REFUSED = "550 5.7.1"
 UNKNOWN = "550 5.1.1"
 OP_SUSPENDED = "451 4.7.1"
 
-# the table of ../shared/DESIGN.md, one cell per line
+# the table of docs/DESIGN.md, one cell per line
 TABLE = [
     # professional / organisation
     *[(s, r, OK) for s in ("pro", "org") for r in ("pro", "org", "app", "patient", "remote-pro", "remote-patient")],

@@ -1,4 +1,4 @@
-"""RPPS, ADELI, national ids, FINESS, INS: real-format examples (../shared/reference/mssante.md §3) and wrong keys."""
+"""RPPS, ADELI, national ids, FINESS, INS: real-format examples (docs/reference/mssante.md §3) and wrong keys."""
 
 from __future__ import annotations
 

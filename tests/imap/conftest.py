@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import imaplib
 import ssl
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,6 +31,19 @@ def domains(server: ServerThread, request: pytest.FixtureRequest) -> None:
 
 #: one IMAP server per module and database: IMAP and IMAPS only
 imap_server = server_fixture(domains, name="imap_server", ports={"mx": -1, "submission": -1, "submissions": -1})
+
+
+@pytest.fixture
+def srv(imap_server: ServerThread) -> Iterator[ServerThread]:
+    """The module's IMAP server; failed logins from 127.0.0.1 must not slow the next test down."""
+    yield imap_server
+    imap_server.reset_throttle()
+
+
+@pytest.fixture
+def user(srv: ServerThread) -> Account:
+    """A professional of the module's server, new for each test."""
+    return srv.make_pro()
 
 
 @pytest.fixture(scope="session")

@@ -23,17 +23,6 @@ from tests.imap.conftest import HOST, TIMEOUT, ServerThread, imaps, message, raw
 
 
 @pytest.fixture
-def srv(imap_server: ServerThread) -> Iterator[ServerThread]:
-    yield imap_server
-    imap_server.reset_throttle()  # failed logins from 127.0.0.1 must not slow the next test down
-
-
-@pytest.fixture
-def user(srv: ServerThread) -> Account:
-    return srv.make_pro()
-
-
-@pytest.fixture
 def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
     client = imaps(srv, tls_client, user)
     yield client

@@ -13,23 +13,9 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
-
-import pytest
 
 from mailserver.store.models import Account
 from tests.imap.conftest import HOST, TIMEOUT, ServerThread, imaps, message, raw_command
-
-
-@pytest.fixture
-def srv(imap_server: ServerThread) -> Iterator[ServerThread]:
-    yield imap_server
-    imap_server.reset_throttle()
-
-
-@pytest.fixture
-def user(srv: ServerThread) -> Account:
-    return srv.make_pro()
 
 
 def index_of(lines: list[bytes], start: bytes, holding: bytes = b"") -> int:

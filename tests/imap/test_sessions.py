@@ -25,17 +25,6 @@ from tests import support
 from tests.imap.conftest import HOST, TIMEOUT, ServerThread, imaps, message, raw_command
 
 
-@pytest.fixture
-def srv(imap_server: ServerThread) -> Iterator[ServerThread]:
-    yield imap_server
-    imap_server.reset_throttle()
-
-
-@pytest.fixture
-def user(srv: ServerThread) -> Account:
-    return srv.make_pro()
-
-
 @contextlib.asynccontextmanager
 async def aio(srv: ServerThread, tls: ssl.SSLContext, user: Account) -> AsyncIterator[aioimaplib.IMAP4_SSL]:
     client = aioimaplib.IMAP4_SSL(HOST, srv.port("imaps"), ssl_context=tls, timeout=TIMEOUT)

@@ -8,27 +8,12 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import pytest
 
-from crypto import dkim as dkimlib
 from tests import support
-from tests.smtp.conftest import PRO, start_site
-from tests.smtp.harness import Databases, ServerThread, submission
-
-
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(tmp_path_factory.mktemp("site"), dbs.new(), pki, signing_key.record, unreachable_port)
-    yield server
-    server.stop()
+from tests.smtp.conftest import PRO
+from tests.smtp.harness import ServerThread, submission
 
 
 def b64(data: bytes) -> str:

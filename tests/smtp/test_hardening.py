@@ -18,7 +18,6 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crypto import dkim as dkimlib
 from crypto.pki import parse_dn
+from mailserver.clock import SystemClock
 from mailserver.smtp import dsn
 from mailserver.smtp.engine import MasanteSMTP
 from tests import support
-from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, start_site
-from tests.smtp.harness import Databases, ServerThread, inbox, marker, message, submission, tls_client
+from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, site_fixture
+from tests.smtp.harness import ServerThread, inbox, marker, message, submission, tls_client
 
 LINE_DEADLINE = 0.5
 MIN_RATE = 2000
@@ -43,24 +42,11 @@ GRACE = 0.3
 CUTOFF = 10.0
 
 
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(
-        tmp_path_factory.mktemp("hardening-site"),
-        dbs.new(),
-        pki,
-        signing_key.record,
-        unreachable_port,
-        smtp={"command_line_deadline": LINE_DEADLINE, "data_min_rate": MIN_RATE, "data_rate_grace": GRACE},
-    )
-    yield server
-    server.stop()
+#: the deadlines are real time (the engine's timers run on the event loop), and so is this module's queue
+site_server = site_fixture(
+    clock=SystemClock,
+    smtp={"command_line_deadline": LINE_DEADLINE, "data_min_rate": MIN_RATE, "data_rate_grace": GRACE},
+)
 
 
 def text(reply: tuple[int, bytes]) -> tuple[int, str]:

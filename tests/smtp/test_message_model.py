@@ -9,33 +9,18 @@ import email.feedparser
 import imaplib
 import smtplib
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from crypto import dkim as dkimlib
 from mailserver.message import MAX_DEPTH
 from mailserver.message import mime as MM
 from tests import support
 from tests.directory.messages import with_attachments
 from tests.message.test_model import nested
-from tests.smtp.conftest import PRO, PRO2, start_site
-from tests.smtp.harness import Databases, ServerThread, submission, tls_client
+from tests.smtp.conftest import PRO, PRO2
+from tests.smtp.harness import ServerThread, submission, tls_client
 
 PDF = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
-
-
-@pytest.fixture(scope="module")
-def site(
-    dbs: Databases,
-    pki: support.TestPKI,
-    signing_key: dkimlib.KeyPair,
-    unreachable_port: int,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ServerThread]:
-    server = start_site(tmp_path_factory.mktemp("site"), dbs.new(), pki, signing_key.record, unreachable_port)
-    yield server
-    server.stop()
 
 
 def imap(site: ServerThread, pki: support.TestPKI, user: str = PRO2) -> imaplib.IMAP4_SSL:
