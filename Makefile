@@ -60,3 +60,11 @@ bench-smtp: $(STAMP)
 bench: bench-peers
 bench-peers: $(STAMP)
 	$(PY) bench/peers.py $(BENCH_ARGS)
+
+## make fuzz: the suite's Hypothesis fuzz tests (IMAP parser, SMTP DATA reader, MIME parser) with 20x their
+## examples (FUZZ_SCALE=N to change); only the parsers' own errors may escape
+FUZZ_SCALE ?= 20
+.PHONY: fuzz
+fuzz: $(STAMP)
+	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider --timeout=0 \
+		tests/imap/test_parser.py tests/smtp/test_data_reader.py tests/message/test_fuzz.py $(PYTEST_ARGS)

@@ -120,12 +120,19 @@ async def running(config: Config, **kwargs: object) -> AsyncIterator[Server]:
         await ctx.close()
 
 
+#: addresses a demo listens on that clients should call ``localhost``
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 def banner(config: Config, endpoints: Sequence[Endpoint]) -> str:
     lines = [f"masante-server {config.server.hostname}: listening"]
     lines += [f"  {e.description:<44} {e.host}:{e.port}" for e in endpoints]
     if not endpoints:
         lines.append("  (no listener configured)")
     lines.append(f"  clients must trust the CA in {config.resolve(config.tls.ca)}")
+    if any(e.host in LOOPBACK for e in endpoints):
+        # the certificate names localhost: clients that check names (mbsync, fetchmail) refuse a bare address
+        lines.append("  connect to localhost (the name in the server's certificate), not 127.0.0.1")
     lines.append("  stop with Ctrl-C (SIGINT) or SIGTERM")
     return "\n".join(lines)
 

@@ -148,16 +148,7 @@ async def rename_mailbox(uow: UnitOfWork, account_id: int, old: str, new: str, *
         messages = await uow.messages.list(source.id)
         if messages:
             first, modseq = await uow.mailboxes.allocate(dest.id, len(messages))
-            for i, m in enumerate(messages):
-                await uow.messages.add(
-                    mailbox_id=dest.id,
-                    uid=first + i,
-                    modseq=modseq,
-                    flags=m.flags,
-                    internal_date=m.internal_date,
-                    size=m.size,
-                    blob_id=m.blob_id,
-                )
+            await uow.messages.add_copies(dest.id, messages, first, modseq)
             await uow.messages.expunge(source.id, [m.uid for m in messages], await uow.mailboxes.bump_modseq(source.id))
         uow.touch(source.id)
         uow.touch(dest.id)

@@ -142,6 +142,7 @@ def test_make_run_sets_up_a_demo_and_serves(tmp_path: Path) -> None:
                 "demo-password",
                 "listening",
                 str(cfg.parent / "tls" / "ca.pem"),
+                "connect to localhost",  # the name in the demo certificate (mbsync and fetchmail check it)
             ):
                 assert expected in out
             os.killpg(proc.pid, signal.SIGINT)

@@ -368,18 +368,7 @@ class MailStore:
             first, modseq = await uow.mailboxes.allocate(dest.id, len(rows))
             if move and source.id >= dest.id:
                 src_modseq = await uow.mailboxes.bump_modseq(source.id)
-            dest_uids = []
-            for i, r in enumerate(rows):
-                await uow.messages.add(
-                    mailbox_id=dest.id,
-                    uid=first + i,
-                    modseq=modseq,
-                    flags=r.flags,
-                    internal_date=r.internal_date,
-                    size=r.size,
-                    blob_id=r.blob_id,
-                )
-                dest_uids.append(first + i)
+            dest_uids = await uow.messages.add_copies(dest.id, rows, first, modseq)
             source_uids = [r.uid for r in rows]
             if move:
                 await uow.messages.expunge(source.id, source_uids, src_modseq)

@@ -24,6 +24,7 @@ from mailserver.imap.protocol.parser import (
     parse,
 )
 from mailserver.imap.protocol.states import ALLOWED, ImapState, refusal
+from tests.fuzzing import examples
 
 
 def one(line: bytes) -> c.Command:
@@ -301,7 +302,7 @@ def drain(rx: ImapReceiver) -> list[object]:
     raise AssertionError("the receiver never asked for more data")
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.binary(max_size=300), grammar_bytes))
 def test_any_bytes_parse_or_raise_the_protocol_error_whole_and_byte_by_byte(data: bytes) -> None:
     whole = ImapReceiver(max_line=200, max_literal=50)
@@ -423,7 +424,7 @@ def _normalise(cmd: c.Command) -> c.Command:
     return cmd
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(commands)
 def test_serialise_then_parse_gives_the_command_back(cmd: c.Command) -> None:
     wire = c.to_wire(cmd)
@@ -447,7 +448,7 @@ def _flatten(k: c.SearchKey) -> object:
     return [k]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(commands, st.data())
 def test_mutated_command_lines_never_raise_anything_else(cmd: c.Command, data: st.DataObject) -> None:
     wire = bytearray(c.to_wire(cmd))

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from mailserver.message import MessageError, ParsedMessage, parse_message, stored
 from mailserver.message.imap import ImapMeta
+from tests.fuzzing import examples
 
-SETTINGS = settings(max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(5_000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _FIELDS = [
     b"Content-Type: multipart/mixed; boundary=b1",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mailserver.smtp import replies as R
 from mailserver.smtp.data import DataError, DataReader, DataResult
 from policies.reply import Reply
+from tests.fuzzing import examples
 
 LIMIT = 1100
 LINE = 1000
@@ -144,7 +145,7 @@ def feed_chunks(chunks: list[bytes], size_limit: int, max_line_length: int) -> t
     raise AssertionError("an incomplete DATA was not refused")
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(10_000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=GRAMMAR,
     cuts=st.binary(max_size=8),

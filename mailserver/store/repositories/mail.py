@@ -182,6 +182,26 @@ class MessageRepository(Repository):
         await self.session.flush()
         return msg
 
+    async def add_copies(self, mailbox_id: int, rows: Sequence[Message], first_uid: int, modseq: int) -> list[int]:
+        """Copies of ``rows`` into ``mailbox_id`` under the UIDs ``first_uid``, ``first_uid + 1``... the caller
+        allocated (COPY, MOVE, RENAME of INBOX): same flags, date, size and blob; their new UIDs, in order."""
+        uids = []
+        for i, r in enumerate(rows):
+            self.session.add(
+                Message(
+                    mailbox_id=mailbox_id,
+                    uid=first_uid + i,
+                    modseq=modseq,
+                    flags=r.flags,
+                    internal_date=r.internal_date,
+                    size=r.size,
+                    blob_id=r.blob_id,
+                )
+            )
+            uids.append(first_uid + i)
+        await self.session.flush()
+        return uids
+
     async def blob_ids(self, mailbox_id: int) -> Sequence[str]:
         """The blobs the mailbox's messages use, each once."""
         stmt = select(Message.blob_id).where(Message.mailbox_id == mailbox_id).distinct()
