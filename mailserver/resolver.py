@@ -261,11 +261,14 @@ class MemoryResolver:
             raise NoRoute("4.4.3", f"DNS lookup of {domain} MX failed: {exc}", permanent=False) from None
         if key in self._nx:
             raise NoRoute("5.1.2", f"the domain {domain} does not exist (DNS NXDOMAIN)", permanent=True)
-        found = sorted(self._mx.get(key, [])) or [(0, key)]  # RFC 5321 §5.1: the implicit MX
+        found = sorted(self._mx.get(key, []))
         if any(not name for _, name in found):
             raise NoRoute("5.1.10", f"{domain} accepts no mail (null MX, RFC 7505)", permanent=True)
-        # a name with no address in the table is its own address (``localhost``, an address literal)
-        return [Hop(name, a, p) for p, name in found for a in (self._addresses.get(name) or [name])]
+        if found:  # an exchanger with no address in the table is its own address (``localhost``, a literal)
+            return [Hop(name, a, p) for p, name in found for a in (self._addresses.get(name) or [name])]
+        if self._addresses.get(key):  # RFC 5321 §5.1: no MX, the domain itself is the implicit MX
+            return [Hop(key, a, 0) for a in self._addresses[key]]
+        raise NoRoute("4.4.3", f"no address found for the mail exchangers of {domain}", permanent=False)
 
     def __repr__(self) -> str:
         return f"MemoryResolver({len(self._mx)} MX, {len(self._txt)} TXT)"

@@ -81,7 +81,7 @@ async def send(
         start_tls=False,
         tls_context=tls_context,
     )
-    where = f"{host}:{port}" if address is None else f"{host}[{address}]:{port}"
+    where = f"{host}:{port}" if address in (None, host) else f"{host}[{address}]:{port}"
     try:
         await smtp.connect(timeout=connect_timeout)
     except aiosmtplib.SMTPResponseException as exc:

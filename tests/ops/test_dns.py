@@ -26,6 +26,7 @@ from directory.accounts import AccountService
 from directory.trust import TrustSpace
 from mailserver import resolver
 from mailserver.context import Context
+from mailserver.message import parse_message
 from mailserver.smtp import replies as R
 from mailserver.smtp.signing import DkimVerifier
 from mailserver.store.models import AccountKind, DomainKind
@@ -150,7 +151,7 @@ def signed(key: dkimlib.KeyPair, selector: str) -> bytes:
 async def test_dkim_key_from_dns_verifies_a_signed_message(
     dkim_ctx: Context, dkim_key: dkimlib.KeyPair, dns_server: ZoneServer
 ) -> None:
-    verdict = await DkimVerifier(dkim_ctx).judge(signed(dkim_key, "sel1"), SIGNER)
+    verdict = await DkimVerifier(dkim_ctx).judge(parse_message(signed(dkim_key, "sel1")), SIGNER)
     [result] = verdict.results
     assert (result.status, result.domain, result.selector) == (dkimlib.Status.PASS, SIGNER, "sel1")
     assert verdict.refusal is None
@@ -161,12 +162,12 @@ async def test_dkim_key_from_dns_verifies_a_signed_message(
 
 
 async def test_revoked_dkim_key_is_refused(dkim_ctx: Context, dkim_key: dkimlib.KeyPair) -> None:
-    verdict = await DkimVerifier(dkim_ctx).judge(signed(dkim_key, "old"), SIGNER)
+    verdict = await DkimVerifier(dkim_ctx).judge(parse_message(signed(dkim_key, "old")), SIGNER)
     [result] = verdict.results
     assert result.status in (dkimlib.Status.PERMERROR, dkimlib.Status.FAIL)
     assert verdict.refusal == R.DKIM_REQUIRED
     # and a selector DNS does not know at all: no key, refused the same way
-    verdict = await DkimVerifier(dkim_ctx).judge(signed(dkim_key, "nosuch"), SIGNER)
+    verdict = await DkimVerifier(dkim_ctx).judge(parse_message(signed(dkim_key, "nosuch")), SIGNER)
     assert verdict.results[0].status is dkimlib.Status.PERMERROR and verdict.refusal == R.DKIM_REQUIRED
 
 

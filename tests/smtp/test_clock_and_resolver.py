@@ -15,6 +15,7 @@ from crypto import dkim as dkimlib
 from directory.accounts import AccountService
 from directory.trust import TrustSpace
 from mailserver.context import Context
+from mailserver.message import parse_message
 from mailserver.resolver import MemoryResolver
 from mailserver.smtp.queue import retry_delay
 from mailserver.store.models import AccountKind
@@ -108,7 +109,7 @@ def test_the_mail_exchanger_comes_from_the_injected_resolver(site: ServerThread,
     attempted, error = queued(site, found) or (0, None)
     assert attempted == 1 and error is not None and f"cannot connect to localhost:{port.mta_port}" in error
     attempted, error = queued(site, none) or (0, None)
-    assert attempted == 1 and error == f"no mail exchanger found for {NO_MX}"
+    assert attempted == 1 and error == f"no address found for the mail exchangers of {NO_MX}"
     assert ("MX", MX_ONLY) in site.resolver.queries and ("MX", NO_MX) in site.resolver.queries
 
 
@@ -123,7 +124,7 @@ def test_dkim_keys_not_in_the_table_come_from_the_injected_resolver(site: Server
     async def verify(ctx: Context) -> list[tuple[str, str]]:
         from mailserver.smtp.signing import DkimVerifier
 
-        return [(r.status.value, r.reason) for r in await DkimVerifier(ctx).verify(signed)]
+        return [(r.status.value, r.reason) for r in await DkimVerifier(ctx).verify(parse_message(signed))]
 
     assert site.call(verify) == [("permerror", f"no key published at {name}")]  # not published yet
     site.resolver.add_txt(name, key.record)
