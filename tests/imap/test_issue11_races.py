@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -18,10 +19,18 @@ from mailserver.admission import Admission
 from mailserver.delivery import deliver
 from mailserver.imap.mailstore import MailStore
 from mailserver.store import retry
+from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, Message
 from mailserver.store.repositories.mail import MessageRepository
 from tests import support
 from tests.imap.conftest import ServerThread, crlf, imaps, message
+
+T = TypeVar("T")
+
+#: how many backends wait for a lock this connection holds
+_WAITING_ON_ME = text(
+    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+)
 
 
 async def _account_with_messages(ctx: support.Context, n: int) -> tuple[Account, int]:
@@ -96,18 +105,17 @@ def test_uid_store_of_a_message_another_session_expunged_is_ok(
         b.logout()
 
 
-async def test_a_deadlock_postgresql_breaks_is_retried(ctx: support.Context) -> None:
-    if not ctx.db.is_postgresql:
-        pytest.skip("SQLite has one writer at a time: no deadlock, no serialization failure to retry")
-    account, inbox = await _account_with_messages(ctx, 1)
-    store = MailStore(ctx, account, Admission(ctx))
-    before = retry.retried
+async def _deadlock(ctx: support.Context, mailbox_id: int, work: Awaitable[T]) -> T:
+    """Run ``work`` (it locks the mailbox row, then a message row) into a deadlock with a connection of the
+    test that holds the message row and then asks for the mailbox row; ``work``'s result once it is over."""
     other = ctx.db.writer()  # the test's own connection, taking the locks in the opposite order
     try:
-        await other.execute(text("SET LOCAL deadlock_timeout = '30s'"))  # the STORE's backend detects it
-        await other.execute(text("UPDATE messages SET flags = flags WHERE mailbox_id = :m"), {"m": inbox})
-        task = asyncio.create_task(store.store(inbox, [1], "+", ["\\Flagged"]))
-        for _ in range(3000):  # until the STORE waits on the message row this connection holds
+        await other.execute(text("SET LOCAL deadlock_timeout = '30s'"))  # the store's backend detects it
+        await other.execute(text("UPDATE messages SET flags = flags WHERE mailbox_id = :m"), {"m": mailbox_id})
+        task = asyncio.ensure_future(work)
+        for _ in range(3000):  # until the store waits on the message row this connection holds
+            if task.done():
+                break
             waiting = await other.execute(
                 text(
                     "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
@@ -117,12 +125,36 @@ async def test_a_deadlock_postgresql_breaks_is_retried(ctx: support.Context) -> 
                 break
             await asyncio.sleep(0.01)
         else:
-            raise AssertionError("the STORE never waited on the message row")
-        # the STORE holds the mailbox row: locking it now closes the cycle, PostgreSQL aborts the STORE
-        await other.execute(text("UPDATE mailboxes SET highestmodseq = highestmodseq WHERE id = :m"), {"m": inbox})
+            raise AssertionError("the store never waited on the message row")
+        # the store holds the mailbox row: locking it now closes the cycle, PostgreSQL aborts the store
+        await other.execute(text("UPDATE mailboxes SET highestmodseq = highestmodseq WHERE id = :m"), {"m": mailbox_id})
         await other.commit()
-        assert await asyncio.wait_for(task, 30) == {1: frozenset({"\\Flagged"})}
+        return await asyncio.wait_for(task, 30)
     finally:
         await other.close()
+
+
+async def test_a_deadlock_postgresql_breaks_is_retried(ctx: support.Context) -> None:
+    if not ctx.db.is_postgresql:
+        pytest.skip("SQLite has one writer at a time: no deadlock, no serialization failure to retry")
+    account, inbox = await _account_with_messages(ctx, 1)
+    store = MailStore(ctx, account, Admission(ctx))
+    before = retry.retried
+    assert await _deadlock(ctx, inbox, store.store(inbox, [1], "+", ["\\Flagged"])) == {1: frozenset({"\\Flagged"})}
     assert retry.retried == before + 1
     assert (await store.select("INBOX", readonly=True)).messages == [(1, frozenset({"\\Flagged"}))]
+
+
+async def test_a_transaction_aborted_on_every_attempt_is_a_typed_error(ctx: support.Context) -> None:
+    if not ctx.db.is_postgresql:
+        pytest.skip("SQLite has one writer at a time: no deadlock, no serialization failure to retry")
+    account, inbox = await _account_with_messages(ctx, 1)
+
+    async def flag() -> None:
+        async with ctx.uow() as uow:
+            await uow.mailboxes.lock(inbox)
+            await uow.messages.update_flags(inbox, {1: "\\Flagged"}, await uow.mailboxes.bump_modseq(inbox))
+            await uow.commit()
+
+    with pytest.raises(TransactionAborted, match="40P01"):
+        await _deadlock(ctx, inbox, retry.retrying(flag, attempts=1))

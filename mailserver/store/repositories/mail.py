@@ -251,12 +251,6 @@ class MessageRepository(Repository):
         )
         return [int(u) for u in (await self.session.execute(stmt)).scalars().all()]
 
-    async def set_flags(self, messages: Iterable[Message], modseq: int) -> None:
-        """Persist flags already set on the objects, stamping them with ``modseq``."""
-        for m in messages:
-            m.modseq = modseq
-        await self.session.flush()
-
     async def update_flags(self, mailbox_id: int, flags: dict[int, str], modseq: int) -> builtins.list[int]:
         """Set ``flags[uid]`` on each message still there, stamped with ``modseq``; the UIDs updated.
 
