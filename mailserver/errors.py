@@ -64,3 +64,7 @@ class Unreadable(MailError):
 
 class AccountGone(MailError):
     """The account the request runs for no longer exists."""
+
+
+class Busy(MailError):
+    """The store could not do it now because of other writers (a transient condition): try again."""

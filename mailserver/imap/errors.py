@@ -23,6 +23,7 @@ CODES: Mapping[type[e.MailError], str] = {
     e.Refused: "CANNOT",  # RFC 5530 §3
     e.Unreadable: "CORRUPTION",  # RFC 5530 §3
     e.AccountGone: "UNAVAILABLE",  # RFC 5530 §3
+    e.Busy: "UNAVAILABLE",  # RFC 5530 §3: a temporary failure
 }
 
 

@@ -19,8 +19,9 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
@@ -28,13 +29,16 @@ from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
-from mailserver.errors import AccountGone, MailboxGone, MailboxNotFound, Refused, TooBig
+from mailserver.errors import AccountGone, Busy, MailboxGone, MailboxNotFound, Refused, TooBig
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
-from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
+from mailserver.store.errors import TransactionAborted
+from mailserver.store.models import Account, AccountKind, Blob, Mailbox
 from mailserver.store.repositories.mail import canonical_name
+from mailserver.store.retry import retrying
 from mailserver.store.uow import UnitOfWork
 
 RECENT = "\\Recent"
+T = TypeVar("T")
 _FLAGSETS: dict[str, frozenset[str]] = {}
 
 
@@ -274,32 +278,45 @@ class MailStore:
                 if meta:
                     data.meta = self._meta(blob, data)
             out.append(data)
-        new_flags: dict[int, frozenset[str]] = {}
         unseen = [r.uid for r in rows if "\\Seen" not in flagset(r.flags)] if mark_seen else []
         if not (unseen or (audit and rows)):
-            return out, new_flags
-        async with self.ctx.uow() as uow:
-            if unseen:
-                current = [
-                    m for m in await uow.messages.by_uids(mailbox_id, unseen) if "\\Seen" not in flagset(m.flags)
-                ]
-                if current:
-                    modseq = await uow.mailboxes.bump_modseq(mailbox_id)
-                    for m in current:
-                        m.flags = encode_flags(flagset(m.flags) | {"\\Seen"})
-                        new_flags[m.uid] = flagset(m.flags)
-                    await uow.messages.set_flags(current, modseq)
-                    uow.touch(mailbox_id)
-            if audit and rows:
-                uow.audit(
-                    self.actor,
-                    "imap.fetch",
-                    f"{self.account.owner_id}/mailbox:{mailbox_id}",
-                    "ok",
-                    "uids " + _compact(r.uid for r in rows),
-                )
-            await uow.commit()
+            return out, {}
+
+        async def work() -> dict[int, frozenset[str]]:
+            new_flags: dict[int, frozenset[str]] = {}
+            async with self.ctx.uow() as uow:
+                if unseen:
+                    await uow.mailboxes.lock(mailbox_id)
+                    current = {
+                        m.uid: encode_flags(flagset(m.flags) | {"\\Seen"})
+                        for m in await uow.messages.by_uids(mailbox_id, unseen)
+                        if "\\Seen" not in flagset(m.flags)
+                    }
+                    if current:
+                        modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+                        for uid in await uow.messages.update_flags(mailbox_id, current, modseq):
+                            new_flags[uid] = flagset(current[uid])
+                        uow.touch(mailbox_id)
+                if audit and rows:
+                    uow.audit(
+                        self.actor,
+                        "imap.fetch",
+                        f"{self.account.owner_id}/mailbox:{mailbox_id}",
+                        "ok",
+                        "uids " + _compact(r.uid for r in rows),
+                    )
+                await uow.commit()
+            return new_flags
+
+        new_flags = await _retrying(work)
         return out, new_flags
+
+    async def _lock_owned(self, uow: UnitOfWork, mailbox_id: int) -> Mailbox:
+        """The account's mailbox, its row locked first (mailbox rows by id, then messages)."""
+        m = await self._check_owner(uow, mailbox_id)
+        if not await uow.mailboxes.lock(mailbox_id):
+            raise MailboxGone("The selected mailbox was deleted")
+        return m
 
     async def _check_owner(self, uow: UnitOfWork, mailbox_id: int) -> Mailbox:
         m = await uow.mailboxes.get_by_id(mailbox_id)
@@ -310,79 +327,100 @@ class MailStore:
     async def store(
         self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str]
     ) -> dict[int, frozenset[str]]:
-        """STORE: the resulting flags of every message still there (only changed ones get a new modseq)."""
+        """STORE: the resulting flags of every message still there (only changed ones get a new modseq).
+
+        A message expunged by another session before this one wrote is not an error: it is left out.
+        """
         wanted = frozenset(flags) - {RECENT}
-        async with self.ctx.uow() as uow:
-            await self._check_owner(uow, mailbox_id)
-            rows = await uow.messages.by_uids(mailbox_id, uids)
-            result: dict[int, frozenset[str]] = {}
-            changed: list[Message] = []
-            for r in rows:
-                old = flagset(r.flags)
-                new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
-                result[r.uid] = flagset(encode_flags(new))
-                if new != old:
-                    r.flags = encode_flags(new)
-                    changed.append(r)
-            if changed:
-                modseq = await uow.mailboxes.bump_modseq(mailbox_id)
-                await uow.messages.set_flags(changed, modseq)
-                uow.touch(mailbox_id)
-                await uow.commit()
-        return result
+
+        async def work() -> dict[int, frozenset[str]]:
+            async with self.ctx.uow() as uow:
+                await self._lock_owned(uow, mailbox_id)
+                rows = await uow.messages.by_uids(mailbox_id, uids)
+                result: dict[int, frozenset[str]] = {}
+                changed: dict[int, str] = {}
+                for r in rows:
+                    old = flagset(r.flags)
+                    new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
+                    result[r.uid] = flagset(encode_flags(new))
+                    if new != old:
+                        changed[r.uid] = encode_flags(new)
+                if changed:
+                    modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+                    written = set(await uow.messages.update_flags(mailbox_id, changed, modseq))
+                    for uid in set(changed) - written:  # expunged meanwhile
+                        del result[uid]
+                    uow.touch(mailbox_id)
+                    await uow.commit()
+                return result
+
+        return await _retrying(work)
 
     async def expunge(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
         """Remove those of ``uids`` that carry \\Deleted; returns the UIDs removed."""
-        async with self.ctx.uow() as uow:
-            await self._check_owner(uow, mailbox_id)
-            rows = await uow.messages.by_uids(mailbox_id, uids)
-            gone = [r.uid for r in rows if "\\Deleted" in flagset(r.flags)]
-            if not gone:
-                return []
-            modseq = await uow.mailboxes.bump_modseq(mailbox_id)
-            blob_ids = await uow.messages.expunge(mailbox_id, gone, modseq)
-            await uow.blobs.delete_orphans(blob_ids)
-            uow.touch(mailbox_id)
-            uow.audit(
-                self.actor,
-                "imap.expunge",
-                f"{self.account.owner_id}/mailbox:{mailbox_id}",
-                "ok",
-                "uids " + _compact(gone),
-            )
-            await uow.commit()
-        return gone
+
+        async def work() -> list[int]:
+            async with self.ctx.uow() as uow:
+                await self._lock_owned(uow, mailbox_id)
+                rows = await uow.messages.by_uids(mailbox_id, uids)
+                gone = [r.uid for r in rows if "\\Deleted" in flagset(r.flags)]
+                if not gone:
+                    return []
+                modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+                blob_ids = await uow.messages.expunge(mailbox_id, gone, modseq)
+                await uow.blobs.delete_orphans(blob_ids)
+                uow.touch(mailbox_id)
+                uow.audit(
+                    self.actor,
+                    "imap.expunge",
+                    f"{self.account.owner_id}/mailbox:{mailbox_id}",
+                    "ok",
+                    "uids " + _compact(gone),
+                )
+                await uow.commit()
+            return gone
+
+        return await _retrying(work)
 
     async def copy(self, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool) -> CopyResult:
         """COPY / MOVE (RFC 4315 COPYUID, RFC 6851): the copies share the source's blobs."""
-        async with self.ctx.uow() as uow:
-            source = await self._check_owner(uow, mailbox_id)
-            dest = await self._mailbox(uow, dest_name, try_create=True)
-            rows = list(await uow.messages.by_uids(mailbox_id, uids))
-            if not rows:
-                return CopyResult(dest.uidvalidity, [], [])
-            # lock mailbox rows in ascending id order, as delivery does, so that no two writers deadlock
-            src_modseq = 0
-            if move and source.id < dest.id:
-                src_modseq = await uow.mailboxes.bump_modseq(source.id)
-            first, modseq = await uow.mailboxes.allocate(dest.id, len(rows))
-            if move and source.id >= dest.id:
-                src_modseq = await uow.mailboxes.bump_modseq(source.id)
-            dest_uids = await uow.messages.add_copies(dest.id, rows, first, modseq)
-            source_uids = [r.uid for r in rows]
-            if move:
-                await uow.messages.expunge(source.id, source_uids, src_modseq)
-                uow.touch(source.id)
-            uow.touch(dest.id)
-            uow.audit(
-                self.actor,
-                "imap.move" if move else "imap.copy",
-                f"{self.account.owner_id}/mailbox:{source.id}",
-                "ok",
-                f"uids {_compact(source_uids)} to mailbox:{dest.id} uids {_compact(dest_uids)}",
-            )
-            await uow.commit()
-            return CopyResult(dest.uidvalidity, source_uids, dest_uids)
+
+        async def work() -> CopyResult:
+            async with self.ctx.uow() as uow:
+                source = await self._check_owner(uow, mailbox_id)
+                dest = await self._mailbox(uow, dest_name, try_create=True)
+                # lock mailbox rows in ascending id order, as delivery does, then read the messages
+                for mid in sorted({source.id, dest.id}):
+                    if not await uow.mailboxes.lock(mid):  # deleted meanwhile
+                        if mid == source.id:
+                            raise MailboxGone("The selected mailbox was deleted")
+                        raise MailboxNotFound(canonical_name(dest_name), try_create=True)
+                rows = list(await uow.messages.by_uids(mailbox_id, uids))
+                if not rows:
+                    return CopyResult(dest.uidvalidity, [], [])
+                src_modseq = 0
+                if move and source.id < dest.id:
+                    src_modseq = await uow.mailboxes.bump_modseq(source.id)
+                first, modseq = await uow.mailboxes.allocate(dest.id, len(rows))
+                if move and source.id >= dest.id:
+                    src_modseq = await uow.mailboxes.bump_modseq(source.id)
+                dest_uids = await uow.messages.add_copies(dest.id, rows, first, modseq)
+                source_uids = [r.uid for r in rows]
+                if move:
+                    await uow.messages.expunge(source.id, source_uids, src_modseq)
+                    uow.touch(source.id)
+                uow.touch(dest.id)
+                uow.audit(
+                    self.actor,
+                    "imap.move" if move else "imap.copy",
+                    f"{self.account.owner_id}/mailbox:{source.id}",
+                    "ok",
+                    f"uids {_compact(source_uids)} to mailbox:{dest.id} uids {_compact(dest_uids)}",
+                )
+                await uow.commit()
+                return CopyResult(dest.uidvalidity, source_uids, dest_uids)
+
+        return await _retrying(work)
 
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
@@ -421,6 +459,15 @@ class MailStore:
             await uow.commit()
         d = result.delivered[0]
         return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
+
+
+async def _retrying(work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` (one writing unit of work) run again if PostgreSQL aborted it as a deadlock or a
+    serialization failure; still aborted after the retries, the command answers NO [UNAVAILABLE]."""
+    try:
+        return await retrying(work)
+    except TransactionAborted:
+        raise Busy("The mailbox is busy with other changes; try again") from None
 
 
 def _compact(uids: Iterable[int]) -> str:

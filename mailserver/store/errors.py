@@ -24,3 +24,8 @@ class NotFound(StoreError):
 
 class StoreBusy(StoreError):
     """The database could not take the write in time (a transient condition)."""
+
+
+class TransactionAborted(StoreError):
+    """PostgreSQL aborted the transaction to resolve a deadlock (40P01) or a serialization failure (40001),
+    and it still failed after the retries of ``mailserver.store.retry.retrying``."""

@@ -118,6 +118,17 @@ class MailboxRepository(Repository):
         uidnext, modseq = (await self.session.execute(stmt)).one()
         return int(uidnext) - count, int(modseq)
 
+    async def lock(self, mailbox_id: int) -> bool:
+        """Lock the mailbox row until the transaction ends (PostgreSQL; SQLite's write lock is already held).
+
+        Every writer of a mailbox's messages takes this lock (or ``allocate`` / ``bump_modseq``) before
+        touching them: mailbox rows by id, then messages, so that no two writers deadlock. False if the
+        mailbox no longer exists.
+        """
+        t = _MAILBOXES
+        row = await self.session.execute(select(t.c.id).where(t.c.id == mailbox_id).with_for_update())
+        return row.first() is not None
+
     async def bump_modseq(self, mailbox_id: int) -> int:
         """A new modseq for a change that adds no message (flags, expunge). Locks the row."""
         t = _MAILBOXES
@@ -240,11 +251,28 @@ class MessageRepository(Repository):
         )
         return [int(u) for u in (await self.session.execute(stmt)).scalars().all()]
 
-    async def set_flags(self, messages: Iterable[Message], modseq: int) -> None:
-        """Persist flags already set on the objects, stamping them with ``modseq``."""
-        for m in messages:
-            m.modseq = modseq
-        await self.session.flush()
+    async def update_flags(self, mailbox_id: int, flags: dict[int, str], modseq: int) -> builtins.list[int]:
+        """Set ``flags[uid]`` on each message still there, stamped with ``modseq``; the UIDs updated.
+
+        One Core ``UPDATE ... WHERE uid IN ... RETURNING uid`` per distinct flag string: a message
+        expunged meanwhile is simply not updated (no ORM flush expecting one row per object).
+        """
+        by_flags: dict[str, list[int]] = {}
+        for uid, f in flags.items():
+            by_flags.setdefault(f, []).append(uid)
+        t = cast(Table, Message.__table__)
+        done: list[int] = []
+        for f, uids in sorted(by_flags.items()):
+            uids.sort()
+            for i in range(0, len(uids), 500):
+                rows = await self.session.execute(
+                    update(t)
+                    .where(t.c.mailbox_id == mailbox_id, t.c.uid.in_(uids[i : i + 500]))
+                    .values(flags=f, modseq=modseq)
+                    .returning(t.c.uid)
+                )
+                done.extend(int(u) for (u,) in rows.all())
+        return sorted(done)
 
     async def expunge(self, mailbox_id: int, uids: Iterable[int], modseq: int) -> builtins.list[str]:
         """Remove the messages, leave tombstones; returns the blob ids that may now be orphaned."""
