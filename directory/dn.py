@@ -96,3 +96,13 @@ def dn_key(dn: str) -> str:
             atoms.append(f"{name}={_escape(_SPACES.sub(' ', _unescape(value).strip()).casefold())}")
         rdns.append("+".join(sorted(atoms)))
     return ",".join(rdns)
+
+
+def common_name(dn: str) -> str | None:
+    """The (first) CN value of ``dn``, unescaped and case-folded (an operator certificate's MTA host name)."""
+    for rdn in _split(dn.strip(), ","):
+        for atom in _split(rdn, "+"):
+            typ, sep, value = atom.partition("=")
+            if sep and _ALIASES.get(typ.strip().upper(), typ.strip().upper()) == "CN":
+                return _SPACES.sub(" ", _unescape(value).strip()).casefold() or None
+    return None

@@ -28,6 +28,9 @@ Invariants:
   except to the professions patients may write to first.
 - Rate limits count accepted recipients per sender address, per process
   (``policies.rates``); their state is shared by every Admission of one database.
+- Who a message says it is from is judged once per message, at DATA, on both
+  doors (``check_origin``, rules in ``policies.origin``): originator fields are
+  read from the header index with encoded words decoded, never reparsed.
 - Nothing here commits, except ``after_delivery`` which only adds to the
   caller's unit of work.
 """
@@ -41,17 +44,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from directory.addresses import Address, normalize_domain
-from directory.dn import dn_key
+from directory.dn import common_name, dn_key
 from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
 from mailserver.config import Config, ConfigError
 from mailserver.context import Context
 from mailserver.message import ParsedMessage
+from mailserver.message.addresses import mailboxes
+from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
+from policies import origin as O
 from policies import reply as R
 from policies.rates import RateLimit, RateLimiter
 
@@ -276,6 +282,45 @@ class Admission:
             out[r.address] = decision if not decision.allowed else Decision.allow("content-ok")
         return out
 
+    async def check_origin(
+        self,
+        message: ParsedMessage,
+        *,
+        door: str,
+        mail_from: str,
+        recipients: Sequence[Party],
+        account: Account | None,
+        peer_dn: str | None,
+        dkim_pass: Sequence[str],
+    ) -> Decision:
+        """May the door believe the message's From? Submission (``account`` set): the authenticated address in
+        From, Sender, Resent-From and Resent-Sender, From required. MX: the From domain the envelope's or
+        DKIM-aligned (``dkim_pass``: ``d=`` of the passing signatures intake verified), never one of our
+        domains; a null reverse-path only for reports, never to a patient. Display names hold no other address."""
+        origin = originator(message)
+        if door != "mx":
+            if account is None:
+                return Decision.allow("no-account")
+            return O.check_submitted(origin, account.address)
+        envelope = mail_from.rpartition("@")[2].lower() if mail_from else None
+        async with self.ctx.uow(readonly=True) as uow:
+            local = {m.domain for m in origin.from_ if await uow.domains.get(m.domain) is not None}
+            peer = (
+                await uow.trust.domains_with_dn_key(dn_key(peer_dn), active_only=True)
+                if envelope is None and peer_dn is not None
+                else []
+            )
+        if peer and peer_dn is not None and (host := common_name(peer_dn)) and "." in host:
+            peer.append(host)  # a report's MAILER-DAEMON@<the MTA's host name>, as its certificate names it
+        return O.check_mx(
+            origin,
+            envelope_domain=envelope,
+            peer_domains=peer,
+            dkim_pass=dkim_pass,
+            local_domains=local,
+            to_patient=any(r.role is Role.PATIENT for r in recipients),
+        )
+
     async def after_delivery(
         self,
         uow: UnitOfWork,
@@ -353,6 +398,33 @@ class Admission:
         if not attachments.allowed:
             return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text(attachments.reply.text), attachments.reason)
         return Decision.allow("append")
+
+
+def _mailboxes(message: ParsedMessage, name: str) -> tuple[O.Mailbox, ...]:
+    """The mailboxes of every field ``name``: as written (display names decoded), and as a reader sees them once
+    RFC 2047 encoded words are decoded (a From that is only an encoded word shows an address too)."""
+    out: dict[tuple[str | None, str], O.Mailbox] = {}
+    for values in (message.values(name), message.decoded(name)):
+        for m in mailboxes(values):
+            if m.local and m.domain:
+                box = O.Mailbox(decode_words(m.name) if m.name else None, m.address)
+                out.setdefault((box.name, box.address.lower()), box)
+    return tuple(out.values())
+
+
+def originator(message: ParsedMessage) -> O.Originator:
+    """The originator fields ``policies.origin`` decides on, read from the message's header index."""
+    root = message.root
+    report = root.param("report-type")
+    return O.Originator(
+        from_=_mailboxes(message, "from"),
+        sender=_mailboxes(message, "sender"),
+        resent_from=_mailboxes(message, "resent-from"),
+        resent_sender=_mailboxes(message, "resent-sender"),
+        has_from_field=message.has("from"),
+        content_type=root.content_type,
+        report_type=report.lower() if report else None,
+    )
 
 
 def _opaque(address: str) -> str:

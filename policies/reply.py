@@ -96,3 +96,25 @@ XDM_SEVERAL_PATIENTS = Reply(
 XDM_OTHER_PATIENT = Reply(
     550, "5.7.1", "The IHE XDM package concerns another patient than the recipient (patientId is not their INS)"
 )
+
+# --- who the message says it is from (RFC 5322 §3.6.2, DMARC RFC 7489 §3.1) -------------------------------------
+FROM_NOT_ALIGNED = Reply(
+    550,
+    "5.7.1",
+    "The From domain is neither the envelope sender's domain nor aligned with a passing DKIM signature: "
+    "a message must say truthfully who sends it",
+)
+FROM_LOCAL_DOMAIN = Reply(
+    550, "5.7.1", "The From address is in one of this operator's own domains: such mail only comes from our own users"
+)
+NULL_SENDER_NOT_A_REPORT = Reply(
+    550, "5.7.1", "A message with an empty envelope sender may only be a delivery report (multipart/report)"
+)
+NULL_SENDER_TO_PATIENT = Reply(
+    550, "5.7.1", "A message with an empty envelope sender is not delivered to a patient's mailbox"
+)
+FROM_MISSING = Reply(550, "5.7.1", "The message has no From header field: write it with your own address")
+RESENT_NOT_OWNED = Reply(550, "5.7.1", "The Resent-From and Resent-Sender header fields must hold your own address")
+DISPLAY_NAME_ADDRESS = Reply(
+    550, "5.7.1", "The From display name holds another address than the sender's own: it would mislead the reader"
+)

@@ -7,7 +7,8 @@ The path (docs/DESIGN.md "The path of a message"):
    Every step below reads and edits that ``ParsedMessage``; none parses again;
 1. loops: a message with ``smtp.max_hops`` Received fields or more is refused ``554 5.4.6``;
 2. MX only: DKIM verified, ``Authentication-Results`` added, refusal when the
-   sender's domain must sign and did not;
+   sender's domain must sign and did not; then ``Admission.check_origin`` on both
+   doors: the From believable (``policies.origin``), or ``550 5.7.1``;
 3. trace and identity: Message-ID and Date added when missing, our Received on top;
 4. ``Admission.check_content`` per recipient (size for patients, attachments...);
 5. one unit of work: local recipients through ``delivery.deliver`` then
@@ -122,12 +123,27 @@ class Intake:
             return Accepted(R.TOO_MANY_HOPS)
 
         msg = strip_own_results(msg, self.hostname)
+        dkim_pass: tuple[str, ...] = ()
         if m.door == "mx":
             verdict = await self.verifier.judge(msg, sender_domain(m.mail_from, msg))
             if verdict.refusal is not None:
                 self._refused("dkim", verdict.refusal)
                 return Accepted(verdict.refusal)
             msg = msg.prepend(authentication_results(self.hostname, verdict.results))
+            dkim_pass = verdict.passed
+        # who the message says it is from: aligned with the envelope or DKIM (MX), the account's own (submission)
+        origin = await self.admission.check_origin(
+            msg,
+            door=m.door,
+            mail_from=m.mail_from,
+            recipients=[r.party for r in m.recipients],
+            account=m.account,
+            peer_dn=m.tls.peer_dn if m.tls is not None else None,
+            dkim_pass=dkim_pass,
+        )
+        if not origin.allowed:
+            self._refused(origin.reason, origin.reply)
+            return Accepted(origin.reply)
 
         msg = M.complete_ids(msg, hostname=self.hostname, now=now)
         trace = M.received(

@@ -73,6 +73,11 @@ class Verdict:
     results: tuple[dkimlib.Result, ...]
     refusal: Reply | None  # set when the sender's domain must sign and did not
 
+    @property
+    def passed(self) -> tuple[str, ...]:
+        """The ``d=`` domains of the signatures that verified (what DMARC-style From alignment reads)."""
+        return tuple(r.domain.lower() for r in self.results if r.status is dkimlib.Status.PASS and r.domain)
+
 
 class DkimVerifier:
     def __init__(self, ctx: Context) -> None:

@@ -174,7 +174,16 @@ def test_bounce_from_a_listed_operator(
 ) -> None:
     tag = marker()
     s = mx(site, pki, client_certs[OTHER_DN])
-    assert s.sendmail("", [PRO], message(f"MAILER-DAEMON@mx.{OTHER}", PRO, f"bounce {tag}")) == {}
+    report = (
+        message(f"MAILER-DAEMON@mx.{OTHER}", PRO, f"bounce {tag}")
+        .replace(
+            b'Content-Type: text/plain; charset="utf-8"',
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=b",
+            1,
+        )
+        .replace(b"Bonjour.\r\n", b"--b\r\n\r\nBonjour.\r\n--b--\r\n")
+    )  # a null reverse-path carries only reports
+    assert s.sendmail("", [PRO], report) == {}
     s.quit()
     assert len(find(site, PRO, tag)) == 1
     s = mx(site, pki, client_certs[STRANGER_DN])
