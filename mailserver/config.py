@@ -190,6 +190,9 @@ class ImapSection:
     idle_timeout: int = 1800
     #: seconds for a TLS handshake (IMAPS and STARTTLS)
     tls_handshake_timeout: int = 30
+    #: seconds a command line may take once its first byte arrived, however it trickles in (then BYE);
+    #: the literals of an authenticated command (APPEND's message) are exempt: max_literal bounds them
+    line_deadline: float = 60.0
 
 
 @dataclass

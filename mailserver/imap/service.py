@@ -2,6 +2,8 @@
 
 Invariants:
 - Both listeners use the one TLS profile of ``crypto.tls`` (TLS 1.2+, MSSanté suites).
+- IMAPS accepts plain TCP and starts TLS itself, so that a failed handshake is
+  logged (``imap.tls-failed`` with OpenSSL's short reason, then ``imap.disconnect``).
 - One ``Authenticator`` (and so one login throttle) is shared by every connection of the process.
 - ``stop()`` closes the listener first, then says BYE to every open session.
 - Memory per idle connection is bounded: asyncio's TLS layer allocates a
@@ -23,7 +25,7 @@ from mailserver import metrics
 from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
-from mailserver.imap.session import ImapSession, SessionConfig
+from mailserver.imap.session import ImapSession, SessionConfig, tls_reason
 
 log = logging.getLogger("masante.imap")
 
@@ -52,6 +54,8 @@ class ImapListener:
         return len(self._sessions)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.implicit_tls and not await self._handshake(writer):
+            return
         session = ImapSession(self.cfg, reader, writer, implicit_tls=self.implicit_tls)
         metrics.CONNECTIONS.labels(self.name).inc()
         self._sessions.add(session)
@@ -65,6 +69,27 @@ class ImapListener:
             if task is not None:
                 self._tasks.discard(task)
 
+    async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
+        """IMAPS: the TLS handshake, here rather than in asyncio's server, so that a failure is logged (issue 11)."""
+        tls, timeout = self.cfg.tls, self.cfg.tls_handshake_timeout
+        if tls is None:  # build() always gives one; a listener without TLS has no IMAPS to offer
+            writer.transport.abort()
+            return False
+        try:
+            # awaited directly, not in wait_for's task: start_tls must pause the plain reading before the
+            # loop polls the socket again, or a ClientHello already sent would land in the StreamReader
+            await writer.start_tls(tls, ssl_handshake_timeout=timeout)
+            return True
+        except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
+            # asyncio ends a handshake that outlives ssl_handshake_timeout with ConnectionAbortedError
+            timed_out = isinstance(exc, TimeoutError | ConnectionAbortedError)
+            reason = "timeout" if timed_out else tls_reason(exc)
+            log.info("imap.tls-failed", extra={"fields": {"endpoint": self.name, "reason": reason}})
+            log.info("imap.disconnect", extra={"fields": {"reason": "tls-failed"}})
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
+            return False
+
     async def start(self) -> list[Endpoint]:
         config = self.cfg.ctx.config
         limit_tls_buffers()
@@ -72,8 +97,7 @@ class ImapListener:
             self._handle,
             config.server.bind,
             self.port,
-            ssl=self.cfg.tls if self.implicit_tls else None,
-            ssl_handshake_timeout=self.cfg.tls_handshake_timeout if self.implicit_tls else None,
+            # IMAPS: the handshake is ``_handshake``'s, so that its failures are logged
             backlog=1024,
         )
         port = self._server.sockets[0].getsockname()[1]
@@ -116,6 +140,7 @@ def session_config(
         login_timeout=imap.login_timeout,
         idle_timeout=imap.idle_timeout,
         tls_handshake_timeout=imap.tls_handshake_timeout,
+        line_deadline=imap.line_deadline,
     )
 
 

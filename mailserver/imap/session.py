@@ -21,7 +21,17 @@ Implementation notes (invariants):
 - LOGIN and AUTHENTICATE are refused before TLS (LOGINDISABLED; RFC 3501 §6.2.3).
 - Bounds (``[imap]`` config): MAX_LINE, MAX_LITERAL, nesting depth,
   BAD_COMMAND_LIMIT (consecutive, then BYE), idle timeouts (IDLE included).
-- Logs carry ids only; LOGIN and AUTHENTICATE arguments are never logged.
+- Logs carry ids only; LOGIN and AUTHENTICATE arguments are never logged. A
+  tagged BAD is logged as ``imap.bad`` with the command name only (its text can
+  quote the client), a tagged NO as ``imap.no`` with the command name and the
+  response code; every connection ends with one ``imap.disconnect`` and its
+  ``reason`` (logout, timeout, too-slow, too-many-bad, tls-failed,
+  client-closed, shutdown, mailbox-gone, error).
+- A command line has an absolute deadline (``[imap] line_deadline``) from its
+  first byte, whatever the silences between bytes: a client trickling a byte at
+  a time is answered BYE and closed (issue 14). The literals of an
+  authenticated command (APPEND's message) are exempt: ``max_literal`` and the
+  idle timeout bound them.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mailserver import logs, metrics, sasl
 from mailserver.errors import MailboxGone, MailError
@@ -77,6 +87,7 @@ class SessionConfig:
     login_timeout: float
     idle_timeout: float
     tls_handshake_timeout: float
+    line_deadline: float = 60.0
 
 
 class ImapSession(MailHandlers):
@@ -96,6 +107,10 @@ class ImapSession(MailHandlers):
         peer = writer.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "unknown"
         self._closing = False
+        self.reason = "client-closed"  # why the connection ended (the ``imap.disconnect`` log line)
+        self._command: str | None = None  # the command being answered (the BAD and NO log lines)
+        self._line_started: float | None = None  # when the first byte of the current command line arrived
+        self._line_exempt = False  # the current command is in an authenticated literal: no line deadline
 
     @property
     def state(self) -> ImapState:
@@ -110,18 +125,54 @@ class ImapSession(MailHandlers):
         if not responses:
             return
         out = self.selected.announce(responses) if self.selected is not None else responses
+        for x in out:
+            if isinstance(x, r.Tagged) and x.status in ("BAD", "NO"):
+                self._log_refusal(x)
         self.writer.write(b"".join(x.to_bytes() for x in out))
         await self.writer.drain()
 
+    def _log_refusal(self, resp: r.Tagged) -> None:
+        """``imap.bad`` / ``imap.no``: the command name (ours once parsed) and the code, never the text."""
+        name = self._command or "unparsed"
+        if resp.status == "BAD":
+            log.info("imap.bad", extra={"fields": {"command": name}})
+        else:
+            code = resp.code.split()[0] if resp.code else None  # the code's atom, not its arguments
+            log.info("imap.no", extra={"fields": {"command": name, "code": code}})
+
+    def _line_done(self) -> None:
+        """A command was answered: the next line's deadline starts with its first byte (now, if buffered)."""
+        self._command = None
+        self._line_exempt = False
+        self._line_started = asyncio.get_running_loop().time() if self.receiver.buffered else None
+
+    async def _bye(self, reason: str, text: str) -> NoReturn:
+        self.reason = reason
+        await self.send(r.Untagged("BYE", text))
+        raise Closing
+
     async def _read(self) -> bytes:
+        loop = asyncio.get_running_loop()
         timeout = self.cfg.login_timeout if self.state is ImapState.NOT_AUTHENTICATED else self.cfg.idle_timeout
+        if self.state is not ImapState.NOT_AUTHENTICATED and self.receiver.in_literal:
+            self._line_exempt = True  # an APPEND's message: max_literal and the idle timeout bound it
+        deadline_bound = False
+        if self._line_started is not None and not self._line_exempt:
+            left = self._line_started + self.cfg.line_deadline - loop.time()
+            if left < timeout:
+                timeout, deadline_bound = max(left, 0.0), True
         try:
             data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
         except TimeoutError:
-            await self.send(r.Untagged("BYE", "Autologout: idle for too long"))
-            raise Closing from None
+            if deadline_bound:  # issue 14: silence is not the only way to hold a connection
+                await self._bye(
+                    "too-slow", f"Too slow: a command line must arrive within {self.cfg.line_deadline:g} seconds"
+                )
+            await self._bye("timeout", "Autologout: idle for too long")
         if not data:
             raise Closing
+        if self._line_started is None:
+            self._line_started = loop.time()
         return data
 
     async def _read_line(self) -> bytes:
@@ -148,15 +199,22 @@ class ImapSession(MailHandlers):
         try:
             await self.send(r.Untagged("OK", "masante-mail IMAP ready", self._capability_code()))
             await self._loop()
-        except (Closing, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        except (Closing, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except ssl.SSLError as exc:
+            self.reason = "tls-failed"
+            log.info("imap.tls-failed", extra={"fields": {"reason": tls_reason(exc)}})
+        except TimeoutError:  # the STARTTLS handshake did not complete in time
+            self.reason = "tls-failed"
+            log.info("imap.tls-failed", extra={"fields": {"reason": "timeout"}})
         except Exception:
+            self.reason = "error"
             log.exception("imap.session-failed")
             with contextlib.suppress(Exception):
                 await self.send(r.Untagged("BYE", "Internal server error, sorry", "SERVERBUG"))
         finally:
             await self._close_transport()
-            log.info("imap.disconnect")
+            log.info("imap.disconnect", extra={"fields": {"reason": "shutdown" if self._closing else self.reason}})
 
     async def _close_transport(self) -> None:
         """Close politely (TLS close_notify), but never wait long for a peer that does not answer."""
@@ -179,7 +237,10 @@ class ImapSession(MailHandlers):
             except ImapParseError as exc:
                 answer = self.conn.parse_error(exc)
                 self._settle()
+                if answer[1]:
+                    self.reason = "too-many-bad" if self.conn.over_limit else "bad-command"
                 await self._answer(*answer)
+                self._line_done()
                 continue
             if isinstance(event, NeedData):
                 self.receiver.feed(await self._read())
@@ -188,10 +249,17 @@ class ImapSession(MailHandlers):
                     await self.send(r.Continuation("Ready for literal data"))
                 else:
                     self.receiver.reject_literal()
-                    await self._answer(*self.conn.bad(event.tag, "Log in first"))
+                    answer = self.conn.bad(event.tag, "Log in first")
+                    if answer[1]:
+                        self.reason = "too-many-bad"
+                    await self._answer(*answer)
+                    self._line_done()
             else:
+                self._command = event.name
                 await self._dispatch(event)
+                self._line_done()
                 if self.state is ImapState.LOGOUT:
+                    self.reason = "logout"
                     raise Closing
 
     # --- dispatch ------------------------------------------------------------------------------------
@@ -200,14 +268,14 @@ class ImapSession(MailHandlers):
         try:
             out = await self._run(cmd)
         except MailboxGone:
-            await self.send(r.Untagged("BYE", "The selected mailbox was deleted by another session"))
-            raise Closing from None
+            await self._bye("mailbox-gone", "The selected mailbox was deleted by another session")
         last = out[-1] if out else None
         status = last.status if isinstance(last, r.Tagged) else "OK"
         self.conn.completed(cmd, status)
         self._settle()
         if status == "BAD" and self.conn.over_limit:
             out.append(r.Untagged("BYE", "Too many invalid commands"))
+            self.reason = "too-many-bad"
             await self._answer(out, True)
         await self.send(*out)
 
@@ -276,6 +344,7 @@ class ImapSession(MailHandlers):
         response: str | bytes | None = cmd.initial
         if response is None:
             await self.send(r.Continuation(""))
+            self._line_started = None  # the SASL response is a line of its own, with its own deadline
             response = (await self._read_line()).strip()
             if response == b"*":  # RFC 3501 §6.2.2
                 raise Bad("Authentication cancelled")
@@ -306,8 +375,7 @@ class ImapSession(MailHandlers):
                     wait_task = wait_task or asyncio.ensure_future(sub.wait())
                     left = deadline - loop.time()
                     if left <= 0:
-                        await self.send(r.Untagged("BYE", "Autologout: idle for too long"))
-                        raise Closing
+                        await self._bye("timeout", "Autologout: idle for too long")
                     done, _ = await asyncio.wait({read_task, wait_task}, timeout=left, return_when="FIRST_COMPLETED")
                     if read_task in done:
                         data, read_task = read_task.result(), None
@@ -323,6 +391,12 @@ class ImapSession(MailHandlers):
                         t.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
                             await t
+
+
+def tls_reason(exc: BaseException) -> str:
+    """The short name of a TLS failure (``WRONG_VERSION_NUMBER``, ``NO_SHARED_CIPHER``...): OpenSSL's, ours."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else type(exc).__name__
 
 
 Handler = Callable[[ImapSession, Any], Awaitable[list[r.Response]]]

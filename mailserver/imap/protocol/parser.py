@@ -136,6 +136,11 @@ class ImapReceiver:
         """Bytes received and not yet consumed (STARTTLS: must be 0, else a command was injected)."""
         return len(self._buf) - self._pos
 
+    @property
+    def in_literal(self) -> bool:
+        """A literal's octets are being received (a command's line is half read)."""
+        return self._literal is not None
+
     def discard_buffer(self) -> None:
         del self._buf[:]
         self._pos = self._scan = 0
