@@ -199,14 +199,8 @@ class ImapSession(MailHandlers):
         try:
             await self.send(r.Untagged("OK", "masante-mail IMAP ready", self._capability_code()))
             await self._loop()
-        except (Closing, ConnectionError, asyncio.IncompleteReadError):
+        except (Closing, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
-        except ssl.SSLError as exc:
-            self.reason = "tls-failed"
-            log.info("imap.tls-failed", extra={"fields": {"reason": tls_reason(exc)}})
-        except TimeoutError:  # the STARTTLS handshake did not complete in time
-            self.reason = "tls-failed"
-            log.info("imap.tls-failed", extra={"fields": {"reason": "timeout"}})
         except Exception:
             self.reason = "error"
             log.exception("imap.session-failed")
@@ -317,7 +311,16 @@ class ImapSession(MailHandlers):
         # RFC 3501 §6.2.1 / RFC 7817: anything the client sent after STARTTLS in clear is dropped
         self.receiver.discard_buffer()
         timeout = self.cfg.tls_handshake_timeout
-        await asyncio.wait_for(self.writer.start_tls(self.cfg.tls, ssl_handshake_timeout=timeout), timeout + 5)
+        try:
+            # awaited directly, not in wait_for's task: start_tls must pause the plain reading before the
+            # loop polls the socket again, or the ClientHello would land in the StreamReader
+            await self.writer.start_tls(self.cfg.tls, ssl_handshake_timeout=timeout)
+        except (ssl.SSLError, ConnectionAbortedError, TimeoutError) as exc:
+            # asyncio ends a handshake that outlives ssl_handshake_timeout with ConnectionAbortedError
+            reason = tls_reason(exc) if isinstance(exc, ssl.SSLError) else "timeout"
+            log.info("imap.tls-failed", extra={"fields": {"endpoint": "starttls", "reason": reason}})
+            self.reason = "tls-failed"
+            raise Closing from None
         self.tls_active = True
         return []
 

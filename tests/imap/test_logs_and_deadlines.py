@@ -44,6 +44,10 @@ imap_server = server_fixture(
 
 Line = dict[str, Any]
 
+#: a TLS record of type handshake whose message is no ClientHello (a cleartext line would read as a
+#: record header announcing kilobytes, and OpenSSL would wait for them until the handshake timeout)
+NOT_A_CLIENT_HELLO = b"\x16\x03\x01\x00\x10" + b"not-tls at-all!!"
+
 
 class LogCapture(logging.Handler):
     """The JSON lines the server's IMAP logger writes (its thread), parsed."""
@@ -126,14 +130,24 @@ def read_until_closed(sock: socket.socket) -> bytes:
 
 def test_a_failed_imaps_handshake_is_logged_with_its_reason(imap_server: ServerThread, captured: LogCapture) -> None:
     with socket.create_connection((HOST, imap_server.port("imaps")), timeout=TIMEOUT) as sock:
-        # a TLS record of type handshake whose message is no ClientHello (a cleartext line would
-        # read as a record header announcing kilobytes, and OpenSSL would wait for them)
-        sock.sendall(b"\x16\x03\x01\x00\x10" + b"not-tls at-all!!")
+        sock.sendall(NOT_A_CLIENT_HELLO)
         assert read_until_closed(sock) == b""
     failed = captured.wait_for(event("imap.tls-failed", endpoint="imaps"))
     assert failed["reason"] and failed["reason"].isupper()  # OpenSSL's short name, e.g. WRONG_VERSION_NUMBER
     captured.wait_for(event("imap.disconnect", reason="tls-failed"))
     assert "not-tls" not in "".join(captured.raw)
+
+
+def test_a_failed_starttls_handshake_is_logged_with_its_reason(imap_server: ServerThread, captured: LogCapture) -> None:
+    with greeted(imap_server) as sock:
+        sock.sendall(b"a1 STARTTLS\r\n")
+        assert sock.recv(4096).startswith(b"a1 OK")
+        sock.sendall(NOT_A_CLIENT_HELLO)
+        assert read_until_closed(sock) == b""
+    lines = session_of(captured, event("imap.tls-failed", endpoint="starttls"))
+    failed = [x for x in lines if x["event"] == "imap.tls-failed"]
+    assert len(failed) == 1 and failed[0]["reason"].isupper()
+    assert [x["reason"] for x in lines if x["event"] == "imap.disconnect"] == ["tls-failed"]
 
 
 def test_a_tls_client_refused_by_the_profile_is_logged(imap_server: ServerThread, captured: LogCapture) -> None:
