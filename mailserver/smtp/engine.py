@@ -80,6 +80,19 @@ log = logging.getLogger("masante.smtp")
 MAX_COMMAND_LINE = 12288
 #: command line limits per command, parameters included (RFC 5321 §4.5.3.1.4 plus extensions)
 COMMAND_LIMITS = {"MAIL": 1024, "RCPT": 1024, "AUTH": MAX_COMMAND_LINE}
+#: why a connection ended, the ``reason`` of the ``smtp.disconnect`` line (a closed set: ids, never client text)
+DISCONNECT_REASONS = frozenset(
+    {
+        "quit",  # the client's QUIT (RFC 5321 §4.1.1.10)
+        "client-closed",  # the client closed the connection (EOF) without QUIT
+        "connection-lost",  # the connection broke (a reset, an error below TLS)
+        "idle-timeout",  # silence past ``command_timeout`` (RFC 5321 §4.5.3.2)
+        "too-slow",  # a command line past its deadline, or DATA below the minimum rate (``smtp.too-slow``)
+        "tls-failed",  # the STARTTLS handshake failed (RFC 3207 §4.1)
+        "too-many-errors",  # too many unrecognised commands (aiosmtpd's ``502 5.5.1`` and close)
+        "too-many-commands",  # a command sent more times than aiosmtpd's call limit allows (``421 4.7.0``)
+    }
+)
 #: the stream reader's limit while DATA is read: how much is buffered before the socket is paused
 DATA_PIECE = 256 * 1024
 
@@ -197,6 +210,10 @@ class MasanteSMTP(SMTP):
         self._data_octets = 0  # octets received since the 354
         self._pace_timer: asyncio.TimerHandle | None = None
         self._log_context: contextvars.Context | None = None
+        # the disconnect line: the reason set where the server ends the session, logged once
+        self._end_reason: str | None = None
+        self._handshaking = False
+        self._disconnect_logged = False
         #: key types a client certificate may have (None: any)
         self.client_key_types = frozenset(client_key_types) if client_key_types is not None else None
 
@@ -255,6 +272,11 @@ class MasanteSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         # overridden to add enhanced status codes to aiosmtpd's own replies (RFC 2034 §3); one write
         if isinstance(status, str):
+            # aiosmtpd's own loop ends the session after these two replies (then closes the transport)
+            if status.startswith("502 5.5.1 Too many unrecognized commands"):
+                self._end_reason = "too-many-errors"
+            elif status.startswith("421 4.7.0 ") and "sent too many times" in status:
+                self._end_reason = "too-many-commands"
             if self._greeted:
                 status = R.with_enhanced_code(ascii_line(status))
             self._greeted = True
@@ -277,6 +299,7 @@ class MasanteSMTP(SMTP):
         client's doing: logged as such, and the connection is gone."""
         if isinstance(error, TLSSetupException | ssl.SSLError):
             log.info("smtp.tls-failed", extra={"fields": R.error_fields(error)})
+            self._end_reason = "tls-failed"
             return str(R.TLS_FAILED)
         log.error("smtp.internal-error", extra={"fields": R.error_fields(error)})
         return str(R.STORAGE_FAILURE)
@@ -321,7 +344,15 @@ class MasanteSMTP(SMTP):
         if self.tls_context is None:
             await self._reply(R.TLS_UNAVAILABLE)
             return
+        self._handshaking = True  # a connection lost until the handshake is done is a failed handshake
         await super().smtp_STARTTLS(arg)
+        self._handshaking = False
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        # overridden only to record why the session ends (aiosmtpd's QUIT closes the transport)
+        if not arg:
+            self._end_reason = "quit"
+        await super().smtp_QUIT(arg)
 
     def client_key_refusal(self) -> Reply | None:
         """The refusal for a client certificate of a key type not accepted here (RFC 8446 §4.4.2 gives the
@@ -585,6 +616,7 @@ class MasanteSMTP(SMTP):
         if in_data:
             fields |= {"octets": self._data_octets, "seconds": round(self.loop.time() - self._data_started, 3)}
         log.warning("smtp.too-slow", extra={"fields": fields})
+        self._end_reason = "too-slow"
         self._writer.write(f"{reply}\r\n".encode())
         self.transport.close()  # the bytes written go out first; connection_lost stops the session
 
@@ -592,7 +624,30 @@ class MasanteSMTP(SMTP):
         if self._pace_timer is not None:
             self._pace_timer.cancel()
             self._pace_timer = None
+        self._log_disconnect(error)
         super().connection_lost(error)
+
+    def _log_disconnect(self, error: Exception | None) -> None:
+        """One ``smtp.disconnect`` line per connection, with the reason from ``DISCONNECT_REASONS`` and the
+        session id (asyncio calls ``connection_lost`` outside the session's task: the line is logged in
+        the session's log context). No client text: an error is named by its type only."""
+        if self._disconnect_logged or self.session is None:
+            return
+        self._disconnect_logged = True
+        if self._end_reason is not None:
+            reason = self._end_reason
+        elif self._handshaking:
+            reason = "tls-failed"
+        else:
+            reason = "client-closed" if error is None else "connection-lost"
+        fields: dict[str, object] = {"reason": reason}
+        if error is not None and reason in ("connection-lost", "tls-failed"):
+            fields["error"] = type(error).__name__
+        context = self._log_context
+        if context is None or logs.session_id.get() == self.session_id:
+            log.info("smtp.disconnect", extra={"fields": fields})
+        else:
+            context.run(log.info, "smtp.disconnect", extra={"fields": fields})
 
     def _timeout_cb(self) -> None:
         # overridden: aiosmtpd's timer counts from the last command; ours from the last octet received
@@ -600,4 +655,5 @@ class MasanteSMTP(SMTP):
         if idle < self._timeout_duration:  # bytes kept coming (a large DATA): wait for real silence
             self._reset_timeout(self._timeout_duration - idle)
             return
+        self._end_reason = "idle-timeout"
         super()._timeout_cb()  # type: ignore[no-untyped-call]
