@@ -93,6 +93,20 @@ DISCONNECT_REASONS = frozenset(
         "too-many-commands",  # a command sent more times than aiosmtpd's call limit allows (``421 4.7.0``)
     }
 )
+#: the reason key of the ``smtp.refused`` line for the refusals the engine itself makes (the handlers' refusals
+#: carry the policy's reason); a reply not listed here is logged by its enhanced code's class
+ENGINE_REFUSALS: dict[Reply, str] = {
+    R.MAIL_SYNTAX: "syntax",
+    R.RCPT_SYNTAX: "syntax",
+    R.BAD_PARAMETER: "bad-parameter",
+    R.BAD_SENDER_SYNTAX: "bad-address",
+    R.BAD_RECIPIENT_SYNTAX: "bad-address",
+    R.CONTROL_IN_PARAMETER: "control-in-parameter",
+    R.TOO_MANY_RECIPIENTS: "too-many-recipients",
+    R.BARE_LINEFEED: "bare-linefeed",
+    R.NUL_IN_DATA: "nul-in-data",
+    R.LINE_TOO_LONG: "line-too-long",
+}
 #: the stream reader's limit while DATA is read: how much is buffered before the socket is paused
 DATA_PIECE = 256 * 1024
 
@@ -286,6 +300,19 @@ class MasanteSMTP(SMTP):
     async def _reply(self, reply: Reply | str) -> None:
         await self.push(str(reply))
 
+    async def _refuse(self, stage: str, reply: Reply) -> None:
+        """A refusal the engine makes itself (syntax, parameters, limits, the data): logged with its codes and
+        a reason key, never the client's text, then sent."""
+        if reply.enhanced == "5.3.4":  # RFC 3463 §3.4: message too big (SIZE at MAIL, or the data)
+            reason = "too-big"
+        else:
+            reason = ENGINE_REFUSALS.get(reply, "refused")
+        log.info(
+            "smtp.refused",
+            extra={"fields": {"stage": stage, "reason": reason, "code": reply.code, "enhanced": reply.enhanced}},
+        )
+        await self._reply(reply)
+
     async def _raw_lines(self, lines: list[str]) -> None:
         """A multi-line 250 reply that must not get enhanced codes (EHLO, RFC 2034 §3), in one write:
         a client reading the first segment (``sslscan --starttls-smtp``) sees every line."""
@@ -453,7 +480,7 @@ class MasanteSMTP(SMTP):
             params = parse_mail_params(rest, size_limit=self.data_size_limit)
             address = parse_mailbox(path, smtputf8=params.smtputf8, null_ok=True, bad=R.BAD_SENDER_SYNTAX)
         except ParamError as exc:
-            await self._reply(exc.reply)
+            await self._refuse("mail", exc.reply)
             return
         status = await self._call_handler_hook("MAIL", address, params)
         await self.push(str(R.OK) if status is MISSING else status)
@@ -478,10 +505,10 @@ class MasanteSMTP(SMTP):
             params = parse_rcpt_params(rest)
             address = parse_mailbox(path, smtputf8=envelope.params.smtputf8, null_ok=False, bad=R.BAD_RECIPIENT_SYNTAX)
         except ParamError as exc:
-            await self._reply(exc.reply)
+            await self._refuse("rcpt", exc.reply)
             return
         if len(envelope.recipients) >= self.max_recipients:
-            await self._reply(R.TOO_MANY_RECIPIENTS)
+            await self._refuse("rcpt", R.TOO_MANY_RECIPIENTS)
             return
         status = await self._call_handler_hook("RCPT", address, params)
         await self.push(str(RECIPIENT_OK) if status is MISSING else status)
@@ -512,7 +539,7 @@ class MasanteSMTP(SMTP):
             self._end_data()
         try:
             if read.problem is not None:
-                await self._reply(read.problem)
+                await self._refuse("data", read.problem)
                 return
             envelope.content_bytes = read.content
             envelope.content = envelope.original_content = envelope.content_bytes

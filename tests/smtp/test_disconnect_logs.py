@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 
 from mailserver import logs
+from mailserver.smtp import replies as R
 from mailserver.smtp.engine import DISCONNECT_REASONS
 from tests import support
-from tests.smtp.conftest import PRO, site_fixture
+from tests.smtp.conftest import PRO, PRO2, site_fixture
 from tests.smtp.harness import ServerThread, marker, submission, tls_client
 
 IDLE = 3  # seconds of silence before the server hangs up (an int, as the configuration has it)
@@ -223,3 +224,19 @@ def test_a_refused_rcpt_logs_its_codes_and_reason_but_not_the_address(
     assert refused.get("session"), refused
     assert disconnect(captured, "quit")["session"] == refused["session"]
     assert nobody.split("@")[0] not in captured.raw()
+
+
+def test_a_refusal_of_the_engine_logs_its_codes_and_reason(
+    site: ServerThread, pki: support.TestPKI, captured: Captured
+) -> None:
+    s = submission(site, pki, PRO)
+    assert s.mail(PRO)[0] == 250
+    assert s.rcpt(PRO2)[0] == 250
+    assert s.docmd("DATA")[0] == 354
+    s.send(b"Subject: x\r\n\r\none\nbare line feed\r\n.\r\n")  # RFC 5321 §2.3.8: refused (SMTP smuggling)
+    code, _ = s.getreply()
+    assert code == 554
+    assert s.quit()[0] == 221
+    refused = captured.wait_for("smtp.refused", stage="data")
+    assert (refused["code"], refused["enhanced"], refused["reason"]) == (554, R.BARE_LINEFEED.enhanced, "bare-linefeed")
+    assert disconnect(captured, "quit")["session"] == refused["session"]
