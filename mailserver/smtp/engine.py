@@ -80,6 +80,33 @@ log = logging.getLogger("masante.smtp")
 MAX_COMMAND_LINE = 12288
 #: command line limits per command, parameters included (RFC 5321 §4.5.3.1.4 plus extensions)
 COMMAND_LIMITS = {"MAIL": 1024, "RCPT": 1024, "AUTH": MAX_COMMAND_LINE}
+#: why a connection ended, the ``reason`` of the ``smtp.disconnect`` line (a closed set: ids, never client text)
+DISCONNECT_REASONS = frozenset(
+    {
+        "quit",  # the client's QUIT (RFC 5321 §4.1.1.10)
+        "client-closed",  # the client closed the connection (EOF) without QUIT
+        "connection-lost",  # the connection broke (a reset, an error below TLS)
+        "idle-timeout",  # silence past ``command_timeout`` (RFC 5321 §4.5.3.2)
+        "too-slow",  # a command line past its deadline, or DATA below the minimum rate (``smtp.too-slow``)
+        "tls-failed",  # the STARTTLS handshake failed (RFC 3207 §4.1)
+        "too-many-errors",  # too many unrecognised commands (aiosmtpd's ``502 5.5.1`` and close)
+        "too-many-commands",  # a command sent more times than aiosmtpd's call limit allows (``421 4.7.0``)
+    }
+)
+#: the reason key of the ``smtp.refused`` line for the refusals the engine itself makes (the handlers' refusals
+#: carry the policy's reason); a reply not listed here is logged by its enhanced code's class
+ENGINE_REFUSALS: dict[Reply, str] = {
+    R.MAIL_SYNTAX: "syntax",
+    R.RCPT_SYNTAX: "syntax",
+    R.BAD_PARAMETER: "bad-parameter",
+    R.BAD_SENDER_SYNTAX: "bad-address",
+    R.BAD_RECIPIENT_SYNTAX: "bad-address",
+    R.CONTROL_IN_PARAMETER: "control-in-parameter",
+    R.TOO_MANY_RECIPIENTS: "too-many-recipients",
+    R.BARE_LINEFEED: "bare-linefeed",
+    R.NUL_IN_DATA: "nul-in-data",
+    R.LINE_TOO_LONG: "line-too-long",
+}
 #: the stream reader's limit while DATA is read: how much is buffered before the socket is paused
 DATA_PIECE = 256 * 1024
 
@@ -197,6 +224,10 @@ class MasanteSMTP(SMTP):
         self._data_octets = 0  # octets received since the 354
         self._pace_timer: asyncio.TimerHandle | None = None
         self._log_context: contextvars.Context | None = None
+        # the disconnect line: the reason set where the server ends the session, logged once
+        self._end_reason: str | None = None
+        self._handshaking = False
+        self._disconnect_logged = False
         #: key types a client certificate may have (None: any)
         self.client_key_types = frozenset(client_key_types) if client_key_types is not None else None
 
@@ -255,6 +286,11 @@ class MasanteSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         # overridden to add enhanced status codes to aiosmtpd's own replies (RFC 2034 §3); one write
         if isinstance(status, str):
+            # aiosmtpd's own loop ends the session after these two replies (then closes the transport)
+            if status.startswith("502 5.5.1 Too many unrecognized commands"):
+                self._end_reason = "too-many-errors"
+            elif status.startswith("421 4.7.0 ") and "sent too many times" in status:
+                self._end_reason = "too-many-commands"
             if self._greeted:
                 status = R.with_enhanced_code(ascii_line(status))
             self._greeted = True
@@ -263,6 +299,19 @@ class MasanteSMTP(SMTP):
 
     async def _reply(self, reply: Reply | str) -> None:
         await self.push(str(reply))
+
+    async def _refuse(self, stage: str, reply: Reply) -> None:
+        """A refusal the engine makes itself (syntax, parameters, limits, the data): logged with its codes and
+        a reason key, never the client's text, then sent."""
+        if reply.enhanced == "5.3.4":  # RFC 3463 §3.4: message too big (SIZE at MAIL, or the data)
+            reason = "too-big"
+        else:
+            reason = ENGINE_REFUSALS.get(reply, "refused")
+        log.info(
+            "smtp.refused",
+            extra={"fields": {"stage": stage, "reason": reason, "code": reply.code, "enhanced": reply.enhanced}},
+        )
+        await self._reply(reply)
 
     async def _raw_lines(self, lines: list[str]) -> None:
         """A multi-line 250 reply that must not get enhanced codes (EHLO, RFC 2034 §3), in one write:
@@ -277,6 +326,7 @@ class MasanteSMTP(SMTP):
         client's doing: logged as such, and the connection is gone."""
         if isinstance(error, TLSSetupException | ssl.SSLError):
             log.info("smtp.tls-failed", extra={"fields": R.error_fields(error)})
+            self._end_reason = "tls-failed"
             return str(R.TLS_FAILED)
         log.error("smtp.internal-error", extra={"fields": R.error_fields(error)})
         return str(R.STORAGE_FAILURE)
@@ -321,7 +371,15 @@ class MasanteSMTP(SMTP):
         if self.tls_context is None:
             await self._reply(R.TLS_UNAVAILABLE)
             return
+        self._handshaking = True  # a connection lost until the handshake is done is a failed handshake
         await super().smtp_STARTTLS(arg)
+        self._handshaking = False
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        # overridden only to record why the session ends (aiosmtpd's QUIT closes the transport)
+        if not arg:
+            self._end_reason = "quit"
+        await super().smtp_QUIT(arg)
 
     def client_key_refusal(self) -> Reply | None:
         """The refusal for a client certificate of a key type not accepted here (RFC 8446 §4.4.2 gives the
@@ -422,7 +480,7 @@ class MasanteSMTP(SMTP):
             params = parse_mail_params(rest, size_limit=self.data_size_limit)
             address = parse_mailbox(path, smtputf8=params.smtputf8, null_ok=True, bad=R.BAD_SENDER_SYNTAX)
         except ParamError as exc:
-            await self._reply(exc.reply)
+            await self._refuse("mail", exc.reply)
             return
         status = await self._call_handler_hook("MAIL", address, params)
         await self.push(str(R.OK) if status is MISSING else status)
@@ -447,10 +505,10 @@ class MasanteSMTP(SMTP):
             params = parse_rcpt_params(rest)
             address = parse_mailbox(path, smtputf8=envelope.params.smtputf8, null_ok=False, bad=R.BAD_RECIPIENT_SYNTAX)
         except ParamError as exc:
-            await self._reply(exc.reply)
+            await self._refuse("rcpt", exc.reply)
             return
         if len(envelope.recipients) >= self.max_recipients:
-            await self._reply(R.TOO_MANY_RECIPIENTS)
+            await self._refuse("rcpt", R.TOO_MANY_RECIPIENTS)
             return
         status = await self._call_handler_hook("RCPT", address, params)
         await self.push(str(RECIPIENT_OK) if status is MISSING else status)
@@ -481,7 +539,7 @@ class MasanteSMTP(SMTP):
             self._end_data()
         try:
             if read.problem is not None:
-                await self._reply(read.problem)
+                await self._refuse("data", read.problem)
                 return
             envelope.content_bytes = read.content
             envelope.content = envelope.original_content = envelope.content_bytes
@@ -585,6 +643,7 @@ class MasanteSMTP(SMTP):
         if in_data:
             fields |= {"octets": self._data_octets, "seconds": round(self.loop.time() - self._data_started, 3)}
         log.warning("smtp.too-slow", extra={"fields": fields})
+        self._end_reason = "too-slow"
         self._writer.write(f"{reply}\r\n".encode())
         self.transport.close()  # the bytes written go out first; connection_lost stops the session
 
@@ -592,7 +651,30 @@ class MasanteSMTP(SMTP):
         if self._pace_timer is not None:
             self._pace_timer.cancel()
             self._pace_timer = None
+        self._log_disconnect(error)
         super().connection_lost(error)
+
+    def _log_disconnect(self, error: Exception | None) -> None:
+        """One ``smtp.disconnect`` line per connection, with the reason from ``DISCONNECT_REASONS`` and the
+        session id (asyncio calls ``connection_lost`` outside the session's task: the line is logged in
+        the session's log context). No client text: an error is named by its type only."""
+        if self._disconnect_logged or self.session is None:
+            return
+        self._disconnect_logged = True
+        if self._end_reason is not None:
+            reason = self._end_reason
+        elif self._handshaking:
+            reason = "tls-failed"
+        else:
+            reason = "client-closed" if error is None else "connection-lost"
+        fields: dict[str, object] = {"reason": reason}
+        if error is not None and reason in ("connection-lost", "tls-failed"):
+            fields["error"] = type(error).__name__
+        context = self._log_context
+        if context is None or logs.session_id.get() == self.session_id:
+            log.info("smtp.disconnect", extra={"fields": fields})
+        else:
+            context.run(log.info, "smtp.disconnect", extra={"fields": fields})
 
     def _timeout_cb(self) -> None:
         # overridden: aiosmtpd's timer counts from the last command; ours from the last octet received
@@ -600,4 +682,5 @@ class MasanteSMTP(SMTP):
         if idle < self._timeout_duration:  # bytes kept coming (a large DATA): wait for real silence
             self._reset_timeout(self._timeout_duration - idle)
             return
+        self._end_reason = "idle-timeout"
         super()._timeout_cb()  # type: ignore[no-untyped-call]

@@ -38,7 +38,14 @@ def _refusal(stage: str, decision: Decision) -> None:
     if not decision.allowed:
         log.info(
             "smtp.refused",
-            extra={"fields": {"stage": stage, "reason": decision.reason, "code": decision.reply.code}},
+            extra={
+                "fields": {
+                    "stage": stage,
+                    "reason": decision.reason,
+                    "code": decision.reply.code,
+                    "enhanced": decision.reply.enhanced,
+                }
+            },
         )
         metrics.REFUSALS.labels(stage, decision.reason).inc()
 
