@@ -270,20 +270,7 @@ class ParsedMessage:
         if e.is_multipart:
             return MultiPart(tuple(self._body_structure(ch) for ch in e.children), e.subtype, e.params, ext)
         body = self.body_of(e)
-        if e.message is not None:
-            return SinglePart(
-                e.type,
-                e.subtype,
-                e.params,
-                _get(fields, "content-id"),
-                _get(fields, "content-description"),
-                e.transfer_encoding,
-                len(body),
-                body.count(b"\n"),
-                envelope_of(e.message.fields),
-                self._body_structure(e.message),
-                ext,
-            )
+        inner = e.message  # message/rfc822: its envelope and structure are part of ours
         return SinglePart(
             e.type,
             e.subtype,
@@ -292,8 +279,10 @@ class ParsedMessage:
             _get(fields, "content-description"),
             e.transfer_encoding,
             len(body),
-            body.count(b"\n") if e.maintype == "text" else None,
-            ext=ext,
+            body.count(b"\n") if inner is not None or e.maintype == "text" else None,
+            envelope_of(inner.fields) if inner is not None else None,
+            self._body_structure(inner) if inner is not None else None,
+            ext,
         )
 
     def imap_meta(self) -> ImapMeta:

@@ -84,6 +84,11 @@ def usual_site(server: ServerThread, request: pytest.FixtureRequest) -> None:
     server.call(populate, signing_key.record, unreachable_port)
 
 
+def signed(raw: bytes, key: dkimlib.KeyPair) -> bytes:
+    """``raw`` DKIM-signed for the signing operator's domain with ``key``."""
+    return dkimlib.sign(raw, domain=SIGNING, selector=SIGNING_SELECTOR, private_pem=key.private_pem)
+
+
 def site_fixture(*more: Populate, config_on_disk: bool = False, clock: Any = FakeClock, **sections: Any) -> Any:
     """The module's ``site_server``: the usual site with ``sections`` over ``SMTP_DEFAULTS``, then ``more``."""
     return server_fixture(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import smtplib
+import socket
 import ssl
 import uuid
 from pathlib import Path
@@ -35,8 +36,11 @@ __all__ = [
     "inbox",
     "marker",
     "message",
+    "mx",
+    "read_reply",
     "require_tool",
     "submission",
+    "text",
     "tls_client",
 ]
 
@@ -57,6 +61,30 @@ def submission(
     if user is not None:
         s.login(user, password)
     return s
+
+
+def mx(server: ServerThread, pki: support.TestPKI, cert: tuple[Path, Path] | None) -> smtplib.SMTP:
+    """An operator's session on the MX port: STARTTLS with the client certificate ``cert`` (None: none)."""
+    s = smtplib.SMTP("127.0.0.1", server.port("mx"), timeout=30, local_hostname="mx.peer.test")
+    s.starttls(context=tls_client(pki, *cert) if cert else tls_client(pki))
+    s.ehlo()
+    return s
+
+
+def text(reply: tuple[int, bytes]) -> tuple[int, str]:
+    """An smtplib reply with its text decoded."""
+    return reply[0], reply[1].decode()
+
+
+def read_reply(sock: socket.socket | ssl.SSLSocket) -> bytes:
+    """Read from a raw socket up to the end of a reply line (or until the server closes)."""
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def inbox(server: ServerThread, address: str, mailbox: str = "INBOX") -> list[bytes]:

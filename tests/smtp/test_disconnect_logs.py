@@ -28,7 +28,7 @@ from mailserver.smtp import replies as R
 from mailserver.smtp.engine import DISCONNECT_REASONS
 from tests import support
 from tests.smtp.conftest import PRO, PRO2, site_fixture
-from tests.smtp.harness import ServerThread, marker, submission, tls_client
+from tests.smtp.harness import ServerThread, marker, read_reply, submission, tls_client
 
 IDLE = 3  # seconds of silence before the server hangs up (an int, as the configuration has it)
 LINE_DEADLINE = 1.0
@@ -102,16 +102,6 @@ def disconnect(captured: Captured, reason: str) -> dict[str, Any]:
     connects = [x for x in captured.lines() if x["event"] == "smtp.connect" and x.get("session") == line["session"]]
     assert connects, captured.raw()
     return line
-
-
-def read_reply(sock: socket.socket | ssl.SSLSocket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
 
 
 def greeted(site: ServerThread) -> socket.socket:

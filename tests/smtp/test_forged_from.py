@@ -13,18 +13,11 @@ from pathlib import Path
 
 from crypto import dkim as dkimlib
 from tests import support
-from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, PRO2, SIGNING, SIGNING_SELECTOR
-from tests.smtp.harness import ServerThread, copies, find, marker, submission, tls_client
+from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, PRO2, SIGNING, SIGNING_SELECTOR, signed
+from tests.smtp.harness import ServerThread, copies, find, marker, mx, submission
 
 SENDER = f"dr.cuddy@{OTHER}"
 BOUNCER = f"MAILER-DAEMON@mx.{OTHER}"
-
-
-def mx(site: ServerThread, pki: support.TestPKI, cert: tuple[Path, Path]) -> smtplib.SMTP:
-    s = smtplib.SMTP("127.0.0.1", site.port("mx"), timeout=30, local_hostname="mx.peer.test")
-    s.starttls(context=tls_client(pki, *cert))
-    s.ehlo()
-    return s
 
 
 def raw(*headers: str, body: str = "Bonjour.\r\n") -> bytes:
@@ -62,10 +55,6 @@ def refused(s: smtplib.SMTP, mail_from: str, rcpt: str, data: bytes, words: str)
     text = msg.decode()
     assert (code, text[:6]) == (550, "5.7.1 "), (code, text)
     assert words in text, text
-
-
-def signed(data: bytes, key: dkimlib.KeyPair) -> bytes:
-    return dkimlib.sign(data, domain=SIGNING, selector=SIGNING_SELECTOR, private_pem=key.private_pem)
 
 
 # --- MX door ----------------------------------------------------------------------------------------------------

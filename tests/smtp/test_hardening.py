@@ -33,7 +33,7 @@ from mailserver.smtp import dsn
 from mailserver.smtp.engine import MasanteSMTP
 from tests import support
 from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, site_fixture
-from tests.smtp.harness import ServerThread, inbox, marker, message, submission, tls_client
+from tests.smtp.harness import ServerThread, inbox, marker, message, mx, read_reply, submission, text
 
 LINE_DEADLINE = 0.5
 MIN_RATE = 2000
@@ -47,10 +47,6 @@ site_server = site_fixture(
     clock=SystemClock,
     smtp={"command_line_deadline": LINE_DEADLINE, "data_min_rate": MIN_RATE, "data_rate_grace": GRACE},
 )
-
-
-def text(reply: tuple[int, bytes]) -> tuple[int, str]:
-    return reply[0], reply[1].decode()
 
 
 def raw_data(s: smtplib.SMTP, payload: bytes) -> tuple[int, str]:
@@ -146,16 +142,6 @@ def test_a_failure_dsn_escapes_control_characters_whatever_the_caller() -> None:
 # --- slow clients (issue 14 #2) -------------------------------------------------------------------------------
 
 
-def read_reply(sock: socket.socket | ssl.SSLSocket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
 def trickle_until_cut(sock: socket.socket | ssl.SSLSocket, payload: bytes, gap: float = 0.05) -> tuple[bytes, float]:
     """Send ``payload`` one octet per ``gap`` seconds until the server speaks; (what it said, seconds)."""
     start = time.monotonic()
@@ -249,22 +235,15 @@ def issue_ec_client(pki: support.TestPKI, dn: str, d: Path) -> tuple[Path, Path]
     return cert_file, key_file
 
 
-def mx_with(site: ServerThread, pki: support.TestPKI, cert: tuple[Path, Path]) -> smtplib.SMTP:
-    s = smtplib.SMTP("127.0.0.1", site.port("mx"), timeout=30, local_hostname="mx.peer.test")
-    s.starttls(context=tls_client(pki, *cert))
-    s.ehlo()
-    return s
-
-
 def test_an_ecdsa_client_certificate_is_refused_on_the_mx_port(
     site: ServerThread, pki: support.TestPKI, tmp_path: Path
 ) -> None:
     sender = f"dr.cuddy@{OTHER}"
-    s = mx_with(site, pki, issue_ec_client(pki, OTHER_DN, tmp_path))
+    s = mx(site, pki, issue_ec_client(pki, OTHER_DN, tmp_path))
     code, msg = text(s.mail(sender))
     assert (code, msg[:6]) == (550, "5.7.1 ") and "key type" in msg and "RSA" in msg
     s.quit()
-    s = mx_with(site, pki, pki.issue_client(OTHER_DN, tmp_path))  # the same DN with an RSA key
+    s = mx(site, pki, pki.issue_client(OTHER_DN, tmp_path))  # the same DN with an RSA key
     assert s.mail(sender)[0] == 250
     s.quit()
 

@@ -25,22 +25,12 @@ from tests.smtp.conftest import (
     SIGNING_DN,
     SIGNING_SELECTOR,
     STRANGER_DN,
+    signed,
 )
-from tests.smtp.harness import ServerThread, find, marker, message, tls_client
+from tests.smtp.harness import ServerThread, find, marker, message, mx, text, tls_client
 
 SENDER = f"dr.cuddy@{OTHER}"
 SIGNER = f"dr.foreman@{SIGNING}"
-
-
-def mx(site: ServerThread, pki: support.TestPKI, cert: tuple[Path, Path] | None) -> smtplib.SMTP:
-    s = smtplib.SMTP("127.0.0.1", site.port("mx"), timeout=30, local_hostname="mx.peer.test")
-    s.starttls(context=tls_client(pki, *cert) if cert else tls_client(pki))
-    s.ehlo()
-    return s
-
-
-def text(reply: tuple[int, bytes]) -> tuple[int, str]:
-    return reply[0], reply[1].decode()
 
 
 def test_mx_requires_starttls_and_offers_no_auth(site: ServerThread) -> None:
@@ -119,10 +109,6 @@ def test_mx_relays_nothing(
     code, msg = text(s.rcpt(f"nobody@{support.PRO_DOMAIN}"))
     assert (code, msg[:6]) == (550, "5.1.1 ")
     s.quit()
-
-
-def signed(raw: bytes, key: dkimlib.KeyPair) -> bytes:
-    return dkimlib.sign(raw, domain=SIGNING, selector=SIGNING_SELECTOR, private_pem=key.private_pem)
 
 
 def test_dkim_is_required_from_a_signing_operator(
