@@ -255,16 +255,12 @@ class Admission:
         return self.ctx.config.limits.max_message_size
 
     async def check_content(
-        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage, *, submitted: bool = False
+        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage
     ) -> dict[str, Decision]:
         """Per recipient: may this content go to them (size for their domain or kind, attachment types and
-        executables, the patient of an XDM package). ``submitted``: it comes from the sender's own mail client
-        (submission), so its From and Sender must be the sender's own address."""
+        executables, the patient of an XDM package). Who the message says it is from was checked before, by
+        ``check_origin``."""
         content = message.content
-        if submitted:
-            own = C.check_submitted_from(content, sender.address)
-            if not own.allowed:
-                return {r.address: own for r in recipients}
         attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
         out: dict[str, Decision] = {}
         for r in recipients:

@@ -387,16 +387,6 @@ def _mb(n: int) -> str:
     return f"{n} bytes"
 
 
-def check_submitted_from(content: Content, own_address: str) -> Decision:
-    """Submission (RFC 6409 §8): the From and Sender a professional's or patient's client writes must be
-    their own address, so that nobody sends in another's name."""
-    own = own_address.lower()
-    others = sorted(a for a in (*content.from_, *content.sender) if a != own)
-    if others:
-        return Decision.refuse(R.FROM_NOT_OWNED, "from-not-owned")
-    return Decision.allow("from-own")
-
-
 def check_own_message(content: Content, own_address: str) -> Decision:
     """IMAP APPEND by a patient: the message may not claim to come from anyone but the patient."""
     own = own_address.lower()

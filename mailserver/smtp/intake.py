@@ -158,9 +158,7 @@ class Intake:
         )
         msg = msg.prepend(trace)
 
-        decisions = await self.admission.check_content(
-            m.sender_party, [r.party for r in m.recipients], msg, submitted=m.account is not None
-        )
+        decisions = await self.admission.check_content(m.sender_party, [r.party for r in m.recipients], msg)
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:

@@ -66,6 +66,10 @@ def test_submitted() -> None:
     assert sub("From: =?utf-8?q?dr.wilson=40hopital.test?=") == R.FROM_NOT_OWNED.text
     assert sub("Subject: no from") == R.FROM_MISSING.text
     assert sub("From: Dr House") == R.FROM_MISSING.text
+    assert sub(f"From: {OWN.upper()}") == "ok"  # addresses compare without case
+    assert sub("From: patient@patient.test") == R.FROM_NOT_OWNED.text
+    assert sub(f"From: {OWN}", "Sender: secretariat@hopital.test") == R.FROM_NOT_OWNED.text
+    assert R.FROM_NOT_OWNED.text.startswith("The From and Sender")
     assert sub(f"From: {OWN}", "Resent-From: dr.wilson@hopital.test") == R.RESENT_NOT_OWNED.text
     assert sub(f'From: "dr.wilson@hopital.test" <{OWN}>') == R.DISPLAY_NAME_ADDRESS.text
     assert sub(f'From: "{OWN}" <{OWN}>') == "ok"
