@@ -93,11 +93,6 @@ def _resolver(nameservers: tuple[str, ...]) -> dns.asyncresolver.Resolver:
     return r
 
 
-def resolver_for(config: Config) -> dns.asyncresolver.Resolver:
-    """The resolver ``config`` asks for (one per distinct ``dns.nameservers`` in this process)."""
-    return _resolver(tuple(config.dns.nameservers))
-
-
 async def _addresses(resolver: dns.asyncresolver.Resolver, name: str) -> list[str]:
     out: list[str] = []
     for rdtype in ("A", "AAAA"):
@@ -133,22 +128,6 @@ async def mail_route(resolver: dns.asyncresolver.Resolver, domain: str) -> list[
     if not hops:
         raise NoRoute("4.4.3", f"no address found for the mail exchangers of {domain}", permanent=False)
     return hops
-
-
-async def txt(resolver: dns.asyncresolver.Resolver, name: str, *, lifetime: float = LIFETIME) -> list[bytes] | None:
-    """The TXT records at ``name`` (each one's strings joined), None if the name or the records do not
-    exist; raises ``TimeoutError`` when DNS cannot answer for now."""
-    try:
-        answer = await resolver.resolve(name, "TXT", lifetime=lifetime, search=False)
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return None
-    except dns.exception.DNSException as exc:
-        raise TimeoutError(f"DNS lookup of {name} TXT failed: {type(exc).__name__}") from None
-    return [b"".join(r.strings) for r in answer]
-
-
-def hops_text(hops: Sequence[Hop]) -> str:
-    return ", ".join(f"{h.name}[{h.address}]" for h in hops)
 
 
 @runtime_checkable

@@ -102,8 +102,8 @@ def test_nameserver_addresses_parse() -> None:
 
 
 async def test_mx_route_in_preference_order(dns_server: ZoneServer, tmp_path: Path) -> None:
-    r = resolver.resolver_for(dns_config(tmp_path, dns_server))
-    hops = await resolver.mail_route(r, B_DOMAIN)
+    r = resolver.DnsResolver.for_config(dns_config(tmp_path, dns_server))
+    hops = await r.route(B_DOMAIN)
     assert [(h.preference, h.name, h.address) for h in hops] == [
         (10, f"mx-down.{B_DOMAIN}", "127.0.0.2"),
         (20, B_HOST, "127.0.0.1"),
@@ -113,19 +113,17 @@ async def test_mx_route_in_preference_order(dns_server: ZoneServer, tmp_path: Pa
 
 
 async def test_implicit_null_and_missing_mx(dns_server: ZoneServer, tmp_path: Path) -> None:
-    r = resolver.resolver_for(dns_config(tmp_path, dns_server))
+    r = resolver.DnsResolver.for_config(dns_config(tmp_path, dns_server))
     # RFC 5321 §5.1: no MX record, the domain itself
-    assert [(h.name, h.address) for h in await resolver.mail_route(r, "implicit.dns.test")] == [
-        ("implicit.dns.test", "127.0.0.9")
-    ]
+    assert [(h.name, h.address) for h in await r.route("implicit.dns.test")] == [("implicit.dns.test", "127.0.0.9")]
     with pytest.raises(resolver.NoRoute) as null:  # RFC 7505
-        await resolver.mail_route(r, "nullmx.dns.test")
+        await r.route("nullmx.dns.test")
     assert null.value.permanent and null.value.status == "5.1.10"
     with pytest.raises(resolver.NoRoute) as gone:
-        await resolver.mail_route(r, GONE)
+        await r.route(GONE)
     assert gone.value.permanent and gone.value.status == "5.1.2"
     with pytest.raises(resolver.NoRoute) as refused:  # outside the server's zones: REFUSED, try again later
-        await resolver.mail_route(r, "example.org")
+        await r.route("example.org")
     assert not refused.value.permanent and refused.value.status.startswith("4.")
 
 
