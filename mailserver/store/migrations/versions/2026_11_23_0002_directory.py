@@ -128,8 +128,9 @@ def upgrade() -> None:
     with op.batch_alter_table("trust_operator_dns", schema=None) as batch_op:
         batch_op.add_column(sa.Column("dn_key", sa.String(length=1024), nullable=False, server_default=""))
         batch_op.create_index(batch_op.f("ix_trust_operator_dns_dn_key"), ["dn_key"], unique=False)
-    dns = sa.table("trust_operator_dns", sa.column("id", sa.Integer), sa.column("dn", sa.String),
-                   sa.column("dn_key", sa.String))
+    dns = sa.table(
+        "trust_operator_dns", sa.column("id", sa.Integer), sa.column("dn", sa.String), sa.column("dn_key", sa.String)
+    )
     bind = op.get_bind()
     for row_id, dn in bind.execute(sa.select(dns.c.id, dns.c.dn)).all():
         bind.execute(sa.update(dns).where(dns.c.id == row_id).values(dn_key=dn_key(dn)))
