@@ -68,3 +68,9 @@ FUZZ_SCALE ?= 20
 fuzz: $(STAMP)
 	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider --timeout=0 \
 		tests/imap/test_parser.py tests/smtp/test_data_reader.py tests/message/test_fuzz.py $(PYTEST_ARGS)
+
+## make bench-broadcast: one information message to 100,000 patient mailboxes (time, copies/s, storage)
+.PHONY: bench-broadcast
+bench: bench-broadcast
+bench-broadcast: $(STAMP)
+	$(PY) -m bench.broadcast_bench $(BENCH_ARGS)

@@ -34,6 +34,7 @@ from mailserver.store.repositories import (
     AccountRepository,
     AuditRepository,
     BlobRepository,
+    BroadcastRepository,
     DirectoryRepository,
     DkimKeyRepository,
     DomainRepository,
@@ -61,6 +62,7 @@ class UnitOfWork:
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
     message_views: MessageViews
+    broadcasts: BroadcastRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -94,6 +96,7 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
+        self.broadcasts = BroadcastRepository(s)
         return self
 
     async def __aexit__(

@@ -2,6 +2,7 @@
 
 from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
+from mailserver.store.models.broadcast import Broadcast
 from mailserver.store.models.directory import (
     Activity,
     ConversationGrant,
@@ -33,6 +34,7 @@ __all__ = [
     "AuditHead",
     "Base",
     "Blob",
+    "Broadcast",
     "ConversationGrant",
     "DkimKey",
     "Domain",
