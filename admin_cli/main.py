@@ -20,6 +20,7 @@ from admin_cli import (
     directory,
     dkim,
     dns,
+    doctor,
     domain,
     keys,
     patient,
@@ -74,6 +75,7 @@ cli.add_command(queue.queue)
 cli.add_command(dkim.dkim)
 cli.add_command(dns.dns_group)
 cli.add_command(broadcast.broadcast)
+cli.add_command(doctor.doctor)
 
 
 def main() -> None:
