@@ -32,6 +32,7 @@ from mailserver.store.errors import StoreBusy
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories import (
     AccountRepository,
+    AgendaRepository,
     AuditRepository,
     BlobRepository,
     DirectoryRepository,
@@ -61,6 +62,7 @@ class UnitOfWork:
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
     message_views: MessageViews
+    agenda: AgendaRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -94,6 +96,7 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
+        self.agenda = AgendaRepository(s)
         return self
 
     async def __aexit__(
