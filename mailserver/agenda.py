@@ -270,7 +270,24 @@ def event_message(
     hostname: str,
     now: dt.datetime | None = None,
 ) -> bytes:
-    """An iMIP message (RFC 6047 §2.4) for the first event of ``calendar``: a text part and the calendar."""
+    """An iMIP message (RFC 6047 §2.4) for the first event of ``calendar``: a text part and the calendar.
+    ``Unreadable`` when the calendar cannot be written back (nothing is stored then)."""
+    try:
+        return _event_message(calendar, to=to, sender=sender, hostname=hostname, now=now)
+    except Unreadable:
+        raise
+    except Exception as exc:  # a value icalendar read but cannot write, a header the policy refuses
+        raise Unreadable("the calendar cannot be written back") from exc
+
+
+def _event_message(
+    calendar: icalendar.Calendar,
+    *,
+    to: str,
+    sender: str | None,
+    hostname: str,
+    now: dt.datetime | None,
+) -> bytes:
     event = calendar.walk("VEVENT")[0]
     subject, text = describe(event)
     method = str(calendar.get("METHOD", "")).strip().upper()
@@ -293,7 +310,14 @@ def event_message(
 
 
 def reminder_message(event: icalendar.Component, *, to: str, hostname: str, now: dt.datetime) -> bytes:
-    """The reminder delivered to INBOX before an event."""
+    """The reminder delivered to INBOX before an event (``Unreadable`` when it cannot be written)."""
+    try:
+        return _reminder_message(event, to=to, hostname=hostname, now=now)
+    except Exception as exc:
+        raise Unreadable("the reminder cannot be written") from exc
+
+
+def _reminder_message(event: icalendar.Component, *, to: str, hostname: str, now: dt.datetime) -> bytes:
     subject, text = describe(event)
     m = EmailMessage(policy=email.policy.SMTP)
     m["From"] = f"Agenda <agenda@{hostname}>"
@@ -461,6 +485,26 @@ async def file(
         return
     if inv is None:
         return
+    try:
+        await _file(uow, keyring, message, account, mailbox, uid, inv, actor=actor)
+    except Unreadable as exc:  # raised before anything is written: the copy stays plain mail
+        log.info(
+            "agenda.unreadable",
+            extra={"fields": {"account": account.id, "mailbox": mailbox.id, "uid": uid, "reason": str(exc)}},
+        )
+
+
+async def _file(
+    uow: UnitOfWork,
+    keyring: Keyring,
+    message: ParsedMessage,
+    account: Account,
+    mailbox: Mailbox,
+    uid: int,
+    inv: Invitation,
+    *,
+    actor: str,
+) -> None:
     if mailbox.name == AGENDA:  # APPEND, the CLI: the account's own event, as it is
         row = await uow.agenda.get(mailbox.id, inv.uid[:512])
         await _index(uow, account, mailbox, row, inv, uid)
@@ -593,6 +637,15 @@ async def on_submission(uow: UnitOfWork, keyring: Keyring, message: ParsedMessag
         return  # the recipients' copies are plain mail; the sender's Sent is the client's
     if inv is None:
         return
+    try:
+        await _own_copy(uow, keyring, message, sender, inv)
+    except Unreadable:
+        return
+
+
+async def _own_copy(
+    uow: UnitOfWork, keyring: Keyring, message: ParsedMessage, sender: Account, inv: Invitation
+) -> None:
     me = sender.address.lower()
     if inv.method == "REQUEST" and address_of(inv.event.get("ORGANIZER", "")) == me:
         mb = await _agenda_of(uow, sender, create=True)

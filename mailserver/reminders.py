@@ -13,8 +13,8 @@ Invariants:
   claimed and sends nothing. Nothing is sent twice, nothing is lost: a crash
   before the commit leaves it pending.
 - INBOX is locked before the index row, as in delivery, so the two never deadlock.
-- A reminder whose event has started, was cancelled, or whose message the
-  patient deleted is claimed without a message (``agenda.reminder`` audited
+- A reminder whose event has started, was cancelled, whose message the
+  patient deleted, or whose account is no longer active is claimed without a message (``agenda.reminder`` audited
   with the reason).
 - No event content in logs or audit: ids only.
 """
@@ -25,10 +25,11 @@ import asyncio
 import contextlib
 import logging
 
-from mailserver.agenda import event_of, reminder_message, start_of, status_of
+from mailserver.agenda import Unreadable, event_of, reminder_message, start_of, status_of
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.endpoints import Endpoint
+from mailserver.store.models import AccountStatus
 from mailserver.store.repositories.mail import INBOX
 
 log = logging.getLogger("masante.reminders")
@@ -120,15 +121,22 @@ class ReminderScheduler:
                 return 0
             event = await event_of(uow, self.ctx.keyring, account, row)
             reason = None
-            if event is None:
+            if account.status is not AccountStatus.ACTIVE:
+                reason = "inactive"  # opposed, closed, suspended, disabled: no new mail from us
+            elif event is None:
                 reason = "event-gone"
             elif status_of(event) == "CANCELLED":
                 reason = "cancelled"
             elif (start := start_of(event)) is not None and start <= now:
                 reason = "started"
             delivered_uid = None
+            raw = b""
             if reason is None and event is not None:
-                raw = reminder_message(event, to=account.address, hostname=self.ctx.config.server.hostname, now=now)
+                try:
+                    raw = reminder_message(event, to=account.address, hostname=self.ctx.config.server.hostname, now=now)
+                except Unreadable:
+                    reason = "unreadable"
+            if reason is None:
                 result = await deliver(
                     uow, self.ctx.keyring, raw, [account], mailbox=INBOX, actor="agenda", source="reminder"
                 )
