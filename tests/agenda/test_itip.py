@@ -114,10 +114,24 @@ def test_a_reply_does_not_change_another_attendee(site: ServerThread, pki: suppo
 
 
 def test_a_calendar_that_does_not_parse_is_still_mail(site: ServerThread, pki: support.TestPKI) -> None:
+    """Unreadable or unusable calendars: delivered to INBOX as plain mail, nothing filed; the next good one is."""
     pro, patient = people(site)
     broken = b"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:x\r\nthis is not a content line\r\n"
-    raw = imip(pro.address, patient.address, "Invitation illisible", broken, "REQUEST")
-    send(site, pki, pro.address, patient.address, raw)
+    no_start = (
+        b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:y\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    for subject, ics in (("Invitation illisible", broken), ("Invitation sans date", no_start)):
+        send(site, pki, pro.address, patient.address, imip(pro.address, patient.address, subject, ics, "REQUEST"))
+    good = calendar(
+        "REQUEST",
+        f"{uuid.uuid4()}@cabinet.test",
+        start=_start(site),
+        summary="Lisible",
+        organizer=pro.address,
+        attendee=patient.address,
+    )
+    send(site, pki, pro.address, patient.address, imip(pro.address, patient.address, "Lisible", good, "REQUEST"))
     inbox = fetch_all(site, pki, patient, "INBOX")
-    assert [m["Subject"] for m in inbox] == ["Invitation illisible"]
-    assert fetch_all(site, pki, patient, "Agenda") == []
+    assert [m["Subject"] for m in inbox] == ["Invitation illisible", "Invitation sans date", "Lisible"]
+    agenda = fetch_all(site, pki, patient, "Agenda")
+    assert len(agenda) == 1 and agenda[0]["Subject"].startswith("Lisible (")
