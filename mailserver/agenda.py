@@ -20,9 +20,10 @@ sender's own copy. What happens:
 - **The organiser's copy**: when a local account sends a REQUEST through
   submission as its ORGANIZER, the same event message is kept in the sender's
   own ``Agenda`` (created on first use for a professional, who has none by
-  default). That copy, not the sender's ``Sent`` (which the client writes and
-  the server never rewrites), is what replies update. The attendee's own
-  REPLY through submission updates their PARTSTAT on their own copy too.
+  default); the organiser's CANCEL marks it cancelled. That copy, not the
+  sender's ``Sent`` (which the client writes and the server never rewrites),
+  is what replies update. The attendee's own REPLY through submission updates
+  their PARTSTAT on their own copy too.
 - A message stored straight into ``Agenda`` (IMAP APPEND, ``masante-admin
   agenda remind``) is indexed as it is: the patient's own event. Same UID
   again: the older message is expunged (one message per UID).
@@ -438,10 +439,13 @@ async def _index(
     return row
 
 
-async def _agenda_of(uow: UnitOfWork, account: Account, *, create: bool = False) -> Mailbox | None:
+async def _agenda_of(uow: UnitOfWork, account: Account, *, create: bool = False, lock: bool = True) -> Mailbox | None:
     mb = await uow.mailboxes.get(account.id, AGENDA)
     if mb is None and create:
         mb = await create_mailbox(uow, account.id, AGENDA)
+    if mb is not None and lock:
+        # held until the commit: two deliveries of one UID read and replace its row one after the other
+        await uow.mailboxes.lock(mb.id)
     return mb
 
 
@@ -657,6 +661,8 @@ async def _own_copy(
         new_uid = await _store(uow, keyring, sender, mb, raw)
         await _index(uow, sender, mb, row, inv, new_uid, remind=False)
         _audit(uow, sender.address, "agenda.organiser", sender, mb, f"uid:{new_uid}; sequence {inv.sequence}")
+    elif inv.method == "CANCEL" and address_of(inv.event.get("ORGANIZER", "")) == me:
+        await _cancel(uow, keyring, message, sender, inv, actor=sender.address)
     elif inv.method == "REPLY":
         await _reply(uow, keyring, sender, inv, me, actor=sender.address)
 
@@ -666,7 +672,7 @@ async def _own_copy(
 
 async def calendars_of(uow: UnitOfWork, keyring: Keyring, account: Account) -> list[icalendar.Calendar]:
     """The calendar of every event message in ``account``'s ``Agenda`` that reads, in UID order."""
-    mb = await _agenda_of(uow, account)
+    mb = await _agenda_of(uow, account, lock=False)
     if mb is None:
         return []
     out = []

@@ -58,6 +58,10 @@ def test_invitation_update_cancel_leave_one_cancelled_event(site: ServerThread, 
     assert event["STATUS"] == "CANCELLED" and event["UID"] == uid
     assert "déplacée" in str(event["SUMMARY"])  # the event kept, marked cancelled
 
+    organiser_copy = fetch_all(site, pki, pro, "Agenda")  # kept by submission in the organiser's own Agenda
+    assert len(organiser_copy) == 1
+    assert calendar_of(organiser_copy[0]).walk("VEVENT")[0]["STATUS"] == "CANCELLED"
+
     # every message is also mail: five invitations and a cancellation in INBOX
     assert len(fetch_all(site, pki, patient, "INBOX")) == 5
 
