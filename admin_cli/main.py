@@ -12,22 +12,8 @@ from typing import Any
 
 import click
 
-from admin_cli import (
-    account,
-    agenda,
-    audit,
-    db,
-    directory,
-    dkim,
-    dns,
-    domain,
-    keys,
-    patient,
-    queue,
-    retention,
-    setup,
-    trust,
-)
+from admin_cli import account, audit, db, directory, dkim, dns, domain, keys, patient, queue, retention, setup, trust
+from admin_cli.agenda import agenda as agenda_group
 from admin_cli.common import EXPECTED_ERRORS, AdminError
 from mailserver.store.errors import DatabaseError
 
@@ -69,7 +55,7 @@ cli.add_command(audit.audit)
 cli.add_command(trust.trust)
 cli.add_command(directory.directory)
 cli.add_command(patient.patient)
-cli.add_command(agenda.agenda)
+cli.add_command(agenda_group)
 cli.add_command(retention.retention)
 cli.add_command(queue.queue)
 cli.add_command(dkim.dkim)
