@@ -14,6 +14,7 @@ import click
 
 from admin_cli import (
     account,
+    agenda,
     audit,
     broadcast,
     db,
@@ -70,6 +71,7 @@ cli.add_command(audit.audit)
 cli.add_command(trust.trust)
 cli.add_command(directory.directory)
 cli.add_command(patient.patient)
+cli.add_command(agenda.agenda)
 cli.add_command(retention.retention)
 cli.add_command(queue.queue)
 cli.add_command(dkim.dkim)

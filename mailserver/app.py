@@ -31,6 +31,7 @@ from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.imap.service import build as build_imap
 from mailserver.notify import ModseqPoller, PgListener
+from mailserver.reminders import ReminderScheduler
 from mailserver.smtp.service import build as build_smtp
 from mailserver.store import migrate
 from mailserver.web.service import build as build_web
@@ -41,7 +42,8 @@ log = logging.getLogger("masante.server")
 def build_services(ctx: Context, endpoints: Sequence[Endpoint] = ()) -> list[Service]:
     """The front ends this process runs, in start order; the web service last, advertising ``endpoints``."""
     admission = Admission(ctx)  # one per process, injected into every door
-    return [*build_smtp(ctx, admission), *build_imap(ctx, admission), *build_web(ctx, endpoints)]
+    reminders = ReminderScheduler(ctx)  # the agenda's reminders (mailserver.reminders)
+    return [*build_smtp(ctx, admission), *build_imap(ctx, admission), reminders, *build_web(ctx, endpoints)]
 
 
 class StartupError(Exception):

@@ -11,6 +11,9 @@ Invariants:
 - The message is parsed once, by the door (``mailserver.message``): ``deliver``
   reads the ``ParsedMessage`` it is given (bytes are parsed here, leniently, for
   callers that build a message themselves: reports, imports, tests).
+- The agenda (``mailserver.agenda.file``) sees each copy after it is added, in
+  the same unit of work: an invitation to a patient also becomes the event
+  message in ``Agenda``; a calendar that does not read files nothing more.
 - A shredded account (``KeyDestroyed``) cannot receive: the error propagates and
   the whole unit of work rolls back, nothing half-delivered.
 """
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring
-from mailserver import metrics
+from mailserver import agenda, metrics
 from mailserver.bodies import account_key, seal_blob
 from mailserver.message import ParsedMessage, parse_message_async
 from mailserver.store.models import Account, Blob, Mailbox
@@ -116,4 +119,8 @@ async def deliver(
         uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", source)
         result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
         metrics.DELIVERIES.labels(source).inc()
+    # the agenda: invitations, updates, cancellations, replies (after every copy, so mailbox rows stay locked in
+    # ascending order within each phase)
+    for (account, mb, _blob), d in zip(sorted(targets, key=lambda t: t[1].id), result.delivered, strict=True):
+        await agenda.file(uow, keyring, message, account, mb, d.uid, actor=actor)
     return result

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailserver import logs, metrics
+from mailserver import agenda, logs, metrics
 from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.delivery import deliver
@@ -217,6 +217,8 @@ class Intake:
             accounts = [a for a, _ in local]
             if accounts:
                 await deliver(uow, self.ctx.keyring, msg, accounts, actor=actor, source=m.door)
+            if m.account is not None:  # the sender's own agenda copy (an organiser's REQUEST, a REPLY)
+                await agenda.on_submission(uow, self.ctx.keyring, msg, m.account)
             # conversation grants, for our patients and for those of other operators we relay to
             await self.admission.after_delivery(uow, m.sender_party, accounts, msg, relayed=[r.address for r in remote])
             for r in remote:

@@ -32,6 +32,7 @@ from mailserver.store.errors import StoreBusy
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories import (
     AccountRepository,
+    AgendaRepository,
     AuditRepository,
     BlobRepository,
     BroadcastRepository,
@@ -63,6 +64,7 @@ class UnitOfWork:
     dkim_keys: DkimKeyRepository
     message_views: MessageViews
     broadcasts: BroadcastRepository
+    agenda: AgendaRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
         self._write_lock: asyncio.Lock | None = None
@@ -97,6 +99,7 @@ class UnitOfWork:
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
         self.broadcasts = BroadcastRepository(s)
+        self.agenda = AgendaRepository(s)
         return self
 
     async def __aexit__(

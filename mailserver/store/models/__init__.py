@@ -1,5 +1,6 @@
 """Every table, imported here so that ``Base.metadata`` is complete for Alembic."""
 
+from mailserver.store.models.agenda import AgendaEvent
 from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
 from mailserver.store.models.broadcast import Broadcast
@@ -30,6 +31,7 @@ __all__ = [
     "AccountKind",
     "AccountStatus",
     "Activity",
+    "AgendaEvent",
     "AuditEntry",
     "AuditHead",
     "Base",

@@ -4,6 +4,7 @@ A repository never commits; it maps ``IntegrityError`` to ``Conflict``.
 """
 
 from mailserver.store.repositories.accounts import AccountRepository, DomainRepository
+from mailserver.store.repositories.agenda import AgendaRepository
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
 from mailserver.store.repositories.broadcast import BroadcastRepository
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
@@ -14,6 +15,7 @@ from mailserver.store.repositories.trust import TrustRepository
 
 __all__ = [
     "AccountRepository",
+    "AgendaRepository",
     "AuditBreak",
     "AuditRepository",
     "BlobRepository",
