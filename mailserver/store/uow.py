@@ -45,6 +45,7 @@ from mailserver.store.repositories import (
     QueueRepository,
     TrustRepository,
 )
+from mailserver.store.repositories.certificates import CertificateRepository
 
 
 class UnitOfWork:
@@ -60,6 +61,7 @@ class UnitOfWork:
     directory: DirectoryRepository
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
+    certificates: CertificateRepository
     message_views: MessageViews
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
@@ -94,6 +96,7 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
+        self.certificates = CertificateRepository(s)
         return self
 
     async def __aexit__(

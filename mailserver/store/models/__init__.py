@@ -2,6 +2,7 @@
 
 from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
+from mailserver.store.models.certificates import AccountCertificate
 from mailserver.store.models.directory import (
     Activity,
     ConversationGrant,
@@ -26,6 +27,7 @@ from mailserver.store.models.trust import OperatorStatus, TrustedOperator, Trust
 
 __all__ = [
     "Account",
+    "AccountCertificate",
     "AccountKind",
     "AccountStatus",
     "Activity",
