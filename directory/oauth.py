@@ -38,9 +38,9 @@ from typing import Any
 import jwt
 
 from crypto.tls import client_context
-from directory.errors import DirectoryError, InvalidIdentifier
+from directory.errors import InvalidIdentifier
 from directory.identifiers import IdType, parse_national_id
-from mailserver.config import Config
+from mailserver.config import Config, ConfigError
 
 log = logging.getLogger("masante.oauth")
 
@@ -55,7 +55,7 @@ FETCH_TIMEOUT = 10.0
 _DECODE_OPTIONS: Any = {"require": ["exp", "iss", "aud"], "verify_exp": False, "verify_nbf": False, "verify_iat": False}
 
 
-class OauthConfigError(DirectoryError):
+class OauthConfigError(ConfigError):
     """``[oauth]`` is set but cannot be used; the message names the key."""
 
 
