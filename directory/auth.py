@@ -315,9 +315,9 @@ class Authenticator:
                 else "ok"
             )
         ok = why == "ok" and account is not None
-        actor = account.address if ok and account is not None else _printable(canonical) or "certificate"
+        actor = account.address if account is not None else _printable(canonical) or "certificate"
         return await self._record(
-            ok, keys, account if ok else None, actor, f"{protocol} from {peer}; certificate{fingerprint}", why, protocol
+            ok, keys, account, actor, f"{protocol} from {peer}; certificate{fingerprint}", why, protocol
         )
 
 
