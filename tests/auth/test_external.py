@@ -275,3 +275,49 @@ def test_certificate_list_and_remove(s: Site) -> None:
         e.action for e in s.server.audit("certificate.remove")
     ]
     assert "certificate.remove" in actions
+
+
+def test_msmtp_and_curl_log_in_with_the_application_certificate(s: Site, tmp_path: Path) -> None:
+    """Clients nobody here wrote: msmtp ``--auth=external`` submits, curl ``AUTH=EXTERNAL`` reads back."""
+    from tests.auth.test_oauth_clients import tool
+
+    app, rcpt = s.account(AccountKind.APP), s.account(AccountKind.APP)
+    cert = s.issue(f"labo-clients-{app.id}")
+    s.bind(app, cert)
+    rcpt_cert = s.issue(f"labo-clients-rcpt-{rcpt.id}")
+    s.bind(rcpt, rcpt_cert)
+    message = support.make_message(app.address, rcpt.address, "Resultats", "Les resultats sont disponibles.")
+    sent = subprocess.run(  # noqa: S603
+        [
+            tool("msmtp"),
+            "--host=127.0.0.1",
+            f"--port={s.server.port('submission')}",
+            "--tls=on",
+            "--tls-starttls=on",
+            f"--tls-trust-file={s.pki.ca_file}",
+            f"--tls-cert-file={cert[0]}",
+            f"--tls-key-file={cert[1]}",
+            "--auth=external",
+            f"--user={app.address}",
+            f"--from={app.address}",
+            "--timeout=30",
+            rcpt.address,
+        ],
+        input=message.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    url = f"imaps://127.0.0.1:{s.server.port('imaps')}/INBOX;UID=1"
+    got = subprocess.run(  # noqa: S603
+        [tool("curl"), "-sS", "--max-time", "30", "--cacert", str(s.pki.ca_file), "--cert", str(rcpt_cert[0])]
+        + ["--key", str(rcpt_cert[1]), "--login-options", "AUTH=EXTERNAL", "--user", f"{rcpt.address}:", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert got.returncode == 0, got.stderr
+    assert "Subject: Resultats" in got.stdout
