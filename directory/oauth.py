@@ -142,6 +142,11 @@ def _parse_jwks(data: bytes, where: str) -> dict[str, jwt.PyJWK]:
     return out
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx is then an HTTPError: the fetch fails
+
+
 class JwksCache:
     """The provider's signing keys by ``kid``, read from a file or fetched over HTTPS (see the module's rules)."""
 
@@ -159,9 +164,12 @@ class JwksCache:
         if s.jwks_file is not None:
             with s.jwks_file.open("rb") as f:
                 return f.read(MAX_JWKS + 1)
-        ctx = client_context(s.jwks_ca_file)
+        # https only, and no redirect: a 3xx could point to http:// and let the network choose the keys
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=client_context(s.jwks_ca_file)), _NoRedirect()
+        )
         req = urllib.request.Request(s.jwks_url or "", headers={"Accept": "application/json"})  # noqa: S310 - https only
-        with urllib.request.urlopen(req, timeout=FETCH_TIMEOUT, context=ctx) as resp:  # noqa: S310
+        with opener.open(req, timeout=FETCH_TIMEOUT) as resp:
             return bytes(resp.read(MAX_JWKS + 1))
 
     async def _load(self) -> None:

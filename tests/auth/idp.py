@@ -77,6 +77,7 @@ class IdP:
     published: list[SigningKey] = field(default_factory=list)
     hits: int = 0
     url: str = ""
+    clear_url: str = ""
 
     def jwks(self) -> bytes:
         return json.dumps({"keys": [k.jwk() for k in self.published]}).encode()
@@ -91,6 +92,12 @@ class IdP:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/moved":  # a redirect to clear text: the server must not follow it
+                    self.send_response(302)
+                    self.send_header("Location", idp.clear_url)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path != "/jwks":
                     self.send_error(404)
                     return
@@ -110,14 +117,23 @@ class IdP:
         tls.load_cert_chain(str(pki.server_cert), str(pki.server_key))
         httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
         idp.url = f"https://127.0.0.1:{httpd.server_address[1]}/jwks"
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
+        # the same keys in clear text, where /moved points: a JWKS the server must never take
+        clear = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        idp.clear_url = f"http://127.0.0.1:{clear.server_address[1]}/jwks"
+        threads = [
+            threading.Thread(target=h.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            for h in (httpd, clear)
+        ]
+        for t in threads:
+            t.start()
         try:
             yield idp
         finally:
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join(10)
+            for h in (httpd, clear):
+                h.shutdown()
+                h.server_close()
+            for t in threads:
+                t.join(10)
 
     def settings(self, pki: support.TestPKI) -> dict[str, object]:
         """The ``[oauth]`` section that trusts this provider."""

@@ -50,12 +50,15 @@ def tls(pki: support.TestPKI) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(pki.ca_file))
 
 
-def _start(dbs: Databases, pki: support.TestPKI, tmp: Path, provider: I.IdP, **ports: int) -> ServerThread:
+def _start(
+    dbs: Databases, pki: support.TestPKI, tmp: Path, provider: I.IdP, *, jwks_url: str = "", **ports: int
+) -> ServerThread:
+    oauth = provider.settings(pki) | ({"jwks_url": jwks_url} if jwks_url else {})
     server = start_server(
         tmp,
         dbs.new(),
         pki,
-        sections={"ports": {"mx": -1, **ports}, "oauth": provider.settings(pki)},
+        sections={"ports": {"mx": -1, **ports}, "oauth": oauth},
         clock=FakeClock(),
     )
     server.call(support.add_domains)
@@ -418,6 +421,26 @@ def test_jwks_is_fetched_once_and_again_once_on_an_unknown_kid(
     server.advance(3601)
     assert login(p.key("rsa-1")) and login(p.key("ec-1"))
     assert p.hits == 4
+
+
+@pytest.mark.parametrize("path", ["/moved", "/absent"])
+def test_a_jwks_that_cannot_be_fetched_logs_nobody_in(
+    dbs: Databases, pki: support.TestPKI, tmp_path: Path, provider: I.IdP, tls: ssl.SSLContext, path: str
+) -> None:
+    """A redirect (here to http://) is not followed; a 404 is no JWKS: the login is refused, not crashed."""
+    server = _start(dbs, pki, tmp_path, provider, jwks_url=provider.url.replace("/jwks", path), submission=-1)
+    hits = provider.hits
+    try:
+        a = professional(server)
+        tok = I.token(provider.key("rsa-1"), I.claims("8" + str(a.rpps), now(server)))
+        assert imap_auth(server, tls, "OAUTHBEARER", I.oauthbearer(a.address, tok)) == (
+            FAILED,
+            [b"", I.ERROR_CHALLENGE],
+        )
+        assert last_login(server, a.address).detail.endswith("; jwks-unavailable")
+        assert provider.hits == hits  # neither the clear-text copy nor anything else was read
+    finally:
+        server.stop()
 
 
 # --- configuration ----------------------------------------------------------------------------------------------
