@@ -440,7 +440,8 @@ class MasanteSMTP(SMTP):
         mechanism = args[0].upper()
         method = self._auth_methods.get(mechanism)
         if method is None:
-            await self._reply(R.UNKNOWN_MECHANISM)
+            offered = " or ".join(sorted(self._auth_methods))  # PLAIN, LOGIN and what is configured here
+            await self._reply(R.UNKNOWN_MECHANISM.with_text(f"Unrecognised authentication mechanism: use {offered}"))
             return
         result = await method.method(self, [mechanism, *args[1:]])
         if not isinstance(result, AuthResult):

@@ -256,7 +256,10 @@ def test_bearer_mechanisms_are_not_offered_without_oauth(s: Site) -> None:
     with smtplib.SMTP(HOST, s.server.port("submission"), timeout=TIMEOUT) as c:
         c.starttls(context=s.tls())
         c.ehlo()
-        assert c.docmd("AUTH", "XOAUTH2 dXNlcj0=")[0] == 504
+        assert c.docmd("AUTH", "XOAUTH2 dXNlcj0=") == (
+            504,
+            b"5.5.4 Unrecognised authentication mechanism: use EXTERNAL or LOGIN or PLAIN",
+        )
 
 
 def test_certificate_list_and_remove(s: Site) -> None:
