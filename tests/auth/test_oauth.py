@@ -13,6 +13,7 @@ import datetime as dt
 import imaplib
 import itertools
 import json
+import logging
 import smtplib
 import ssl
 import tomllib
@@ -508,3 +509,45 @@ def test_an_incomplete_oauth_section_is_refused(oauth: dict[str, object], messag
 def test_without_oauth_nothing_is_offered(tmp_path: Path) -> None:
     cfg = build(tomllib.loads(""), {}, tmp_path / "masante.toml")
     assert OauthSettings.from_config(cfg) is None
+
+
+def test_tokens_reach_no_log_record(
+    srv: ServerThread, provider: I.IdP, tls: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every record of the server's loggers while a token is accepted and another refused, on both doors."""
+    a = professional(srv)
+    good = I.token(provider.key("rsa-1"), I.claims("8" + str(a.rpps), now(srv)))
+    bad = I.token(provider.key("rsa-1"), I.claims("8" + str(a.rpps), now(srv), aud="elsewhere"))
+    with caplog.at_level(logging.DEBUG):
+        for tok in (good, bad):
+            imap_auth(srv, tls, "XOAUTH2", I.xoauth2(a.address, tok), ack=b"")
+            smtp_auth(srv, tls, "OAUTHBEARER", I.oauthbearer(a.address, tok))
+            forget_failures(srv)
+    texts = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records]
+    assert any("smtp.auth" in t for t in texts) and any("imap.login" in t for t in texts)
+    for tok in (good, bad):
+        signature = tok.rsplit(".", 1)[1]
+        assert not [t for t in texts if signature in t or base64.b64encode(tok.encode()).decode()[:40] in t]
+
+
+def test_sasl_bearer_decoders() -> None:
+    from mailserver import sasl
+
+    assert sasl.parse_oauthbearer(b"n,a=x=2Cy=3Dz@b.test,\x01auth=Bearer t0k.e-n\x01\x01").authzid == "x,y=z@b.test"
+    assert sasl.parse_oauthbearer(b"y,,\x01host=h\x01auth=bearer abc\x01\x01") == sasl.BearerCredentials("", "abc")
+    assert repr(sasl.parse_xoauth2(b"user=u@b\x01auth=Bearer secret\x01\x01")) == (
+        "BearerCredentials(authzid='u@b', token='***')"
+    )
+    for bad in (
+        b"n,a=x=41@b,\x01auth=Bearer abc\x01\x01",  # =41 is no saslname escape
+        b"n,a=x@b\x01auth=Bearer abc\x01\x01",  # the GS2 header ends with a comma
+        b"n,,\x01auth=Bearer a b\x01\x01",  # a space in the token
+        b"n,,\x01host=h\x01\x01",  # no auth
+    ):
+        with pytest.raises(sasl.MalformedBearer):
+            sasl.parse_oauthbearer(bad)
+    for bad in (b"user=u@b\x01auth=Bearer abc\x01", b"auth=Bearer abc\x01\x01", b"user=u\x01auth=Bearer\x01\x01"):
+        with pytest.raises(sasl.MalformedBearer):
+            sasl.parse_xoauth2(bad)
+    with pytest.raises(sasl.NotBase64, match="too long for XOAUTH2"):
+        sasl.decode_bearer("XOAUTH2", "A" * 20000)
