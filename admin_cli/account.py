@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -8,7 +9,7 @@ from rich.table import Table
 from admin_cli.common import actor, console, fail, read_password, run
 from directory.accounts import AccountService
 from mailserver.context import Context
-from mailserver.store.models import Account, AccountKind, AccountStatus
+from mailserver.store.models import Account, AccountCertificate, AccountKind, AccountStatus
 
 
 @click.group()
@@ -150,3 +151,61 @@ def password(address: str, password_stdin: bool) -> None:
 
     run(go)
     console.print(f"password of {address} changed")
+
+
+@account.group("certificate")
+def certificate() -> None:
+    """Client certificates of APP and ORG mailboxes (SASL EXTERNAL on submission and IMAP)."""
+
+
+@certificate.command("add")
+@click.argument("address")
+@click.option(
+    "--cert",
+    "cert_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The client certificate (PEM or DER), issued by the CA of [tls] account_ca.",
+)
+def certificate_add(address: str, cert_file: Path) -> None:
+    """Bind the certificate in FILE to the APP or ORG mailbox ADDRESS (its subject and SHA-256 are kept)."""
+    from directory.certificates import CertificateService
+
+    async def go(ctx: Context) -> tuple[Account, AccountCertificate]:
+        return await CertificateService(ctx).bind(address, cert_file, actor=actor())
+
+    a, binding = run(go)
+    console.print(
+        f"certificate {binding.subject_dn} (SHA-256 {binding.fingerprint}) bound to {a.address}", markup=False
+    )
+
+
+@certificate.command("list")
+@click.argument("address")
+def certificate_list(address: str) -> None:
+    """The certificates bound to ADDRESS."""
+    from directory.certificates import CertificateService
+
+    async def go(ctx: Context) -> Sequence[AccountCertificate]:
+        return await CertificateService(ctx).list(address)
+
+    table = Table("sha-256", "subject", "issuer", "valid until", "added", box=None)
+    for b in run(go):
+        table.add_row(
+            b.fingerprint, b.subject_dn, b.issuer_dn, b.not_after.date().isoformat(), b.added_at.date().isoformat()
+        )
+    console.print(table)
+
+
+@certificate.command("remove")
+@click.argument("address")
+@click.argument("fingerprint")
+def certificate_remove(address: str, fingerprint: str) -> None:
+    """Unbind the certificate of SHA-256 FINGERPRINT from ADDRESS: it no longer logs in."""
+    from directory.certificates import CertificateService
+
+    async def go(ctx: Context) -> None:
+        await CertificateService(ctx).remove(address, fingerprint, actor=actor())
+
+    run(go)
+    console.print(f"certificate {fingerprint} unbound from {address}", markup=False)

@@ -8,8 +8,13 @@ renegotiation are off.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
 
 MSSANTE_TLS12_CIPHERS = ":".join(
     (
@@ -102,3 +107,67 @@ def peer_key_type(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | Non
         if isinstance(key, kind):
             return name
     return type(key).__name__
+
+
+# --- client certificates bound to accounts (SASL EXTERNAL) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """What names a certificate: the SHA-256 of its DER (hex), its subject and issuer (RFC 4514), its end."""
+
+    fingerprint: str
+    subject_dn: str
+    issuer_dn: str
+    not_after: dt.datetime
+
+
+def certificate_facts(der: bytes) -> CertificateFacts:
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    return CertificateFacts(
+        hashlib.sha256(der).hexdigest(),
+        cert.subject.rfc4514_string(),
+        cert.issuer.rfc4514_string(),
+        cert.not_valid_after_utc,
+    )
+
+
+def peer_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
+    """The DER of the peer's certificate, verified by the handshake against the context's CA, or None."""
+    if ssl_object is None:
+        return None
+    return ssl_object.getpeercert(binary_form=True) or None
+
+
+def load_certificate(path: Path) -> bytes:
+    """The DER of the first certificate of a PEM (or DER) file. Raises ValueError with a sentence."""
+    from cryptography import x509
+
+    data = path.read_bytes()
+    try:
+        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise ValueError(f"{path} holds no X.509 certificate (PEM or DER expected)") from None
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.DER)
+
+
+def issued_by_bundle(der: bytes, ca_file: Path) -> bool:
+    """True if the certificate is signed by one of the certificates of the PEM bundle ``ca_file``, within its
+    validity (the handshake checks the whole chain at every connection; this is the operator's early warning)."""
+    from cryptography import x509
+
+    cert = x509.load_der_x509_certificate(der)
+    now = dt.datetime.now(dt.UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return False
+    for ca in x509.load_pem_x509_certificates(ca_file.read_bytes()):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False

@@ -19,6 +19,14 @@ Invariants:
   changed password, a disabled, suspended, opposed or closed account is refused
   at once, with no call from the services that change them. Failures are
   never remembered.
+- Bearer tokens (``authenticate_bearer``) and client certificates
+  (``authenticate_certificate``) take the same throttle and the same audit
+  row (``login``, the detail naming the method); a token is never audited,
+  logged or remembered, a certificate is named by its SHA-256 fingerprint. A
+  token opens only a mailbox of the professional it names: a PER or ORG
+  account whose ``rpps`` is the token's (ORG mailboxes are created for their
+  responsible professional: the model has no other membership). A certificate
+  opens only an APP or ORG account it is bound to.
 """
 
 from __future__ import annotations
@@ -34,11 +42,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from crypto.passwords import verify_password
+from crypto.tls import certificate_facts
 from directory.addresses import Address
+from directory.certificates import CERTIFICATE_KINDS
 from directory.errors import InvalidAddress
+from directory.oauth import BearerRefused, BearerVerifier, OauthSettings
 from mailserver import metrics
 from mailserver.context import Context
-from mailserver.store.models import Account, AccountStatus
+from mailserver.store.models import Account, AccountKind, AccountStatus
 
 BASE_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -158,6 +169,9 @@ class Authenticator:
         if cache is None:  # not ``or``: an empty cache is falsy (it has a length)
             cache = CredentialCache(ttl=security.auth_cache_ttl, size=security.auth_cache_size, clock=ctx.clock)
         self.cache = cache
+        settings = OauthSettings.from_config(ctx.config)
+        #: None when ``[oauth]`` is not configured (XOAUTH2 and OAUTHBEARER are then not offered)
+        self.bearer = BearerVerifier(settings, ctx.clock) if settings is not None else None
 
     async def authenticate(self, address: str, password: str, *, protocol: str, peer: str) -> AuthResult:
         try:
@@ -210,3 +224,126 @@ class Authenticator:
         self.throttle.failure(*keys)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)
+
+    # --- bearer tokens and client certificates ------------------------------------------------------------------
+
+    async def _guard(self, keys: tuple[str, ...]) -> None:
+        """The throttle's gate before any check (the same as for passwords)."""
+        delay = self.throttle.delay(*keys)
+        if delay:
+            await asyncio.sleep(delay)
+
+    async def _record(
+        self, ok: bool, keys: tuple[str, ...], account: Account | None, actor: str, detail: str, why: str, protocol: str
+    ) -> AuthResult:
+        async with self.ctx.uow() as uow:
+            uow.audit(
+                actor,
+                "login",
+                account.owner_id if account is not None else f"address:{actor}",
+                "ok" if ok else "fail",
+                f"{detail}; {why}",
+            )
+            await uow.commit()
+        if ok:
+            self.throttle.success(keys[0])
+            return AuthResult(account)
+        self.throttle.failure(*keys)
+        metrics.LOGIN_FAILURES.labels(protocol, why).inc()
+        return AuthResult(None)
+
+    async def authenticate_bearer(self, token: str, authzid: str, *, protocol: str, peer: str) -> AuthResult:
+        """A JWT bearer token (XOAUTH2, OAUTHBEARER) for the mailbox ``authzid``; see the module's rules."""
+        canonical = _canonical(authzid)
+        keys = (f"acct:{canonical}", f"peer:{peer}")
+        await self._guard(keys)
+        account: Account | None = None
+        who = ""
+        if self.bearer is None:
+            why = "oauth-off"
+        elif not canonical:
+            why = "no-mailbox-named"
+        else:
+            try:
+                identity = await self.bearer.verify(token)
+            except BearerRefused as refused:
+                why = refused.reason
+            else:
+                who = f"; professional {identity.national_id}"
+                if canonical.isprintable():
+                    async with self.ctx.uow(readonly=True) as uow:
+                        account = await uow.accounts.by_address(canonical)
+                why = _bearer_refusal(account, identity.rpps)
+        ok = why == "ok" and account is not None
+        return await self._record(
+            ok, keys, account, _printable(canonical), f"{protocol} from {peer}; bearer{who}", why, protocol
+        )
+
+    async def authenticate_certificate(
+        self, der: bytes | None, authzid: str, *, protocol: str, peer: str
+    ) -> AuthResult:
+        """SASL EXTERNAL: the TLS client certificate ``der`` (verified by the handshake against the account
+        CA) opens the APP or ORG account it is bound to; ``authzid`` names it when several are."""
+        canonical = _canonical(authzid)
+        keys = (f"acct:{canonical or 'certificate'}", f"peer:{peer}")
+        await self._guard(keys)
+        account: Account | None = None
+        fingerprint = ""
+        if der is None:
+            why = "no-certificate"
+        else:
+            facts = certificate_facts(der)
+            fingerprint = f"; sha256 {facts.fingerprint}"
+            async with self.ctx.uow(readonly=True) as uow:
+                bindings = await uow.certificates.by_fingerprint(facts.fingerprint)
+                accounts = [a for a in [await uow.accounts.get(b.account_id) for b in bindings] if a is not None]
+            if canonical:
+                account = next((a for a in accounts if a.address == canonical), None)
+            elif len(accounts) == 1:
+                account = accounts[0]
+            why = (
+                "unbound-certificate"
+                if not accounts
+                else "no-mailbox-named"
+                if account is None and not canonical and len(accounts) > 1
+                else "not-bound-to-account"
+                if account is None
+                else f"kind-{account.kind.value}"
+                if account.kind not in CERTIFICATE_KINDS
+                else f"status-{account.status.value}"
+                if account.status is not AccountStatus.ACTIVE
+                else "ok"
+            )
+        ok = why == "ok" and account is not None
+        actor = account.address if account is not None else _printable(canonical) or "certificate"
+        return await self._record(
+            ok, keys, account, actor, f"{protocol} from {peer}; certificate{fingerprint}", why, protocol
+        )
+
+
+#: the kinds of mailbox a professional's token opens
+BEARER_KINDS = frozenset({AccountKind.PER, AccountKind.ORG})
+
+
+def _canonical(address: str) -> str:
+    try:
+        return str(Address.parse(address))
+    except InvalidAddress:
+        return address.strip().lower()[:320]
+
+
+def _printable(text: str) -> str:
+    """Client text made safe for the audit log: control characters shown as escapes."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _bearer_refusal(account: Account | None, rpps: str) -> str:
+    if account is None:
+        return "unknown-account"
+    if account.kind not in BEARER_KINDS:
+        return f"kind-{account.kind.value}"
+    if account.rpps != rpps:
+        return "not-owner"
+    if account.status is not AccountStatus.ACTIVE:
+        return f"status-{account.status.value}"
+    return "ok"

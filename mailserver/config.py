@@ -72,6 +72,9 @@ class TlsSection:
     trust_ca: Path = Path("tls/ca.pem")  # the trust-space CA that operators' client certificates chain to
     client_cert: Path = Path("tls/server.pem")  # presented when relaying to other operators (mutual TLS)
     client_key: Path = Path("tls/server.key")
+    #: the CA that application and organisation mailboxes' client certificates chain to (SASL EXTERNAL on
+    #: submission and IMAP); empty: no client certificate is asked for there and EXTERNAL is not offered
+    account_ca: str = ""
 
 
 @dataclass
@@ -228,6 +231,31 @@ class WhitelistSection:
 
 
 @dataclass
+class OauthSection:
+    """Bearer tokens (SASL XOAUTH2 and OAUTHBEARER, RFC 7628): JWTs of an OpenID Connect provider such as
+    Pro Santé Connect. Off unless ``issuer`` is set; then ``audience`` and one of ``jwks_file``/``jwks_url``
+    are required (``directory.oauth``)."""
+
+    #: the ``iss`` every token must carry (for Pro Santé Connect, the URL of its realm)
+    issuer: str = ""
+    #: the ``aud`` a token must name (this server's client id at the provider)
+    audience: str = ""
+    #: the provider's keys (a JWKS, JSON) from a file, re-read when a token names an unknown key...
+    jwks_file: str = ""
+    #: ...or fetched over HTTPS, kept, fetched again only when a token names an unknown key (at most once
+    #: a minute) or when older than jwks_max_age
+    jwks_url: str = ""
+    #: the CA bundle the JWKS server's certificate must chain to (empty: the system's store)
+    jwks_ca_file: str = ""
+    #: seconds a fetched JWKS is used before it is fetched again at the next login
+    jwks_max_age: int = 3600
+    #: the claim naming the professional: PSC puts the national id 8+RPPS in preferred_username
+    identity_claim: str = "preferred_username"
+    #: seconds of clock skew tolerated on exp and nbf
+    leeway: int = 5
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"
 
@@ -251,6 +279,7 @@ class Config:
     queue: QueueSection = field(default_factory=QueueSection)
     dns: DnsSection = field(default_factory=DnsSection)
     whitelist: WhitelistSection = field(default_factory=WhitelistSection)
+    oauth: OauthSection = field(default_factory=OauthSection)
 
     #: the file this configuration was read from (not a key)
     path: Path = field(default=DEFAULT_CONFIG, metadata={"internal": True})

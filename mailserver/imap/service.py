@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from pathlib import Path
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
@@ -150,7 +151,9 @@ def build(ctx: Context, admission: Admission) -> list[Service]:
     if ports.imap < 0 and ports.imaps < 0:
         return []
     cfg = ctx.config
-    tls = server_context(cfg.resolve(cfg.tls.cert), cfg.resolve(cfg.tls.key))
+    # with [tls] account_ca a client certificate is asked for (optional) and must chain to it (SASL EXTERNAL)
+    account_ca = cfg.resolve(Path(cfg.tls.account_ca)) if cfg.tls.account_ca else None
+    tls = server_context(cfg.resolve(cfg.tls.cert), cfg.resolve(cfg.tls.key), client_ca_file=account_ca)
     shared = session_config(ctx, tls, Authenticator(ctx), admission)
     out: list[Service] = []
     if ports.imap >= 0:

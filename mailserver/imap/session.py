@@ -5,7 +5,7 @@ Implementation notes (invariants):
   the state machine, the BAD counter and the answers to parse errors are
   ``protocol.states.Connection``; the selected-mailbox view, its diffing and the
   EXPUNGE hold-back are ``protocol.selected``; LIST/LSUB are ``protocol.names``;
-  SASL PLAIN is ``mailserver.sasl``; the commands that only talk to the store
+  SASL (PLAIN, XOAUTH2, OAUTHBEARER, EXTERNAL) is ``mailserver.sasl``; the commands that only talk to the store
   are ``handlers.MailHandlers`` (this class's base); the work is ``mailstore.MailStore``.
 - Dispatch is ``HANDLERS[type(command)]``, a table checked at import against
   ``commands.COMMANDS``: one handler per command class. The state table answers
@@ -37,6 +37,7 @@ Implementation notes (invariants):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import ssl
@@ -45,6 +46,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from crypto.tls import peer_certificate
 from mailserver import logs, metrics, sasl
 from mailserver.errors import MailboxGone, MailError
 from mailserver.imap.errors import response_code
@@ -58,7 +60,7 @@ from mailserver.imap.protocol.selected import Selected, SequenceError
 from mailserver.imap.protocol.states import Connection, ImapState
 
 if TYPE_CHECKING:
-    from directory.auth import Authenticator
+    from directory.auth import Authenticator, AuthResult
     from mailserver.admission import Admission
     from mailserver.context import Context
 
@@ -111,13 +113,20 @@ class ImapSession(MailHandlers):
         self._command: str | None = None  # the command being answered (the BAD and NO log lines)
         self._line_started: float | None = None  # when the first byte of the current command line arrived
         self._line_exempt = False  # the current command is in an authenticated literal: no line deadline
+        #: the SASL mechanisms offered over TLS (PLAIN; bearer tokens and EXTERNAL where configured)
+        self.mechanisms = sasl_mechanisms(cfg)
 
     @property
     def state(self) -> ImapState:
         return self.conn.state
 
     def _capability_code(self) -> str:
-        return caps.capability_code(self.state, tls_active=self.tls_active, starttls_offered=self.cfg.tls is not None)
+        return caps.capability_code(
+            self.state,
+            tls_active=self.tls_active,
+            starttls_offered=self.cfg.tls is not None,
+            mechanisms=self.mechanisms,
+        )
 
     # --- I/O ---------------------------------------------------------------------------------------------
 
@@ -299,7 +308,12 @@ class ImapSession(MailHandlers):
     # --- any state, not authenticated ----------------------------------------------------------------
 
     async def do_capability(self, cmd: c.Capability) -> list[r.Response]:
-        listed = caps.capabilities(self.state, tls_active=self.tls_active, starttls_offered=self.cfg.tls is not None)
+        listed = caps.capabilities(
+            self.state,
+            tls_active=self.tls_active,
+            starttls_offered=self.cfg.tls is not None,
+            mechanisms=self.mechanisms,
+        )
         return [r.Data((r.Atom("CAPABILITY"), *(r.Atom(x) for x in listed))), ok(cmd.tag, "Done")]
 
     async def do_starttls(self, cmd: c.StartTLS) -> list[r.Response]:
@@ -326,8 +340,11 @@ class ImapSession(MailHandlers):
 
     async def _login(self, tag: str, user: str, password: str) -> list[r.Response]:
         result = await self.cfg.authenticator.authenticate(user, password, protocol="imap", peer=self.peer)
+        return self._logged_in(tag, result, "Invalid user name or password")
+
+    def _logged_in(self, tag: str, result: AuthResult, refusal: str) -> list[r.Response]:
         if not result.ok or result.account is None:
-            return [r.Tagged(tag, "NO", "Invalid user name or password", "AUTHENTICATIONFAILED")]
+            return [r.Tagged(tag, "NO", refusal, "AUTHENTICATIONFAILED")]
         self.store = MailStore(self.ctx, result.account, self.cfg.admission)
         self.receiver.max_literal = self.cfg.max_literal
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})
@@ -342,15 +359,16 @@ class ImapSession(MailHandlers):
     async def do_authenticate(self, cmd: c.Authenticate) -> list[r.Response]:
         if not self.tls_active:
             return [r.Tagged(cmd.tag, "NO", "Authenticate only over TLS: use STARTTLS first", "PRIVACYREQUIRED")]
-        if cmd.mechanism not in caps.MECHANISMS:
-            return [r.Tagged(cmd.tag, "NO", f"Unsupported mechanism {cmd.mechanism}; use PLAIN", "CANNOT")]
+        if cmd.mechanism not in self.mechanisms:
+            offered = ", ".join(self.mechanisms)
+            return [r.Tagged(cmd.tag, "NO", f"Unsupported mechanism {cmd.mechanism}; use {offered}", "CANNOT")]
         response: str | bytes | None = cmd.initial
         if response is None:
-            await self.send(r.Continuation(""))
-            self._line_started = None  # the SASL response is a line of its own, with its own deadline
-            response = (await self._read_line()).strip()
-            if response == b"*":  # RFC 3501 §6.2.2
-                raise Bad("Authentication cancelled")
+            response = await self._sasl_response("")
+        if cmd.mechanism in ("XOAUTH2", "OAUTHBEARER"):
+            return await self._authenticate_bearer(cmd, response)
+        if cmd.mechanism == "EXTERNAL":
+            return await self._authenticate_external(cmd, response)
         try:
             creds = sasl.decode_plain(response)
         except sasl.SaslError as exc:
@@ -358,6 +376,42 @@ class ImapSession(MailHandlers):
         if creds.acts_as_another:
             return [r.Tagged(cmd.tag, "NO", "Acting as another user is not allowed", "AUTHORIZATIONFAILED")]
         return await self._login(cmd.tag, creds.authcid, creds.password)
+
+    async def _sasl_response(self, challenge: str) -> bytes:
+        """Send a ``+`` continuation (base64 ``challenge``) and read the client's response line."""
+        await self.send(r.Continuation(challenge))
+        self._line_started = None  # the SASL response is a line of its own, with its own deadline
+        response = (await self._read_line()).strip()
+        if response == b"*":  # RFC 3501 §6.2.2
+            raise Bad("Authentication cancelled")
+        return response
+
+    async def _authenticate_bearer(self, cmd: c.Authenticate, response: str | bytes) -> list[r.Response]:
+        """XOAUTH2 / OAUTHBEARER (RFC 7628): a failure is the JSON error challenge, the client's ^A, then NO."""
+        try:
+            creds = sasl.decode_bearer(cmd.mechanism, response)
+        except sasl.SaslError as exc:
+            raise Bad(exc.text) from None
+        auth = self.cfg.authenticator
+        result = await auth.authenticate_bearer(creds.token, creds.authzid, protocol="imap", peer=self.peer)
+        if not result.ok:
+            where = auth.bearer.settings.openid_configuration if auth.bearer is not None else None
+            error = sasl.bearer_error(openid_configuration=where)
+            # the client answers the error challenge with ^A (RFC 7628 §3.2.3), XOAUTH2 clients often with an
+            # empty line; whatever it sends, the answer is the failure (a * cancels: BAD, as everywhere)
+            await self._sasl_response(base64.b64encode(error).decode("ascii"))
+        return self._logged_in(cmd.tag, result, "Invalid or expired token, or not for this mailbox")
+
+    async def _authenticate_external(self, cmd: c.Authenticate, response: str | bytes) -> list[r.Response]:
+        """EXTERNAL (RFC 4422 appendix A): the TLS client certificate, bound to an APP or ORG mailbox."""
+        try:
+            authzid = sasl.decode_external(response)
+        except sasl.SaslError as exc:
+            raise Bad(exc.text) from None
+        der = peer_certificate(self.writer.get_extra_info("ssl_object"))
+        result = await self.cfg.authenticator.authenticate_certificate(der, authzid, protocol="imap", peer=self.peer)
+        refusal = "No client certificate bound to this mailbox" if der is not None else "No client certificate"
+        return self._logged_in(cmd.tag, result, refusal)
 
     async def do_idle(self, cmd: c.Idle) -> list[r.Response]:
         """RFC 2177: untagged updates as they happen, until the client sends DONE."""
@@ -394,6 +448,13 @@ class ImapSession(MailHandlers):
                         t.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
                             await t
+
+
+def sasl_mechanisms(cfg: SessionConfig) -> tuple[str, ...]:
+    """PLAIN, then XOAUTH2 and OAUTHBEARER when ``[oauth]`` is set, EXTERNAL when ``[tls] account_ca`` is."""
+    bearer = ("XOAUTH2", "OAUTHBEARER") if cfg.authenticator.bearer is not None else ()
+    external = ("EXTERNAL",) if cfg.ctx.config.tls.account_ca else ()
+    return (*caps.MECHANISMS, *bearer, *external)
 
 
 def tls_reason(exc: BaseException) -> str:

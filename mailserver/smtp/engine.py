@@ -9,7 +9,8 @@ public hooks, this subclass overrides command methods (``smtp_*``), ``push``,
 What this subclass adds or changes (aiosmtpd 1.4 lacks them):
 - EHLO advertises PIPELINING, SIZE, 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES,
   DSN, STARTTLS (before TLS) and AUTH PLAIN LOGIN (after TLS, where AUTH is
-  offered). PIPELINING needs nothing else: commands are read from one stream
+  offered; XOAUTH2 OAUTHBEARER with ``[oauth]``, EXTERNAL with ``[tls] account_ca``).
+  PIPELINING needs nothing else: commands are read from one stream
   and answered in order (RFC 2920).
 - Every 2xx/4xx/5xx reply carries an enhanced status code (RFC 2034 §3), the
   greeting and the EHLO/HELO answer excepted.
@@ -79,6 +80,8 @@ log = logging.getLogger("masante.smtp")
 #: longest command line (RFC 4954 §4: an AUTH line may reach 12288 octets)
 MAX_COMMAND_LINE = 12288
 #: command line limits per command, parameters included (RFC 5321 §4.5.3.1.4 plus extensions)
+#: every mechanism a handler may offer (``handlers.SubmissionHandler.auth_*``)
+ALL_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "EXTERNAL")
 COMMAND_LIMITS = {"MAIL": 1024, "RCPT": 1024, "AUTH": MAX_COMMAND_LINE}
 #: why a connection ended, the ``reason`` of the ``smtp.disconnect`` line (a closed set: ids, never client text)
 DISCONNECT_REASONS = frozenset(
@@ -190,6 +193,7 @@ class MasanteSMTP(SMTP):
         data_min_rate: int = 0,
         data_rate_grace: float = 0,
         client_key_types: Collection[str] | None = None,
+        mechanisms_off: Collection[str] = (),
     ) -> None:
         super().__init__(
             handler,
@@ -203,7 +207,8 @@ class MasanteSMTP(SMTP):
             timeout=timeout,
             auth_required=False,
             auth_require_tls=False,
-            auth_exclude_mechanism=None if offer_auth else ["PLAIN", "LOGIN"],
+            # the handler's mechanisms not configured here (bearer tokens, EXTERNAL); all of them on the MX port
+            auth_exclude_mechanism=list(mechanisms_off) if offer_auth else [*ALL_MECHANISMS],
             loop=loop,
         )
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, COMMAND_LIMITS)
@@ -435,7 +440,8 @@ class MasanteSMTP(SMTP):
         mechanism = args[0].upper()
         method = self._auth_methods.get(mechanism)
         if method is None:
-            await self._reply(R.UNKNOWN_MECHANISM)
+            offered = " or ".join(sorted(self._auth_methods))  # PLAIN, LOGIN and what is configured here
+            await self._reply(R.UNKNOWN_MECHANISM.with_text(f"Unrecognised authentication mechanism: use {offered}"))
             return
         result = await method.method(self, [mechanism, *args[1:]])
         if not isinstance(result, AuthResult):

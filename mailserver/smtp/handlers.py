@@ -5,7 +5,8 @@
   ``Admission.check_recipient`` and accepts only our own recipients (an MX never
   relays); DATA hands the message to ``Intake``.
 - ``SubmissionHandler`` (587 STARTTLS, 465 TLS, professionals' and patients'
-  mail clients): ``auth_PLAIN``/``auth_LOGIN`` ask ``directory.auth.Authenticator``
+  mail clients): ``auth_PLAIN``/``auth_LOGIN`` (and, where configured,
+  ``auth_XOAUTH2``/``auth_OAUTHBEARER``/``auth_EXTERNAL``) ask ``directory.auth.Authenticator``
   (awaited: aiosmtpd's ``authenticator`` callback cannot be); MAIL asks
   ``Admission.check_submission_sender``; RCPT asks ``Admission.check_recipient`` (local
   recipients are delivered, trust-space ones queued); DATA hands over to ``Intake``.
@@ -16,12 +17,14 @@ A hook parses nothing (``protocol`` did), decides nothing itself, and returns
 
 from __future__ import annotations
 
+import base64
 import binascii
 import logging
 from base64 import b64decode
 
 from aiosmtpd.smtp import MISSING, AuthResult
 
+from crypto.tls import peer_certificate
 from directory.auth import Authenticator
 from mailserver import metrics, sasl
 from mailserver.admission import Admission
@@ -29,6 +32,7 @@ from mailserver.smtp import replies as R
 from mailserver.smtp.engine import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSession
 from mailserver.smtp.intake import Inbound, Intake
 from mailserver.smtp.params import MailParams, RcptParams
+from mailserver.store.models import Account
 from policies import Decision, Party, Role
 
 log = logging.getLogger("masante.smtp")
@@ -162,13 +166,73 @@ class SubmissionHandler(_Doors):
             return AuthResult(success=False, handled=True)
         return await self._check(server, login, password)
 
+    async def auth_XOAUTH2(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
+        """Google's XOAUTH2: ``user=<address>^Aauth=Bearer <token>^A^A`` (offered only with ``[oauth]``)."""
+        return await self._bearer(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
+        """RFC 7628: ``n,a=<address>,^Aauth=Bearer <token>^A^A`` (offered only with ``[oauth]``)."""
+        return await self._bearer(server, args, "OAUTHBEARER")
+
+    async def _bearer(self, server: MasanteSMTP, args: list[str], mechanism: str) -> AuthResult:
+        data = await self._response(server, args, "", limit=sasl.MAX_BEARER)
+        if data is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            creds = sasl.parse_xoauth2(data) if mechanism == "XOAUTH2" else sasl.parse_oauthbearer(data)
+        except sasl.SaslError as exc:
+            await server.push(str(R.AUTH_SYNTAX.with_text(exc.text)))
+            return AuthResult(success=False, handled=True)
+        auth = self.authenticator
+        result = await auth.authenticate_bearer(creds.token, creds.authzid, protocol="smtp", peer=server.peer_ip or "?")
+        if result.account is None:
+            log.info("smtp.auth", extra={"fields": {"outcome": "fail", "mechanism": mechanism}})
+            where = auth.bearer.settings.openid_configuration if auth.bearer is not None else None
+            # RFC 7628 §3.2.2: the error as a 334 challenge; the client's ^A (or empty line) is read, then 535
+            answer = await server.challenge_auth(sasl.bearer_error(openid_configuration=where))
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)  # * or bad base64: challenge_auth answered 501
+            return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
+        return self._authenticated(server, result.account, mechanism)
+
+    async def auth_EXTERNAL(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
+        """RFC 4422 appendix A: the TLS client certificate bound to an APP or ORG mailbox; the response is
+        the mailbox (or empty: the one the certificate is bound to). Offered only with ``[tls] account_ca``."""
+        data = await self._response(server, args, "", limit=sasl.MAX_EXTERNAL)
+        if data is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            authzid = sasl.decode_external(base64.b64encode(data))
+        except sasl.SaslError as exc:
+            await server.push(str(R.AUTH_SYNTAX.with_text(exc.text)))
+            return AuthResult(success=False, handled=True)
+        der = peer_certificate(server.ssl_object)
+        result = await self.authenticator.authenticate_certificate(
+            der, authzid, protocol="smtp", peer=server.peer_ip or "?"
+        )
+        if result.account is None:
+            log.info("smtp.auth", extra={"fields": {"outcome": "fail", "mechanism": "EXTERNAL"}})
+            return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
+        return self._authenticated(server, result.account, "EXTERNAL")
+
     @staticmethod
-    async def _response(server: MasanteSMTP, args: list[str], challenge: str) -> bytes | None:
+    def _authenticated(server: MasanteSMTP, account: Account, mechanism: str) -> AuthResult:
+        server.smtp_session.account = account
+        log.info("smtp.auth", extra={"fields": {"outcome": "ok", "mechanism": mechanism, "account": account.owner_id}})
+        return AuthResult(success=True, auth_data=account.address)
+
+    @staticmethod
+    async def _response(
+        server: MasanteSMTP, args: list[str], challenge: str, *, limit: int = sasl.MAX_MESSAGE
+    ) -> bytes | None:
         """The initial response (``=`` is empty, RFC 4954 §4) or the answer to a 334 challenge."""
         if len(args) > 1:
             text = args[1]
             if text == "=":
                 return b""
+            if len(text) > 4 * ((limit + 2) // 3):
+                await server.push(str(R.AUTH_SYNTAX.with_text("The authentication data is too long")))
+                return None
             try:
                 return b64decode(text.encode("ascii"), validate=True)
             except (binascii.Error, UnicodeEncodeError):

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import ssl
 import weakref
+from pathlib import Path
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
@@ -64,6 +65,12 @@ class SmtpRuntime:
         )
         self.mx_handler = MxHandler(self.admission, self.intake)
         self.submission_handler = SubmissionHandler(self.admission, self.intake, self.authenticator)
+        #: SASL mechanisms of the handler not configured here: bearer tokens without [oauth], EXTERNAL without
+        #: [tls] account_ca
+        self.mechanisms_off: tuple[str, ...] = (
+            *(("XOAUTH2", "OAUTHBEARER") if self.authenticator.bearer is None else ()),
+            *(("EXTERNAL",) if not ctx.config.tls.account_ca else ()),
+        )
 
 
 class SmtpListener:
@@ -84,7 +91,9 @@ class SmtpListener:
         if self.name == "mx":
             tls = server_context(cert, key, client_ca_file=cfg.resolve(cfg.tls.trust_ca))
             return tls, None
-        tls = server_context(cert, key)
+        # with [tls] account_ca a client certificate is asked for (optional) and must chain to it (SASL EXTERNAL)
+        account_ca = cfg.resolve(Path(cfg.tls.account_ca)) if cfg.tls.account_ca else None
+        tls = server_context(cert, key, client_ca_file=account_ca)
         return tls, (tls if self.name == "submissions" else None)
 
     def _protocol(self, tls: ssl.SSLContext, implicit: bool, loop: asyncio.AbstractEventLoop) -> MasanteSMTP:
@@ -106,6 +115,7 @@ class SmtpListener:
             data_min_rate=cfg.smtp.data_min_rate,
             data_rate_grace=cfg.smtp.data_rate_grace,
             client_key_types=cfg.smtp.mx_client_key_types if mx else None,
+            mechanisms_off=self.rt.mechanisms_off,
         )
         self._sessions.add(session)
         metrics.CONNECTIONS.labels(self.name).inc()

@@ -47,6 +47,7 @@ from mailserver.store.repositories import (
     QueueRepository,
     TrustRepository,
 )
+from mailserver.store.repositories.certificates import CertificateRepository
 
 
 class UnitOfWork:
@@ -62,6 +63,7 @@ class UnitOfWork:
     directory: DirectoryRepository
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
+    certificates: CertificateRepository
     message_views: MessageViews
     broadcasts: BroadcastRepository
     agenda: AgendaRepository
@@ -100,6 +102,7 @@ class UnitOfWork:
         self.dkim_keys = DkimKeyRepository(s)
         self.broadcasts = BroadcastRepository(s)
         self.agenda = AgendaRepository(s)
+        self.certificates = CertificateRepository(s)
         return self
 
     async def __aexit__(

@@ -3,7 +3,9 @@
 Invariants:
 - ``BASE`` is advertised in every state; each name in it is implemented in full.
 - Before login, without TLS: ``STARTTLS`` (when offered) and ``LOGINDISABLED``
-  (RFC 3501 §6.2.3) and no ``AUTH=`` mechanism; with TLS: ``AUTH=PLAIN``.
+  (RFC 3501 §6.2.3) and no ``AUTH=`` mechanism; with TLS: ``AUTH=PLAIN``, and
+  the mechanisms the server is configured for (``OPTIONAL_MECHANISMS``:
+  XOAUTH2 and OAUTHBEARER with ``[oauth]``, EXTERNAL with ``[tls] account_ca``).
 - After login no mechanism is announced (RFC 3501 §7.2.1: the list may change).
 """
 
@@ -29,17 +31,24 @@ BASE: tuple[str, ...] = (
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)
 MECHANISMS: tuple[str, ...] = ("PLAIN",)
+#: offered only where configured: bearer tokens (``[oauth]``), client certificates (``[tls] account_ca``)
+OPTIONAL_MECHANISMS: tuple[str, ...] = ("XOAUTH2", "OAUTHBEARER", "EXTERNAL")
 
 
-def capabilities(state: ImapState, *, tls_active: bool, starttls_offered: bool) -> tuple[str, ...]:
+def capabilities(
+    state: ImapState, *, tls_active: bool, starttls_offered: bool, mechanisms: tuple[str, ...] = MECHANISMS
+) -> tuple[str, ...]:
     """The CAPABILITY list for a connection in ``state``."""
     if state is not ImapState.NOT_AUTHENTICATED:
         return BASE
     if tls_active:
-        return (*BASE, *(f"AUTH={m}" for m in MECHANISMS))
+        return (*BASE, *(f"AUTH={m}" for m in mechanisms))
     return (*BASE, *(("STARTTLS",) if starttls_offered else ()), "LOGINDISABLED")
 
 
-def capability_code(state: ImapState, *, tls_active: bool, starttls_offered: bool) -> str:
+def capability_code(
+    state: ImapState, *, tls_active: bool, starttls_offered: bool, mechanisms: tuple[str, ...] = MECHANISMS
+) -> str:
     """The ``[CAPABILITY ...]`` response code of the greeting and of a successful login."""
-    return "CAPABILITY " + " ".join(capabilities(state, tls_active=tls_active, starttls_offered=starttls_offered))
+    listed = capabilities(state, tls_active=tls_active, starttls_offered=starttls_offered, mechanisms=mechanisms)
+    return "CAPABILITY " + " ".join(listed)

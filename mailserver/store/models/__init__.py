@@ -4,6 +4,7 @@ from mailserver.store.models.agenda import AgendaEvent
 from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
 from mailserver.store.models.broadcast import Broadcast
+from mailserver.store.models.certificates import AccountCertificate
 from mailserver.store.models.directory import (
     Activity,
     ConversationGrant,
@@ -28,6 +29,7 @@ from mailserver.store.models.trust import OperatorStatus, TrustedOperator, Trust
 
 __all__ = [
     "Account",
+    "AccountCertificate",
     "AccountKind",
     "AccountStatus",
     "Activity",
