@@ -19,6 +19,14 @@ Invariants:
   changed password, a disabled, suspended, opposed or closed account is refused
   at once, with no call from the services that change them. Failures are
   never remembered.
+- An app password (``directory.app_passwords``) is tried before the password
+  hash: a keyed-hash lookup, no memory-hard hash. A hit gives ``AuthResult.scope``
+  (its protocols, folders, read-only flag), which the door keeps for the
+  session; a revoked, expired or out-of-scope one fails without trying the
+  account password. ``scope`` None is the whole account (the password).
+- With ``[security] patient_second_factor`` a patient's account password does
+  not open IMAP (audited ``second-factor-required``): only an app password,
+  from the enrolment page, does.
 """
 
 from __future__ import annotations
@@ -35,10 +43,11 @@ from dataclasses import dataclass
 
 from crypto.passwords import verify_password
 from directory.addresses import Address
+from directory.app_passwords import NOT_APP_PASSWORD, AppPasswords, Scope
 from directory.errors import InvalidAddress
 from mailserver import metrics
 from mailserver.context import Context
-from mailserver.store.models import Account, AccountStatus
+from mailserver.store.models import Account, AccountKind, AccountStatus
 
 BASE_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -142,6 +151,7 @@ class CredentialCache:
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     account: Account | None
+    scope: Scope | None = None  # None: the whole account; else what the app credential allows
 
     @property
     def ok(self) -> bool:
@@ -158,6 +168,7 @@ class Authenticator:
         if cache is None:  # not ``or``: an empty cache is falsy (it has a length)
             cache = CredentialCache(ttl=security.auth_cache_ttl, size=security.auth_cache_size, clock=ctx.clock)
         self.cache = cache
+        self.app_passwords = AppPasswords(ctx)
 
     async def authenticate(self, address: str, password: str, *, protocol: str, peer: str) -> AuthResult:
         try:
@@ -169,19 +180,34 @@ class Authenticator:
         if delay:
             await asyncio.sleep(delay)
         account = None
+        verdict = NOT_APP_PASSWORD
         if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
             async with self.ctx.uow(readonly=True) as uow:
                 account = await uow.accounts.by_address(canonical)
+                if account is not None:
+                    verdict = await self.app_passwords.check(uow, account, password, protocol)
         active = account is not None and account.status is AccountStatus.ACTIVE
-        if account is not None and active and self.cache.hit(canonical, password, account):
+        if verdict is not NOT_APP_PASSWORD:  # one of this account's app credentials: its verdict, no hash
+            matches = verdict.scope is not None
+        elif account is not None and active and self.cache.hit(canonical, password, account):
             matches = True  # verified against this very stored hash less than a TTL ago
         else:
             stored = account.password_hash if account is not None else None
             matches = await asyncio.to_thread(verify_password, password, stored)
         ok = account is not None and matches and active
+        second_factor = (
+            ok
+            and verdict.scope is None
+            and protocol == "imap"
+            and account is not None
+            and account.kind is AccountKind.PATIENT
+            and self.ctx.config.security.patient_second_factor
+        )
+        ok = ok and not second_factor
         if account is not None:
-            if ok:
-                self.cache.remember(canonical, password, account)
+            if ok or second_factor:
+                if verdict.scope is None:
+                    self.cache.remember(canonical, password, account)
             else:
                 self.cache.forget(canonical, password)
         why = (
@@ -190,11 +216,17 @@ class Authenticator:
             else (
                 "unknown-account"
                 if account is None
+                else f"app-password-{verdict.why}"
+                if verdict.scope is None and verdict is not NOT_APP_PASSWORD
                 else "bad-password"
                 if not matches
+                else "second-factor-required"
+                if second_factor
                 else f"status-{account.status.value}"
             )
         )
+        if ok and verdict.scope is not None:
+            why = f"ok; via {verdict.scope.label}"
         async with self.ctx.uow() as uow:
             uow.audit(
                 canonical,
@@ -203,10 +235,12 @@ class Authenticator:
                 "ok" if ok else "fail",
                 f"{protocol} from {peer}; {why}",
             )
+            if ok and verdict.scope is not None:
+                await uow.credentials.touch(verdict.scope.credential_id, self.ctx.clock())
             await uow.commit()
         if ok:
             self.throttle.success(keys[0])
-            return AuthResult(account)
+            return AuthResult(account, verdict.scope)
         self.throttle.failure(*keys)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)

@@ -19,6 +19,10 @@ Implementation notes (invariants):
 - No database session is open while the client is idle or while responses are
   written: each MailStore call closes its unit of work before we write.
 - LOGIN and AUTHENTICATE are refused before TLS (LOGINDISABLED; RFC 3501 §6.2.3).
+- A session logged in with an app credential keeps its ``scope``
+  (``AuthResult.scope``) and works on the store ``imap.scoped.open_store``
+  gives it; before each of its commands the credential is checked again: once
+  revoked or expired, the session is answered BYE (reason ``revoked``).
 - Bounds (``[imap]`` config): MAX_LINE, MAX_LITERAL, nesting depth,
   BAD_COMMAND_LIMIT (consecutive, then BYE), idle timeouts (IDLE included).
 - Logs carry ids only; LOGIN and AUTHENTICATE arguments are never logged. A
@@ -56,8 +60,10 @@ from mailserver.imap.protocol import responses as r
 from mailserver.imap.protocol.parser import ImapParseError, ImapReceiver, NeedData, NeedLiteral
 from mailserver.imap.protocol.selected import Selected, SequenceError
 from mailserver.imap.protocol.states import Connection, ImapState
+from mailserver.imap.scoped import open_store, still_valid
 
 if TYPE_CHECKING:
+    from directory.app_passwords import Scope
     from directory.auth import Authenticator
     from mailserver.admission import Admission
     from mailserver.context import Context
@@ -102,6 +108,7 @@ class ImapSession(MailHandlers):
             max_line=cfg.max_line, max_literal=min(cfg.max_line, cfg.max_literal), max_depth=cfg.max_depth
         )
         self.store: MailStore | None = None
+        self.scope: Scope | None = None  # the app credential this session logged in with (None: the password)
         self.selected: Selected | None = None
         self.id = uuid.uuid4().hex[:12]
         peer = writer.get_extra_info("peername")
@@ -282,6 +289,8 @@ class ImapSession(MailHandlers):
         refused = self.conn.check(cmd)
         if refused is not None:
             return [refused]
+        if self.scope is not None and self.store is not None and not await still_valid(self.ctx, self.scope):
+            await self._bye("revoked", "The app password of this session was revoked or has expired")
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
         metrics.IMAP_COMMANDS.labels(cmd.name).inc()
         try:
@@ -328,7 +337,8 @@ class ImapSession(MailHandlers):
         result = await self.cfg.authenticator.authenticate(user, password, protocol="imap", peer=self.peer)
         if not result.ok or result.account is None:
             return [r.Tagged(tag, "NO", "Invalid user name or password", "AUTHENTICATIONFAILED")]
-        self.store = MailStore(self.ctx, result.account, self.cfg.admission)
+        self.store = open_store(self.ctx, result.account, self.cfg.admission, result.scope)
+        self.scope = result.scope
         self.receiver.max_literal = self.cfg.max_literal
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})
         code = caps.capability_code(ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False)

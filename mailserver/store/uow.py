@@ -34,6 +34,7 @@ from mailserver.store.repositories import (
     AccountRepository,
     AuditRepository,
     BlobRepository,
+    CredentialRepository,
     DirectoryRepository,
     DkimKeyRepository,
     DomainRepository,
@@ -60,6 +61,7 @@ class UnitOfWork:
     directory: DirectoryRepository
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
+    credentials: CredentialRepository
     message_views: MessageViews
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
@@ -94,6 +96,7 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
+        self.credentials = CredentialRepository(s)
         return self
 
     async def __aexit__(

@@ -2,6 +2,7 @@
 
 from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
+from mailserver.store.models.credentials import AppCredential, Enrolment, SecondFactorContact
 from mailserver.store.models.directory import (
     Activity,
     ConversationGrant,
@@ -29,6 +30,7 @@ __all__ = [
     "AccountKind",
     "AccountStatus",
     "Activity",
+    "AppCredential",
     "AuditEntry",
     "AuditHead",
     "Base",
@@ -37,6 +39,7 @@ __all__ = [
     "DkimKey",
     "Domain",
     "DomainKind",
+    "Enrolment",
     "ExpungedMessage",
     "Mailbox",
     "Message",
@@ -45,6 +48,7 @@ __all__ = [
     "PublishedMailbox",
     "QueueStatus",
     "QueuedMessage",
+    "SecondFactorContact",
     "TrustImport",
     "TrustedOperator",
     "TrustedOperatorDN",

@@ -5,6 +5,7 @@ A repository never commits; it maps ``IntegrityError`` to ``Conflict``.
 
 from mailserver.store.repositories.accounts import AccountRepository, DomainRepository
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
+from mailserver.store.repositories.credentials import CredentialRepository
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
 from mailserver.store.repositories.dkim import DkimKeyRepository
 from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository, MessageViews
@@ -16,6 +17,7 @@ __all__ = [
     "AuditBreak",
     "AuditRepository",
     "BlobRepository",
+    "CredentialRepository",
     "DirectoryRepository",
     "DkimKeyRepository",
     "DomainRepository",
