@@ -1,0 +1,132 @@
+"""Patients: password plus a one-time code (issue 12, point 4), through the HTTPS enrolment page.
+
+The code goes to the outbox (``[enrolment] notifier = "file"``); the server's clock is a FakeClock.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mailserver.store.models import Account
+from tests import support
+from tests.auth.creds_harness import creds_server, imaps, login_refused, outbox, patient, post
+from tests.harness.server import ServerThread
+
+srv = creds_server(security={"patient_second_factor": True}, enrolment={"notifier": "file"})
+
+
+@pytest.fixture(autouse=True)
+def _clean_throttle(srv: ServerThread) -> None:
+    srv.reset_throttle()
+
+
+def code_sent(srv: ServerThread, account: Account, before: set[Path]) -> str:
+    """The code of the one new file of the outbox, which names ``account``."""
+    (new,) = set(outbox(srv).glob("*.txt")) - before
+    text = new.read_text(encoding="utf-8")
+    assert f"To: {account.address}" in text
+    assert new.stat().st_mode & 0o077 == 0
+    (code,) = re.findall(r"\b(\d{6})\b", text)
+    return code
+
+
+def start(srv: ServerThread, pki: support.TestPKI, account: Account, device: str = "Téléphone") -> tuple[str, str]:
+    """POST /enrol: the enrolment id and the code that reached the outbox."""
+    before = set(outbox(srv).glob("*.txt")) if outbox(srv).exists() else set()
+    status, body = post(
+        srv, pki, "/enrol", {"address": account.address, "password": support.PASSWORD, "device": device}
+    )
+    assert status == 200, body
+    assert body["sent_to"].startswith("the outbox")
+    return body["enrolment"], code_sent(srv, account, before)
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def test_a_patients_password_alone_does_not_open_imap(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    assert "AUTHENTICATIONFAILED" in login_refused(srv, pki, p.address, support.PASSWORD)
+    fails = [e for e in srv.audit("login") if e.actor == p.address and e.outcome == "fail"]
+    assert any("second-factor-required" in (e.detail or "") for e in fails)
+    # a professional's password still does
+    imaps(srv, pki, srv.make_pro().address, support.PASSWORD).logout()
+
+
+def test_the_right_code_yields_an_app_password_that_opens_imap(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    nonce, code = start(srv, pki, p)
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": code})
+    assert status == 200, body
+    assert body["name"] == "Téléphone" and body["address"] == p.address
+    m = imaps(srv, pki, p.address, body["password"])
+    assert m.select("Documents")[0] == "OK"
+    m.logout()
+    # a used enrolment never opens again
+    again = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": code})
+    assert again[0] == 410
+    # the code is in no audit entry
+    for action in ("enrolment.start", "enrolment.verify", "device.create"):
+        entries = srv.audit(action)
+        assert entries, action
+        assert all(code not in f"{e.detail}" and body["password"] not in f"{e.detail}" for e in entries)
+
+
+def test_five_wrong_codes_lock_the_enrolment(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    nonce, code = start(srv, pki, p)
+    for left in (4, 3, 2, 1):
+        status, body = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": wrong(code)})
+        assert status == 400 and body["tries_left"] == left, body
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": wrong(code)})
+    assert status == 410 and "locked" in body["error"]
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": code})
+    assert status == 410 and "locked" in body["error"]
+    assert any("locked" in (e.detail or "") for e in srv.audit("enrolment.verify"))
+
+
+def test_a_code_is_valid_ten_minutes(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    nonce, code = start(srv, pki, p)
+    srv.advance(9 * 60)
+    other_nonce, other_code = start(srv, pki, p, "Tablette")
+    srv.advance(61)  # the first code is now 10 min 1 s old, the second 61 s
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": code})
+    assert status == 410 and "expired" in body["error"]
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": other_nonce, "code": other_code})
+    assert status == 200 and body["name"] == "Tablette"
+
+
+def test_a_wrong_password_or_address_gets_the_same_answer_and_no_code(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    before = set(outbox(srv).glob("*.txt")) if outbox(srv).exists() else set()
+    bad_password = post(srv, pki, "/enrol", {"address": p.address, "password": "nope", "device": "x"})
+    srv.reset_throttle()
+    unknown = post(srv, pki, "/enrol", {"address": "999@patient.masante.fr", "password": "nope", "device": "x"})
+    assert bad_password[0] == unknown[0] == 401
+    assert bad_password[1] == unknown[1]
+    after = set(outbox(srv).glob("*.txt")) if outbox(srv).exists() else set()
+    assert after == before
+
+
+def test_an_app_password_does_not_enrol_another_device(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    nonce, code = start(srv, pki, p)
+    _, body = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": code})
+    status, _ = post(srv, pki, "/enrol", {"address": p.address, "password": body["password"], "device": "y"})
+    assert status == 401
+
+
+def test_the_page_is_served(srv: ServerThread, pki: support.TestPKI) -> None:
+    import urllib.request
+
+    from tests.auth.creds_harness import tls
+
+    url = f"https://localhost:{srv.port('web')}/enrol"
+    with urllib.request.urlopen(url, context=tls(pki), timeout=30) as resp:  # noqa: S310 - the test server
+        page = resp.read().decode()
+    assert resp.status == 200 and 'action="/enrol/verify"' in page
