@@ -5,14 +5,26 @@ The code goes to the outbox (``[enrolment] notifier = "file"``); the server's cl
 
 from __future__ import annotations
 
+import email
+import email.policy
+import http.server
+import json
 import re
+import socket
+import threading
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+from aiosmtpd.controller import Controller
 
+from directory.auth import Authenticator
+from directory.enrolment import EnrolmentOff, EnrolmentService, Started
+from directory.notifiers import Notifier, SmsNotifier, SmtpNotifier
+from mailserver.context import Context
 from mailserver.store.models import Account
 from tests import support
-from tests.auth.creds_harness import creds_server, imaps, login_refused, outbox, patient, post
+from tests.auth.creds_harness import admin, creds_server, imaps, login_refused, outbox, patient, post
 from tests.harness.server import ServerThread
 
 srv = creds_server(security={"patient_second_factor": True}, enrolment={"notifier": "file"})
@@ -130,3 +142,84 @@ def test_the_page_is_served(srv: ServerThread, pki: support.TestPKI) -> None:
     with urllib.request.urlopen(url, context=tls(pki), timeout=30) as resp:  # noqa: S310 - the test server
         page = resp.read().decode()
     assert resp.status == 200 and 'action="/enrol/verify"' in page
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    """An SMS gateway's hook: keeps what it was sent."""
+
+    received: ClassVar[list[dict[str, str]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        length = int(self.headers["Content-Length"])
+        self.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(202)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Mailbox:
+    """An SMTP server's handler (aiosmtpd): keeps the messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_with(srv: ServerThread, notifier: Notifier, account: Account) -> Started:
+    async def go(ctx: Context) -> Started:
+        service = EnrolmentService(ctx, Authenticator(ctx), notifier)
+        return await service.start(account.address, support.PASSWORD, "Téléphone", peer="127.0.0.1")
+
+    return srv.call(go)
+
+
+def test_the_sms_hook_and_the_mail_notifier_carry_the_code_to_the_contact(
+    srv: ServerThread, pki: support.TestPKI
+) -> None:
+    p = patient(srv)
+    no_contact = pytest.raises(EnrolmentOff, match="no contact phone")
+    with no_contact:
+        _start_with(srv, SmsNotifier("http://127.0.0.1:9/"), p)
+    r = admin(srv, "app-password", "contact", p.address, "--email", "p.durand@perso.test", "--phone", "+33612345678")
+    assert r.returncode == 0, r.stderr
+
+    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        started = _start_with(srv, SmsNotifier(f"http://127.0.0.1:{gateway.server_address[1]}/sms"), p)
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+    assert started.sent_to == "+33*******78"
+    (sms,) = _Gateway.received
+    assert sms["to"] == "+33612345678"
+    (code,) = re.findall(r"\b(\d{6})\b", sms["text"])
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": started.nonce, "code": code})
+    assert status == 200, body
+
+    mailbox = _Mailbox()
+    port = _free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        started = _start_with(srv, SmtpNotifier("127.0.0.1", port, "no-reply@localhost"), p)
+    finally:
+        controller.stop()
+    assert started.sent_to == "p***@perso.test"
+    ((rcpts, raw),) = mailbox.messages
+    assert rcpts == ["p.durand@perso.test"]
+    text = email.message_from_bytes(raw, policy=email.policy.default).get_body().get_content()  # type: ignore[union-attr]
+    (code,) = re.findall(r"\b(\d{6})\b", text)
+    status, body = post(srv, pki, "/enrol/verify", {"enrolment": started.nonce, "code": code})
+    assert status == 200, body
