@@ -14,6 +14,8 @@ Invariants:
 - Success makes an app password of kind ``device`` named after the device
   (IMAP and SMTP), returned once; with ``[security] patient_second_factor``
   it is what opens a patient's IMAP.
+- The owner lists and revokes their app passwords with the account password
+  (``devices``, ``revoke``), never with an app password.
 - Codes and passwords are never logged nor audited; audit entries carry the
   enrolment's row id and the outcome.
 """
@@ -28,7 +30,14 @@ from typing import TYPE_CHECKING
 
 from crypto.credentials import new_code
 from directory.addresses import Address
-from directory.app_passwords import KIND_DEVICE, AppPasswords, InvalidCredential, check_name, credential_key
+from directory.app_passwords import (
+    KIND_DEVICE,
+    AppPasswords,
+    CredentialView,
+    InvalidCredential,
+    check_name,
+    credential_key,
+)
 from directory.errors import DirectoryError, UnknownAccount
 from directory.notifiers import Notifier, NotifierError, Recipient, notifier_for
 from mailserver.context import Context
@@ -183,6 +192,25 @@ class EnrolmentService:
         name = await self._free_name(address, device)
         view, secret = await self.credentials.create(address, name, actor=address, kind=KIND_DEVICE)
         return Enrolled(view.name, address, secret)
+
+    async def _owner(self, address: str, password: str, peer: str) -> str:
+        """The address of the account whose own password this is (an app password is not enough)."""
+        result = await self.authenticator.authenticate(address, password, protocol="web", peer=peer)
+        if result.account is None or result.scope is not None:
+            raise EnrolmentRefused("Invalid address or password")
+        return result.account.address
+
+    async def devices(self, address: str, password: str, *, peer: str) -> list[CredentialView]:
+        """The owner's app passwords and grants (no secret: none is kept)."""
+        return await self.credentials.list(await self._owner(address, password, peer))
+
+    async def revoke(self, address: str, password: str, name: str, *, peer: str) -> int:
+        """The owner revokes one of their app passwords by name (open sessions end at their next command)."""
+        owner = await self._owner(address, password, peer)
+        try:
+            return await self.credentials.revoke(owner, name, actor=owner)
+        except InvalidCredential as exc:
+            raise EnrolmentError(str(exc)) from None
 
     async def _free_name(self, address: str, device: str) -> str:
         """``device``, or ``device (2)``... if a live credential has that name already."""

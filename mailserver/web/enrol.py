@@ -5,6 +5,8 @@
 | ``GET /enrol``           | the page (two small forms)                                               |
 | ``POST /enrol``          | ``address``, ``password``, ``device`` -> ``enrolment`` id, code sent     |
 | ``POST /enrol/verify``   | ``enrolment``, ``code`` -> the device's app password, shown once         |
+| ``POST /enrol/devices``  | ``address``, ``password`` -> the account's app passwords (no secret)     |
+| ``POST /enrol/revoke``   | ``address``, ``password``, ``name`` -> that app password revoked          |
 
 Invariants:
 - Requests are JSON or form-encoded; a JSON request gets JSON, a form gets a
@@ -57,6 +59,8 @@ def add_routes(app: web.Application, ctx: Context, authenticator: Authenticator)
     app.router.add_get("/enrol", page.get)
     app.router.add_post("/enrol", page.start)
     app.router.add_post("/enrol/verify", page.verify)
+    app.router.add_post("/enrol/devices", page.devices)
+    app.router.add_post("/enrol/revoke", page.revoke)
 
 
 def _peer(request: web.Request) -> str:
@@ -132,3 +136,35 @@ class EnrolPage:
             f"Appareil « {enrolled.name} » inscrit. Son mot de passe, affiché une seule fois : {enrolled.password}"
         )
         return self._answer(as_json, 200, body, message)
+
+    async def devices(self, request: web.Request) -> web.Response:
+        fields, as_json = await self._fields(request)
+        address, password = fields.get("address", ""), fields.get("password", "")
+        try:
+            views = await self.service.devices(address, password, peer=_peer(request))
+        except EnrolmentError as exc:
+            return self._refused(as_json, exc)
+        now = self.service.ctx.clock()
+        listed = [
+            {
+                "name": v.name,
+                "kind": v.kind,
+                "scope": ",".join(v.protocols),
+                "folders": list(v.folders) if v.folders is not None else None,
+                "created_at": v.created_at.isoformat(),
+                "last_used_at": v.last_used_at.isoformat() if v.last_used_at else None,
+                "state": v.state(now),
+            }
+            for v in views
+        ]
+        message = "; ".join(f"{d['name']} ({d['state']})" for d in listed) or "Aucun appareil inscrit."
+        return self._answer(as_json, 200, {"devices": listed}, message)
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        fields, as_json = await self._fields(request)
+        address, password, name = fields.get("address", ""), fields.get("password", ""), fields.get("name", "")
+        try:
+            count = await self.service.revoke(address, password, name, peer=_peer(request))
+        except EnrolmentError as exc:
+            return self._refused(as_json, exc)
+        return self._answer(as_json, 200, {"revoked": count}, f"« {name} » révoqué.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import http.server
+import imaplib
 import json
 import re
 import socket
@@ -223,3 +224,26 @@ def test_the_sms_hook_and_the_mail_notifier_carry_the_code_to_the_contact(
     (code,) = re.findall(r"\b(\d{6})\b", text)
     status, body = post(srv, pki, "/enrol/verify", {"enrolment": started.nonce, "code": code})
     assert status == 200, body
+
+
+def test_the_owner_lists_and_revokes_devices_with_the_account_password(srv: ServerThread, pki: support.TestPKI) -> None:
+    p = patient(srv)
+    nonce, code = start(srv, pki, p, "Vieux téléphone")
+    _, enrolled = post(srv, pki, "/enrol/verify", {"enrolment": nonce, "code": code})
+    m = imaps(srv, pki, p.address, enrolled["password"])
+    status, body = post(srv, pki, "/enrol/devices", {"address": p.address, "password": support.PASSWORD})
+    assert status == 200
+    (device,) = body["devices"]
+    assert device["name"] == "Vieux téléphone" and device["state"] == "active" and device["last_used_at"]
+    assert enrolled["password"] not in json.dumps(body)
+    # an app password does not manage the others
+    refused = post(srv, pki, "/enrol/revoke", {"address": p.address, "password": enrolled["password"], "name": "x"})
+    assert refused[0] == 401
+    status, body = post(
+        srv, pki, "/enrol/revoke", {"address": p.address, "password": support.PASSWORD, "name": "Vieux téléphone"}
+    )
+    assert status == 200 and body["revoked"] == 1
+    with pytest.raises(imaplib.IMAP4.abort, match="revoked"):
+        m.noop()
+    m.shutdown()
+    assert "AUTHENTICATIONFAILED" in login_refused(srv, pki, p.address, enrolled["password"])
