@@ -30,7 +30,7 @@ Implementation notes (invariants):
   quote the client), a tagged NO as ``imap.no`` with the command name and the
   response code; every connection ends with one ``imap.disconnect`` and its
   ``reason`` (logout, timeout, too-slow, too-many-bad, tls-failed,
-  client-closed, shutdown, mailbox-gone, error).
+  client-closed, shutdown, mailbox-gone, revoked, error).
 - A command line has an absolute deadline (``[imap] line_deadline``) from its
   first byte, whatever the silences between bytes: a client trickling a byte at
   a time is answered BYE and closed (issue 14). The literals of an
@@ -340,7 +340,8 @@ class ImapSession(MailHandlers):
         self.store = open_store(self.ctx, result.account, self.cfg.admission, result.scope)
         self.scope = result.scope
         self.receiver.max_literal = self.cfg.max_literal
-        log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})
+        credential = result.scope.credential_id if result.scope is not None else None
+        log.info("imap.login", extra={"fields": {"account": result.account.owner_id, "credential": credential}})
         code = caps.capability_code(ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False)
         return [ok(tag, "Logged in", code)]
 
