@@ -138,3 +138,13 @@ def test_grant_refuses_what_cannot_be_granted(srv: ServerThread) -> None:
     pro = admin(srv, "app", "grant", "279035121518989", "--app", APP, "--folders", "Documents")
     assert pro.returncode != 0 and "no patient mailbox" in pro.stderr
     assert "Traceback" not in missing.stderr + bad.stderr + pro.stderr
+
+
+def test_a_folder_covers_its_children_not_its_namesakes() -> None:
+    from directory.app_passwords import KIND_GRANT, Scope
+
+    scope = Scope(1, KIND_GRANT, APP, frozenset({"imap"}), ("Documents", "inbox/Lab"), True, APP)
+    assert scope.covers("Documents") and scope.covers("Documents/Resultats/2026")
+    assert not scope.covers("Documents2") and not scope.covers("Document") and not scope.covers("INBOX")
+    assert scope.covers("INBOX/Lab") and scope.covers("Inbox/Lab/x")  # INBOX is case-insensitive, the rest is not
+    assert not scope.covers("documents")
