@@ -12,23 +12,9 @@ from typing import Any
 
 import click
 
-from admin_cli import (
-    account,
-    app,
-    app_password,
-    audit,
-    db,
-    directory,
-    dkim,
-    dns,
-    domain,
-    keys,
-    patient,
-    queue,
-    retention,
-    setup,
-    trust,
-)
+from admin_cli import account, audit, db, directory, dkim, dns, domain, keys, patient, queue, retention, setup, trust
+from admin_cli.app import app as app_group
+from admin_cli.app_password import app_password
 from admin_cli.common import EXPECTED_ERRORS, AdminError
 from mailserver.store.errors import DatabaseError
 
@@ -74,8 +60,8 @@ cli.add_command(retention.retention)
 cli.add_command(queue.queue)
 cli.add_command(dkim.dkim)
 cli.add_command(dns.dns_group)
-cli.add_command(app_password.app_password)
-cli.add_command(app.app)
+cli.add_command(app_password)
+cli.add_command(app_group)
 
 
 def main() -> None:
