@@ -15,6 +15,8 @@ import click
 from admin_cli import (
     account,
     agenda,
+    app,
+    app_password,
     audit,
     broadcast,
     db,
@@ -78,6 +80,8 @@ cli.add_command(dkim.dkim)
 cli.add_command(dns.dns_group)
 cli.add_command(broadcast.broadcast)
 cli.add_command(doctor.doctor)
+cli.add_command(app_password.app_password)
+cli.add_command(app.app)
 
 
 def main() -> None:

@@ -27,6 +27,14 @@ Invariants:
   account whose ``rpps`` is the token's (ORG mailboxes are created for their
   responsible professional: the model has no other membership). A certificate
   opens only an APP or ORG account it is bound to.
+- An app password (``directory.app_passwords``) is tried before the password
+  hash: a keyed-hash lookup, no memory-hard hash. A hit gives ``AuthResult.scope``
+  (its protocols, folders, read-only flag), which the door keeps for the
+  session; a revoked, expired or out-of-scope one fails without trying the
+  account password. ``scope`` None is the whole account (the password).
+- With ``[security] patient_second_factor`` a patient's account password does
+  not open IMAP (audited ``second-factor-required``): only an app password,
+  from the enrolment page, does.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from dataclasses import dataclass
 from crypto.passwords import verify_password
 from crypto.tls import certificate_facts
 from directory.addresses import Address
+from directory.app_passwords import NOT_APP_PASSWORD, AppPasswords, Scope
 from directory.certificates import CERTIFICATE_KINDS
 from directory.errors import InvalidAddress
 from directory.oauth import BearerRefused, BearerVerifier, OauthSettings
@@ -153,6 +162,7 @@ class CredentialCache:
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     account: Account | None
+    scope: Scope | None = None  # None: the whole account; else what the app credential allows
 
     @property
     def ok(self) -> bool:
@@ -172,6 +182,7 @@ class Authenticator:
         settings = OauthSettings.from_config(ctx.config)
         #: None when ``[oauth]`` is not configured (XOAUTH2 and OAUTHBEARER are then not offered)
         self.bearer = BearerVerifier(settings, ctx.clock) if settings is not None else None
+        self.app_passwords = AppPasswords(ctx)
 
     async def authenticate(self, address: str, password: str, *, protocol: str, peer: str) -> AuthResult:
         try:
@@ -183,19 +194,34 @@ class Authenticator:
         if delay:
             await asyncio.sleep(delay)
         account = None
+        verdict = NOT_APP_PASSWORD
         if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
             async with self.ctx.uow(readonly=True) as uow:
                 account = await uow.accounts.by_address(canonical)
+                if account is not None:
+                    verdict = await self.app_passwords.check(uow, account, password, protocol)
         active = account is not None and account.status is AccountStatus.ACTIVE
-        if account is not None and active and self.cache.hit(canonical, password, account):
+        if verdict is not NOT_APP_PASSWORD:  # one of this account's app credentials: its verdict, no hash
+            matches = verdict.scope is not None
+        elif account is not None and active and self.cache.hit(canonical, password, account):
             matches = True  # verified against this very stored hash less than a TTL ago
         else:
             stored = account.password_hash if account is not None else None
             matches = await asyncio.to_thread(verify_password, password, stored)
         ok = account is not None and matches and active
+        second_factor = (
+            ok
+            and verdict.scope is None
+            and protocol == "imap"
+            and account is not None
+            and account.kind is AccountKind.PATIENT
+            and self.ctx.config.security.patient_second_factor
+        )
+        ok = ok and not second_factor
         if account is not None:
-            if ok:
-                self.cache.remember(canonical, password, account)
+            if ok or second_factor:
+                if verdict.scope is None:
+                    self.cache.remember(canonical, password, account)
             else:
                 self.cache.forget(canonical, password)
         why = (
@@ -204,11 +230,17 @@ class Authenticator:
             else (
                 "unknown-account"
                 if account is None
+                else f"app-password-{verdict.why}"
+                if verdict.scope is None and verdict is not NOT_APP_PASSWORD
                 else "bad-password"
                 if not matches
+                else "second-factor-required"
+                if second_factor
                 else f"status-{account.status.value}"
             )
         )
+        if ok and verdict.scope is not None:
+            why = f"ok; via {verdict.scope.label}"
         async with self.ctx.uow() as uow:
             uow.audit(
                 canonical,
@@ -217,10 +249,12 @@ class Authenticator:
                 "ok" if ok else "fail",
                 f"{protocol} from {peer}; {why}",
             )
+            if ok and verdict.scope is not None:
+                await uow.credentials.touch(verdict.scope.credential_id, self.ctx.clock())
             await uow.commit()
         if ok:
             self.throttle.success(keys[0])
-            return AuthResult(account)
+            return AuthResult(account, verdict.scope)
         self.throttle.failure(*keys)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)

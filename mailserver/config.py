@@ -62,6 +62,8 @@ class DatabaseSection:
 class KeysSection:
     kek_file: Path = Path("keys/kek.key")
     dkim_dir: Path = Path("keys/dkim")
+    #: the HMAC key of app passwords and one-time codes (``MASANTE_CREDENTIAL_KEY``, base64, instead); made on first use
+    credential_key_file: Path = Path("keys/credentials.key")
 
 
 @dataclass
@@ -119,6 +121,27 @@ class SecuritySection:
     auth_cache_ttl: int = 60
     #: verified credentials remembered per process at most (least recently used forgotten first)
     auth_cache_size: int = 10_000
+    #: a patient's password alone does not open IMAP: an app password does (from the enrolment page, with a
+    #: one-time code); the demo turns it off
+    patient_second_factor: bool = True
+
+
+@dataclass
+class EnrolmentSection:
+    """Device enrolment on the HTTPS service: password, then a one-time code (``directory.enrolment``)."""
+
+    #: how codes are sent: ``file`` (one file per code under ``outbox_dir``: the demo), ``smtp`` (to the
+    #: account's contact address through ``smtp_host``), ``sms`` (a JSON POST to ``sms_url``); empty: off
+    notifier: str = ""
+    outbox_dir: Path = Path("outbox")
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    #: the From of the code's message
+    sender: str = ""
+    sms_url: str = ""
+    #: seconds a code stays valid, and wrong codes before the enrolment is locked
+    code_ttl: int = 600
+    max_tries: int = 5
 
 
 @dataclass
@@ -280,6 +303,7 @@ class Config:
     dns: DnsSection = field(default_factory=DnsSection)
     whitelist: WhitelistSection = field(default_factory=WhitelistSection)
     oauth: OauthSection = field(default_factory=OauthSection)
+    enrolment: EnrolmentSection = field(default_factory=EnrolmentSection)
 
     #: the file this configuration was read from (not a key)
     path: Path = field(default=DEFAULT_CONFIG, metadata={"internal": True})
@@ -432,4 +456,6 @@ def demo(path: Path) -> Config:
     cfg.server.bind = "127.0.0.1"
     cfg.ports = PortsSection(mx=2525, submission=2587, submissions=2465, imap=2143, imaps=2993)
     cfg.database.url = "sqlite:///masante.db"
+    cfg.security.patient_second_factor = False  # demo patients log in with their password alone
+    cfg.enrolment.notifier = "file"  # one-time codes land in var/outbox/
     return cfg

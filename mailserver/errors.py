@@ -54,6 +54,10 @@ class TooBig(MailError):
     pass
 
 
+class NoPermission(MailError):
+    """The credential of this session does not allow it (an app grant: another folder, or a write)."""
+
+
 class Refused(MailError):
     """A policy refused (the admission decision's text is the sentence)."""
 

@@ -147,7 +147,7 @@ def make_config(tmp_path: Path, db_url: str, pki: TestPKI, **sections: dict[str,
             "client_cert": str(pki.server_cert),
             "client_key": str(pki.server_key),
         },
-        "security": {"scrypt_log_n": 12},
+        "security": {"scrypt_log_n": 12, "patient_second_factor": False},  # the demo's; tests turn it on
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)

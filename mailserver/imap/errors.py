@@ -24,6 +24,7 @@ CODES: Mapping[type[e.MailError], str] = {
     e.Unreadable: "CORRUPTION",  # RFC 5530 §3
     e.AccountGone: "UNAVAILABLE",  # RFC 5530 §3
     e.Busy: "UNAVAILABLE",  # RFC 5530 §3: a temporary failure
+    e.NoPermission: "NOPERM",  # RFC 5530 §3
 }
 
 

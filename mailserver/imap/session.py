@@ -19,6 +19,10 @@ Implementation notes (invariants):
 - No database session is open while the client is idle or while responses are
   written: each MailStore call closes its unit of work before we write.
 - LOGIN and AUTHENTICATE are refused before TLS (LOGINDISABLED; RFC 3501 §6.2.3).
+- A session logged in with an app credential keeps its ``scope``
+  (``AuthResult.scope``) and works on the store ``imap.scoped.open_store``
+  gives it; before each of its commands the credential is checked again: once
+  revoked or expired, the session is answered BYE (reason ``revoked``).
 - Bounds (``[imap]`` config): MAX_LINE, MAX_LITERAL, nesting depth,
   BAD_COMMAND_LIMIT (consecutive, then BYE), idle timeouts (IDLE included).
 - Logs carry ids only; LOGIN and AUTHENTICATE arguments are never logged. A
@@ -26,7 +30,7 @@ Implementation notes (invariants):
   quote the client), a tagged NO as ``imap.no`` with the command name and the
   response code; every connection ends with one ``imap.disconnect`` and its
   ``reason`` (logout, timeout, too-slow, too-many-bad, tls-failed,
-  client-closed, shutdown, mailbox-gone, error).
+  client-closed, shutdown, mailbox-gone, revoked, error).
 - A command line has an absolute deadline (``[imap] line_deadline``) from its
   first byte, whatever the silences between bytes: a client trickling a byte at
   a time is answered BYE and closed (issue 14). The literals of an
@@ -58,8 +62,10 @@ from mailserver.imap.protocol import responses as r
 from mailserver.imap.protocol.parser import ImapParseError, ImapReceiver, NeedData, NeedLiteral
 from mailserver.imap.protocol.selected import Selected, SequenceError
 from mailserver.imap.protocol.states import Connection, ImapState
+from mailserver.imap.scoped import open_store, still_valid
 
 if TYPE_CHECKING:
+    from directory.app_passwords import Scope
     from directory.auth import Authenticator, AuthResult
     from mailserver.admission import Admission
     from mailserver.context import Context
@@ -104,6 +110,7 @@ class ImapSession(MailHandlers):
             max_line=cfg.max_line, max_literal=min(cfg.max_line, cfg.max_literal), max_depth=cfg.max_depth
         )
         self.store: MailStore | None = None
+        self.scope: Scope | None = None  # the app credential this session logged in with (None: the password)
         self.selected: Selected | None = None
         self.id = uuid.uuid4().hex[:12]
         peer = writer.get_extra_info("peername")
@@ -291,6 +298,8 @@ class ImapSession(MailHandlers):
         refused = self.conn.check(cmd)
         if refused is not None:
             return [refused]
+        if self.scope is not None and self.store is not None and not await still_valid(self.ctx, self.scope):
+            await self._bye("revoked", "The app password of this session was revoked or has expired")
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
         metrics.IMAP_COMMANDS.labels(cmd.name).inc()
         try:
@@ -345,9 +354,11 @@ class ImapSession(MailHandlers):
     def _logged_in(self, tag: str, result: AuthResult, refusal: str) -> list[r.Response]:
         if not result.ok or result.account is None:
             return [r.Tagged(tag, "NO", refusal, "AUTHENTICATIONFAILED")]
-        self.store = MailStore(self.ctx, result.account, self.cfg.admission)
+        self.store = open_store(self.ctx, result.account, self.cfg.admission, result.scope)
+        self.scope = result.scope
         self.receiver.max_literal = self.cfg.max_literal
-        log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})
+        credential = result.scope.credential_id if result.scope is not None else None
+        log.info("imap.login", extra={"fields": {"account": result.account.owner_id, "credential": credential}})
         code = caps.capability_code(ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False)
         return [ok(tag, "Logged in", code)]
 

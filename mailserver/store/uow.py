@@ -36,6 +36,7 @@ from mailserver.store.repositories import (
     AuditRepository,
     BlobRepository,
     BroadcastRepository,
+    CredentialRepository,
     DirectoryRepository,
     DkimKeyRepository,
     DomainRepository,
@@ -64,6 +65,7 @@ class UnitOfWork:
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
     certificates: CertificateRepository
+    credentials: CredentialRepository
     message_views: MessageViews
     broadcasts: BroadcastRepository
     agenda: AgendaRepository
@@ -103,6 +105,7 @@ class UnitOfWork:
         self.broadcasts = BroadcastRepository(s)
         self.agenda = AgendaRepository(s)
         self.certificates = CertificateRepository(s)
+        self.credentials = CredentialRepository(s)
         return self
 
     async def __aexit__(

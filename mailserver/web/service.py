@@ -10,6 +10,7 @@
 | ``GET /metrics``                                      | Prometheus text format (``mailserver.metrics``)   |
 | ``GET /healthz``                                      | 200 while the process runs                        |
 | ``GET /readyz``                                       | 200 if the database answers and the KEK works     |
+| ``GET/POST /enrol``, ``POST /enrol/verify``           | device enrolment with a one-time code (``enrol``) |
 
 Invariants:
 - One TLS profile for every port: the context comes from ``crypto.tls`` with
@@ -34,11 +35,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from crypto.envelope import DataKey
 from crypto.tls import server_context
 from directory.addresses import Address, normalize_domain
+from directory.auth import Authenticator
 from directory.errors import InvalidAddress
 from mailserver import metrics
 from mailserver.endpoints import Endpoint, Service
 from mailserver.store import health
-from mailserver.web import autoconfig
+from mailserver.web import autoconfig, enrol
 
 if TYPE_CHECKING:
     from mailserver.context import Context
@@ -56,8 +58,11 @@ class WebService:
 
     name = "web"
 
-    def __init__(self, ctx: Context, port: int, endpoints: Sequence[Endpoint]) -> None:
+    def __init__(
+        self, ctx: Context, port: int, endpoints: Sequence[Endpoint], authenticator: Authenticator | None = None
+    ) -> None:
         self.ctx = ctx
+        self.authenticator = authenticator
         self.port = port
         self.endpoints = endpoints
         self._runner: web.AppRunner | None = None
@@ -91,6 +96,9 @@ class WebService:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self.authenticator is None:  # until app.py hands every door the one Authenticator
+            self.authenticator = Authenticator(self.ctx)
+        enrol.add_routes(app, self.ctx, self.authenticator)
         return app
 
     # --- autoconfiguration ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from mailserver.store.models.audit import AuditEntry, AuditHead
 from mailserver.store.models.base import Base, UTCDateTime
 from mailserver.store.models.broadcast import Broadcast
 from mailserver.store.models.certificates import AccountCertificate
+from mailserver.store.models.credentials import AppCredential, Enrolment, SecondFactorContact
 from mailserver.store.models.directory import (
     Activity,
     ConversationGrant,
@@ -34,6 +35,7 @@ __all__ = [
     "AccountStatus",
     "Activity",
     "AgendaEvent",
+    "AppCredential",
     "AuditEntry",
     "AuditHead",
     "Base",
@@ -43,6 +45,7 @@ __all__ = [
     "DkimKey",
     "Domain",
     "DomainKind",
+    "Enrolment",
     "ExpungedMessage",
     "Mailbox",
     "Message",
@@ -51,6 +54,7 @@ __all__ = [
     "PublishedMailbox",
     "QueueStatus",
     "QueuedMessage",
+    "SecondFactorContact",
     "TrustImport",
     "TrustedOperator",
     "TrustedOperatorDN",

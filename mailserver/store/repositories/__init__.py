@@ -7,6 +7,7 @@ from mailserver.store.repositories.accounts import AccountRepository, DomainRepo
 from mailserver.store.repositories.agenda import AgendaRepository
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
 from mailserver.store.repositories.broadcast import BroadcastRepository
+from mailserver.store.repositories.credentials import CredentialRepository
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
 from mailserver.store.repositories.dkim import DkimKeyRepository
 from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository, MessageViews
@@ -20,6 +21,7 @@ __all__ = [
     "AuditRepository",
     "BlobRepository",
     "BroadcastRepository",
+    "CredentialRepository",
     "DirectoryRepository",
     "DkimKeyRepository",
     "DomainRepository",
