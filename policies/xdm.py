@@ -195,7 +195,7 @@ def _key(name: str) -> str:
 
 def printable(name: str) -> str:
     """An entry name fit for a one-line reply (bounded, no control or odd characters)."""
-    cleaned = re.sub(r"[^\w .,()+\-/]", "_", name)[:80]
+    cleaned = re.sub(r"[^\w .,'()+\-/]", "_", name, flags=re.ASCII)[:80]
     return cleaned or "(no name)"
 
 
@@ -439,3 +439,40 @@ def read_package(archive: Archive, limits: Limits = DEFAULT_LIMITS) -> Package |
             raise PackageError(label, f"the file {printable(doc.uri)} does not match the hash in the metadata")
         documents.append(Document(doc, found.name, found.data))
     return Package(subset, metadata_name, tuple(documents), metadata.patient_ids, archive)
+
+
+# --- a CDA on its own -------------------------------------------------------------------------------------------
+
+HL7_V3 = "urn:hl7-org:v3"
+MAX_CDA = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CdaHeader:
+    """What a CDA R2 document says of itself: its LOINC ``code`` and its ``title``."""
+
+    code: Code | None
+    title: str
+
+
+def read_cda(data: bytes) -> CdaHeader | None:
+    """The header of a CDA R2 document (``ClinicalDocument`` in the HL7 v3 namespace); None if ``data`` is not one."""
+    if len(data) > MAX_CDA or b"ClinicalDocument" not in data[:4096]:
+        return None
+    try:
+        root = fromstring(data, forbid_dtd=True)
+    except (ParseError, DefusedXmlException, ValueError):
+        return None
+    if root.tag != f"{{{HL7_V3}}}ClinicalDocument":
+        return None
+    code_elem = root.find(f"{{{HL7_V3}}}code")
+    title_elem = root.find(f"{{{HL7_V3}}}title")
+    code = None
+    if code_elem is not None and code_elem.get("code"):
+        code = Code(
+            (code_elem.get("code") or "").strip(),
+            (code_elem.get("displayName") or "").strip(),
+            (code_elem.get("codeSystem") or "").strip(),
+        )
+    title = "".join(title_elem.itertext()).strip() if title_elem is not None else ""
+    return CdaHeader(code, " ".join(title.split()))
