@@ -54,6 +54,10 @@ class TooBig(MailError):
     pass
 
 
+class OverQuota(MailError):
+    """The account's storage for this kind of content is full (the patient's vault)."""
+
+
 class Refused(MailError):
     """A policy refused (the admission decision's text is the sentence)."""
 

@@ -119,6 +119,11 @@ class Filing:
     document: Document
 
 
+def is_vault(mailbox: str) -> bool:
+    """``Documents`` or a mailbox under it."""
+    return mailbox == VAULT or mailbox.startswith(VAULT + DELIMITER)
+
+
 def clean(value: str, limit: int = 300) -> str:
     """A sender's text fit for a header field or a line of text: no control characters, bounded."""
     return " ".join(_CONTROL.sub(" ", value).split())[:limit]

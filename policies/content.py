@@ -384,6 +384,47 @@ def _mb(n: int) -> str:
     return f"{n} bytes"
 
 
+#: what a vault upload may attach: documents (an XDM package is a zip)
+VAULT_TYPES: tuple[str, ...] = (
+    "application/pdf",
+    "text/xml",
+    "application/xml",
+    "application/hl7-v3+xml",
+    "application/hl7-cda+xml",
+    "image/*",
+    "application/dicom",
+    "application/zip",
+    "application/x-zip-compressed",
+)
+
+
+def check_vault_upload(content: Content, patient_ins: str) -> Decision:
+    """A patient's APPEND into ``Documents/``: at least one document, every attachment a document (PDF, CDA,
+    image, DICOM, an IHE XDM package of their own), no archive that is not an XDM package."""
+    documents = 0
+    for p in content.parts:
+        if p.effective_type in STRUCTURAL_TYPES and not p.filename:
+            continue
+        if not _matches(p.effective_type, VAULT_TYPES) or (p.zip_members and p.package is None):
+            return Decision.refuse(
+                R.APPEND_NOT_ALLOWED.with_text(
+                    f"The vault keeps health documents (PDF, CDA, images, DICOM, IHE XDM): "
+                    f"{safe_name(p.filename)} of type {p.effective_type} is not one"
+                ),
+                "vault-type-refused",
+            )
+        documents += 1
+    if not documents:
+        return Decision.refuse(
+            R.APPEND_NOT_ALLOWED.with_text("A message filed into the vault carries a document: attach it"),
+            "vault-no-document",
+        )
+    xdm = check_xdm(content, patient_ins)
+    if not xdm.allowed:
+        return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text(xdm.reply.text), xdm.reason)
+    return Decision.allow("vault-upload")
+
+
 def check_own_message(content: Content, own_address: str) -> Decision:
     """IMAP APPEND by a patient: the message may not claim to come from anyone but the patient."""
     own = own_address.lower()
