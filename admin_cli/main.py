@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from admin_cli import account, audit, db, directory, dkim, dns, domain, keys, patient, queue, retention, setup, trust
+from admin_cli import vault as vault_cli
 from admin_cli.common import EXPECTED_ERRORS, AdminError
 from mailserver.store.errors import DatabaseError
 
@@ -58,6 +59,7 @@ cli.add_command(retention.retention)
 cli.add_command(queue.queue)
 cli.add_command(dkim.dkim)
 cli.add_command(dns.dns_group)
+cli.add_command(vault_cli.vault)
 
 
 def main() -> None:

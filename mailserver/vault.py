@@ -34,13 +34,18 @@ import datetime as dt
 import email.policy
 import email.utils
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 
+from mailserver.bodies import read_body
+from mailserver.context import Context
 from mailserver.mailboxes import DELIMITER, VAULT
-from mailserver.message import ParsedMessage, parse_message
+from mailserver.message import ParsedMessage, parse_message, stored
 from mailserver.message.parsed import Attachment
+from mailserver.store.models import Account
 from policies import content as C
 from policies import xdm as X
 
@@ -269,8 +274,9 @@ def _render(doc: Document, *, source: str, when: dt.datetime, received: ParsedMe
         lines.append(f"Reçu dans le message {source}.")
     m.set_content("\n".join(lines) + "\n", charset="utf-8", cte="quoted-printable")
     maintype, _, subtype = doc.content_type.partition("/")
-    m.add_attachment(doc.data, maintype=maintype or "application", subtype=subtype or "octet-stream",
-                     filename=doc.filename)  # fmt: skip
+    m.add_attachment(
+        doc.data, maintype=maintype or "application", subtype=subtype or "octet-stream", filename=doc.filename
+    )
     return m.as_bytes()
 
 
@@ -285,10 +291,129 @@ def upload(message: ParsedMessage, *, when: dt.datetime) -> ParsedMessage:
     stripped = message.remove(lambda f: f.key.startswith("x-document-"))
     if docs:
         doc = docs[0]
-        doc = Document(doc.filename, doc.content_type, doc.data, doc.title, doc.type_code, doc.class_code,
-                       doc.format_code, "patient", doc.created)  # fmt: skip
+        doc = Document(
+            doc.filename,
+            doc.content_type,
+            doc.data,
+            doc.title,
+            doc.type_code,
+            doc.class_code,
+            doc.format_code,
+            "patient",
+            doc.created,
+        )
         fields = metadata_fields(doc, source="", when=when)
     else:
         fields = [("X-Document-Author", "patient"), ("X-Document-Date", email.utils.format_datetime(when))]
     rendered = [email.policy.SMTP.fold(name, value).encode("ascii") for name, value in fields]
     return stripped.add_to_header(*rendered)
+
+
+# --- the administrator's view: list and export ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A document of the vault as ``masante-admin vault`` shows and exports it."""
+
+    folder: str
+    uid: int
+    title: str
+    type: str
+    author: str
+    date: str
+    source: str
+    filename: str
+    content_type: str
+    hash: str  # sha256:<hex> of the document bytes, computed from them
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def _entries_of(folder: str, uid: int, msg: ParsedMessage) -> list[Entry]:
+    docs = documents_of(msg)
+    labelled = (msg.get("x-document-hash") or "").replace(" ", "")
+    chosen = [d for d in docs if f"sha256:{d.sha256}" == labelled] or docs
+    out = []
+    for d in chosen:
+        out.append(
+            Entry(
+                folder=folder,
+                uid=uid,
+                title=d.title,
+                type=clean(next(iter(msg.decoded("x-document-type")), "")) or d.content_type,
+                author=clean(next(iter(msg.decoded("x-document-author")), "")) or d.author,
+                date=clean(msg.get("x-document-date") or msg.get("date") or ""),
+                source=clean(msg.get("x-document-source") or ""),
+                filename=d.filename,
+                content_type=d.content_type,
+                hash=f"sha256:{d.sha256}",
+                data=d.data,
+            )
+        )
+    return out
+
+
+async def entries(ctx: Context, account: Account) -> list[Entry]:
+    """Every document of ``account``'s vault, folder by folder, in UID order (decrypted here, kept in memory)."""
+    out: list[Entry] = []
+    async with ctx.uow(readonly=True) as uow:
+        for box in sorted(await uow.mailboxes.list(account.id), key=lambda b: b.name):
+            if not is_vault(box.name):
+                continue
+            for m in sorted(await uow.messages.list(box.id), key=lambda m: m.uid):
+                raw = await read_body(uow, ctx.keyring, account, m)
+                out += _entries_of(box.name, m.uid, stored(raw))
+    return out
+
+
+async def audit(ctx: Context, account: Account, action: str, *, actor: str, detail: str) -> None:
+    async with ctx.uow() as uow:
+        uow.audit(actor, action, account.owner_id, "ok", detail)
+        await uow.commit()
+
+
+_SAFE_FILE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _file_name(entry: Entry) -> str:
+    name = _SAFE_FILE.sub("_", entry.filename).strip("._") or "document"
+    return f"{entry.uid:06d}-{name[:100]}"
+
+
+def export(found: list[Entry], directory: Path, *, patient: str, when: dt.datetime) -> Path:
+    """Write each document under ``directory/<folder>/`` and ``index.json`` of their metadata; never overwrite
+    a file (``FileExistsError``). Returns the index's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    index = []
+    for entry in found:
+        child = directory.joinpath(*entry.folder.split(DELIMITER))
+        child.mkdir(parents=True, exist_ok=True)
+        path = child / _file_name(entry)
+        with path.open("xb") as f:
+            f.write(entry.data)
+        index.append(
+            {
+                "file": path.relative_to(directory).as_posix(),
+                "folder": entry.folder,
+                "uid": entry.uid,
+                "title": entry.title,
+                "type": entry.type,
+                "author": entry.author,
+                "date": entry.date,
+                "source": entry.source,
+                "content_type": entry.content_type,
+                "size": entry.size,
+                "hash": entry.hash,
+            }
+        )
+    target = directory / "index.json"
+    with target.open("x", encoding="utf-8") as f:
+        json.dump(
+            {"patient": patient, "exported_at": when.isoformat(), "documents": index}, f, ensure_ascii=False, indent=2
+        )
+        f.write("\n")
+    return target

@@ -261,8 +261,15 @@ def read_zip(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Archive:
                         pieces.append(chunk)
             except UnsafeArchive:
                 raise
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, ValueError, OSError,
-                    EOFError):  # fmt: skip
+            except (
+                zipfile.BadZipFile,
+                zipfile.LargeZipFile,
+                NotImplementedError,
+                RuntimeError,
+                ValueError,
+                OSError,
+                EOFError,
+            ):
                 raise UnsafeArchive(f"the entry {shown} cannot be read (damaged, or a method we do not read)") from None
             content = b"".join(pieces)
             if is_archive(info.filename, content[:8]):

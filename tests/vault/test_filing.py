@@ -27,10 +27,20 @@ from tests.smtp.harness import ServerThread, copies, submission, tls_client
 from tests.vault.test_xdm import encrypted, zip_of
 
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
-IMAGING = {"uri": "DOC0002.PDF", "mime": "application/pdf", "title": "CR d'imagerie", "type_code": "18748-4",
-           "type_name": "CR d'imagerie médicale"}  # fmt: skip
-VAULT = ("Documents/Comptes-rendus", "Documents/Resultats", "Documents/Ordonnances", "Documents/Imagerie",
-         "Documents/Autres")  # fmt: skip
+IMAGING = {
+    "uri": "DOC0002.PDF",
+    "mime": "application/pdf",
+    "title": "CR d'imagerie",
+    "type_code": "18748-4",
+    "type_name": "CR d'imagerie médicale",
+}
+VAULT = (
+    "Documents/Comptes-rendus",
+    "Documents/Resultats",
+    "Documents/Ordonnances",
+    "Documents/Imagerie",
+    "Documents/Autres",
+)
 
 
 def package_message(marker: str, package: bytes, *more: tuple[str, str, bytes]) -> bytes:

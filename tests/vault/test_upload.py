@@ -25,8 +25,11 @@ def append(m: imaplib.IMAP4, mailbox: str, raw: bytes) -> tuple[str, bytes]:
 
 
 def upload(marker: str, attachments: list[tuple[str, str, bytes]], **headers: str) -> bytes:
-    return crlf(with_attachments(PATIENT, PATIENT, f"Mon document {marker}", attachments,
-                                 message_id=f"<{marker}@patient.test>", **headers))  # fmt: skip
+    return crlf(
+        with_attachments(
+            PATIENT, PATIENT, f"Mon document {marker}", attachments, message_id=f"<{marker}@patient.test>", **headers
+        )
+    )
 
 
 def test_an_upload_is_stored_with_the_patient_as_author(site: ServerThread, pki: support.TestPKI) -> None:

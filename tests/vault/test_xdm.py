@@ -146,8 +146,13 @@ def package_error(data: bytes) -> X.PackageError:
 
 
 def test_a_package_is_read_with_its_metadata() -> None:
-    pdf_fields = {"uri": "DOC0002.PDF", "mime": "application/pdf", "title": "Ordonnance", "type_code": "57833-6",
-                  "type_name": "Prescription de médicaments"}  # fmt: skip
+    pdf_fields = {
+        "uri": "DOC0002.PDF",
+        "mime": "application/pdf",
+        "title": "Ordonnance",
+        "type_code": "57833-6",
+        "type_name": "Prescription de médicaments",
+    }
     p = package(xdm_zip(INS, documents=[(CDA, {}), (PDF, pdf_fields)]))
     assert p.subset == "IHE_XDM/SUBSET01" and p.patient_ids == (INS, INS, INS)
     cda, pdf = p.documents
