@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from crypto.envelope import Keyring
 from mailserver import metrics, vault
 from mailserver.bodies import account_key, seal_blob
-from mailserver.message import ParsedMessage, parse_message_async
+from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.mail import INBOX
@@ -110,7 +111,11 @@ async def deliver(
     # --- the vault (issue 8): a professional's health documents, one message each, for each patient recipient
     patients = [a for a in recipients if a.kind is AccountKind.PATIENT]
     if file_documents and mailbox is None and patients:
-        for filing in vault.filings(message, when=when):
+        big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
+        filings = (
+            await asyncio.to_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
+        )
+        for filing in filings:
             filed_meta = filing.message.imap_meta()
             for account in patients:
                 mb = await uow.mailboxes.get(account.id, filing.mailbox)

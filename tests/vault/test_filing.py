@@ -132,12 +132,13 @@ def test_a_package_and_its_companion_are_filed_once_each_with_their_metadata(
 def test_a_loose_pdf_goes_to_autres_and_an_image_to_imagerie(site: ServerThread, pki: support.TestPKI) -> None:
     marker = uuid.uuid4().hex
     png = b"\x89PNG\r\n\x1a\n" + marker.encode()
+    big_pdf = PDF + marker.encode() * 5000  # past PARSE_IN_THREAD: filed from a worker thread
     raw = crlf(
         with_attachments(
             PRO,
             PATIENT,
             "Documents",
-            [("courrier.pdf", "application/pdf", PDF + marker.encode()), ("radio.png", "image/png", png)],
+            [("courrier.pdf", "application/pdf", big_pdf), ("radio.png", "image/png", png)],
             message_id=f"<{marker}@hopital.test>",
         )
     )
@@ -147,7 +148,8 @@ def test_a_loose_pdf_goes_to_autres_and_an_image_to_imagerie(site: ServerThread,
         counts = where(m, marker)
         assert (counts["INBOX"], counts["Documents/Autres"], counts["Documents/Imagerie"]) == (1, 1, 1)
         (uid,) = search(m, "Documents/Autres", "HEADER", "X-Document-Source", marker)
-        assert fetch(m, uid)["X-Document-Author"] == PRO
+        pdf = fetch(m, uid)
+        assert pdf["X-Document-Author"] == PRO and pdf.get_payload()[1].get_payload(decode=True) == big_pdf
 
 
 def bomb() -> bytes:
