@@ -52,7 +52,8 @@ SCHEME_FORMAT_CODE = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d"
 SCHEME_AUTHOR = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d"
 PATIENT_SCHEMES = frozenset({SCHEME_DOCUMENT_PATIENT_ID, SCHEME_SUBMISSION_PATIENT_ID})
 
-_METADATA = re.compile(r"\AIHE_XDM/([^/]+)/METADATA\.XML\Z", re.IGNORECASE)
+#: at the root (ITI-32), or under one more folder as some senders zip it: either way its patient is checked
+_METADATA = re.compile(r"(?:\A|/)IHE_XDM/([^/]+)/METADATA\.XML\Z", re.IGNORECASE)
 _DRIVE = re.compile(r"\A[A-Za-z]:")
 _ARCHIVE_EXTENSIONS = frozenset(
     ".zip .jar .war .ear .apk .7z .rar .tar .tgz .gz .bz2 .xz .zst .lz .lzma .cab .arj .z .tbz .txz .iso".split()
@@ -401,7 +402,7 @@ def patient_ids(metadata_xml: bytes) -> list[str]:
 
 
 def metadata_names(archive: Archive) -> list[str]:
-    return [n for n in archive.names if _METADATA.match(n.replace("\\", "/"))]
+    return [n for n in archive.names if _METADATA.search(n.replace("\\", "/"))]
 
 
 def read_package(archive: Archive, limits: Limits = DEFAULT_LIMITS) -> Package | None:

@@ -234,3 +234,10 @@ def test_the_policy_refuses_an_unsafe_archive_and_keeps_the_package_it_checked()
     good = parse_message(with_attachments("dr@h.test", "p@p.test", "x", [("X.ZIP", "application/zip", xdm_zip(INS))]))
     (part,) = [p for p in good.content.parts if p.package is not None]
     assert part.path == (2,) and part.package is not None and part.package.documents[0].data == CDA
+
+
+def test_a_package_under_a_folder_is_still_a_package() -> None:
+    inner = X.read_zip(xdm_zip(INS))
+    data = zip_of(*((f"export/{e.name}", e.data) for e in inner.entries))
+    p = package(data)
+    assert p.subset == "export/IHE_XDM/SUBSET01" and p.patient_ids == (INS, INS)
