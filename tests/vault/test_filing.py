@@ -19,6 +19,7 @@ from email.message import Message
 
 import pytest
 
+from mailserver.context import Context
 from tests import support
 from tests.directory.messages import CDA, with_attachments, xdm_zip
 from tests.harness.messages import crlf
@@ -186,3 +187,39 @@ def test_a_package_that_cannot_be_filed_is_refused_at_data(
     assert copies(site, marker) == 0
     with imap(site, pki) as m:
         assert {box: len(search(m, box, "ALL")) for box in ("INBOX", *VAULT)} == before
+
+
+def test_the_inbox_copy_and_the_vault_copies_are_stored_together_or_not_at_all(
+    site: ServerThread, pki: support.TestPKI
+) -> None:
+    """A vault copy that cannot be stored (here its mailbox is gone from under the server) takes the INBOX copy
+    with it: the sender is told to try again, and nothing of the message is kept."""
+    ins = support.OTHER_INS
+    address = f"{ins}@{support.PATIENT_DOMAIN}"
+
+    async def broken_patient(ctx: Context) -> None:
+        account = await support.make_patient(ctx, ins)
+        async with ctx.uow() as uow:
+            box = await uow.mailboxes.get(account.id, "Documents/Resultats")
+            assert box is not None
+            await uow.mailboxes.delete(box)
+            await uow.commit()
+
+    site.call(broken_patient)
+    marker = uuid.uuid4().hex
+    raw = crlf(
+        with_attachments(
+            PRO,
+            address,
+            "CR",
+            [("IHE_XDM.ZIP", "application/zip", xdm_zip(ins))],
+            message_id=f"<{marker}@hopital.test>",
+        )
+    )
+    with submission(site, pki, PRO) as s, pytest.raises(smtplib.SMTPDataError) as refused:
+        s.sendmail(PRO, [address], raw)
+    assert refused.value.smtp_code == 451
+    assert copies(site, marker) == 0
+    with submission(site, pki, PRO) as s:  # without a document, the same patient receives as usual
+        s.sendmail(PRO, [address], crlf(with_attachments(PRO, address, "Bonjour", [], message_id=f"<x{marker}@h>")))
+    assert copies(site, marker) == 1
