@@ -184,10 +184,12 @@ def documents_of(message: ParsedMessage) -> list[Document]:
                 )
             )
     seen = {d.sha256 for d in out}
+    judged = {p.path: p.effective_type for p in message.content.parts}
     for a in message.attachments():
-        if a.part in package_parts or not _is_document(a):
+        ctype = judged.get(a.part, a.content_type)
+        if a.part in package_parts or not _is_document(ctype, a.filename):
             continue
-        doc = _loose(a, sender)
+        doc = _loose(a, ctype, sender)
         if doc.sha256 in seen:
             continue  # the PDF companion of a package document, or the same file twice: filed once
         seen.add(doc.sha256)
@@ -195,18 +197,16 @@ def documents_of(message: ParsedMessage) -> list[Document]:
     return out
 
 
-def _is_document(a: Attachment) -> bool:
-    ctype = a.content_type
+def _is_document(ctype: str, filename: str | None) -> bool:
     if ctype in NOT_DOCUMENTS or ctype.startswith(("multipart/", "message/")):
         return False
-    return not (ctype in C.STRUCTURAL_TYPES and (a.filename is None or ctype != "text/plain"))
+    return not (ctype in C.STRUCTURAL_TYPES and (filename is None or ctype != "text/plain"))
 
 
-def _loose(a: Attachment, sender: str) -> Document:
+def _loose(a: Attachment, ctype: str, sender: str) -> Document:
+    """A loose attachment as a document; ``ctype`` its type as the content policy judged it (by file name when
+    the declared type says nothing)."""
     data = a.decoded()
-    ctype = a.content_type
-    if ctype in ("application/octet-stream", "application/binary"):
-        ctype = C.describe(C.Leaf(ctype, a.filename, b"")).effective_type
     name = clean(a.filename or "", 200) or f"document-{'.'.join(map(str, a.part))}"
     code = None
     title = name

@@ -81,3 +81,11 @@ def test_an_upload_drops_the_labels_a_client_wrote() -> None:
     up = vault.upload(sent, when=WHEN)
     assert up.values("x-document-author") == ["patient"] and not up.has("x-document-type")
     assert up.raw[up.header_end :] == sent.raw[sent.header_end :]  # the body as sent, byte for byte
+
+
+def test_a_document_sent_as_octet_stream_is_judged_by_its_name() -> None:
+    (f,) = filed(
+        ("radio.png", "application/octet-stream", b"\x89PNG\r\n\x1a\n"),
+        ("x.zip", "application/octet-stream", b"PK\x05\x06" + b"\0" * 18),
+    )
+    assert f.mailbox == "Documents/Imagerie" and f.document.content_type == "image/png"
