@@ -92,6 +92,10 @@ COPIED_FIELDS = ("from", "to", "date")
 NOT_DOCUMENTS = frozenset({"text/calendar", "application/ics", "application/zip", "application/x-zip-compressed"})
 XML_TYPES = frozenset({"text/xml", "application/xml", "application/hl7-v3+xml", "application/hl7-cda+xml"})
 
+#: how vault messages are written: CRLF, RFC 2047 for non-ASCII text, a field folded only past 200 characters
+#: (``X-Document-Hash: sha256:<64 hex>`` stays on one line for the scripts that read it)
+POLICY = email.policy.SMTP.clone(max_line_length=200)
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _HL7_TIME = re.compile(r"\A(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?")
 
@@ -257,7 +261,7 @@ def metadata_fields(doc: Document, *, source: str, when: dt.datetime) -> list[tu
 
 
 def _render(doc: Document, *, source: str, when: dt.datetime, received: ParsedMessage | None) -> bytes:
-    m = EmailMessage(policy=email.policy.SMTP)
+    m = EmailMessage(policy=POLICY)
     if received is None or not received.has("date"):
         m["Date"] = email.utils.format_datetime(when)
     m["Subject"] = f"Document : {doc.title}"
@@ -305,7 +309,7 @@ def upload(message: ParsedMessage, *, when: dt.datetime) -> ParsedMessage:
         fields = metadata_fields(doc, source="", when=when)
     else:
         fields = [("X-Document-Author", "patient"), ("X-Document-Date", email.utils.format_datetime(when))]
-    rendered = [email.policy.SMTP.fold(name, value).encode("ascii") for name, value in fields]
+    rendered = [POLICY.fold(name, value).encode("ascii") for name, value in fields]
     return stripped.add_to_header(*rendered)
 
 
