@@ -31,6 +31,7 @@ from admin_cli import (
     retention,
     setup,
     trust,
+    vault,
 )
 from admin_cli.common import EXPECTED_ERRORS, AdminError
 from mailserver.store.errors import DatabaseError
@@ -82,6 +83,7 @@ cli.add_command(broadcast.broadcast)
 cli.add_command(doctor.doctor)
 cli.add_command(app_password.app_password)
 cli.add_command(app.app)
+cli.add_command(vault.vault)
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
 from mailserver.config import Config, ConfigError
 from mailserver.context import Context
+from mailserver.mailboxes import DELIMITER, VAULT
 from mailserver.message import ParsedMessage
 from mailserver.message.addresses import mailboxes
 from mailserver.message.headers import decode_words
@@ -393,6 +394,8 @@ class Admission:
         attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
         if not attachments.allowed:
             return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text(attachments.reply.text), attachments.reason)
+        if mailbox == VAULT or mailbox.startswith(VAULT + DELIMITER):  # the patient files a document (issue 8)
+            return C.check_vault_upload(content, account.address.rpartition("@")[0].upper())
         return Decision.allow("append")
 
 

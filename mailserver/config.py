@@ -107,6 +107,8 @@ class PolicySection:
 class LimitsSection:
     max_message_size: int = 50 * 1024 * 1024
     patient_message_size: int = 25 * 1024 * 1024
+    #: octets a patient's vault (``Documents/`` and below) may hold; an APPEND past it is NO [OVERQUOTA]
+    vault_quota: int = 1024 * 1024 * 1024
 
 
 @dataclass

@@ -16,19 +16,24 @@ Invariants:
   message in ``Agenda``; a calendar that does not read files nothing more.
 - A shredded account (``KeyDestroyed``) cannot receive: the error propagates and
   the whole unit of work rolls back, nothing half-delivered.
+- The vault (``file_documents``, a professional's message): each patient
+  recipient also gets one message per health document in its ``Documents/``
+  child (``mailserver.vault``), added with the INBOX copy in the same unit of
+  work and the same ordered UID allocation: both or neither.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring
-from mailserver import agenda, metrics
+from mailserver import agenda, metrics, vault
 from mailserver.bodies import account_key, seal_blob
-from mailserver.message import ParsedMessage, parse_message_async
-from mailserver.store.models import Account, Blob, Mailbox
+from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
+from mailserver.store.models import Account, AccountKind, Blob, Mailbox
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.mail import INBOX
 from mailserver.store.uow import UnitOfWork
@@ -84,16 +89,19 @@ async def deliver(
     internal_date: dt.datetime | None = None,
     actor: str = "system",
     source: str = "smtp",
+    file_documents: bool = False,
 ) -> DeliveryResult:
     """Add one copy of ``message`` per recipient to the unit of work. ``mailbox`` forces the
-    target (APPEND); otherwise ``classify`` chooses. The caller commits."""
+    target (APPEND); otherwise ``classify`` chooses. ``file_documents``: the message comes from a
+    professional, an organisation or an application, and its documents go to patients' vaults too.
+    The caller commits."""
     when = internal_date or utcnow()
     stored_flags = encode_flags(flags)
     if isinstance(message, bytes):
         message = await parse_message_async(message, strict=False)
     raw = message.raw
     meta = message.imap_meta()
-    targets: list[tuple[Account, Mailbox, Blob]] = []
+    targets: list[tuple[Account, Mailbox, Blob, int, str]] = []
     for account in recipients:
         name = mailbox or classify(message, account)
         mb = await uow.mailboxes.get(account.id, name)
@@ -101,10 +109,27 @@ async def deliver(
             raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")
         blob = seal_blob(account_key(keyring, account), account.id, raw, meta)
         await uow.blobs.add(blob)
-        targets.append((account, mb, blob))
+        targets.append((account, mb, blob, len(raw), source))
+
+    # --- the vault (issue 8): a professional's health documents, one message each, for each patient recipient
+    patients = [a for a in recipients if a.kind is AccountKind.PATIENT]
+    if file_documents and mailbox is None and patients:
+        big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
+        filings = (
+            await asyncio.to_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
+        )
+        for filing in filings:
+            filed_meta = filing.message.imap_meta()
+            for account in patients:
+                mb = await uow.mailboxes.get(account.id, filing.mailbox)
+                if mb is None:
+                    raise MailboxMissing(f"mailbox {filing.mailbox} does not exist for account {account.id}")
+                blob = seal_blob(account_key(keyring, account), account.id, filing.message.raw, filed_meta)
+                await uow.blobs.add(blob)
+                targets.append((account, mb, blob, filing.message.size, "vault"))
 
     result = DeliveryResult()
-    for account, mb, blob in sorted(targets, key=lambda t: t[1].id):
+    for account, mb, blob, size, how in sorted(targets, key=lambda t: t[1].id):
         uid, modseq = await uow.mailboxes.allocate(mb.id)
         await uow.messages.add(
             mailbox_id=mb.id,
@@ -112,15 +137,18 @@ async def deliver(
             modseq=modseq,
             flags=stored_flags,
             internal_date=when,
-            size=len(raw),
+            size=size,
             blob_id=blob.id,
         )
         uow.touch(mb.id)
-        uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", source)
+        uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", how)
         result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
-        metrics.DELIVERIES.labels(source).inc()
-    # the agenda: invitations, updates, cancellations, replies (after every copy, so mailbox rows stay locked in
-    # ascending order within each phase)
-    for (account, mb, _blob), d in zip(sorted(targets, key=lambda t: t[1].id), result.delivered, strict=True):
-        await agenda.file(uow, keyring, message, account, mb, d.uid, actor=actor)
+        metrics.DELIVERIES.labels(how).inc()
+    # the agenda: invitations, updates, cancellations, replies, for the copies of the message itself (not the
+    # vault's); after every copy, so mailbox rows stay locked in ascending order within each phase
+    for (account, mb, _blob, _size, how), d in zip(
+        sorted(targets, key=lambda t: t[1].id), result.delivered, strict=True
+    ):
+        if how != "vault":
+            await agenda.file(uow, keyring, message, account, mb, d.uid, actor=actor)
     return result

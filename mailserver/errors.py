@@ -58,6 +58,10 @@ class NoPermission(MailError):
     """The credential of this session does not allow it (an app grant: another folder, or a write)."""
 
 
+class OverQuota(MailError):
+    """The account's storage for this kind of content is full (the patient's vault)."""
+
+
 class Refused(MailError):
     """A policy refused (the admission decision's text is the sentence)."""
 

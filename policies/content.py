@@ -21,24 +21,23 @@ Invariants:
   patient: every ``patientId`` of its submission sets and documents must be the
   same INS, and for a patient recipient, that patient's INS. A package that cannot
   be read is refused: a document never lands in the wrong record.
-- Archives are read with bounds (``MAX_ZIP_MEMBERS``, ``MAX_METADATA_BYTES``): a
-  zip bomb is refused, not expanded.
+- Archives are read once, by ``policies.xdm`` (bounds measured while inflating):
+  a zip bomb, a traversal or absolute name, an encrypted entry, a nested archive,
+  a duplicate name is refused (``archive-unsafe``), not expanded. An XDM package
+  whose documents do not match its metadata (missing file, size, SHA-1) is refused
+  (``xdm-document-refused``); the checked ``Package`` stays on its ``Part`` for
+  the vault to file.
 """
 
 from __future__ import annotations
 
-import io
 import mimetypes
 import re
-import zipfile
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from xml.etree.ElementTree import ParseError  # noqa: S405 - the exception defusedxml raises
-
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
 
 from policies import reply as R
+from policies import xdm as X
 from policies.decision import Decision
 
 #: attachment types accepted by default: PDF, CDA (XML), XDM (zip), images, DICOM, text, iCalendar
@@ -119,14 +118,8 @@ _MAGIC = (b"MZ", b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xf
 #: extensions mimetypes does not know, or knows otherwise
 _EXTRA_TYPES = {".dcm": "application/dicom", ".dicom": "application/dicom", ".ics": "text/calendar"}
 
-#: XDS ExternalIdentifier schemes (IHE ITI TF-3 table 4.2.5-1)
-SCHEME_DOCUMENT_PATIENT_ID = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
-SCHEME_SUBMISSION_PATIENT_ID = "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
-_PATIENT_SCHEMES = frozenset({SCHEME_DOCUMENT_PATIENT_ID, SCHEME_SUBMISSION_PATIENT_ID})
-
-MAX_ZIP_MEMBERS = 2000
-MAX_METADATA_BYTES = 8 * 1024 * 1024
-_METADATA = re.compile(r"(?:^|/)IHE_XDM/[^/]+/METADATA\.XML\Z", re.IGNORECASE)
+SCHEME_DOCUMENT_PATIENT_ID = X.SCHEME_DOCUMENT_PATIENT_ID
+SCHEME_SUBMISSION_PATIENT_ID = X.SCHEME_SUBMISSION_PATIENT_ID
 _UNSAFE = re.compile(r"[^\w .,()+\-]")
 #: reply prefixes mail clients put before a subject: Re, RE :, Réf, AW (de), SV (nordic), Antw (nl), R[2]:
 _REPLY_PREFIX = re.compile(r"\s*(?:re|réf|ref|aw|sv|antw)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
@@ -143,6 +136,10 @@ class Part:
     zip_members: tuple[str, ...] = ()
     xdm_patient_ids: tuple[str, ...] | None = None  # None: not an XDM package
     problem: str | None = None  # an archive or a package that cannot be read
+    unreadable: bool = False  # the package's METADATA.XML itself cannot be read
+    unsafe: str | None = None  # why the archive cannot be unpacked safely (a bomb, a traversal name...)
+    package: X.Package | None = field(default=None, repr=False, compare=False)  # the XDM package, as checked
+    path: tuple[int, ...] = ()  # its RFC 3501 part number
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +214,7 @@ class Leaf:
     declared_type: str  # type/subtype, lower-case
     filename: str | None
     payload: bytes  # without its transfer encoding
+    path: tuple[int, ...] = ()  # its RFC 3501 part number
 
 
 def content_of(
@@ -266,58 +264,49 @@ def describe(leaf: Leaf) -> Part:
         executable = f"file name {safe_name(filename)}"
     zip_members: tuple[str, ...] = ()
     xdm: tuple[str, ...] | None = None
-    problem = None
+    package = problem = unsafe = None
+    unreadable = False
     if data.startswith(b"PK\x03\x04") or effective in ("application/zip", "application/x-zip-compressed"):
-        zip_members, xdm, problem, bad = _read_zip(data)
+        zip_members, package, error, unsafe, bad = _read_zip(data)
+        if package is not None:
+            xdm = package.patient_ids
+        elif isinstance(error, X.PackageError):
+            xdm = ()  # an XDM package that cannot be filed
+            problem, unreadable = f"the document {error.document}: {error.reason}", error.unreadable
+        else:
+            problem = error
         if bad and executable is None:
             executable = f"{safe_name(bad)} inside {safe_name(filename)}"
-    return Part(filename, declared, effective, executable, zip_members, xdm, problem)
+    return Part(
+        filename, declared, effective, executable, zip_members, xdm, problem, unreadable, unsafe, package, leaf.path
+    )
 
 
-def _read_zip(data: bytes) -> tuple[tuple[str, ...], tuple[str, ...] | None, str | None, str | None]:
-    """(member names, XDM patient ids or None, a problem, the first executable member)."""
+def _read_zip(
+    data: bytes,
+) -> tuple[tuple[str, ...], X.Package | None, X.PackageError | str | None, str | None, str | None]:
+    """(entry names, the XDM package, a problem with the package, why the archive is unsafe, the first executable
+    entry). Read once, by ``policies.xdm``: the vault files the package this returns."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError):
-        return (), None, "the zip archive cannot be read", None
-    with archive:
-        infos = archive.infolist()
-        if len(infos) > MAX_ZIP_MEMBERS:
-            return (), None, f"the zip archive holds more than {MAX_ZIP_MEMBERS} files", None
-        names = tuple(i.filename for i in infos)
-        bad = next((n for n in names if _extension(n) in EXECUTABLE_EXTENSIONS), None)
-        metadata = [i for i in infos if _METADATA.search(i.filename)]
-        if not metadata:
-            return names, None, None, bad
-        ids: list[str] = []
-        for info in metadata:
-            if info.file_size > MAX_METADATA_BYTES:
-                return names, (), f"{info.filename} is larger than {MAX_METADATA_BYTES} bytes", bad
-            try:
-                with archive.open(info) as f:
-                    xml = f.read(MAX_METADATA_BYTES + 1)
-            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError):
-                return names, (), f"{info.filename} cannot be read from the archive", bad
-            if len(xml) > MAX_METADATA_BYTES:
-                return names, (), f"{info.filename} is larger than {MAX_METADATA_BYTES} bytes", bad
-            try:
-                ids += patient_ids(xml)
-            except (ParseError, DefusedXmlException):
-                return names, (), f"{info.filename} is not readable XML", bad
-        return names, tuple(ids), None, bad
+        archive = X.read_zip(data)
+    except X.UnsafeArchive as exc:
+        if exc.reason == X.UNREADABLE_ZIP:
+            return (), None, exc.reason, None, None  # not a zip after all: judged by its declared type
+        return (), None, None, exc.reason, None
+    names = archive.names
+    bad = next((n for n in names if _extension(n) in EXECUTABLE_EXTENSIONS), None)
+    if not X.metadata_names(archive):
+        return names, None, None, None, bad
+    try:
+        package = X.read_package(archive)
+    except X.PackageError as exc:
+        return names, None, exc, None, bad
+    return names, package, None, None, bad
 
 
 def patient_ids(metadata_xml: bytes) -> list[str]:
     """The patientId values (``<id>^^^&<oid>&ISO``) of an XDS/XDM METADATA.XML: their id part."""
-    root = fromstring(metadata_xml, forbid_dtd=True)
-    out = []
-    for elem in root.iter():
-        if elem.tag.rsplit("}", 1)[-1] != "ExternalIdentifier":
-            continue
-        if elem.get("identificationScheme") in _PATIENT_SCHEMES:
-            value = (elem.get("value") or "").strip()
-            out.append(value.split("^", 1)[0].strip())
-    return out
+    return X.patient_ids(metadata_xml)
 
 
 # --- decisions --------------------------------------------------------------------------------------------------
@@ -338,6 +327,12 @@ def check_attachments(content: Content, allowed_types: Collection[str] = DEFAULT
                 "executable-attachment",
             )
     for p in content.parts:
+        if p.unsafe:
+            return Decision.refuse(
+                R.ARCHIVE_REFUSED.with_text(f"The attachment {safe_name(p.filename)} is refused: {p.unsafe}"),
+                "archive-unsafe",
+            )
+    for p in content.parts:
         if p.effective_type in STRUCTURAL_TYPES and not (p.filename and p.effective_type == "text/html"):
             continue
         if _matches(p.effective_type, allowed):
@@ -356,8 +351,10 @@ def check_xdm(content: Content, recipient_ins: str | None) -> Decision:
     """An XDM package concerns one patient; for a patient recipient (``recipient_ins``), that patient."""
     for p in content.parts:
         if p.problem and p.xdm_patient_ids is not None:
+            head = R.XDM_UNREADABLE if p.unreadable else R.XDM_REFUSED
             return Decision.refuse(
-                R.XDM_UNREADABLE.with_text(f"{R.XDM_UNREADABLE.text}: {p.problem}"), "xdm-unreadable"
+                head.with_text(f"{head.text} ({safe_name(p.filename)}): {p.problem}"),
+                "xdm-unreadable" if p.unreadable else "xdm-document-refused",
             )
     ids = content.xdm_patient_ids
     if ids is None:
@@ -385,6 +382,47 @@ def _mb(n: int) -> str:
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
     return f"{n} bytes"
+
+
+#: what a vault upload may attach: documents (an XDM package is a zip)
+VAULT_TYPES: tuple[str, ...] = (
+    "application/pdf",
+    "text/xml",
+    "application/xml",
+    "application/hl7-v3+xml",
+    "application/hl7-cda+xml",
+    "image/*",
+    "application/dicom",
+    "application/zip",
+    "application/x-zip-compressed",
+)
+
+
+def check_vault_upload(content: Content, patient_ins: str) -> Decision:
+    """A patient's APPEND into ``Documents/``: at least one document, every attachment a document (PDF, CDA,
+    image, DICOM, an IHE XDM package of their own), no archive that is not an XDM package."""
+    documents = 0
+    for p in content.parts:
+        if p.effective_type in STRUCTURAL_TYPES and not p.filename:
+            continue
+        if not _matches(p.effective_type, VAULT_TYPES) or (p.zip_members and p.package is None):
+            return Decision.refuse(
+                R.APPEND_NOT_ALLOWED.with_text(
+                    f"The vault keeps health documents (PDF, CDA, images, DICOM, IHE XDM): "
+                    f"{safe_name(p.filename)} of type {p.effective_type} is not one"
+                ),
+                "vault-type-refused",
+            )
+        documents += 1
+    if not documents:
+        return Decision.refuse(
+            R.APPEND_NOT_ALLOWED.with_text("A message filed into the vault carries a document: attach it"),
+            "vault-no-document",
+        )
+    xdm = check_xdm(content, patient_ins)
+    if not xdm.allowed:
+        return Decision.refuse(R.APPEND_NOT_ALLOWED.with_text(xdm.reply.text), xdm.reason)
+    return Decision.allow("vault-upload")
 
 
 def check_own_message(content: Content, own_address: str) -> Decision:

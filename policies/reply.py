@@ -89,7 +89,9 @@ SENDER_NOT_ACTIVE = Reply(550, "5.7.1", "The sender's mailbox is not active and 
 EXECUTABLE_ATTACHMENT = Reply(550, "5.7.1", "Executable attachments are refused in health messaging")
 ATTACHMENT_TYPE_REFUSED = Reply(554, "5.6.1", "This type of attachment is not accepted here")
 MESSAGE_TOO_COMPLEX = Reply(554, "5.6.0", "This message's MIME structure is too deep or has too many parts")
-XDM_UNREADABLE = Reply(554, "5.6.0", "The IHE XDM package cannot be read")
+XDM_UNREADABLE = Reply(550, "5.6.0", "The IHE XDM package cannot be read")
+XDM_REFUSED = Reply(550, "5.6.0", "The IHE XDM package cannot be filed")
+ARCHIVE_REFUSED = Reply(550, "5.6.0", "The zip archive cannot be unpacked safely")
 XDM_SEVERAL_PATIENTS = Reply(
     550, "5.7.1", "The IHE XDM package concerns several patients: a message carries one patient's documents"
 )

@@ -21,6 +21,7 @@ CODES: Mapping[type[e.MailError], str] = {
     e.ReadOnly: "READ-ONLY",  # RFC 3501 §7.1
     e.TooBig: "TOOBIG",  # RFC 4469 §5, RFC 7889 §4
     e.Refused: "CANNOT",  # RFC 5530 §3
+    e.OverQuota: "OVERQUOTA",  # RFC 9208 §4.3
     e.Unreadable: "CORRUPTION",  # RFC 5530 §3
     e.AccountGone: "UNAVAILABLE",  # RFC 5530 §3
     e.Busy: "UNAVAILABLE",  # RFC 5530 §3: a temporary failure

@@ -14,6 +14,11 @@ Invariants:
 - APPEND parses the message once (``mailserver.message``) and hands that
   ``ParsedMessage`` to the admission service (built once per process and
   given to the store) and to ``delivery.deliver``.
+- A patient's vault (``Documents/`` and below, issue 8): an APPEND there is
+  labelled by ``vault.upload`` (``X-Document-Author: patient``...) and bounded by
+  ``limits.vault_quota`` (NO [OVERQUOTA]); reading a vault message's content is
+  audited as ``vault.read``, expunging or moving it out as ``vault.delete``
+  (ids only). Stored content never changes: only flags do.
 """
 
 from __future__ import annotations
@@ -25,11 +30,12 @@ from typing import TypeVar
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
+from mailserver import vault
 from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
-from mailserver.errors import AccountGone, Busy, MailboxGone, MailboxNotFound, Refused, TooBig
+from mailserver.errors import AccountGone, Busy, MailboxGone, MailboxNotFound, OverQuota, Refused, TooBig
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
@@ -170,7 +176,8 @@ class MailStore:
     async def delete(self, name: str) -> None:
         async with self.ctx.uow() as uow:
             mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
-            uow.audit(self.actor, "imap.delete", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+            action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
+            uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
             await uow.commit()
 
     async def rename(self, old: str, new: str) -> None:
@@ -264,7 +271,7 @@ class MailStore:
         """The messages ``uids`` (those still there), with metadata and/or plaintext; with ``mark_seen``
         \\Seen is set on them (new flags returned); with ``audit`` the read is recorded."""
         async with self.ctx.uow(readonly=True) as uow:
-            await self._check_owner(uow, mailbox_id)
+            in_vault = self._in_vault(await self._check_owner(uow, mailbox_id))
             rows = list(await uow.messages.by_uids(mailbox_id, uids))
             blobs = await uow.message_views.blob_parts({r.blob_id for r in rows}, body=body) if (meta or body) else {}
         # decrypting happens outside any transaction; the write below (\Seen, audit) is short
@@ -300,7 +307,7 @@ class MailStore:
                 if audit and rows:
                     uow.audit(
                         self.actor,
-                        "imap.fetch",
+                        "vault.read" if in_vault else "imap.fetch",
                         f"{self.account.owner_id}/mailbox:{mailbox_id}",
                         "ok",
                         "uids " + _compact(r.uid for r in rows),
@@ -310,6 +317,9 @@ class MailStore:
 
         new_flags = await _retrying(work)
         return out, new_flags
+
+    def _in_vault(self, mailbox: Mailbox) -> bool:
+        return self.patient and vault.is_vault(mailbox.name)
 
     async def _lock_owned(self, uow: UnitOfWork, mailbox_id: int) -> Mailbox:
         """The account's mailbox, its row locked first (mailbox rows by id, then messages)."""
@@ -361,7 +371,7 @@ class MailStore:
 
         async def work() -> list[int]:
             async with self.ctx.uow() as uow:
-                await self._lock_owned(uow, mailbox_id)
+                in_vault = self._in_vault(await self._lock_owned(uow, mailbox_id))
                 rows = await uow.messages.by_uids(mailbox_id, uids)
                 gone = [r.uid for r in rows if "\\Deleted" in flagset(r.flags)]
                 if not gone:
@@ -372,7 +382,7 @@ class MailStore:
                 uow.touch(mailbox_id)
                 uow.audit(
                     self.actor,
-                    "imap.expunge",
+                    "vault.delete" if in_vault else "imap.expunge",
                     f"{self.account.owner_id}/mailbox:{mailbox_id}",
                     "ok",
                     "uids " + _compact(gone),
@@ -409,6 +419,14 @@ class MailStore:
                 if move:
                     await uow.messages.expunge(source.id, source_uids, src_modseq)
                     uow.touch(source.id)
+                    if self._in_vault(source) and not self._in_vault(dest):
+                        uow.audit(
+                            self.actor,
+                            "vault.delete",
+                            f"{self.account.owner_id}/mailbox:{source.id}",
+                            "ok",
+                            f"uids {_compact(source_uids)} moved to mailbox:{dest.id}",
+                        )
                 uow.touch(dest.id)
                 uow.audit(
                     self.actor,
@@ -422,6 +440,14 @@ class MailStore:
 
         return await _retrying(work)
 
+    async def _vault_size(self, uow: UnitOfWork) -> int:
+        """Octets the patient's vault holds (every mailbox of ``Documents/``)."""
+        total = 0
+        for m in await uow.mailboxes.list(self.account.id):
+            if vault.is_vault(m.name):
+                total += (await uow.message_views.status_counts(m.id, m.first_recent_uid))[3]
+        return total
+
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
     ) -> AppendResult:
@@ -429,18 +455,29 @@ class MailStore:
         limit = self.ctx.config.limits.max_message_size
         if len(raw) > limit:
             raise TooBig(f"Message too big (the limit is {limit} bytes)")
+        target = canonical_name(name)
+        in_vault = self.patient and vault.is_vault(target)
         async with self.ctx.uow(readonly=True) as uow:
             await self._mailbox(uow, name, try_create=True)
             account = await uow.accounts.get(self.account.id)
+            used = await self._vault_size(uow) if in_vault else 0
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
         try:
             msg = await parse_message_async(raw)
         except MessageError as exc:
             raise Refused(exc.text) from None
-        decision = await self.admission.check_append(account, canonical_name(name), msg)
+        decision = await self.admission.check_append(account, target, msg)
         if not decision.allowed:
             raise Refused(decision.reply.text)
+        if in_vault:
+            quota = self.ctx.config.limits.vault_quota
+            if used + len(raw) > quota:
+                raise OverQuota(
+                    f"The vault is full: it holds {used} of {quota} bytes and this document needs {len(raw)} more; "
+                    "delete documents first"
+                )
+            msg = vault.upload(msg, when=internal_date or self.ctx.clock())
         async with self.ctx.uow() as uow:
             try:
                 result = await deliver(

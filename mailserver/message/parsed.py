@@ -227,9 +227,9 @@ class ParsedMessage:
         return self._content
 
     def _leaves(self) -> Iterable[C.Leaf]:
-        for _path, e in mime.leaves(self._root):
+        for path, e in mime.leaves(self._root):
             payload = mime.decode_body(self.body_of(e), e.transfer_encoding)
-            yield C.Leaf(e.content_type, e.filename, payload)
+            yield C.Leaf(e.content_type, e.filename, payload, path)
 
     # --- what the vault and the agenda need ------------------------------------------------------------------
 

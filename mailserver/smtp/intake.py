@@ -50,7 +50,7 @@ from mailserver.smtp.signing import (
 )
 from mailserver.store.models import Account
 from mailserver.store.uow import UnitOfWork
-from policies import Decision, Party
+from policies import Decision, Party, Role
 from policies import reply as P
 from policies.reply import Reply
 
@@ -216,7 +216,15 @@ class Intake:
         async with self.ctx.uow() as uow:
             accounts = [a for a, _ in local]
             if accounts:
-                await deliver(uow, self.ctx.keyring, msg, accounts, actor=actor, source=m.door)
+                await deliver(
+                    uow,
+                    self.ctx.keyring,
+                    msg,
+                    accounts,
+                    actor=actor,
+                    source=m.door,
+                    file_documents=m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION),
+                )
             if m.account is not None:  # the sender's own agenda copy (an organiser's REQUEST, a REPLY)
                 await agenda.on_submission(uow, self.ctx.keyring, msg, m.account)
             # conversation grants, for our patients and for those of other operators we relay to

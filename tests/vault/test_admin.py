@@ -1,0 +1,71 @@
+"""``masante-admin vault list`` and ``vault export`` as an operator runs them, against a running server's store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from mailserver.clock import SystemClock
+from tests import support
+from tests.directory.messages import CDA, xdm_zip
+from tests.smtp.conftest import PATIENT, PRO, site_fixture
+from tests.smtp.harness import ServerThread, submission
+from tests.vault.test_filing import IMAGING, PDF, imap, package_message
+from tests.vault.test_upload import append, upload
+
+ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
+
+site_server = site_fixture(config_on_disk=True, clock=SystemClock)
+
+
+def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
+    env["COLUMNS"] = "240"
+    return subprocess.run(
+        [*ADMIN, "--config", str(site.config.path), *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_list_and_export_every_document_with_its_hash(site: ServerThread, pki: support.TestPKI, tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    package = xdm_zip(support.PATIENT_INS, documents=[(CDA, {}), (PDF, IMAGING)])
+    with submission(site, pki, PRO) as s:
+        s.sendmail(PRO, [PATIENT], package_message(marker, package))
+    mine = PDF + marker.encode()
+    with imap(site, pki) as m:
+        assert append(m, "Documents/Autres", upload(marker, [("ma-radio.pdf", "application/pdf", mine)]))[0] == "OK"
+
+    listed = admin(site, "vault", "list", support.PATIENT_INS)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if "│" in line or "|" in line]
+    assert any("Resultats" in r and "11502-2" in r and "Gregory HOUSE" in r for r in rows), listed.stdout
+    assert any("Imagerie" in r and "18748-4" in r for r in rows), listed.stdout
+    assert any("Autres" in r and "patient" in r and str(len(mine)) in r for r in rows), listed.stdout
+
+    out = tmp_path / "export"
+    exported = admin(site, "vault", "export", support.PATIENT_INS, str(out))
+    assert exported.returncode == 0, exported.stderr
+    index = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    assert index["patient"] == PATIENT
+    by_hash = {d["hash"]: d for d in index["documents"]}
+    for data, folder in ((CDA, "Documents/Resultats"), (PDF, "Documents/Imagerie"), (mine, "Documents/Autres")):
+        entry = by_hash[f"sha256:{hashlib.sha256(data).hexdigest()}"]
+        assert entry["folder"] == folder and entry["size"] == len(data)
+        assert (out / entry["file"]).read_bytes() == data
+    for d in index["documents"]:  # every file listed is there and is what the index says
+        assert f"sha256:{hashlib.sha256((out / d['file']).read_bytes()).hexdigest()}" == d["hash"]
+    assert [e for e in site.audit("vault.export") if e.actor.startswith("admin:")]
+    assert [e for e in site.audit("vault.list") if e.actor.startswith("admin:")]
+
+    again = admin(site, "vault", "export", support.PATIENT_INS, str(out))
+    assert again.returncode != 0 and "Traceback" not in again.stderr and again.stderr.startswith("error: ")
+
+
+def test_an_unknown_patient_is_one_line(site: ServerThread) -> None:
+    r = admin(site, "vault", "list", support.OTHER_INS)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error: "), r.stderr
