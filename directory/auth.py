@@ -5,9 +5,14 @@ Invariants:
   client never says which of address, password or status was wrong.
 - Every attempt is audited (actor = the address tried, outcome ok/fail, the
   protocol and the peer address as detail; never the password).
-- Failures slow the next attempt down, per account and per peer address:
-  ``BASE_DELAY * 2**(failures-1)`` up to ``MAX_DELAY``; they are forgotten after
-  ``WINDOW`` seconds, and an account's count after a success.
+- Every attempt goes through ``directory.limits.LoginLimits`` first (one guard
+  call at the start, one ``record`` at the end): failures are counted per
+  account and per source address in the store, shared by every door and every
+  process; past a threshold an attempt is refused at once for a growing window
+  (``AuthResult.refusal`` says so), never slept on. A refused attempt is not
+  checked (and so not audited as a login; the lockout that caused it is).
+- A success keeps the account's last login (``account_activity``, for
+  ``masante-admin retention inactive``), in the audit's transaction.
 - The memory-hard hash runs in a worker thread, not on the event loop.
 - Verified credentials are remembered for a short while (``security.auth_cache_ttl``
   seconds on the context's clock, ``security.auth_cache_size`` entries at most),
@@ -28,7 +33,6 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,48 +40,10 @@ from dataclasses import dataclass
 from crypto.passwords import verify_password
 from directory.addresses import Address
 from directory.errors import InvalidAddress
+from directory.limits import LoginLimits
 from mailserver import metrics
 from mailserver.context import Context
 from mailserver.store.models import Account, AccountStatus
-
-BASE_DELAY = 0.5
-MAX_DELAY = 8.0
-WINDOW = 15 * 60
-MAX_TRACKED = 100_000
-
-
-class LoginThrottle:
-    """Failure counts per key (``acct:<address>``, ``peer:<ip>``), bounded in memory."""
-
-    def __init__(self, *, base: float = BASE_DELAY, cap: float = MAX_DELAY, window: float = WINDOW) -> None:
-        self.base, self.cap, self.window = base, cap, window
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def _count(self, key: str, now: float) -> int:
-        entry = self._failures.get(key)
-        if entry is None:
-            return 0
-        count, last = entry
-        if now - last > self.window:
-            del self._failures[key]
-            return 0
-        return count
-
-    def delay(self, *keys: str) -> float:
-        now = time.monotonic()
-        worst = max((self._count(k, now) for k in keys), default=0)
-        return 0.0 if worst == 0 else min(self.cap, self.base * 2 ** (worst - 1))
-
-    def failure(self, *keys: str) -> None:
-        now = time.monotonic()
-        for k in keys:
-            self._failures[k] = (self._count(k, now) + 1, now)
-            self._failures.move_to_end(k)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
-
-    def success(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +108,9 @@ class CredentialCache:
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     account: Account | None
+    #: set when the attempt was refused unchecked by a lockout: the sentence for the client
+    #: (IMAP ``NO [UNAVAILABLE]``, SMTP ``454 4.7.0``)
+    refusal: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -149,11 +118,11 @@ class AuthResult:
 
 
 class Authenticator:
-    def __init__(
-        self, ctx: Context, throttle: LoginThrottle | None = None, cache: CredentialCache | None = None
-    ) -> None:
+    """One per process (``mailserver.app.build_services``), handed to every door: one set of limits."""
+
+    def __init__(self, ctx: Context, limits: LoginLimits | None = None, cache: CredentialCache | None = None) -> None:
         self.ctx = ctx
-        self.throttle = throttle or LoginThrottle()
+        self.limits = limits if limits is not None else LoginLimits(ctx)
         security = ctx.config.security
         if cache is None:  # not ``or``: an empty cache is falsy (it has a length)
             cache = CredentialCache(ttl=security.auth_cache_ttl, size=security.auth_cache_size, clock=ctx.clock)
@@ -164,10 +133,9 @@ class Authenticator:
             canonical = str(Address.parse(address))
         except InvalidAddress:
             canonical = address.strip().lower()[:320]
-        keys = (f"acct:{canonical}", f"peer:{peer}")
-        delay = self.throttle.delay(*keys)
-        if delay:
-            await asyncio.sleep(delay)
+        attempt = await self.limits.guard(canonical, peer=peer, protocol=protocol)
+        if attempt.refusal is not None:
+            return AuthResult(None, refusal=attempt.refusal)
         account = None
         if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
             async with self.ctx.uow(readonly=True) as uow:
@@ -203,10 +171,11 @@ class Authenticator:
                 "ok" if ok else "fail",
                 f"{protocol} from {peer}; {why}",
             )
+            if ok and account is not None:
+                await uow.activity.logged_in(account.id, self.ctx.clock())
             await uow.commit()
+        await self.limits.record(attempt, ok, account=account)
         if ok:
-            self.throttle.success(keys[0])
             return AuthResult(account)
-        self.throttle.failure(*keys)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)

@@ -59,6 +59,7 @@ from mailserver.imap.protocol.states import Connection, ImapState
 
 if TYPE_CHECKING:
     from directory.auth import Authenticator
+    from directory.limits import ConnectionCaps, Lease
     from mailserver.admission import Admission
     from mailserver.context import Context
 
@@ -88,6 +89,7 @@ class SessionConfig:
     idle_timeout: float
     tls_handshake_timeout: float
     line_deadline: float = 60.0
+    caps: ConnectionCaps | None = None  # connections per source and per account (None: no caps)
 
 
 class ImapSession(MailHandlers):
@@ -111,6 +113,7 @@ class ImapSession(MailHandlers):
         self._command: str | None = None  # the command being answered (the BAD and NO log lines)
         self._line_started: float | None = None  # when the first byte of the current command line arrived
         self._line_exempt = False  # the current command is in an authenticated literal: no line deadline
+        self.lease: Lease | None = None  # this connection's place in ``cfg.caps`` (set by the listener)
 
     @property
     def state(self) -> ImapState:
@@ -326,8 +329,14 @@ class ImapSession(MailHandlers):
 
     async def _login(self, tag: str, user: str, password: str) -> list[r.Response]:
         result = await self.cfg.authenticator.authenticate(user, password, protocol="imap", peer=self.peer)
+        if result.refusal is not None:  # locked out (directory.limits): refused unchecked
+            return [r.Tagged(tag, "NO", result.refusal, "UNAVAILABLE")]
         if not result.ok or result.account is None:
             return [r.Tagged(tag, "NO", "Invalid user name or password", "AUTHENTICATIONFAILED")]
+        if self.lease is not None and self.cfg.caps is not None:
+            refusal = self.cfg.caps.login(self.lease, result.account.id)
+            if refusal is not None:
+                return [r.Tagged(tag, "NO", refusal, "LIMIT")]
         self.store = MailStore(self.ctx, result.account, self.cfg.admission)
         self.receiver.max_literal = self.cfg.max_literal
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id}})

@@ -91,6 +91,7 @@ DISCONNECT_REASONS = frozenset(
         "tls-failed",  # the STARTTLS handshake failed (RFC 3207 §4.1)
         "too-many-errors",  # too many unrecognised commands (aiosmtpd's ``502 5.5.1`` and close)
         "too-many-commands",  # a command sent more times than aiosmtpd's call limit allows (``421 4.7.0``)
+        "connection-cap",  # too many connections from the address (``421 4.7.0``, ``directory.limits``)
     }
 )
 #: the reason key of the ``smtp.refused`` line for the refusals the engine itself makes (the handlers' refusals

@@ -183,6 +183,9 @@ class SubmissionHandler(_Doors):
         except UnicodeDecodeError:
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
         result = await self.authenticator.authenticate(address, secret, protocol="smtp", peer=server.peer_ip or "?")
+        if result.refusal is not None:  # locked out (directory.limits): refused unchecked
+            log.info("smtp.auth", extra={"fields": {"outcome": "locked"}})
+            return AuthResult(success=False, handled=False, message=str(R.LOCKED_OUT.with_text(result.refusal)))
         if result.account is None:
             log.info("smtp.auth", extra={"fields": {"outcome": "fail"}})
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))

@@ -32,12 +32,14 @@ from mailserver.store.errors import StoreBusy
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories import (
     AccountRepository,
+    ActivityRepository,
     AuditRepository,
     BlobRepository,
     DirectoryRepository,
     DkimKeyRepository,
     DomainRepository,
     GrantRepository,
+    LoginCounterRepository,
     MailboxRepository,
     MessageRepository,
     MessageViews,
@@ -60,6 +62,8 @@ class UnitOfWork:
     directory: DirectoryRepository
     grants: GrantRepository
     dkim_keys: DkimKeyRepository
+    login_counters: LoginCounterRepository
+    activity: ActivityRepository
     message_views: MessageViews
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
@@ -94,6 +98,8 @@ class UnitOfWork:
         self.directory = DirectoryRepository(s)
         self.grants = GrantRepository(s)
         self.dkim_keys = DkimKeyRepository(s)
+        self.login_counters = LoginCounterRepository(s)
+        self.activity = ActivityRepository(s)
         return self
 
     async def __aexit__(

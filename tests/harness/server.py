@@ -170,9 +170,11 @@ class ServerThread:
         return [s for s in self.server.services if isinstance(s, ImapListener)]
 
     def reset_throttle(self) -> None:
-        """Forget failed logins, so that one test's wrong passwords do not slow the next test down."""
+        """Forget failed logins and lockouts (``directory.limits``, in the store, shared by every door), so
+        that one test's wrong passwords do not lock the next test out."""
         for listener in self.listeners():
-            listener.cfg.authenticator.throttle._failures.clear()
+            self.call(lambda: listener.cfg.authenticator.limits.reset())
+            return
 
     # --- data ---------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from mailserver.store.models.directory import (
     TrustImport,
 )
 from mailserver.store.models.dkim import DkimKey
+from mailserver.store.models.limits import AccountActivity, LoginCounter
 from mailserver.store.models.mail import (
     Account,
     AccountKind,
@@ -26,6 +27,7 @@ from mailserver.store.models.trust import OperatorStatus, TrustedOperator, Trust
 
 __all__ = [
     "Account",
+    "AccountActivity",
     "AccountKind",
     "AccountStatus",
     "Activity",
@@ -38,6 +40,7 @@ __all__ = [
     "Domain",
     "DomainKind",
     "ExpungedMessage",
+    "LoginCounter",
     "Mailbox",
     "Message",
     "OperatorStatus",

@@ -7,12 +7,14 @@ from mailserver.store.repositories.accounts import AccountRepository, DomainRepo
 from mailserver.store.repositories.audit import AuditBreak, AuditRepository, PendingAudit
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
 from mailserver.store.repositories.dkim import DkimKeyRepository
+from mailserver.store.repositories.limits import ActivityRepository, LoginCounterRepository
 from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository, MessageViews
 from mailserver.store.repositories.queue import QueueRepository
 from mailserver.store.repositories.trust import TrustRepository
 
 __all__ = [
     "AccountRepository",
+    "ActivityRepository",
     "AuditBreak",
     "AuditRepository",
     "BlobRepository",
@@ -20,6 +22,7 @@ __all__ = [
     "DkimKeyRepository",
     "DomainRepository",
     "GrantRepository",
+    "LoginCounterRepository",
     "MailboxRepository",
     "MessageRepository",
     "MessageViews",

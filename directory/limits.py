@@ -1,0 +1,316 @@
+"""Login limits that hold under parallel attack, and caps on concurrent connections.
+
+``LoginLimits`` is what every ``Authenticator.authenticate_*`` path goes through::
+
+    attempt = await limits.guard(name, peer=peer, protocol="imap")
+    if attempt.refusal is not None:          # locked out: refused at once, unchecked
+        return AuthResult(None, refusal=attempt.refusal)
+    ok = ...check the credential...
+    await limits.record(attempt, ok)
+
+Invariants:
+- Failures are counted per source address (``peer:<ip>``) and per account name
+  (``acct:<digest>``) in the database (``login_counters``), so IMAP, SMTP and the
+  web service of a process, and every process on one PostgreSQL, share them.
+  Each ``guard`` locks the two rows (``FOR UPDATE``; on SQLite the unit of work
+  is the only writer) and counts the attempt *before* it is checked: parallel
+  connections cannot get more tries in flight than the threshold allows, and a
+  success gives its count back in ``record``.
+- Past ``limits.login_failures_per_source`` failures an address is refused, for
+  every account, for a window of ``lockout_base`` seconds, doubled at each
+  further lockout within a day, up to ``lockout_max``. Past
+  ``login_failures_per_account`` failures on an account name, the addresses
+  that have failed lately are refused for that name; an address with no recent
+  failure still gets its try, so an attack from elsewhere never locks the owner
+  out (and a distributed guess gets one try per address per window). A success
+  resets the account's count; it never resets an address's, or an attacker
+  holding one account could clear its own count between guesses.
+- Refused attempts are answered at once, never slept on: ``Attempt.refusal`` is
+  the sentence for the client (IMAP ``NO [UNAVAILABLE]``, SMTP ``454 4.7.0``).
+  They are counted (``masante_login_refused``) and not checked; each lockout
+  begun is audited (``login.lockout``, escaped names) and counted
+  (``masante_login_lockouts``).
+- Every window reads the context's clock (``ctx.clock``): tests move it with
+  ``FakeClock.advance``. Failures are forgotten after ``login_failure_window``
+  seconds of quiet, and rows idle for a day are pruned.
+- The account name is stored as a digest: no client text reaches the table.
+
+``ConnectionCaps`` bounds the connections one process holds open: per source
+address (all doors together, ``limits.connections_per_source``), of which not yet
+logged in (``unauthenticated_per_source``; the MX door counts in the first cap
+only), and per account (``connections_per_account``, checked at login). A refusal
+is a sentence for the door to answer (``* BYE [UNAVAILABLE]``, ``421 4.7.0``) and
+a ``limits.connection-refused`` log line with the door, the cap and the address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mailserver import metrics
+from mailserver.config import LimitsSection
+from mailserver.context import Context
+from mailserver.store.models import Account, LoginCounter
+from mailserver.text import escape
+
+if TYPE_CHECKING:
+    from mailserver.store.uow import UnitOfWork
+
+log = logging.getLogger("masante.limits")
+
+#: lockouts are remembered (and lengthen the next one) for this long after the last
+LOCKOUT_MEMORY = dt.timedelta(days=1)
+#: a ``guard`` in this many prunes the counters idle for ``LOCKOUT_MEMORY``
+PRUNE_EVERY = 500
+
+
+def peer_key(peer: str) -> str:
+    return f"peer:{peer[:64]}"
+
+
+def account_key(name: str) -> str:
+    return "acct:" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _minutes(seconds: float) -> str:
+    n = max(1, int((seconds + 59) // 60))
+    return "1 minute" if n == 1 else f"{n} minutes"
+
+
+@dataclass
+class Attempt:
+    """One login attempt between ``guard`` and ``record``."""
+
+    name: str | None  # the canonical account name tried (None: not known before the check, e.g. a token)
+    peer: str
+    protocol: str
+    refusal: str | None = None  # set: refused at once, do not check, do not ``record``
+    scope: str | None = None  # what refused it: "source" or "account"
+    keys: tuple[str, ...] = ()  # the counters this attempt was counted in
+    recorded: bool = False
+
+
+class LoginLimits:
+    """Failure counts and lockouts in the store (see the module notes); one per process, shared by every door."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._guards = 0
+
+    @property
+    def _cfg(self) -> LimitsSection:
+        return self.ctx.config.limits
+
+    def _expire(self, row: LoginCounter, now: dt.datetime) -> None:
+        """Bring a counter to ``now``: an ended lockout or a quiet window starts again from zero."""
+        if row.locked_until is not None and row.locked_until <= now:
+            row.locked_until, row.failures = None, 0
+        elif (
+            row.locked_until is None
+            and row.last_failure_at is not None
+            and now - row.last_failure_at > dt.timedelta(seconds=self._cfg.login_failure_window)
+        ):
+            row.failures = 0
+        if row.last_lockout_at is not None and now - row.last_lockout_at > LOCKOUT_MEMORY:
+            row.lockouts = 0
+
+    def _wait(self, row: LoginCounter, now: dt.datetime) -> float:
+        if row.locked_until is not None:
+            return (row.locked_until - now).total_seconds()
+        return float(self._cfg.lockout_base)  # attempts in flight fill the count: about one window
+
+    async def guard(self, name: str | None, *, peer: str, protocol: str) -> Attempt:
+        """Count an attempt before it is checked, or refuse it at once (``Attempt.refusal``)."""
+        cfg = self._cfg
+        attempt = Attempt(name, peer, protocol)
+        pk = peer_key(peer)
+        ak = account_key(name) if name is not None else None
+        now = self.ctx.clock()
+        async with self.ctx.uow() as uow:
+            rows = await uow.login_counters.lock([pk] if ak is None else [pk, ak])
+            source = rows[pk]
+            account = rows[ak] if ak is not None else None
+            for row in rows.values():
+                self._expire(row, now)
+            clean = source.failures == 0 and source.locked_until is None
+            if source.locked_until is not None or source.failures >= cfg.login_failures_per_source:
+                attempt.scope = "source"
+                attempt.refusal = (
+                    f"Too many failed logins from your address: try again in {_minutes(self._wait(source, now))}"
+                )
+            elif (
+                account is not None
+                and not clean
+                and (account.locked_until is not None or account.failures >= cfg.login_failures_per_account)
+            ):
+                attempt.scope = "account"
+                attempt.refusal = (
+                    "Too many failed logins on this account from your address: "
+                    f"try again in {_minutes(self._wait(account, now))}"
+                )
+            else:
+                for row in rows.values():
+                    row.failures += 1
+                    row.last_failure_at = now
+                attempt.keys = tuple(rows)
+            self._guards += 1
+            if self._guards % PRUNE_EVERY == 0:
+                await uow.login_counters.prune(now - LOCKOUT_MEMORY)
+            await uow.commit()
+        if attempt.refusal is not None:
+            attempt.recorded = True
+            metrics.LOGIN_REFUSED.labels(protocol, attempt.scope or "source").inc()
+            log.info(
+                "auth.refused",
+                extra={"fields": {"protocol": protocol, "peer": escape(peer), "scope": attempt.scope}},
+            )
+        return attempt
+
+    async def record(self, attempt: Attempt, ok: bool, *, account: Account | None = None) -> None:
+        """The end of a guarded attempt: a success gives its count back, a failure may begin a lockout."""
+        if attempt.recorded or not attempt.keys:
+            return
+        attempt.recorded = True
+        cfg = self._cfg
+        now = self.ctx.clock()
+        pk = peer_key(attempt.peer)
+        async with self.ctx.uow() as uow:
+            rows = await uow.login_counters.lock(attempt.keys)
+            for key, row in rows.items():
+                self._expire(row, now)
+                if ok:
+                    # the attempt was counted as a failure when it started
+                    row.failures = max(0, row.failures - 1) if key == pk else 0
+                    continue
+                threshold = cfg.login_failures_per_source if key == pk else cfg.login_failures_per_account
+                if row.locked_until is None and row.failures >= threshold:
+                    row.lockouts += 1
+                    seconds = min(cfg.lockout_max, cfg.lockout_base * 2 ** (row.lockouts - 1))
+                    row.locked_until = now + dt.timedelta(seconds=seconds)
+                    row.last_lockout_at = now
+                    self._audit_lockout(uow, attempt, "source" if key == pk else "account", row, seconds, account)
+            await uow.commit()
+
+    def _audit_lockout(
+        self,
+        uow: UnitOfWork,
+        attempt: Attempt,
+        scope: str,
+        row: LoginCounter,
+        seconds: int,
+        account: Account | None,
+    ) -> None:
+        peer = escape(attempt.peer)
+        name = escape(attempt.name) if attempt.name is not None else None
+        if scope == "source":
+            actor, object_id = f"peer:{peer}", f"peer:{peer}"
+        else:
+            actor = name or f"peer:{peer}"
+            object_id = account.owner_id if account is not None else f"address:{name}"
+        detail = (
+            f"{attempt.protocol} from {peer}; {scope}; {row.failures} failures; "
+            f"locked {seconds} s (lockout {row.lockouts})"
+        )
+        uow.audit(actor[:320], "login.lockout", object_id[:512], "locked", detail, at=self.ctx.clock())
+        metrics.LOGIN_LOCKOUTS.labels(scope).inc()
+        log.info("auth.lockout", extra={"fields": {"scope": scope, "peer": peer, "seconds": seconds}})
+
+    async def reset(self) -> None:
+        """Forget every count and lockout (an administrator's reset; tests between two cases)."""
+        async with self.ctx.uow() as uow:
+            await uow.login_counters.clear()
+            await uow.commit()
+
+
+# --- connections ------------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Lease:
+    """One open connection, held from accept to close (``ConnectionCaps.release``)."""
+
+    door: str
+    peer: str
+    authenticated: Callable[[], bool]
+    account_id: int | None = None
+    released: bool = field(default=False)
+
+
+class ConnectionCaps:
+    """Open connections per source address and per account, in this process (see the module notes)."""
+
+    def __init__(self, *, per_source: int, unauthenticated_per_source: int, per_account: int) -> None:
+        self.per_source = per_source
+        self.unauthenticated_per_source = unauthenticated_per_source
+        self.per_account = per_account
+        self._by_peer: dict[str, set[Lease]] = {}
+        self._by_account: dict[int, set[Lease]] = {}
+
+    @classmethod
+    def for_context(cls, ctx: Context) -> ConnectionCaps:
+        cfg = ctx.config.limits
+        return cls(
+            per_source=cfg.connections_per_source,
+            unauthenticated_per_source=cfg.unauthenticated_per_source,
+            per_account=cfg.connections_per_account,
+        )
+
+    def open(
+        self, door: str, peer: str, authenticated: Callable[[], bool], *, counts_unauthenticated: bool = True
+    ) -> Lease | str:
+        """A lease for a new connection, or the sentence refusing it (logged and counted here)."""
+        held = self._by_peer.get(peer, set())
+        cap = None
+        if len(held) >= self.per_source:
+            cap, limit = "source", self.per_source
+        elif counts_unauthenticated and (
+            sum(1 for lease in held if lease.account_id is None and not lease.authenticated())
+            >= self.unauthenticated_per_source
+        ):
+            cap, limit = "unauthenticated", self.unauthenticated_per_source
+        if cap is not None:
+            self._refused(door, peer, cap)
+            what = "connections" if cap == "source" else "connections not logged in"
+            return f"Too many {what} from your address ({limit}): close one and try again later"
+        lease = Lease(door, peer, authenticated if counts_unauthenticated else (lambda: True))
+        self._by_peer.setdefault(peer, set()).add(lease)
+        return lease
+
+    def login(self, lease: Lease, account_id: int) -> str | None:
+        """Attach a logged-in account to ``lease``; the sentence refusing it if the account is at its cap."""
+        held = self._by_account.get(account_id, set())
+        if lease not in held and len(held) >= self.per_account:
+            self._refused(lease.door, lease.peer, "account")
+            return f"Too many open connections to this account ({self.per_account}): close one and try again"
+        lease.account_id = account_id
+        self._by_account.setdefault(account_id, set()).add(lease)
+        return None
+
+    def release(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        peers = self._by_peer.get(lease.peer)
+        if peers is not None:
+            peers.discard(lease)
+            if not peers:
+                del self._by_peer[lease.peer]
+        if lease.account_id is not None:
+            accounts = self._by_account.get(lease.account_id)
+            if accounts is not None:
+                accounts.discard(lease)
+                if not accounts:
+                    del self._by_account[lease.account_id]
+
+    def held(self, peer: str) -> int:
+        return len(self._by_peer.get(peer, ()))
+
+    @staticmethod
+    def _refused(door: str, peer: str, cap: str) -> None:
+        metrics.CONNECTIONS_REFUSED.labels(door, cap).inc()
+        log.warning("limits.connection-refused", extra={"fields": {"door": door, "cap": cap, "peer": escape(peer)}})
