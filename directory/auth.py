@@ -173,8 +173,8 @@ class Authenticator:
             )
             if ok and account is not None:
                 await uow.activity.logged_in(account.id, self.ctx.clock())
+            await self.limits.record(attempt, ok, account=account, uow=uow)
             await uow.commit()
-        await self.limits.record(attempt, ok, account=account)
         if ok:
             return AuthResult(account)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
