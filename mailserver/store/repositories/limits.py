@@ -73,4 +73,4 @@ class ActivityRepository(_Upserts):
             .where(Account.status == AccountStatus.ACTIVE, last < cutoff)
             .order_by(Account.address)
         )
-        return [(a, act) for a, act in (await self.session.execute(stmt)).tuples()]
+        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
