@@ -256,6 +256,29 @@ def test_the_connection_cap_per_source_refuses_the_next_connection(srv: ServerTh
             s.close()
 
 
+def test_logged_in_connections_do_not_count_against_the_lower_unauthenticated_cap(
+    srv: ServerThread, tls: ssl.SSLContext
+) -> None:
+    pro = srv.make_pro()
+    logged = [SourcedIMAP("127.0.0.13", srv.port("imaps"), tls) for _ in range(2)]
+    held: list[socket.socket] = []
+    try:
+        for m in logged:
+            assert imap_login(m, pro.address, support.PASSWORD) == "ok"
+        for _ in range(UNAUTHENTICATED):  # all of them, beside the two logged in
+            s, greeting = _open_plain(srv.port("imap"), "127.0.0.13")
+            held.append(s)
+            assert greeting.startswith(b"* OK")
+        s, greeting = _open_plain(srv.port("imap"), "127.0.0.13")
+        s.close()
+        assert greeting.startswith(b"* BYE [UNAVAILABLE] Too many connections not logged in")
+    finally:
+        for s in held:
+            s.close()
+        for m in logged:
+            m.shutdown()
+
+
 async def _tick() -> None:
     import asyncio
 
