@@ -1,4 +1,4 @@
-"""Password authentication for every door (IMAP LOGIN/AUTHENTICATE, SMTP AUTH), throttled and audited.
+"""Password authentication for every door (IMAP LOGIN/AUTHENTICATE, SMTP AUTH), rate-limited and audited.
 
 Invariants:
 - Only an ``active`` account with a password may log in; the answer to a

@@ -49,7 +49,7 @@ import logging
 import ssl
 import unicodedata
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, AnyStr, cast
 
@@ -231,6 +231,9 @@ class MasanteSMTP(SMTP):
         self._disconnect_logged = False
         #: key types a client certificate may have (None: any)
         self.client_key_types = frozenset(client_key_types) if client_key_types is not None else None
+        #: asked after a successful AUTH with the account id: a refusal's sentence (a cap on the account's
+        #: open connections, ``directory.limits.ConnectionCaps``) or None; set by the listener
+        self.on_login: Callable[[int], str | None] | None = None
 
     # --- session and envelope ------------------------------------------------------------------------------
 

@@ -189,6 +189,10 @@ class SubmissionHandler(_Doors):
         if result.account is None:
             log.info("smtp.auth", extra={"fields": {"outcome": "fail"}})
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
+        refusal = server.on_login(result.account.id) if server.on_login is not None else None
+        if refusal is not None:  # the account is at its cap of open connections
+            log.info("smtp.auth", extra={"fields": {"outcome": "connection-cap"}})
+            return AuthResult(success=False, handled=False, message=str(R.ACCOUNT_CONNECTIONS.with_text(refusal)))
         server.smtp_session.account = result.account
         log.info("smtp.auth", extra={"fields": {"outcome": "ok", "account": result.account.owner_id}})
         return AuthResult(success=True, auth_data=result.account.address)

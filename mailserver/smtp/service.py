@@ -75,7 +75,13 @@ class CappedSMTP(MasanteSMTP):
                     self.transport.close()
                 return
             self.lease = lease
+            self.on_login = self._account_refusal
         await super()._handle_client()
+
+    def _account_refusal(self, account_id: int) -> str | None:
+        if self.caps is None or self.lease is None:
+            return None
+        return self.caps.login(self.lease, account_id)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.caps is not None and self.lease is not None:

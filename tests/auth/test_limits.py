@@ -293,6 +293,9 @@ def test_the_connection_cap_per_account(srv: ServerThread, tls: ssl.SSLContext) 
             assert imap_login(m, pro.address, support.PASSWORD) == "ok"
         answer = imap_login(sessions[-1], pro.address, support.PASSWORD)
         assert "[LIMIT] Too many open connections to this account (3)" in answer
+        # SMTP counts in the same cap: AUTH is refused, the session stays open
+        code, text = smtp_login(srv, tls, "127.0.0.12", pro.address, support.PASSWORD)
+        assert (code, text) == (454, "4.7.0 Too many open connections to this account (3): close one and try again")
         sessions[0].logout()
         sessions = sessions[1:]
         for _ in range(100):  # the server releases the place when the session's task ends: wait on it
