@@ -54,6 +54,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ from mailserver.store.models import Account, LoginCounter
 from mailserver.text import escape
 
 if TYPE_CHECKING:
+    from mailserver.store.db import Database
     from mailserver.store.uow import UnitOfWork
 
 log = logging.getLogger("masante.limits")
@@ -108,6 +110,11 @@ _Row = LoginCounter | MemoryCounter
 #: shares them), least recently used first
 _MEMORY: dict[str, OrderedDict[str, MemoryCounter]] = {}
 _MEMORY_LOCK = threading.Lock()
+#: per database object (a context: like a process of its own): the lockouts and failing addresses learnt
+#: (``LoginLimits._known_refusal``)
+_LEARNT: weakref.WeakKeyDictionary[Database, tuple[OrderedDict[str, dt.datetime], OrderedDict[str, dt.datetime]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass
@@ -130,9 +137,9 @@ class LoginLimits:
         self.ctx = ctx
         self._guards = 0
         # what this process learnt from the store, so that an attempt it already knows to refuse costs no
-        # transaction: lockouts (key -> until) and addresses that failed (peer key -> when)
-        self._locked: OrderedDict[str, dt.datetime] = OrderedDict()
-        self._dirty: OrderedDict[str, dt.datetime] = OrderedDict()
+        # transaction: lockouts (key -> until) and addresses that failed (peer key -> when); shared by every
+        # LoginLimits of the process on this database, so that ``reset`` from any of them clears it
+        self._locked, self._dirty = _LEARNT.setdefault(ctx.db, (OrderedDict(), OrderedDict()))
 
     @staticmethod
     def _remember(table: OrderedDict[str, dt.datetime], key: str, when: dt.datetime) -> None:
@@ -348,7 +355,8 @@ class LoginLimits:
         log.info("auth.lockout", extra={"fields": {"scope": scope, "peer": escape(peer), "seconds": seconds}})
 
     async def reset(self) -> None:
-        """Forget every count and lockout (an administrator's reset; tests between two cases)."""
+        """Forget every count and lockout (an administrator's reset; tests between two cases). Other processes
+        on the same PostgreSQL keep what they learnt until its window ends."""
         self._locked.clear()
         self._dirty.clear()
         with _MEMORY_LOCK:

@@ -125,17 +125,19 @@ def test_fifty_parallel_connections_get_no_more_tries_than_one_and_a_clean_addre
     # fifty connections from one address, at once, on the victim and on unknown names
     through: list[str] = []
     lock = threading.Lock()
-    ready = threading.Barrier(51)
+    ready, first_round = threading.Barrier(51), threading.Barrier(51)
 
     def attacker(i: int) -> None:
         m = SourcedIMAP("127.0.0.2", srv.port("imaps"), tls)
         try:
             ready.wait(TIMEOUT)
-            names = [victim.address] if i % 2 else [f"guess{i}@{support.PRO_DOMAIN}"]
+            name = victim.address if i % 2 else f"guess{i}@{support.PRO_DOMAIN}"
             for k in range(4):
-                answer = imap_login(m, names[0], f"guess-{i}-{k}")
+                answer = imap_login(m, name, f"guess-{i}-{k}")
                 with lock:
                     through.append(answer)
+                if k == 0:
+                    first_round.wait(TIMEOUT)
         finally:
             m.shutdown()
 
@@ -143,6 +145,12 @@ def test_fifty_parallel_connections_get_no_more_tries_than_one_and_a_clean_addre
     for t in threads:
         t.start()
     ready.wait(TIMEOUT)
+    first_round.wait(TIMEOUT)  # 50 guesses at once are answered; the victim is locked out; 150 more come
+    probe = SourcedIMAP("127.0.0.2", srv.port("imaps"), tls)
+    try:  # from the attacking address, even the right password is refused now
+        assert "[UNAVAILABLE]" in imap_login(probe, victim.address, support.PASSWORD)
+    finally:
+        probe.shutdown()
     # during the attack, the victim from an address of her own: in at once
     started = time.monotonic()
     owner = SourcedIMAP("127.0.0.3", srv.port("imaps"), tls)
