@@ -149,7 +149,8 @@ class LoginLimits:
             table.popitem(last=False)
 
     def _known_refusal(self, attempt: Attempt, pk: str, ak: str | None, now: dt.datetime) -> bool:
-        """Refuse from this process's memory alone, if it knows enough (a subset of what the store says)."""
+        """Refuse from this process's memory alone when it saw enough in the store (a lockout still running, and
+        for an account, a failure of this address within the window)."""
         until = self._locked.get(pk)
         if until is not None and until > now:
             attempt.scope = "source"
