@@ -114,7 +114,7 @@ class LimitsSection:
     #: open connections from one source address, all doors of a process together (``ConnectionCaps``)
     connections_per_source: int = 100
     #: of which not logged in yet (IMAP before LOGIN, submission before AUTH); the MX door counts above only
-    unauthenticated_per_source: int = 20
+    unauthenticated_per_source: int = 50
     #: IMAP sessions logged in to one account at once
     connections_per_account: int = 50
 
