@@ -115,7 +115,7 @@ class LimitsSection:
     connections_per_source: int = 100
     #: of which not logged in yet (IMAP before LOGIN, submission before AUTH); the MX door counts above only
     unauthenticated_per_source: int = 50
-    #: IMAP sessions logged in to one account at once
+    #: sessions logged in to one account at once (IMAP and SMTP submission together)
     connections_per_account: int = 50
 
 
