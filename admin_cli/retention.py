@@ -1,4 +1,5 @@
-"""``masante-admin retention``: the end of the retention period of closed mailboxes (crypto-shredding)."""
+"""``masante-admin retention``: the end of the retention period of closed mailboxes (crypto-shredding), and the
+mailboxes nobody uses (``inactive``: warned, then closed; ``mailserver.inactivity``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from rich.table import Table
 from admin_cli.common import actor, console, run
 from directory.patients import PatientService
 from mailserver.context import Context
+from mailserver.inactivity import Inactivity, Unused
 from mailserver.store.models import Account
+from mailserver.text import escape
 
 
 @click.group()
@@ -44,3 +47,38 @@ def list_() -> None:
             a.retention_until.date().isoformat() if a.retention_until else "",
         )
     console.print(table)
+
+
+@retention.command("inactive")
+@click.option("--days", type=click.IntRange(min=0), default=365, show_default=True, help="unused for this long")
+@click.option(
+    "--grace-days",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="days between the warning and the closure",
+)
+@click.option("--dry-run", is_flag=True, help="list what would be done, change nothing")
+def inactive(days: int, grace_days: int, dry_run: bool) -> None:
+    """Mailboxes unused for DAYS: warn their owners by mail (once), close them GRACE-DAYS after the warning."""
+
+    async def go(ctx: Context) -> list[Unused]:
+        return await Inactivity(ctx).review(days=days, grace_days=grace_days, actor=actor(), dry_run=dry_run)
+
+    found = run(go)
+    table = Table("address", "last login", "warned", "closes on", "action", box=None)
+    for u in found:
+        table.add_row(
+            escape(u.address),
+            u.last_login.date().isoformat() if u.last_login else "never",
+            u.warned_at.date().isoformat() if u.warned_at else "",
+            u.closes_on.date().isoformat() if u.closes_on else "",
+            f"would be {u.action}" if dry_run and u.action != "waiting" else u.action,
+        )
+    console.print(table)
+    counts = {a: sum(1 for u in found if u.action == a) for a in ("warned", "waiting", "closed")}
+    verb = "to warn / waiting / to close" if dry_run else "warned / waiting / closed"
+    console.print(
+        f"{len(found)} mailbox(es) unused for {days} days: "
+        f"{verb}: {counts['warned']} / {counts['waiting']} / {counts['closed']}"
+    )

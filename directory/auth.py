@@ -1,13 +1,20 @@
-"""Password authentication for every door (IMAP LOGIN/AUTHENTICATE, SMTP AUTH), throttled and audited.
+"""Authentication for every door (IMAP LOGIN/AUTHENTICATE, SMTP AUTH, the web service), rate-limited and audited.
 
 Invariants:
 - Only an ``active`` account with a password may log in; the answer to a
   client never says which of address, password or status was wrong.
 - Every attempt is audited (actor = the address tried, outcome ok/fail, the
   protocol and the peer address as detail; never the password).
-- Failures slow the next attempt down, per account and per peer address:
-  ``BASE_DELAY * 2**(failures-1)`` up to ``MAX_DELAY``; they are forgotten after
-  ``WINDOW`` seconds, and an account's count after a success.
+- Every attempt (password, app password, bearer token, certificate) goes
+  through ``directory.limits.LoginLimits`` first (one ``guard`` call at the
+  start, one ``record`` at the end): failures are counted per account and per
+  source address, shared by every door (one ``Authenticator`` per process) and,
+  on PostgreSQL, every process; past a threshold an attempt is refused at once
+  for a growing window (``AuthResult.refusal`` says so), never slept on. A
+  refused attempt is not checked (and so not audited as a login; the lockout
+  that caused it is).
+- A success keeps the account's last login (``account_activity``, for
+  ``masante-admin retention inactive``), in the audit's transaction.
 - The memory-hard hash runs in a worker thread, not on the event loop.
 - Verified credentials are remembered for a short while (``security.auth_cache_ttl``
   seconds on the context's clock, ``security.auth_cache_size`` entries at most),
@@ -20,7 +27,7 @@ Invariants:
   at once, with no call from the services that change them. Failures are
   never remembered.
 - Bearer tokens (``authenticate_bearer``) and client certificates
-  (``authenticate_certificate``) take the same throttle and the same audit
+  (``authenticate_certificate``) take the same limits and the same audit
   row (``login``, the detail naming the method); a token is never audited,
   logged or remembered, a certificate is named by its SHA-256 fingerprint. A
   token opens only a mailbox of the professional it names: a PER or ORG
@@ -44,7 +51,6 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,49 +61,11 @@ from directory.addresses import Address
 from directory.app_passwords import NOT_APP_PASSWORD, AppPasswords, Scope
 from directory.certificates import CERTIFICATE_KINDS
 from directory.errors import InvalidAddress
+from directory.limits import Attempt, LoginLimits
 from directory.oauth import BearerRefused, BearerVerifier, OauthSettings
 from mailserver import metrics
 from mailserver.context import Context
 from mailserver.store.models import Account, AccountKind, AccountStatus
-
-BASE_DELAY = 0.5
-MAX_DELAY = 8.0
-WINDOW = 15 * 60
-MAX_TRACKED = 100_000
-
-
-class LoginThrottle:
-    """Failure counts per key (``acct:<address>``, ``peer:<ip>``), bounded in memory."""
-
-    def __init__(self, *, base: float = BASE_DELAY, cap: float = MAX_DELAY, window: float = WINDOW) -> None:
-        self.base, self.cap, self.window = base, cap, window
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def _count(self, key: str, now: float) -> int:
-        entry = self._failures.get(key)
-        if entry is None:
-            return 0
-        count, last = entry
-        if now - last > self.window:
-            del self._failures[key]
-            return 0
-        return count
-
-    def delay(self, *keys: str) -> float:
-        now = time.monotonic()
-        worst = max((self._count(k, now) for k in keys), default=0)
-        return 0.0 if worst == 0 else min(self.cap, self.base * 2 ** (worst - 1))
-
-    def failure(self, *keys: str) -> None:
-        now = time.monotonic()
-        for k in keys:
-            self._failures[k] = (self._count(k, now) + 1, now)
-            self._failures.move_to_end(k)
-        while len(self._failures) > MAX_TRACKED:
-            self._failures.popitem(last=False)
-
-    def success(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +131,9 @@ class CredentialCache:
 class AuthResult:
     account: Account | None
     scope: Scope | None = None  # None: the whole account; else what the app credential allows
+    #: set when the attempt was refused unchecked by a lockout: the sentence for the client
+    #: (IMAP ``NO [UNAVAILABLE]``, SMTP ``454 4.7.0``)
+    refusal: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -170,11 +141,11 @@ class AuthResult:
 
 
 class Authenticator:
-    def __init__(
-        self, ctx: Context, throttle: LoginThrottle | None = None, cache: CredentialCache | None = None
-    ) -> None:
+    """One per process (``mailserver.app.build_services``), handed to every door: one set of limits."""
+
+    def __init__(self, ctx: Context, limits: LoginLimits | None = None, cache: CredentialCache | None = None) -> None:
         self.ctx = ctx
-        self.throttle = throttle or LoginThrottle()
+        self.limits = limits if limits is not None else LoginLimits(ctx)
         security = ctx.config.security
         if cache is None:  # not ``or``: an empty cache is falsy (it has a length)
             cache = CredentialCache(ttl=security.auth_cache_ttl, size=security.auth_cache_size, clock=ctx.clock)
@@ -189,10 +160,9 @@ class Authenticator:
             canonical = str(Address.parse(address))
         except InvalidAddress:
             canonical = address.strip().lower()[:320]
-        keys = (f"acct:{canonical}", f"peer:{peer}")
-        delay = self.throttle.delay(*keys)
-        if delay:
-            await asyncio.sleep(delay)
+        attempt = await self.limits.guard(canonical, peer=peer, protocol=protocol)
+        if attempt.refusal is not None:
+            return AuthResult(None, refusal=attempt.refusal)
         account = None
         verdict = NOT_APP_PASSWORD
         if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
@@ -251,24 +221,19 @@ class Authenticator:
             )
             if ok and verdict.scope is not None:
                 await uow.credentials.touch(verdict.scope.credential_id, self.ctx.clock())
+            if ok and account is not None:
+                await uow.activity.logged_in(account.id, self.ctx.clock())
+            await self.limits.record(attempt, ok, account=account, uow=uow)
             await uow.commit()
         if ok:
-            self.throttle.success(keys[0])
             return AuthResult(account, verdict.scope)
-        self.throttle.failure(*keys)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)
 
     # --- bearer tokens and client certificates ------------------------------------------------------------------
 
-    async def _guard(self, keys: tuple[str, ...]) -> None:
-        """The throttle's gate before any check (the same as for passwords)."""
-        delay = self.throttle.delay(*keys)
-        if delay:
-            await asyncio.sleep(delay)
-
     async def _record(
-        self, ok: bool, keys: tuple[str, ...], account: Account | None, actor: str, detail: str, why: str, protocol: str
+        self, ok: bool, attempt: Attempt, account: Account | None, actor: str, detail: str, why: str, protocol: str
     ) -> AuthResult:
         async with self.ctx.uow() as uow:
             uow.audit(
@@ -278,19 +243,21 @@ class Authenticator:
                 "ok" if ok else "fail",
                 f"{detail}; {why}",
             )
+            if ok and account is not None:
+                await uow.activity.logged_in(account.id, self.ctx.clock())
+            await self.limits.record(attempt, ok, account=account, uow=uow)
             await uow.commit()
         if ok:
-            self.throttle.success(keys[0])
             return AuthResult(account)
-        self.throttle.failure(*keys)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)
 
     async def authenticate_bearer(self, token: str, authzid: str, *, protocol: str, peer: str) -> AuthResult:
         """A JWT bearer token (XOAUTH2, OAUTHBEARER) for the mailbox ``authzid``; see the module's rules."""
         canonical = _canonical(authzid)
-        keys = (f"acct:{canonical}", f"peer:{peer}")
-        await self._guard(keys)
+        attempt = await self.limits.guard(canonical or None, peer=peer, protocol=protocol)
+        if attempt.refusal is not None:
+            return AuthResult(None, refusal=attempt.refusal)
         account: Account | None = None
         who = ""
         if self.bearer is None:
@@ -310,7 +277,7 @@ class Authenticator:
                 why = _bearer_refusal(account, identity.rpps)
         ok = why == "ok" and account is not None
         return await self._record(
-            ok, keys, account, _printable(canonical), f"{protocol} from {peer}; bearer{who}", why, protocol
+            ok, attempt, account, _printable(canonical), f"{protocol} from {peer}; bearer{who}", why, protocol
         )
 
     async def authenticate_certificate(
@@ -319,8 +286,9 @@ class Authenticator:
         """SASL EXTERNAL: the TLS client certificate ``der`` (verified by the handshake against the account
         CA) opens the APP or ORG account it is bound to; ``authzid`` names it when several are."""
         canonical = _canonical(authzid)
-        keys = (f"acct:{canonical or 'certificate'}", f"peer:{peer}")
-        await self._guard(keys)
+        attempt = await self.limits.guard(canonical or None, peer=peer, protocol=protocol)
+        if attempt.refusal is not None:
+            return AuthResult(None, refusal=attempt.refusal)
         account: Account | None = None
         fingerprint = ""
         if der is None:
@@ -351,7 +319,7 @@ class Authenticator:
         ok = why == "ok" and account is not None
         actor = account.address if account is not None else _printable(canonical) or "certificate"
         return await self._record(
-            ok, keys, account, actor, f"{protocol} from {peer}; certificate{fingerprint}", why, protocol
+            ok, attempt, account, actor, f"{protocol} from {peer}; certificate{fingerprint}", why, protocol
         )
 
 

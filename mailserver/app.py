@@ -24,6 +24,8 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from directory.auth import Authenticator
+from directory.limits import ConnectionCaps
 from mailserver import logs
 from mailserver.admission import Admission
 from mailserver.config import Config, ConfigError, load
@@ -43,7 +45,14 @@ def build_services(ctx: Context, endpoints: Sequence[Endpoint] = ()) -> list[Ser
     """The front ends this process runs, in start order; the web service last, advertising ``endpoints``."""
     admission = Admission(ctx)  # one per process, injected into every door
     reminders = ReminderScheduler(ctx)  # the agenda's reminders (mailserver.reminders)
-    return [*build_smtp(ctx, admission), *build_imap(ctx, admission), reminders, *build_web(ctx, endpoints)]
+    # one Authenticator (one set of login limits) and one set of connection caps for every door
+    authenticator, caps = Authenticator(ctx), ConnectionCaps.for_context(ctx)
+    return [
+        *build_smtp(ctx, admission, authenticator, caps),
+        *build_imap(ctx, admission, authenticator, caps),
+        reminders,
+        *build_web(ctx, endpoints, authenticator),
+    ]
 
 
 class StartupError(Exception):

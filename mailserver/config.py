@@ -109,6 +109,21 @@ class LimitsSection:
     patient_message_size: int = 25 * 1024 * 1024
     #: octets a patient's vault (``Documents/`` and below) may hold; an APPEND past it is NO [OVERQUOTA]
     vault_quota: int = 1024 * 1024 * 1024
+    #: failed logins from one source address (any account) before it is locked out (``directory.limits``)
+    login_failures_per_source: int = 10
+    #: failed logins on one account name before addresses that failed are locked out of it
+    login_failures_per_account: int = 5
+    #: seconds of quiet after which failures are forgotten
+    login_failure_window: int = 900
+    #: seconds the first lockout lasts; each further one within a day doubles it, up to ``lockout_max``
+    lockout_base: int = 60
+    lockout_max: int = 3600
+    #: open connections from one source address, all doors of a process together (``ConnectionCaps``)
+    connections_per_source: int = 100
+    #: of which not logged in yet (IMAP before LOGIN, submission before AUTH); the MX door counts above only
+    unauthenticated_per_source: int = 50
+    #: sessions logged in to one account at once (IMAP and SMTP submission together)
+    connections_per_account: int = 50
 
 
 @dataclass

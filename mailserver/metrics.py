@@ -37,6 +37,17 @@ REFUSALS = Counter("masante_refusals", "Refusals, by stage and reason", ["stage"
 LOGIN_FAILURES = Counter(
     "masante_login_failures", "Failed logins, per protocol and reason", ["protocol", "reason"], registry=REGISTRY
 )
+#: login attempts refused at once, unchecked, by protocol and scope (source: the address is locked out;
+#: account: the account name is, for addresses that failed on it)
+LOGIN_REFUSED = Counter(
+    "masante_login_refused", "Login attempts refused by a lockout", ["protocol", "scope"], registry=REGISTRY
+)
+#: lockouts begun, by scope (source, account)
+LOGIN_LOCKOUTS = Counter("masante_login_lockouts", "Lockouts begun, per scope", ["scope"], registry=REGISTRY)
+#: connections refused by a cap, by door and cap (source, unauthenticated, account)
+CONNECTIONS_REFUSED = Counter(
+    "masante_connections_refused", "Connections refused by a cap, per door and cap", ["door", "cap"], registry=REGISTRY
+)
 #: IMAP commands run, by command name
 IMAP_COMMANDS = Counter("masante_imap_commands", "IMAP commands run, per command", ["command"], registry=REGISTRY)
 #: messages waiting in the outbound queue, and the age of the oldest (refreshed at each scrape)

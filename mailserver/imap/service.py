@@ -4,7 +4,11 @@ Invariants:
 - Both listeners use the one TLS profile of ``crypto.tls`` (TLS 1.2+, MSSanté suites).
 - IMAPS accepts plain TCP and starts TLS itself, so that a failed handshake is
   logged (``imap.tls-failed`` with OpenSSL's short reason, then ``imap.disconnect``).
-- One ``Authenticator`` (and so one login throttle) is shared by every connection of the process.
+- One ``Authenticator`` (and so one set of login limits) is shared by every door of the process
+  (``mailserver.app.build_services`` hands the same one to SMTP and the web service).
+- Connections are capped per source address and per account (``directory.limits.ConnectionCaps``, one per
+  process, shared with SMTP): past a cap the client gets ``* BYE [UNAVAILABLE] <why>`` instead of the
+  greeting (or ``NO [LIMIT]`` to its LOGIN), and ``limits.connection-refused`` is logged.
 - ``stop()`` closes the listener first, then says BYE to every open session.
 - Memory per idle connection is bounded: asyncio's TLS layer allocates a
   256 KiB read buffer per connection by default; this process lowers it to
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
+from directory.limits import ConnectionCaps
 from mailserver import metrics
 from mailserver.admission import Admission
 from mailserver.context import Context
@@ -59,6 +64,13 @@ class ImapListener:
             return
         session = ImapSession(self.cfg, reader, writer, implicit_tls=self.implicit_tls)
         metrics.CONNECTIONS.labels(self.name).inc()
+        caps = self.cfg.caps
+        if caps is not None:
+            lease = caps.open(self.name, session.peer, lambda: session.store is not None)
+            if isinstance(lease, str):
+                await self._refuse(writer, lease)
+                return
+            session.lease = lease
         self._sessions.add(session)
         task = asyncio.current_task()
         if task is not None:
@@ -66,9 +78,21 @@ class ImapListener:
         try:
             await session.run()
         finally:
+            if caps is not None and session.lease is not None:
+                caps.release(session.lease)
             self._sessions.discard(session)
             if task is not None:
                 self._tasks.discard(task)
+
+    @staticmethod
+    async def _refuse(writer: asyncio.StreamWriter, why: str) -> None:
+        """A connection past a cap: BYE as the greeting (RFC 9051 §7.1.5), then closed."""
+        with contextlib.suppress(Exception):
+            writer.write(f"* BYE [UNAVAILABLE] {why}\r\n".encode())
+            await asyncio.wait_for(writer.drain(), 5)
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 5)
+        log.info("imap.disconnect", extra={"fields": {"reason": "connection-cap"}})
 
     async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
         """IMAPS: the TLS handshake, here rather than in asyncio's server, so that a failure is logged (issue 11)."""
@@ -126,12 +150,17 @@ class ImapListener:
 
 
 def session_config(
-    ctx: Context, tls: ssl.SSLContext | None, authenticator: Authenticator, admission: Admission
+    ctx: Context,
+    tls: ssl.SSLContext | None,
+    authenticator: Authenticator,
+    admission: Admission,
+    caps: ConnectionCaps | None = None,
 ) -> SessionConfig:
     imap = ctx.config.imap
     return SessionConfig(
         ctx=ctx,
         authenticator=authenticator,
+        caps=caps,
         admission=admission,
         tls=tls,
         max_line=imap.max_line,
@@ -145,8 +174,14 @@ def session_config(
     )
 
 
-def build(ctx: Context, admission: Admission) -> list[Service]:
-    """The IMAP listeners configured (a negative port disables one)."""
+def build(
+    ctx: Context,
+    admission: Admission,
+    authenticator: Authenticator | None = None,
+    caps: ConnectionCaps | None = None,
+) -> list[Service]:
+    """The IMAP listeners configured (a negative port disables one); the process's ``authenticator`` and
+    ``caps`` (made here when not given)."""
     ports = ctx.config.ports
     if ports.imap < 0 and ports.imaps < 0:
         return []
@@ -154,7 +189,9 @@ def build(ctx: Context, admission: Admission) -> list[Service]:
     # with [tls] account_ca a client certificate is asked for (optional) and must chain to it (SASL EXTERNAL)
     account_ca = cfg.resolve(Path(cfg.tls.account_ca)) if cfg.tls.account_ca else None
     tls = server_context(cfg.resolve(cfg.tls.cert), cfg.resolve(cfg.tls.key), client_ca_file=account_ca)
-    shared = session_config(ctx, tls, Authenticator(ctx), admission)
+    authenticator = authenticator if authenticator is not None else Authenticator(ctx)
+    caps = caps if caps is not None else ConnectionCaps.for_context(ctx)
+    shared = session_config(ctx, tls, authenticator, admission, caps)
     out: list[Service] = []
     if ports.imap >= 0:
         out.append(ImapListener("imap", ports.imap, implicit_tls=False, session_config=shared))

@@ -67,6 +67,7 @@ from mailserver.imap.scoped import open_store, still_valid
 if TYPE_CHECKING:
     from directory.app_passwords import Scope
     from directory.auth import Authenticator, AuthResult
+    from directory.limits import ConnectionCaps, Lease
     from mailserver.admission import Admission
     from mailserver.context import Context
 
@@ -96,6 +97,7 @@ class SessionConfig:
     idle_timeout: float
     tls_handshake_timeout: float
     line_deadline: float = 60.0
+    caps: ConnectionCaps | None = None  # connections per source and per account (None: no caps)
 
 
 class ImapSession(MailHandlers):
@@ -122,6 +124,7 @@ class ImapSession(MailHandlers):
         self._line_exempt = False  # the current command is in an authenticated literal: no line deadline
         #: the SASL mechanisms offered over TLS (PLAIN; bearer tokens and EXTERNAL where configured)
         self.mechanisms = sasl_mechanisms(cfg)
+        self.lease: Lease | None = None  # this connection's place in ``cfg.caps`` (set by the listener)
 
     @property
     def state(self) -> ImapState:
@@ -352,8 +355,14 @@ class ImapSession(MailHandlers):
         return self._logged_in(tag, result, "Invalid user name or password")
 
     def _logged_in(self, tag: str, result: AuthResult, refusal: str) -> list[r.Response]:
+        if result.refusal is not None:  # locked out (directory.limits): refused unchecked
+            return [r.Tagged(tag, "NO", result.refusal, "UNAVAILABLE")]
         if not result.ok or result.account is None:
             return [r.Tagged(tag, "NO", refusal, "AUTHENTICATIONFAILED")]
+        if self.lease is not None and self.cfg.caps is not None:
+            refused = self.cfg.caps.login(self.lease, result.account.id)
+            if refused is not None:
+                return [r.Tagged(tag, "NO", refused, "LIMIT")]
         self.store = open_store(self.ctx, result.account, self.cfg.admission, result.scope)
         self.scope = result.scope
         self.receiver.max_literal = self.cfg.max_literal

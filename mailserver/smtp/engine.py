@@ -50,7 +50,7 @@ import logging
 import ssl
 import unicodedata
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, AnyStr, cast
 
@@ -94,6 +94,7 @@ DISCONNECT_REASONS = frozenset(
         "tls-failed",  # the STARTTLS handshake failed (RFC 3207 §4.1)
         "too-many-errors",  # too many unrecognised commands (aiosmtpd's ``502 5.5.1`` and close)
         "too-many-commands",  # a command sent more times than aiosmtpd's call limit allows (``421 4.7.0``)
+        "connection-cap",  # too many connections from the address (``421 4.7.0``, ``directory.limits``)
     }
 )
 #: the reason key of the ``smtp.refused`` line for the refusals the engine itself makes (the handlers' refusals
@@ -235,6 +236,9 @@ class MasanteSMTP(SMTP):
         self._disconnect_logged = False
         #: key types a client certificate may have (None: any)
         self.client_key_types = frozenset(client_key_types) if client_key_types is not None else None
+        #: asked after a successful AUTH with the account id: a refusal's sentence (a cap on the account's
+        #: open connections, ``directory.limits.ConnectionCaps``) or None; set by the listener
+        self.on_login: Callable[[int], str | None] | None = None
 
     # --- session and envelope ------------------------------------------------------------------------------
 

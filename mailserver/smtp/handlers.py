@@ -155,7 +155,7 @@ class SubmissionHandler(_Doors):
             return AuthResult(success=False, handled=True)
         if creds.acts_as_another:
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
-        return await self._check(server, creds.authcid.encode(), creds.password.encode())
+        return await self._check(server, creds.authcid.encode(), creds.password.encode(), "PLAIN")
 
     async def auth_LOGIN(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
         login = await self._response(server, args, "Username:")
@@ -164,7 +164,7 @@ class SubmissionHandler(_Doors):
         password = await self._response(server, [args[0]], "Password:")
         if password is None:
             return AuthResult(success=False, handled=True)
-        return await self._check(server, login, password)
+        return await self._check(server, login, password, "LOGIN")
 
     async def auth_XOAUTH2(self, server: MasanteSMTP, args: list[str]) -> AuthResult:
         """Google's XOAUTH2: ``user=<address>^Aauth=Bearer <token>^A^A`` (offered only with ``[oauth]``)."""
@@ -185,6 +185,8 @@ class SubmissionHandler(_Doors):
             return AuthResult(success=False, handled=True)
         auth = self.authenticator
         result = await auth.authenticate_bearer(creds.token, creds.authzid, protocol="smtp", peer=server.peer_ip or "?")
+        if result.refusal is not None:  # locked out (directory.limits): refused unchecked
+            return AuthResult(success=False, handled=False, message=str(R.LOCKED_OUT.with_text(result.refusal)))
         if result.account is None:
             log.info("smtp.auth", extra={"fields": {"outcome": "fail", "mechanism": mechanism}})
             where = auth.bearer.settings.openid_configuration if auth.bearer is not None else None
@@ -210,6 +212,8 @@ class SubmissionHandler(_Doors):
         result = await self.authenticator.authenticate_certificate(
             der, authzid, protocol="smtp", peer=server.peer_ip or "?"
         )
+        if result.refusal is not None:  # locked out (directory.limits): refused unchecked
+            return AuthResult(success=False, handled=False, message=str(R.LOCKED_OUT.with_text(result.refusal)))
         if result.account is None:
             log.info("smtp.auth", extra={"fields": {"outcome": "fail", "mechanism": "EXTERNAL"}})
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
@@ -217,6 +221,11 @@ class SubmissionHandler(_Doors):
 
     @staticmethod
     def _authenticated(server: MasanteSMTP, account: Account, mechanism: str) -> AuthResult:
+        """A verified login, whatever the mechanism: within the account's cap of open connections, the session's."""
+        refusal = server.on_login(account.id) if server.on_login is not None else None
+        if refusal is not None:  # the account is at its cap of open connections
+            log.info("smtp.auth", extra={"fields": {"outcome": "connection-cap", "mechanism": mechanism}})
+            return AuthResult(success=False, handled=False, message=str(R.ACCOUNT_CONNECTIONS.with_text(refusal)))
         server.smtp_session.account = account
         log.info("smtp.auth", extra={"fields": {"outcome": "ok", "mechanism": mechanism, "account": account.owner_id}})
         return AuthResult(success=True, auth_data=account.address)
@@ -241,15 +250,16 @@ class SubmissionHandler(_Doors):
         answer = await server.challenge_auth(challenge)
         return None if answer is MISSING else bytes(answer)  # challenge_auth already answered 501
 
-    async def _check(self, server: MasanteSMTP, login: bytes, password: bytes) -> AuthResult:
+    async def _check(self, server: MasanteSMTP, login: bytes, password: bytes, mechanism: str) -> AuthResult:
         try:
             address, secret = login.decode("utf-8"), password.decode("utf-8")
         except UnicodeDecodeError:
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
         result = await self.authenticator.authenticate(address, secret, protocol="smtp", peer=server.peer_ip or "?")
+        if result.refusal is not None:  # locked out (directory.limits): refused unchecked
+            log.info("smtp.auth", extra={"fields": {"outcome": "locked"}})
+            return AuthResult(success=False, handled=False, message=str(R.LOCKED_OUT.with_text(result.refusal)))
         if result.account is None:
             log.info("smtp.auth", extra={"fields": {"outcome": "fail"}})
             return AuthResult(success=False, handled=False, message=str(R.AUTH_FAILED))
-        server.smtp_session.account = result.account
-        log.info("smtp.auth", extra={"fields": {"outcome": "ok", "account": result.account.owner_id}})
-        return AuthResult(success=True, auth_data=result.account.address)
+        return self._authenticated(server, result.account, mechanism)

@@ -44,6 +44,12 @@ EIGHTBIT_WITHOUT_SMTPUTF8 = Reply(553, "5.6.7", "A non-ASCII address needs the S
 STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required: log in with AUTH PLAIN or AUTH LOGIN")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+#: a login refused unchecked by a lockout (``directory.limits``); the text says for how long
+LOCKED_OUT = Reply(454, "4.7.0", "Too many failed logins: try again later")
+#: a connection refused by a cap on open connections (``directory.limits.ConnectionCaps``)
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address: try again later")
+#: an AUTH refused because the account has too many open connections (the session stays open)
+ACCOUNT_CONNECTIONS = Reply(454, "4.7.0", "Too many open connections to this account: close one and try again")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available: try again later")
 RELAY_DENIED = Reply(
     550, "5.7.1", "Relaying denied: this MX only accepts mail for its own domains; send through your operator"

@@ -11,6 +11,12 @@ Every listener runs on the application's event loop (``loop.create_server``,
 not aiosmtpd's threaded ``Controller``), speaks TLS 1.2+ with the MSSanté
 suites (``crypto.tls``), and is skipped when its port is negative. Stopping
 closes the listening socket, tells open sessions ``421 4.3.2`` and closes them.
+
+The process's one ``Authenticator`` (login limits shared with IMAP and the web
+service) and ``ConnectionCaps`` are handed in by ``mailserver.app``. A connection
+past a cap is answered ``421 4.7.0 <why>`` instead of the greeting and closed;
+submission connections not logged in count against the lower unauthenticated
+cap, MX connections against the per-source cap only.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from pathlib import Path
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
+from directory.limits import ConnectionCaps, Lease
 from mailserver import metrics
 from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
+from mailserver.smtp import replies as R
 from mailserver.smtp.bounces import Bouncer
 from mailserver.smtp.engine import MasanteSMTP
 from mailserver.smtp.handlers import MxHandler, SubmissionHandler
@@ -46,13 +54,56 @@ _DESCRIPTION = {
 }
 
 
+class CappedSMTP(MasanteSMTP):
+    """A session that takes its place in the process's ``ConnectionCaps`` before the greeting."""
+
+    caps: ConnectionCaps | None = None
+    door = "smtp"
+    lease: Lease | None = None
+
+    async def _handle_client(self) -> None:
+        if self.caps is not None:
+            lease = self.caps.open(
+                self.door,
+                self.peer_ip or "?",
+                lambda: self.smtp_session.account is not None,
+                counts_unauthenticated=self.door != "mx",
+            )
+            if isinstance(lease, str):
+                self._end_reason = "connection-cap"
+                await self.push(str(R.TOO_MANY_CONNECTIONS.with_text(lease)))
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self.lease = lease
+            self.on_login = self._account_refusal
+        await super()._handle_client()
+
+    def _account_refusal(self, account_id: int) -> str | None:
+        if self.caps is None or self.lease is None:
+            return None
+        return self.caps.login(self.lease, account_id)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.caps is not None and self.lease is not None:
+            self.caps.release(self.lease)
+        super().connection_lost(error)
+
+
 class SmtpRuntime:
     """What the three listeners and the worker share in one process."""
 
-    def __init__(self, ctx: Context, admission: Admission) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        admission: Admission,
+        authenticator: Authenticator | None = None,
+        caps: ConnectionCaps | None = None,
+    ) -> None:
         self.ctx = ctx
         self.admission = admission
-        self.authenticator = Authenticator(ctx)
+        self.authenticator = authenticator if authenticator is not None else Authenticator(ctx)
+        self.caps = caps if caps is not None else ConnectionCaps.for_context(ctx)
         self.bouncer = Bouncer(ctx)
         self.worker = QueueWorker(ctx, self.bouncer)
         self.intake = Intake(
@@ -99,7 +150,7 @@ class SmtpListener:
     def _protocol(self, tls: ssl.SSLContext, implicit: bool, loop: asyncio.AbstractEventLoop) -> MasanteSMTP:
         cfg = self.rt.ctx.config
         mx = self.name == "mx"
-        session = MasanteSMTP(
+        session = CappedSMTP(
             self.rt.mx_handler if mx else self.rt.submission_handler,
             hostname=cfg.server.hostname,
             loop=loop,
@@ -117,6 +168,7 @@ class SmtpListener:
             client_key_types=cfg.smtp.mx_client_key_types if mx else None,
             mechanisms_off=self.rt.mechanisms_off,
         )
+        session.caps, session.door = self.rt.caps, self.name
         self._sessions.add(session)
         metrics.CONNECTIONS.labels(self.name).inc()
         return session
@@ -157,9 +209,14 @@ class SmtpListener:
         self._server = None
 
 
-def build(ctx: Context, admission: Admission) -> list[Service]:
+def build(
+    ctx: Context,
+    admission: Admission,
+    authenticator: Authenticator | None = None,
+    caps: ConnectionCaps | None = None,
+) -> list[Service]:
     """The SMTP listeners whose port is not negative, then the outbound queue worker."""
-    runtime = SmtpRuntime(ctx, admission)
+    runtime = SmtpRuntime(ctx, admission, authenticator, caps)
     ports = ctx.config.ports
     services: list[Service] = [
         SmtpListener(runtime, name, port)

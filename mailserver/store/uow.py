@@ -32,6 +32,7 @@ from mailserver.store.errors import StoreBusy
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories import (
     AccountRepository,
+    ActivityRepository,
     AgendaRepository,
     AuditRepository,
     BlobRepository,
@@ -41,6 +42,7 @@ from mailserver.store.repositories import (
     DkimKeyRepository,
     DomainRepository,
     GrantRepository,
+    LoginCounterRepository,
     MailboxRepository,
     MessageRepository,
     MessageViews,
@@ -66,6 +68,8 @@ class UnitOfWork:
     dkim_keys: DkimKeyRepository
     certificates: CertificateRepository
     credentials: CredentialRepository
+    login_counters: LoginCounterRepository
+    activity: ActivityRepository
     message_views: MessageViews
     broadcasts: BroadcastRepository
     agenda: AgendaRepository
@@ -106,6 +110,8 @@ class UnitOfWork:
         self.agenda = AgendaRepository(s)
         self.certificates = CertificateRepository(s)
         self.credentials = CredentialRepository(s)
+        self.login_counters = LoginCounterRepository(s)
+        self.activity = ActivityRepository(s)
         return self
 
     async def __aexit__(

@@ -43,6 +43,7 @@ from mailserver.store import health
 from mailserver.web import autoconfig, enrol
 
 if TYPE_CHECKING:
+    from directory.auth import Authenticator
     from mailserver.context import Context
 
 log = logging.getLogger("masante.web")
@@ -65,6 +66,8 @@ class WebService:
         self.authenticator = authenticator
         self.port = port
         self.endpoints = endpoints
+        #: the process's one Authenticator (login limits shared with IMAP and SMTP), for pages that log in
+        self.authenticator = authenticator
         self._runner: web.AppRunner | None = None
 
     # --- Service --------------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ def _age(now: dt.datetime, oldest: dt.datetime | None) -> float:
     return max(0.0, (now - oldest).total_seconds())
 
 
-def build(ctx: Context, endpoints: Sequence[Endpoint]) -> list[Service]:
+def build(ctx: Context, endpoints: Sequence[Endpoint], authenticator: Authenticator | None = None) -> list[Service]:
     """The HTTPS service if ``ports.web`` is not negative (``MASANTE_PORTS_WEB``)."""
     port = ctx.config.ports.web
-    return [WebService(ctx, port, endpoints)] if port >= 0 else []
+    return [WebService(ctx, port, endpoints, authenticator)] if port >= 0 else []

@@ -13,7 +13,7 @@ import pytest
 import directory.auth
 from crypto.passwords import verify_password
 from directory.accounts import AccountService
-from directory.auth import Authenticator, CredentialCache, LoginThrottle
+from directory.auth import Authenticator, CredentialCache
 from mailserver.context import Context
 from mailserver.store.models import AccountStatus
 from tests import support
@@ -50,7 +50,7 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 def _auth(ctx: Context) -> Authenticator:
-    return Authenticator(ctx, LoginThrottle(base=0.0))
+    return Authenticator(ctx)
 
 
 async def _login(auth: Authenticator, address: str, password: str = support.PASSWORD) -> bool:
@@ -137,13 +137,13 @@ async def test_failures_are_never_remembered(ctx: Context, clock: Clock, verific
 async def test_the_cache_is_bounded_and_can_be_off(ctx: Context, clock: Clock, verifications: list[bool]) -> None:
     await support.add_domains(ctx)
     pros = [await support.make_pro(ctx, f"dr.{n}") for n in ("a", "b", "c")]
-    auth = Authenticator(ctx, LoginThrottle(base=0.0), CredentialCache(ttl=60, size=2, clock=clock))
+    auth = Authenticator(ctx, cache=CredentialCache(ttl=60, size=2, clock=clock))
     for pro in pros:
         assert await _login(auth, pro.address)
     assert len(auth.cache) == 2
     assert await _login(auth, pros[0].address)  # the least recently used was forgotten
     assert len(verifications) == 4
-    off = Authenticator(ctx, LoginThrottle(base=0.0), CredentialCache(ttl=0, size=2, clock=clock))
+    off = Authenticator(ctx, cache=CredentialCache(ttl=0, size=2, clock=clock))
     assert await _login(off, pros[1].address) and await _login(off, pros[1].address)
     assert len(verifications) == 6 and len(off.cache) == 0
 

@@ -170,9 +170,11 @@ class ServerThread:
         return [s for s in self.server.services if isinstance(s, ImapListener)]
 
     def reset_throttle(self) -> None:
-        """Forget failed logins, so that one test's wrong passwords do not slow the next test down."""
-        for listener in self.listeners():
-            listener.cfg.authenticator.throttle._failures.clear()
+        """Forget failed logins and lockouts (``directory.limits``, in the store, shared by every door), so
+        that one test's wrong passwords do not lock the next test out."""
+        from directory.limits import LoginLimits
+
+        self.call(lambda: LoginLimits(self.ctx).reset())  # one table for every door and process
 
     # --- data ---------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from mailserver.store.models.directory import (
     TrustImport,
 )
 from mailserver.store.models.dkim import DkimKey
+from mailserver.store.models.limits import AccountActivity, LoginCounter
 from mailserver.store.models.mail import (
     Account,
     AccountKind,
@@ -31,6 +32,7 @@ from mailserver.store.models.trust import OperatorStatus, TrustedOperator, Trust
 __all__ = [
     "Account",
     "AccountCertificate",
+    "AccountActivity",
     "AccountKind",
     "AccountStatus",
     "Activity",
@@ -47,6 +49,7 @@ __all__ = [
     "DomainKind",
     "Enrolment",
     "ExpungedMessage",
+    "LoginCounter",
     "Mailbox",
     "Message",
     "OperatorStatus",

@@ -10,6 +10,7 @@ from mailserver.store.repositories.broadcast import BroadcastRepository
 from mailserver.store.repositories.credentials import CredentialRepository
 from mailserver.store.repositories.directory import DirectoryRepository, GrantRepository
 from mailserver.store.repositories.dkim import DkimKeyRepository
+from mailserver.store.repositories.limits import ActivityRepository, LoginCounterRepository
 from mailserver.store.repositories.mail import BlobRepository, MailboxRepository, MessageRepository, MessageViews
 from mailserver.store.repositories.queue import QueueRepository
 from mailserver.store.repositories.trust import TrustRepository
@@ -17,6 +18,7 @@ from mailserver.store.repositories.trust import TrustRepository
 __all__ = [
     "AccountRepository",
     "AgendaRepository",
+    "ActivityRepository",
     "AuditBreak",
     "AuditRepository",
     "BlobRepository",
@@ -26,6 +28,7 @@ __all__ = [
     "DkimKeyRepository",
     "DomainRepository",
     "GrantRepository",
+    "LoginCounterRepository",
     "MailboxRepository",
     "MessageRepository",
     "MessageViews",
