@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ from mailserver.bodies import account_key, seal_blob
 from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
 from mailserver.store.models.base import utcnow
-from mailserver.store.repositories.mail import INBOX
+from mailserver.store.repositories.mail import INBOX, canonical_name
 from mailserver.store.uow import UnitOfWork
 
 
@@ -101,54 +102,60 @@ async def deliver(
         message = await parse_message_async(message, strict=False)
     raw = message.raw
     meta = message.imap_meta()
-    targets: list[tuple[Account, Mailbox, Blob, int, str]] = []
-    for account in recipients:
-        name = mailbox or classify(message, account)
-        mb = await uow.mailboxes.get(account.id, name)
-        if mb is None:
-            raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")
-        blob = seal_blob(account_key(keyring, account), account.id, raw, meta)
-        await uow.blobs.add(blob)
-        targets.append((account, mb, blob, len(raw), source))
-
-    # --- the vault (issue 8): a professional's health documents, one message each, for each patient recipient
+    # what goes where: the message itself for every recipient, then (the vault) one message per health document
+    # for each patient recipient; mailboxes looked up, bodies sealed and rows written in bulk (a broadcast or a
+    # message to a hundred recipients is a handful of statements, not a handful per copy)
+    wanted: list[tuple[Account, str, ParsedMessage | None, str]] = [
+        (account, mailbox or classify(message, account), None, source) for account in recipients
+    ]
     patients = [a for a in recipients if a.kind is AccountKind.PATIENT]
     if file_documents and mailbox is None and patients:
         big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
         filings = (
             await asyncio.to_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
         )
-        for filing in filings:
-            filed_meta = filing.message.imap_meta()
-            for account in patients:
-                mb = await uow.mailboxes.get(account.id, filing.mailbox)
-                if mb is None:
-                    raise MailboxMissing(f"mailbox {filing.mailbox} does not exist for account {account.id}")
-                blob = seal_blob(account_key(keyring, account), account.id, filing.message.raw, filed_meta)
-                await uow.blobs.add(blob)
-                targets.append((account, mb, blob, filing.message.size, "vault"))
+        wanted += [(account, f.mailbox, f.message, "vault") for f in filings for account in patients]
+    boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _ in wanted)
+    targets: list[tuple[Account, Mailbox, Blob, int, str]] = []
+    metas = {id(message): meta}
+    for account, name, filed, how in wanted:
+        mb = boxes.get((account.id, canonical_name(name)))
+        if mb is None:
+            raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")
+        body = filed or message
+        if id(body) not in metas:
+            metas[id(body)] = body.imap_meta()
+        blob = seal_blob(account_key(keyring, account), account.id, body.raw, metas[id(body)])
+        targets.append((account, mb, blob, body.size if filed is not None else len(raw), how))
+    await uow.blobs.add_many([t[2] for t in targets])
 
+    targets.sort(key=lambda t: t[1].id)  # stable: copies into one mailbox keep their order
+    allocated = await uow.mailboxes.allocate_many(Counter(t[1].id for t in targets))
+    next_uid = {mailbox_id: first for mailbox_id, (first, _) in allocated.items()}
+    rows = []
     result = DeliveryResult()
-    for account, mb, blob, size, how in sorted(targets, key=lambda t: t[1].id):
-        uid, modseq = await uow.mailboxes.allocate(mb.id)
-        await uow.messages.add(
-            mailbox_id=mb.id,
-            uid=uid,
-            modseq=modseq,
-            flags=stored_flags,
-            internal_date=when,
-            size=size,
-            blob_id=blob.id,
+    for account, mb, blob, size, how in targets:
+        uid, modseq = next_uid[mb.id], allocated[mb.id][1]
+        next_uid[mb.id] += 1
+        rows.append(
+            {
+                "mailbox_id": mb.id,
+                "uid": uid,
+                "modseq": modseq,
+                "flags": stored_flags,
+                "internal_date": when,
+                "size": size,
+                "blob_id": blob.id,
+            }
         )
         uow.touch(mb.id)
         uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", how)
         result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
         metrics.DELIVERIES.labels(how).inc()
+    await uow.messages.add_many(rows)
     # the agenda: invitations, updates, cancellations, replies, for the copies of the message itself (not the
     # vault's); after every copy, so mailbox rows stay locked in ascending order within each phase
-    for (account, mb, _blob, _size, how), d in zip(
-        sorted(targets, key=lambda t: t[1].id), result.delivered, strict=True
-    ):
+    for (account, mb, _blob, _size, how), d in zip(targets, result.delivered, strict=True):
         if how != "vault":
             await agenda.file(uow, keyring, message, account, mb, d.uid, actor=actor)
     return result

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Iterable, Sequence
-from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from sqlalchemy import Table, case, delete, exists, func, select, update
 from sqlalchemy.orm import load_only
 
 from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
+from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.base import Repository, insert_many
 
 INBOX = "INBOX"
 _MAILBOXES = cast(Table, Mailbox.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_BLOBS = cast(Table, Blob.__table__)
 
 
 def canonical_name(name: str) -> str:
@@ -40,6 +43,20 @@ class MailboxRepository(Repository):
     async def get(self, account_id: int, name: str) -> Mailbox | None:
         stmt = select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == canonical_name(name))
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_many(self, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Mailbox]:
+        """The mailboxes named by (account id, name) pairs, keyed by (account id, canonical name); a name an
+        account lacks is absent. One query per 500 accounts (a delivery to many recipients)."""
+        wanted = {(a, canonical_name(n)) for a, n in pairs}
+        accounts = sorted({a for a, _ in wanted})
+        names = sorted({n for _, n in wanted})
+        found: dict[tuple[int, str], Mailbox] = {}
+        for i in range(0, len(accounts), 500):
+            stmt = select(Mailbox).where(Mailbox.account_id.in_(accounts[i : i + 500]), Mailbox.name.in_(names))
+            for mb in (await self.session.execute(stmt)).scalars():
+                if (mb.account_id, mb.name) in wanted:
+                    found[(mb.account_id, mb.name)] = mb
+        return found
 
     async def get_by_id(self, mailbox_id: int) -> Mailbox | None:
         return await self.session.get(Mailbox, mailbox_id, populate_existing=True)
@@ -118,6 +135,32 @@ class MailboxRepository(Repository):
         uidnext, modseq = (await self.session.execute(stmt)).one()
         return int(uidnext) - count, int(modseq)
 
+    async def allocate_many(self, counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+        """``allocate`` for several mailboxes at once: {mailbox id: (first uid, modseq)}.
+
+        The rows are locked in ascending id order first (PostgreSQL: ``SELECT ... ORDER BY id FOR UPDATE``),
+        as every writer takes them, then moved with one ``UPDATE ... RETURNING`` per distinct count."""
+        t = _MAILBOXES
+        ids = sorted(counts)
+        out: dict[int, tuple[int, int]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            if self.session.get_bind().dialect.name == "postgresql":
+                await self.session.execute(select(t.c.id).where(t.c.id.in_(chunk)).order_by(t.c.id).with_for_update())
+            by_count: dict[int, list[int]] = {}
+            for mailbox_id in chunk:
+                by_count.setdefault(counts[mailbox_id], []).append(mailbox_id)
+            for count, group in by_count.items():
+                stmt = (
+                    update(t)
+                    .where(t.c.id.in_(group))
+                    .values(uidnext=t.c.uidnext + count, highestmodseq=t.c.highestmodseq + 1)
+                    .returning(t.c.id, t.c.uidnext, t.c.highestmodseq)
+                )
+                for mailbox_id, uidnext, modseq in (await self.session.execute(stmt)).all():
+                    out[int(mailbox_id)] = (int(uidnext) - count, int(modseq))
+        return out
+
     async def lock(self, mailbox_id: int) -> bool:
         """Lock the mailbox row until the transaction ends (PostgreSQL; SQLite's write lock is already held).
 
@@ -192,6 +235,11 @@ class MessageRepository(Repository):
         self.session.add(msg)
         await self.session.flush()
         return msg
+
+    async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """New messages, one driver-level ``executemany`` (a delivery to many recipients): each row has every
+        column of ``messages`` but ``id``, in the same order."""
+        await insert_many(self.session, _MESSAGES, rows)
 
     async def add_copies(self, mailbox_id: int, rows: Sequence[Message], first_uid: int, modseq: int) -> list[int]:
         """Copies of ``rows`` into ``mailbox_id`` under the UIDs ``first_uid``, ``first_uid + 1``... the caller
@@ -298,6 +346,25 @@ class BlobRepository(Repository):
         self.session.add(blob)
         await self.session.flush()
         return blob
+
+    async def add_many(self, blobs: Sequence[Blob]) -> None:
+        """New blobs, one driver-level ``executemany`` (ids are chosen before sealing, so nothing comes back)."""
+        when = utcnow()
+        await insert_many(
+            self.session,
+            _BLOBS,
+            [
+                {
+                    "id": b.id,
+                    "account_id": b.account_id,
+                    "body": b.body,
+                    "meta": b.meta,
+                    "size": b.size,
+                    "created_at": when,
+                }
+                for b in blobs
+            ],
+        )
 
     async def get(self, blob_id: str) -> Blob | None:
         return await self.session.get(Blob, blob_id)
