@@ -26,7 +26,9 @@ import contextlib
 import logging
 import ssl
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from crypto.tls import server_context
 from directory.auth import Authenticator
@@ -52,6 +54,50 @@ _DESCRIPTION = {
     "submission": "SMTP submission (STARTTLS, then AUTH)",
     "submissions": "SMTP submissions (implicit TLS, AUTH)",
 }
+
+
+class ImplicitTLS(asyncio.Protocol):
+    """Implicit TLS (port 465, RFC 8314 §3.3) started here rather than in asyncio's server: a handshake
+    that fails (a client offering no suite we accept, a certificate from another CA, or no TLS at all)
+    is logged (``smtp.tls-failed`` with the error's type, then ``smtp.disconnect`` reason ``tls-failed``)
+    instead of vanishing into asyncio's own log. The SMTP session starts on the TLS transport once the
+    handshake is done, as if the server had made it."""
+
+    def __init__(
+        self,
+        session: Callable[[], MasanteSMTP],
+        tls: ssl.SSLContext,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+        door: str,
+    ) -> None:
+        self._session, self._tls, self._loop, self._timeout, self._door = session, tls, loop, timeout, door
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        plain = cast(asyncio.Transport, transport)  # a TCP server's transport
+        plain.pause_reading()  # the ClientHello waits for start_tls (it resumes reading)
+        self._task = self._loop.create_task(self._handshake(plain))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # before the handshake: ``_handshake`` sees it fail and logs it
+
+    async def _handshake(self, plain: asyncio.Transport) -> None:
+        session = self._session()
+        try:
+            secure = await self._loop.start_tls(
+                plain, session, self._tls, server_side=True, ssl_handshake_timeout=self._timeout
+            )
+        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            fields = {"door": self._door, "error": type(exc).__name__, "reason": "tls-failed"}
+            log.info("smtp.tls-failed", extra={"fields": fields})
+            log.info("smtp.disconnect", extra={"fields": fields})
+            plain.abort()
+            return
+        if secure is None:  # the client went away as the handshake ended
+            plain.abort()
+            return
+        session.connection_made(secure)
 
 
 class CappedSMTP(MasanteSMTP):
@@ -177,13 +223,12 @@ class SmtpListener:
         loop = asyncio.get_running_loop()
         tls, implicit = self._contexts()
         bind = self.rt.ctx.config.server.bind
-        self._server = await loop.create_server(
-            lambda: self._protocol(tls, implicit is not None, loop),
-            host=bind,
-            port=self.port,
-            ssl=implicit,
-            reuse_address=True,
-        )
+        if implicit is None:
+            factory: Callable[[], asyncio.BaseProtocol] = lambda: self._protocol(tls, False, loop)  # noqa: E731
+        else:  # submissions: the handshake is ours (``ImplicitTLS``), so that a failed one is logged
+            timeout = self.rt.ctx.config.imap.tls_handshake_timeout
+            factory = lambda: ImplicitTLS(lambda: self._protocol(tls, True, loop), implicit, loop, timeout, self.name)  # noqa: E731
+        self._server = await loop.create_server(factory, host=bind, port=self.port, reuse_address=True)
         sock = self._server.sockets[0].getsockname()
         log.info("smtp.listening", extra={"fields": {"endpoint": self.name, "port": sock[1]}})
         return [Endpoint(self.name, bind, int(sock[1]), _DESCRIPTION[self.name])]

@@ -230,3 +230,29 @@ def test_a_refusal_of_the_engine_logs_its_codes_and_reason(
     refused = captured.wait_for("smtp.refused", stage="data")
     assert (refused["code"], refused["enhanced"], refused["reason"]) == (554, R.BARE_LINEFEED.enhanced, "bare-linefeed")
     assert disconnect(captured, "quit")["session"] == refused["session"]
+
+
+def test_a_failed_implicit_tls_handshake_on_465_is_logged(site: ServerThread, captured: Captured) -> None:
+    """Port 465 (submissions) starts TLS at once: a client that speaks plain SMTP there, or does not trust
+    our CA, fails the handshake, and that is logged with the door and the error's type (issue 13 point 9)."""
+    sock = socket.create_connection(("127.0.0.1", site.port("submissions")), timeout=WAIT)
+    sock.sendall(b"EHLO client.test\r\n")  # not a ClientHello
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    sock.close()
+    line = captured.wait_for("smtp.tls-failed", door="submissions")
+    assert line["error"] and "EHLO" not in captured.raw()
+    captured.wait_for("smtp.disconnect", reason="tls-failed", door="submissions")
+
+
+def test_implicit_tls_on_465_still_serves_a_session(site: ServerThread) -> None:
+    context = ssl.create_default_context(cafile=str(site.config.resolve(site.config.tls.ca)))
+    with socket.create_connection(("127.0.0.1", site.port("submissions")), timeout=WAIT) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert read_reply(tls).startswith(b"220 ")
+            tls.sendall(b"EHLO client.test\r\n")
+            reply = read_reply(tls)
+            assert reply.startswith(b"250") and b"AUTH" in reply
