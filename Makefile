@@ -68,3 +68,10 @@ FUZZ_SCALE ?= 20
 fuzz: $(STAMP)
 	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider --timeout=0 \
 		tests/imap/test_parser.py tests/smtp/test_data_reader.py tests/message/test_fuzz.py $(PYTEST_ARGS)
+
+## make docker-smoke: build docker/'s images (on a debootstrap base image made once) and compose stack, start it,
+## submit a message and read it over IMAPS through the ports published on 127.0.0.1, take it down (root: installs
+## docker.io, docker-compose and debootstrap when missing, starts dockerd when none answers)
+.PHONY: docker-smoke
+docker-smoke: $(STAMP)
+	$(PY) docker/smoke.py $(SMOKE_ARGS)

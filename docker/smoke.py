@@ -46,6 +46,7 @@ from collections.abc import Iterator, Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER_DIR = ROOT / "docker"
@@ -81,11 +82,19 @@ def log(text: str) -> None:
     print(f"docker-smoke: {text}", flush=True)
 
 
-def run(cmd: Sequence[str], *, timeout: float, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: IO[bytes] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """A command with a bound; its output is captured and shown when it fails."""
     try:
         proc = subprocess.run(  # noqa: S603 - our own fixed commands
-            list(cmd), capture_output=True, text=True, timeout=timeout, check=False, **kw
+            list(cmd), capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=cwd, stdin=stdin
         )
     except subprocess.TimeoutExpired as exc:
         raise Failed(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from exc
@@ -355,7 +364,7 @@ def read_imaps(port: int, ctx: ssl.SSLContext, user: str, password: str, token: 
             if uids:
                 typ, parts = imap.uid("FETCH", uids[-1].decode(), "(BODY.PEEK[])")
                 for part in parts:
-                    if isinstance(part, tuple):
+                    if isinstance(part, tuple) and isinstance(part[1], bytes):
                         return part[1]
                 raise Failed(f"FETCH of {token} in {user}'s INBOX returned {typ} {parts!r}")
             if time.monotonic() > end:
