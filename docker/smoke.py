@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -244,6 +245,12 @@ def requirements() -> list[str]:
     return [line.strip() for line in cfg["options"]["install_requires"].splitlines() if line.strip()]
 
 
+def build_requirements() -> list[str]:
+    """pyproject.toml's build backend (setuptools, wheel): the image builds our own wheel offline too."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        return list(tomllib.load(f)["build-system"]["requires"])
+
+
 def stage_context(python: str) -> None:
     """The host's extra CA certificates and the dependencies' wheels, where docker/Dockerfile looks for them."""
     ca_dir = DOCKER_DIR / "ca-certificates"
@@ -252,7 +259,7 @@ def stage_context(python: str) -> None:
     for crt in Path("/usr/local/share/ca-certificates").glob("**/*.crt"):
         shutil.copyfile(crt, ca_dir / crt.name)
     wheels = DOCKER_DIR / "wheels"
-    reqs = requirements()
+    reqs = [*requirements(), *build_requirements()]
     proc = run(
         [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), *reqs],
         timeout=600,
