@@ -260,12 +260,12 @@ def stage_context(python: str) -> None:
         shutil.copyfile(crt, ca_dir / crt.name)
     wheels = DOCKER_DIR / "wheels"
     reqs = [*requirements(), *build_requirements()]
-    proc = run(
-        [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), *reqs],
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:  # no pip here, or no index it can reach: the image asks PyPI itself
+    pip = [python, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels)]
+    # what an earlier run made is enough when setup.cfg did not change: no index to ask
+    if run([*pip, "--no-index", "--find-links", str(wheels), *reqs], timeout=300, check=False).returncode == 0:
+        return
+    if run([*pip, *reqs], timeout=600, check=False).returncode != 0:
+        # no pip here, or no index it can reach: the image asks PyPI itself
         log("pip wheel failed; the image will install its dependencies from PyPI")
         for whl in wheels.glob("*.whl"):
             whl.unlink()
