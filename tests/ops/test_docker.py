@@ -7,7 +7,8 @@ messages over IMAPS through the ports published on 127.0.0.1, and takes the stac
 subprocess so that its own clean-up (SIGTERM included) runs whatever happens here.
 
 With ``CI=true`` it must run: "Docker cannot run here" (exit 77) fails the test. Elsewhere that exit skips,
-with the script's reason. Minutes, not seconds: about 5 from nothing, 2 with the base image cached.
+with the script's reason. Minutes, not seconds: about 5 from nothing, under 1 when every layer is cached
+(figures in docker/README.md).
 """
 
 from __future__ import annotations
