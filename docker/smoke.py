@@ -44,6 +44,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -406,10 +407,10 @@ def smoke(keep: bool, python: str) -> str:
     with steps.step("tools"):
         ensure_tools()
     with docker_daemon(keep):
-        with steps.step("base image"):
+        with steps.step("base image and wheels"), ThreadPoolExecutor(max_workers=1) as pool:
+            staged = pool.submit(stage_context, python)  # the host's pip meanwhile
             made = ensure_base_image()
-        with steps.step("context"):
-            stage_context(python)
+            staged.result(timeout=900)
         stack = Stack(f"masantesmoke{os.getpid()}")
         try:
             with steps.step("build"):
