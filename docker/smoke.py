@@ -437,7 +437,7 @@ def smoke(keep: bool, python: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--keep", action="store_true", help="leave the stack running (and dockerd if started)")
-    parser.add_argument("--python", default=sys.executable, help="the Python whose pip downloads the wheels")
+    parser.add_argument("--python", default=sys.executable, help="the Python whose pip makes the wheels")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwinds through the finally
     try:
