@@ -74,3 +74,10 @@ fuzz: $(STAMP)
 bench: bench-broadcast
 bench-broadcast: $(STAMP)
 	$(PY) -m bench.broadcast_bench $(BENCH_ARGS)
+
+## make docker-smoke: build docker/'s images (on a debootstrap base image made once) and compose stack, start it,
+## submit a message and read it over IMAPS through the ports published on 127.0.0.1, take it down (root: installs
+## docker.io, docker-compose and debootstrap when missing, starts dockerd when none answers)
+.PHONY: docker-smoke
+docker-smoke: $(STAMP)
+	$(PY) docker/smoke.py $(SMOKE_ARGS)
