@@ -1,5 +1,6 @@
 # The README's two commands: `make run` and `make test`. Everything else is a helper.
 PYTHON ?= python3
+comma := ,
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -61,13 +62,18 @@ bench: bench-peers
 bench-peers: $(STAMP)
 	$(PY) bench/peers.py $(BENCH_ARGS)
 
-## make fuzz: the suite's Hypothesis fuzz tests (IMAP parser, SMTP DATA reader, MIME parser) with 20x their
-## examples (FUZZ_SCALE=N to change); only the parsers' own errors may escape
+## make fuzz: the suite's Hypothesis fuzz tests (IMAP parser, SMTP DATA reader and command parameters, MIME parser,
+## XDM/zip and METADATA.XML reader, whitelist importer) with 20x their examples (FUZZ_SCALE=N to change), under
+## branch coverage of the code they aim at; only the readers' own errors may escape. Hypothesis prints the examples run.
 FUZZ_SCALE ?= 20
+FUZZ_TARGETS := mailserver/imap/protocol,mailserver/smtp/data.py,mailserver/smtp/params.py,mailserver/message,policies/xdm.py,directory/whitelist.py
 .PHONY: fuzz
 fuzz: $(STAMP)
-	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m pytest -q -p no:cacheprovider --timeout=0 \
-		tests/imap/test_parser.py tests/smtp/test_data_reader.py tests/message/test_fuzz.py $(PYTEST_ARGS)
+	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m coverage run --branch --include='$(subst $(comma),*$(comma),$(FUZZ_TARGETS))*' \
+		-m pytest -q -p no:cacheprovider --timeout=0 --hypothesis-show-statistics \
+		tests/imap/test_parser.py tests/smtp/test_data_reader.py tests/message/test_fuzz.py \
+		tests/policies/test_fuzz_inputs.py $(PYTEST_ARGS)
+	$(PY) -m coverage report --skip-empty
 
 ## make bench-broadcast: one information message to 100,000 patient mailboxes (time, copies/s, storage)
 .PHONY: bench-broadcast

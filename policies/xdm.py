@@ -34,6 +34,7 @@ import io
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError  # noqa: S405 - types and the exception defusedxml raises
 
@@ -209,6 +210,8 @@ def _check_name(info: zipfile.ZipInfo) -> None:
     raw = info.orig_filename if hasattr(info, "orig_filename") else info.filename
     name = raw.replace("\\", "/")
     shown = printable(raw)
+    if not info.filename:
+        raise UnsafeArchive("an entry of the zip archive has no name")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
         raise UnsafeArchive(f"the entry {shown} has a control character in its name")
     if name.startswith("/") or _DRIVE.match(name):
@@ -225,7 +228,7 @@ def read_zip(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Archive:
     """Every file entry of the zip ``data``, inflated within ``limits``; ``UnsafeArchive`` says why not."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError, EOFError):
         raise UnsafeArchive(UNREADABLE_ZIP) from None
     with archive:
         infos = archive.infolist()
@@ -270,6 +273,7 @@ def read_zip(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Archive:
                 ValueError,
                 OSError,
                 EOFError,
+                zlib.error,  # a damaged deflate stream
             ):
                 raise UnsafeArchive(f"the entry {shown} cannot be read (damaged, or a method we do not read)") from None
             content = b"".join(pieces)
