@@ -36,6 +36,7 @@ from mailserver.notify import ModseqPoller, PgListener
 from mailserver.reminders import ReminderScheduler
 from mailserver.smtp.service import build as build_smtp
 from mailserver.store import migrate
+from mailserver.trustsync import TrustSyncScheduler
 from mailserver.web.service import build as build_web
 
 log = logging.getLogger("masante.server")
@@ -51,6 +52,7 @@ def build_services(ctx: Context, endpoints: Sequence[Endpoint] = ()) -> list[Ser
         *build_smtp(ctx, admission, authenticator, caps),
         *build_imap(ctx, admission, authenticator, caps),
         reminders,
+        *([TrustSyncScheduler(ctx)] if TrustSyncScheduler.wanted(ctx) else []),  # the daily whitelist sync
         *build_web(ctx, endpoints, authenticator),
     ]
 

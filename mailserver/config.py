@@ -268,6 +268,8 @@ class WhitelistSection:
     ca_file: str = ""
     #: largest share of the whitelisted domains one sync may remove without ``--force``
     max_removed_share: float = 0.10
+    #: hours between two synchronisations the server runs itself when ``url`` is set (0: only by hand)
+    sync_every: float = 24.0
 
 
 @dataclass

@@ -189,3 +189,61 @@ async def test_the_cli_refuses_in_one_line_with_a_non_zero_exit(
 
     code, out, err = await admin("trust", "sync", "--url", mirror.url, "--force")
     assert code == 0, err and "-50" in out
+
+
+# --- the server's own daily sync (mailserver.trustsync) ------------------------------------------------------
+
+
+async def test_the_server_syncs_daily_on_its_clock_and_a_failure_changes_nothing(
+    db_url: str, mirror: Mirror, pki: support.TestPKI, tmp_path: Path
+) -> None:
+    from mailserver.clock import FakeClock
+    from mailserver.trustsync import RETRY, TrustSyncScheduler
+
+    config = support.make_config(
+        tmp_path, db_url, pki, whitelist={"url": mirror.url, "ca_file": str(pki.ca_file), "sync_every": 24}
+    )
+    clock = FakeClock()
+    ctx = support.Context.open(config, clock=clock)
+    assert TrustSyncScheduler.wanted(ctx)
+    scheduler = TrustSyncScheduler(ctx, poll=3600)  # woken by settle(), never by the real clock
+    mirror.publish(whitelist(tmp_path, 100))
+    await scheduler.start()
+    try:
+        await scheduler.settle()  # no import yet: due at once
+        assert scheduler.runs == 1 and len(await state(ctx)) == 102
+
+        mirror.publish(whitelist(tmp_path, 95))
+        clock.advance(23 * 3600)
+        await scheduler.settle()
+        assert scheduler.runs == 1 and len(await state(ctx)) == 102  # not due yet
+
+        clock.advance(3600 + 1)
+        await scheduler.settle()
+        assert scheduler.runs == 2 and len(await state(ctx)) == 97  # the day's list swapped in
+
+        mirror.publish(whitelist(tmp_path, 50))  # cut short: half the domains gone
+        clock.advance(24 * 3600 + 1)
+        await scheduler.settle()
+        assert scheduler.runs == 3 and len(await state(ctx)) == 97  # refused, nothing changed (no --force here)
+
+        mirror.publish(whitelist(tmp_path, 95)[:-200], checksum=None)  # truncated: not well formed
+        clock.advance(RETRY - 10)
+        await scheduler.settle()
+        assert scheduler.runs == 3  # a failure is retried an hour later, not at once
+        clock.advance(20)
+        await scheduler.settle()
+        assert scheduler.runs == 4 and len(await state(ctx)) == 97
+    finally:
+        await scheduler.stop()
+        await ctx.close()
+
+
+async def test_no_url_no_scheduler(config: support.Config) -> None:
+    from mailserver.trustsync import TrustSyncScheduler
+
+    ctx = support.Context.open(config)
+    try:
+        assert not TrustSyncScheduler.wanted(ctx)  # the default configuration syncs only by hand
+    finally:
+        await ctx.close()
