@@ -18,7 +18,7 @@ See Also: the Prometheus exposition format
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -51,6 +51,21 @@ CONNECTIONS_REFUSED = Counter(
 #: IMAP commands run, by command name
 IMAP_COMMANDS = Counter("masante_imap_commands", "IMAP commands run, per command", ["command"], registry=REGISTRY)
 #: messages waiting in the outbound queue, and the age of the oldest (refreshed at each scrape)
+#: store latency: a writing unit of work's commit (audit chaining, NOTIFY and the fsync included), per backend
+STORE_COMMIT_SECONDS = Histogram(
+    "masante_store_commit_seconds",
+    "Time to commit a writing unit of work, per database backend",
+    ["backend"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+#: how long writing units of work queue for SQLite's one writer before they start (0 on PostgreSQL: not measured)
+STORE_WRITER_WAIT_SECONDS = Histogram(
+    "masante_store_writer_wait_seconds",
+    "Time a writing unit of work waited for the SQLite writer",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("masante_queue_depth", "Messages in the outbound queue", registry=REGISTRY)
 QUEUE_OLDEST_AGE = Gauge("masante_queue_oldest_age_seconds", "Age of the oldest queued message", registry=REGISTRY)
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 import weakref
 from types import TracebackType
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailserver import metrics
 from mailserver.notify import CHANNEL
 from mailserver.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from mailserver.store.errors import StoreBusy
@@ -86,11 +88,13 @@ class UnitOfWork:
             # SQLite has one writer at a time: queue this process's writers here, in order, rather than
             # in SQLite's busy handler, which sleeps and retries (seconds of latency under load)
             lock = _SQLITE_WRITERS.setdefault(self.db, asyncio.Lock())
+            queued = time.perf_counter()
             try:
                 # as long as SQLite's own busy timeout: a writer nested in another fails instead of hanging
                 await asyncio.wait_for(lock.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
             except TimeoutError:
                 raise StoreBusy("the database stayed busy with other writes; try again") from None
+            metrics.STORE_WRITER_WAIT_SECONDS.observe(time.perf_counter() - queued)
             self._write_lock = lock
         self.session = (self.db.reader if self.readonly else self.db.writer)()
         s = self.session
@@ -146,6 +150,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
+        started = time.perf_counter()
         if self.db.is_postgresql:
             # no lock shared by every writer: the entries wait in audit_pending, chained after the commit
             staged = await self.audit_log.stage(self._pending_audit)
@@ -158,6 +163,9 @@ class UnitOfWork:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
             await self.session.execute(select(func.pg_notify(CHANNEL, ",".join(map(str, touched)))))
         await self.session.commit()
+        metrics.STORE_COMMIT_SECONDS.labels("postgresql" if self.db.is_postgresql else "sqlite").observe(
+            time.perf_counter() - started
+        )
         self._pending_audit.clear()
         self._touched.clear()
         if head is not None and self.db.audit is not None:

@@ -271,6 +271,13 @@ def test_metrics_parse_and_move_after_a_delivery_and_a_bad_login(site: ServerThr
     assert after[imaps] >= before.get(imaps, 0) + 1
     assert after[("masante_imap_commands_total", (("command", "LOGIN"),))] >= 1
     assert ("masante_queue_depth", ()) in after and after[("masante_queue_oldest_age_seconds", ())] >= 0
+    # store latency: the delivery's commit (and the login's audit entry) were timed, per backend
+    backend = "postgresql" if "postgresql" in site.config.database.url else "sqlite"
+    commits = ("masante_store_commit_seconds_count", (("backend", backend),))
+    assert after[commits] > before.get(commits, 0)
+    if backend == "sqlite":
+        waits = ("masante_store_writer_wait_seconds_count", ())
+        assert after[waits] > before.get(waits, 0)
 
 
 def test_metric_labels_never_hold_addresses(site: ServerThread, pki: support.TestPKI) -> None:
