@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, fail, read_password, run
+from admin_cli.common import actor, console, fail, print_table, read_password, run
 from directory.accounts import AccountService
 from mailserver.context import Context
 from mailserver.store.models import Account, AccountCertificate, AccountKind, AccountStatus
@@ -94,7 +94,7 @@ def list_(domain: str | None, kind: str | None) -> None:
     for a in run(go):
         status = a.status.value + (" (key destroyed)" if a.wrapped_key is None else "")
         table.add_row(a.address, a.kind.value, status, a.display_name or "")
-    console.print(table)
+    print_table(table)
 
 
 def _status_command(name: str, status: AccountStatus, help_text: str) -> click.Command:
@@ -194,7 +194,7 @@ def certificate_list(address: str) -> None:
         table.add_row(
             b.fingerprint, b.subject_dn, b.issuer_dn, b.not_after.date().isoformat(), b.added_at.date().isoformat()
         )
-    console.print(table)
+    print_table(table)
 
 
 @certificate.command("remove")

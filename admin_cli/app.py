@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from admin_cli.app_password import when
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.app_passwords import CredentialView
 from directory.grants import Granted, Grants, parse_duration, parse_folders
 from mailserver.context import Context
@@ -65,7 +65,7 @@ def list_(ins: str) -> None:
             when(v.last_used_at),
             v.state(now),
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command()

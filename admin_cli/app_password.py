@@ -7,7 +7,7 @@ import datetime as dt
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.app_passwords import KIND_GRANT, AppPasswords, CredentialView, parse_protocols
 from directory.enrolment import set_contact
 from mailserver.context import Context
@@ -53,7 +53,7 @@ def list_(address: str) -> None:
     table = Table("name", "kind", "scope", "created (UTC)", "last used (UTC)", "state", box=None)
     for v in views:
         table.add_row(v.name, v.kind, ",".join(v.protocols), when(v.created_at), when(v.last_used_at), v.state(now))
-    console.print(table)
+    print_table(table)
 
 
 @app_password.command()

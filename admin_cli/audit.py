@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from admin_cli.common import console, run
+from admin_cli.common import console, print_table, run
 from mailserver.context import Context
 from mailserver.store.models import AuditEntry
 from mailserver.store.repositories.audit import AuditReport
@@ -67,4 +67,4 @@ def tail(count: int) -> None:
             _shown(e.outcome),
             _shown(e.detail or ""),
         )
-    console.print(table)
+    print_table(table)

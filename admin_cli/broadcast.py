@@ -9,7 +9,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from admin_cli.common import actor, console, fail, run
+from admin_cli.common import actor, console, fail, print_table, run
 from mailserver.broadcast import AUDIENCES, PAGE, BroadcastError, BroadcastService
 from mailserver.broadcast import Progress as Done
 from mailserver.context import Context
@@ -85,4 +85,4 @@ def list_() -> None:
             str(b.delivered),
             "finished" if b.finished_at else "unfinished (send again to resume)",
         )
-    console.print(table)
+    print_table(table)

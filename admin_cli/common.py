@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from crypto.envelope import CryptoError
 from crypto.passwords import PasswordHashError
@@ -52,6 +55,32 @@ def actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"admin:{user}"
+
+
+def json_wanted() -> bool:
+    """``masante-admin --json ...``: tables come out as JSON (a list of objects, one per row) for scripts."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("as_json"))
+
+
+def print_table(table: Table) -> None:
+    """A command's table: drawn by rich, or with ``--json`` a JSON list of objects keyed by the column headers
+    (cell text without its markup), so that every ``list`` feeds a script the same way."""
+    if not json_wanted():
+        console.print(table)
+        return
+    headers = [str(c.header) or f"column{i}" for i, c in enumerate(table.columns)]
+    columns = [[_plain(cell) for cell in c.cells] for c in table.columns]
+    rows = [dict(zip(headers, values, strict=True)) for values in zip(*columns, strict=True)] if columns else []
+    click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+
+
+def _plain(cell: object) -> str:
+    if isinstance(cell, Text):
+        return cell.plain
+    if isinstance(cell, str):
+        return Text.from_markup(cell).plain
+    return str(cell)
 
 
 def config_option(ctx: click.Context) -> str | None:

@@ -8,7 +8,7 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.annuaire import DirectoryImporter, DirectorySearch, Hit, ImportReport, Query
 from mailserver.context import Context
 
@@ -48,7 +48,7 @@ def import_(file: Path) -> None:
     table = Table("table", "added", "updated", "unchanged", box=None)
     for name, c in report.counts.items():
         table.add_row(name, str(c.added), str(c.updated), str(c.unchanged))
-    console.print(table)
+    print_table(table)
     if report.rejected or report.warnings:
         console.print(f"{report.rejected} line(s) rejected, {report.warnings} warning(s)")
     for p in report.problems:
@@ -93,5 +93,5 @@ def search(
             "\n".join(h.places),
             "\n".join(h.mailboxes) or "(none published)",
         )
-    console.print(table)
+    print_table(table)
     console.print(f"{len(hits)} result(s)" + (f" (limited to {limit})" if len(hits) >= limit else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from crypto.dkim import txt_chunks
 from directory.dkim import DkimKeys, KeyView
 from mailserver.context import Context
@@ -78,4 +78,4 @@ def list_(domain: str | None) -> None:
     for k in keys:
         p = k.record.rpartition("p=")[2]
         table.add_row(k.name, k.source, k.created_at.strftime("%Y-%m-%d %H:%M"), f"{p[:12]}...{p[-8:]}")
-    console.print(table)
+    print_table(table)

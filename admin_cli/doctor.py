@@ -26,7 +26,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from admin_cli.common import config_option, console
+from admin_cli.common import config_option, console, json_wanted
 from crypto.certcheck import Finding, check_ca, check_server_certificate
 from crypto.envelope import CryptoError, Kek, Keyring, load_keyring
 from directory.dkim import DkimKeys, KeyView
@@ -255,7 +255,7 @@ def doctor(with_dns: bool, as_json: bool) -> None:
         checks = [Check("config", "fail", str(exc), "fix the file, or pass --config PATH")]
     else:
         checks = [Check("config", "ok", f"read {cfg.path}"), *asyncio.run(diagnose(cfg, dns=with_dns))]
-    if as_json:
+    if as_json or json_wanted():
         click.echo(json.dumps([asdict(c) for c in checks], ensure_ascii=False, indent=1))
     else:
         table = Table("area", "", "finding", "fix", box=None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.accounts import AccountService, DomainInfo
 from mailserver.context import Context
 from mailserver.store.models import Domain, DomainKind
@@ -43,4 +43,4 @@ def list_() -> None:
     table = Table("domain", "kind", "accounts", box=None)
     for d in run(go):
         table.add_row(d.name, d.kind.value, str(d.accounts))
-    console.print(table)
+    print_table(table)

@@ -33,7 +33,7 @@ from admin_cli import (
     trust,
     vault,
 )
-from admin_cli.common import EXPECTED_ERRORS, AdminError
+from admin_cli.common import EXPECTED_ERRORS, AdminError, console
 from mailserver.store.errors import DatabaseError
 
 
@@ -60,9 +60,12 @@ class AdminGroup(click.Group):
 
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", metavar="PATH", help="Configuration file (default: $MASANTE_CONFIG or var/masante.toml).")
-def cli(config: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print tables as JSON (a list of objects) for scripts.")
+def cli(config: str | None, as_json: bool) -> None:
     """Administer a masante-mail server: setup, domains, accounts and patients, the trust space, the directory,
     the queue, keys and the audit log."""
+    if as_json:  # standard output holds the JSON alone; counts and notes go to standard error
+        console.file = sys.stderr
 
 
 cli.add_command(setup.init)
@@ -84,6 +87,17 @@ cli.add_command(doctor.doctor)
 cli.add_command(app_password.app_password)
 cli.add_command(app.app)
 cli.add_command(vault.vault)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), default="bash")
+def completion(shell: str) -> None:
+    """Print the shell completion script: ``eval "$(masante-admin completion bash)"`` (or add it to ~/.bashrc)."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # noqa: S101 - the three choices all have one
+    click.echo(cls(cli, {}, "masante-admin", "_MASANTE_ADMIN_COMPLETE").source())
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import click
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from admin_cli.common import actor, console, fail, read_password, run
+from admin_cli.common import actor, console, fail, print_table, read_password, run
 from directory.patients import BulkReport, PatientService
 from mailserver.admission import Admission
 from mailserver.context import Context
@@ -162,4 +162,4 @@ def show(ins: str) -> None:
     if a.retention_until:
         table.add_row("data kept until", a.retention_until.date().isoformat())
     table.add_row("may reply to", "\n".join(grants) or "(nobody yet)")
-    console.print(table)
+    print_table(table)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, fail, run
+from admin_cli.common import actor, console, fail, print_table, run
 from mailserver.context import Context
 from mailserver.store.models import QueueStatus
 
@@ -64,7 +64,7 @@ def list_(status: str | None, domain: str | None) -> None:
             str(e.size),
             (e.last_error or "")[:80],
         )
-    console.print(table)
+    print_table(table)
     console.print(f"{len(entries)} queued recipient(s)")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.patients import PatientService
 from mailserver.context import Context
 from mailserver.inactivity import Inactivity, Unused
@@ -46,7 +46,7 @@ def list_() -> None:
             a.closed_at.date().isoformat() if a.closed_at else "",
             a.retention_until.date().isoformat() if a.retention_until else "",
         )
-    console.print(table)
+    print_table(table)
 
 
 @retention.command("inactive")
@@ -75,7 +75,7 @@ def inactive(days: int, grace_days: int, dry_run: bool) -> None:
             u.closes_on.date().isoformat() if u.closes_on else "",
             f"would be {u.action}" if dry_run and u.action != "waiting" else u.action,
         )
-    console.print(table)
+    print_table(table)
     counts = {a: sum(1 for u in found if u.action == a) for a in ("warned", "waiting", "closed")}
     verb = "to warn / waiting / to close" if dry_run else "warned / waiting / closed"
     console.print(

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.trust import HistoryEntry, ImportPlan, Operator, TrustSpace
 from mailserver.context import Context
 from mailserver.store.models import OperatorStatus
@@ -155,7 +155,7 @@ def list_(pattern: str | None, source: str | None, suspended: bool) -> None:
             "; ".join(o.dns) or "(none)",
             o.description or "",
         )
-    console.print(table)
+    print_table(table)
     console.print(f"{len(ops)} domain(s)")
 
 
@@ -255,7 +255,7 @@ def history() -> None:
             str(h.changed),
             "yes" if h.restorable else "no",
         )
-    console.print(table)
+    print_table(table)
 
 
 @trust.command("rollback")

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, print_table, run
 from directory.patients import PatientService
 from mailserver import vault as V
 from mailserver.context import Context
@@ -47,7 +47,7 @@ def list_(ins: str) -> None:
             str(e.size),
             escape(e.title),
         )
-    console.print(table)
+    print_table(table)
 
 
 @vault.command("export")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -191,3 +192,24 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     r = admin("db", "upgrade", config=cfg, env=env)
     assert r.returncode == 0 and "upgraded from empty" in r.stdout
     assert "already at revision" in admin("db", "upgrade", config=cfg, env=env).stdout
+
+
+def test_json_output_of_a_list_for_scripts(demo: Path) -> None:
+    r = admin("--json", "account", "list", config=demo)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    by_address = {row["address"]: row for row in rows}
+    assert by_address["dr.martin@hopital.demo.masante.fr"]["kind"] == "PER"
+    assert all(set(row) == {"address", "kind", "status", "name"} for row in rows)
+    r = admin("--json", "trust", "list", config=demo)
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout), list), r.stderr
+
+
+def test_shell_completion(demo: Path) -> None:
+    script = admin("completion", "bash", config=demo)
+    assert script.returncode == 0 and "_masante_admin_completion()" in script.stdout
+    exe = Path(sys.executable).parent / "masante-admin"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
+    env.update({"COMP_WORDS": "masante-admin tru", "COMP_CWORD": "1", "_MASANTE_ADMIN_COMPLETE": "bash_complete"})
+    r = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=60)
+    assert "plain,trust" in r.stdout.splitlines(), r.stdout + r.stderr
