@@ -69,7 +69,7 @@ FUZZ_SCALE ?= 20
 FUZZ_TARGETS := mailserver/imap/protocol,mailserver/smtp/data.py,mailserver/smtp/params.py,mailserver/message,policies/xdm.py,directory/whitelist.py
 .PHONY: fuzz
 fuzz: $(STAMP)
-	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m coverage run --branch --include='$(subst $(comma),*$(comma),$(FUZZ_TARGETS))*' \
+	MASANTE_FUZZ_SCALE=$(FUZZ_SCALE) $(PY) -m coverage run --branch --include='*$(subst $(comma),*$(comma)*,$(FUZZ_TARGETS))*' \
 		-m pytest -q -p no:cacheprovider --timeout=0 --hypothesis-show-statistics \
 		tests/imap/test_parser.py tests/smtp/test_data_reader.py tests/message/test_fuzz.py \
 		tests/policies/test_fuzz_inputs.py $(PYTEST_ARGS)
