@@ -30,7 +30,7 @@ from mailserver.imap.mailstore import MailStore, MessageData, Snapshot
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
 from mailserver.imap.protocol import responses as r
-from mailserver.imap.protocol.selected import Selected, expunge_allowed
+from mailserver.imap.protocol.selected import Selected, expunge_allowed, vanished
 
 FETCH_BATCH = 100  # messages per unit of work in FETCH
 SEARCH_BATCH = 200  # messages per unit of work in SEARCH
@@ -48,6 +48,10 @@ class Bad(Exception):
         self.text = text
 
 
+#: what ENABLE turns on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
+ENABLABLE = ("CONDSTORE", "QRESYNC")
+
+
 def view(snap: Snapshot, readonly: bool) -> Selected:
     m = snap.mailbox
     return Selected(
@@ -59,6 +63,7 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
         recent=snap.recent,
         modseq=snap.modseq,
         readonly=readonly,
+        modseqs=snap.modseqs,
     )
 
 
@@ -72,6 +77,19 @@ class MailHandlers:
     ctx: Context
     store: MailStore | None
     selected: Selected | None
+    #: extensions this session turned on: ENABLE, or a CONDSTORE enabling command (RFC 7162 §3.1)
+    enabled: frozenset[str] = frozenset()
+
+    def _enable(self, *names: str) -> list[str]:
+        """Turn ``names`` on for the session (and its selected view); the ones that were not on yet."""
+        fresh = [n for n in names if n not in self.enabled]
+        if "QRESYNC" in fresh and "CONDSTORE" not in self.enabled and "CONDSTORE" not in fresh:
+            fresh.insert(0, "CONDSTORE")
+        self.enabled = self.enabled | set(fresh)
+        if self.selected is not None:
+            self.selected.condstore = "CONDSTORE" in self.enabled
+            self.selected.qresync = "QRESYNC" in self.enabled
+        return fresh
 
     async def send(self, *responses: r.Response) -> None:
         raise NotImplementedError  # the session writes
@@ -115,7 +133,8 @@ class MailHandlers:
     # --- authenticated -------------------------------------------------------------------------------
 
     async def do_enable(self, cmd: c.Enable) -> list[r.Response]:
-        return [r.Data((r.Atom("ENABLED"),)), ok(cmd.tag, "ENABLE completed")]
+        fresh = self._enable(*(x for x in cmd.capabilities if x in ENABLABLE))
+        return [r.Data((r.Atom("ENABLED"), *(r.Atom(x) for x in fresh))), ok(cmd.tag, "ENABLE completed")]
 
     async def do_namespace(self, cmd: c.Namespace) -> list[r.Response]:
         personal = (("", names.DELIMITER),)
@@ -123,8 +142,28 @@ class MailHandlers:
 
     async def _select(self, cmd: c.Select | c.Examine, readonly: bool) -> list[r.Response]:
         self.selected = None  # RFC 3501 §6.3.1: a failed SELECT leaves none selected (states.TRANSITIONS)
-        self.selected = view(await self._store().select(cmd.mailbox, readonly=readonly), readonly)
-        return self.selected.select_responses(cmd.tag, cmd.name)
+        if cmd.qresync is not None and "QRESYNC" not in self.enabled:
+            raise Bad("QRESYNC parameters need ENABLE QRESYNC first (RFC 7162)")
+        if cmd.condstore:
+            self._enable("CONDSTORE")
+        sel = view(await self._store().select(cmd.mailbox, readonly=readonly), readonly)
+        sel.condstore = "CONDSTORE" in self.enabled
+        sel.qresync = "QRESYNC" in self.enabled
+        self.selected = sel
+        out = sel.select_responses(cmd.tag, cmd.name)
+        q = cmd.qresync
+        if q is None or q.uidvalidity != sel.uidvalidity:
+            return out  # RFC 7162 §3.2.5.2: another UIDVALIDITY: the client starts again, nothing more said
+        top = max([sel.uidnext - 1, *sel.uids, 1])
+        known_uids = q.known_uids
+
+        def known(uid: int) -> bool:
+            return known_uids is None or known_uids.contains(uid, top)
+
+        gone = [u for u in await self._store().vanished(sel.id, q.modseq) if known(u)]
+        resync: list[r.Response] = [vanished(gone, earlier=True)] if gone else []
+        resync += [sel.flag_fetch(u) for u in sel.uids if sel.modseqs.get(u, 0) > q.modseq and known(u)]
+        return [*out[:-1], *resync, out[-1]]
 
     async def do_select(self, cmd: c.Select) -> list[r.Response]:
         return await self._select(cmd, readonly=False)
@@ -175,7 +214,10 @@ class MailHandlers:
             "UIDVALIDITY": info.uidvalidity,
             "UNSEEN": info.unseen,
             "SIZE": info.size,
+            "HIGHESTMODSEQ": info.highestmodseq,
         }
+        if "HIGHESTMODSEQ" in cmd.items:
+            self._enable("CONDSTORE")
         items = tuple(v for name in cmd.items for v in (r.Atom(name), values[name]))
         return [r.Data((r.Atom("STATUS"), mutf7.encode(cmd.mailbox), items)), ok(cmd.tag, "STATUS completed")]
 
@@ -214,8 +256,12 @@ class MailHandlers:
             return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
         sel = self._sel()
         needs = msgs.search_needs(cmd.key)
+        by_modseq = msgs.uses_modseq(cmd.key)
+        if by_modseq:
+            self._enable("CONDSTORE")
         max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)
         found: list[int] = []
+        top_modseq = 0
         pairs = list(enumerate(sel.uids, 1))
         step = SEARCH_BATCH if needs.rows else max(1, len(pairs))
         for i in range(0, len(pairs), step):
@@ -227,22 +273,38 @@ class MailHandlers:
                 )
                 data = {d.uid: d for d in rows}
             for seq, uid in batch:
-                cand = msgs.Candidate(seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid))
+                cand = msgs.Candidate(
+                    seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1)
+                )
                 if needs.rows and cand.data is None:
                     continue  # expunged meanwhile
                 if msgs.matches(cmd.key, cand, max_seq=max_seq, max_uid=max_uid):
                     found.append(uid if cmd.uid else seq)
-        return [r.Data((r.Atom("SEARCH"), *found)), ok(cmd.tag, "SEARCH completed")]
+                    top_modseq = max(top_modseq, cand.modseq)
+        # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
+        tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top_modseq),) if by_modseq and found else ()
+        return [r.Data((r.Atom("SEARCH"), *found, *tail)), ok(cmd.tag, "SEARCH completed")]
 
     async def do_fetch(self, cmd: c.Fetch) -> list[r.Response]:
         sel = self._sel()
+        if cmd.vanished and "QRESYNC" not in self.enabled:
+            raise Bad("VANISHED needs ENABLE QRESYNC first (RFC 7162)")
         pairs = sel.resolve(cmd.seqset, cmd.uid)
+        out: list[r.Response] = []
+        if c.FetchAttr("MODSEQ") in cmd.items:
+            self._enable("CONDSTORE")
+        if cmd.changed_since is not None:  # RFC 7162 §3.1.4: only what changed after that mod-sequence
+            since = cmd.changed_since
+            pairs = [(s, u) for s, u in pairs if sel.modseqs.get(u, 1) > since]
+            if cmd.vanished:
+                top = max([sel.uidnext - 1, *sel.uids[-1:], 1])
+                gone = [u for u in await self._store().vanished(sel.id, since) if cmd.seqset.contains(u, top)]
+                out += [vanished(gone, earlier=True)] if gone else []
         needs = msgs.fetch_needs(cmd.items)
         mark_seen = needs.sets_seen and not sel.readonly
         row_attrs = ("INTERNALDATE", "RFC822.SIZE")
         loads = needs.meta or needs.body or mark_seen
         loads = loads or any(isinstance(x, c.FetchAttr) and x.name in row_attrs for x in cmd.items)
-        out: list[r.Response] = []
         for i in range(0, len(pairs), FETCH_BATCH):
             seq_of = {u: s for s, u in pairs[i : i + FETCH_BATCH]}
             if loads:
@@ -250,12 +312,18 @@ class MailHandlers:
                     sel.id, list(seq_of), meta=needs.meta, body=needs.body, mark_seen=mark_seen, audit=needs.body
                 )
             else:  # FLAGS/UID only: answered from the session's view (just synchronised), no database read
-                rows, new_flags = [MessageData(u, sel.flags[u], _EPOCH, 0) for u in seq_of if u in sel.flags], {}
+                rows = [
+                    MessageData(u, sel.flags[u], _EPOCH, 0, modseq=sel.modseqs.get(u, 1))
+                    for u in seq_of
+                    if u in sel.flags
+                ]
+                new_flags = {}
             for d in rows:
                 if d.uid not in sel.flags:
                     continue
                 if d.uid in new_flags:
                     sel.set_flags(d.uid, new_flags[d.uid])
+                    sel.modseqs[d.uid] = d.modseq
                 items = msgs.render_fetch(cmd.items, d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags)
                 out.append(r.FetchData(seq_of[d.uid], items))
             if len(pairs) > FETCH_BATCH:  # stream big answers: write each batch as it is ready
@@ -268,11 +336,24 @@ class MailHandlers:
         if c.RECENT in cmd.flags:
             raise Bad("\\Recent cannot be set by a client")
         seq_of = sel.live(sel.resolve(cmd.seqset, cmd.uid))
-        result = await self._store().store(sel.id, list(seq_of), cmd.mode, cmd.flags) if seq_of else {}
-        for uid, flags in result.items():
+        if cmd.unchanged_since is not None:
+            self._enable("CONDSTORE")
+        if not seq_of:
+            return [ok(cmd.tag, "STORE completed")]
+        res = await self._store().store_flags(sel.id, list(seq_of), cmd.mode, cmd.flags, cmd.unchanged_since)
+        moved = {u for u, m in res.modseqs.items() if m != sel.modseqs.get(u)}
+        for uid, flags in res.flags.items():
             sel.set_flags(uid, flags)
-        out: list[r.Response] = [] if cmd.silent else [sel.flag_fetch(u, with_uid=cmd.uid) for u in result]
-        return [*out, ok(cmd.tag, "STORE completed")]
+            if uid in sel.flags:
+                sel.modseqs[uid] = res.modseqs[uid]
+        # RFC 7162 §3.1.3: with UNCHANGEDSINCE the changed messages are reported, MODSEQ included, even .SILENT
+        shown = [u for u in res.flags if u in moved] if cmd.silent and cmd.unchanged_since is not None else []
+        out: list[r.Response] = [sel.flag_fetch(u, with_uid=cmd.uid) for u in (shown if cmd.silent else res.flags)]
+        code = None
+        if res.modified:
+            numbers = res.modified if cmd.uid else [seq_of[u] for u in res.modified if u in seq_of]
+            code = f"MODIFIED {c.SequenceSet.of(numbers)}"
+        return [*out, ok(cmd.tag, "Conditional STORE failed for some messages" if code else "STORE completed", code)]
 
     async def _copy(self, cmd: c.Copy | c.Move, move: bool) -> list[r.Response]:
         sel = self._sel(writable=move)

@@ -81,6 +81,7 @@ class Snapshot:
     messages: list[tuple[int, frozenset[str]]]  # (uid, flags) by uid
     recent: frozenset[int]
     modseq: int
+    modseqs: dict[int, int] = field(default_factory=dict)  # uid -> mod-sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,16 @@ class Changes:
     modseq: int
     uidnext: int
     recent: frozenset[int] = frozenset()
+    modseqs: dict[int, int] = field(default_factory=dict)  # uid -> mod-sequence of the changed messages
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """STORE: the flags and mod-sequence of every message still there, and those UNCHANGEDSINCE kept."""
+
+    flags: dict[int, frozenset[str]]
+    modseqs: dict[int, int]
+    modified: list[int]  # RFC 7162 §3.1.3: changed after UNCHANGEDSINCE, left as they were
 
 
 @dataclass(slots=True)
@@ -103,6 +114,7 @@ class MessageData:
     internal_date: dt.datetime
     size: int
     meta: ImapMeta | None = None
+    modseq: int = 0
     raw: bytes | None = None
     _parsed: ParsedMessage | None = field(default=None, repr=False)
 
@@ -122,6 +134,7 @@ class StatusInfo:
     uidvalidity: int
     unseen: int
     size: int
+    highestmodseq: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +209,7 @@ class MailStore:
         async with self.ctx.uow(readonly=True) as uow:
             m = await self._mailbox(uow, name)
             n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
-            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size)
+            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq))
 
     # --- selected state ------------------------------------------------------------------------------------
 
@@ -225,6 +238,7 @@ class MailStore:
             [(uid, flagset(flags)) for uid, flags, _ in states],
             frozenset(uid for uid, _, _ in states if uid >= first),
             modseq,
+            {uid: ms for uid, _, ms in states},
         )
 
     async def changes(self, mailbox_id: int, since: int, *, claim_recent: bool) -> Changes:
@@ -246,7 +260,15 @@ class MailStore:
                 first, _ = await uow.mailboxes.claim_recent(mailbox_id)
                 await uow.commit()
             recent = frozenset(u for u, _, _ in changed if u >= first)
-        return Changes([(u, flagset(f)) for u, f, _ in changed], expunged, upto, uidnext, recent)
+        return Changes(
+            [(u, flagset(f)) for u, f, _ in changed], expunged, upto, uidnext, recent, {u: ms for u, _, ms in changed}
+        )
+
+    async def vanished(self, mailbox_id: int, since: int) -> list[int]:
+        """UIDs expunged from the mailbox after modseq ``since`` (RFC 7162 VANISHED (EARLIER)); tombstones are kept."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._check_owner(uow, mailbox_id)
+            return await uow.message_views.expunged_between(mailbox_id, since, m.highestmodseq)
 
     # --- messages ------------------------------------------------------------------------------------------
 
@@ -277,7 +299,7 @@ class MailStore:
         # decrypting happens outside any transaction; the write below (\Seen, audit) is short
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size)
+            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
             blob = blobs.get(r.blob_id)
             if blob is not None and blob.account_id == self.account.id:
                 if body:
@@ -303,6 +325,9 @@ class MailStore:
                         modseq = await uow.mailboxes.bump_modseq(mailbox_id)
                         for uid in await uow.messages.update_flags(mailbox_id, current, modseq):
                             new_flags[uid] = flagset(current[uid])
+                        for d in out:
+                            if d.uid in new_flags:
+                                d.modseq = modseq
                         uow.touch(mailbox_id)
                 if audit and rows:
                     uow.audit(
@@ -341,15 +366,28 @@ class MailStore:
 
         A message expunged by another session before this one wrote is not an error: it is left out.
         """
+        return (await self.store_flags(mailbox_id, uids, mode, flags)).flags
+
+    async def store_flags(
+        self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str], unchanged_since: int | None = None
+    ) -> StoreResult:
+        """STORE with mod-sequences (RFC 7162): a message whose modseq is above ``unchanged_since`` is
+        not changed and is listed in ``modified``; the others as ``store``."""
         wanted = frozenset(flags) - {RECENT}
 
-        async def work() -> dict[int, frozenset[str]]:
+        async def work() -> StoreResult:
             async with self.ctx.uow() as uow:
                 await self._lock_owned(uow, mailbox_id)
                 rows = await uow.messages.by_uids(mailbox_id, uids)
                 result: dict[int, frozenset[str]] = {}
+                modseqs: dict[int, int] = {}
+                modified: list[int] = []
                 changed: dict[int, str] = {}
                 for r in rows:
+                    if unchanged_since is not None and r.modseq > unchanged_since:
+                        modified.append(r.uid)
+                        continue
+                    modseqs[r.uid] = r.modseq
                     old = flagset(r.flags)
                     new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
                     result[r.uid] = flagset(encode_flags(new))
@@ -360,9 +398,12 @@ class MailStore:
                     written = set(await uow.messages.update_flags(mailbox_id, changed, modseq))
                     for uid in set(changed) - written:  # expunged meanwhile
                         del result[uid]
+                        del modseqs[uid]
+                    for uid in written:
+                        modseqs[uid] = modseq
                     uow.touch(mailbox_id)
                     await uow.commit()
-                return result
+                return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
 

@@ -27,6 +27,8 @@ BASE: tuple[str, ...] = (
     "SPECIAL-USE",
     "CHILDREN",
     "STATUS=SIZE",
+    "CONDSTORE",
+    "QRESYNC",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -203,6 +203,17 @@ class SearchSeq(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchModseq(SearchKey):
+    """MODSEQ [entry-name entry-type] n (RFC 7162 §3.1.5): messages whose mod-sequence is at least ``modseq``."""
+
+    modseq: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.modseq < 2**63:
+            raise ValueError("mod-sequence out of range")
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -226,7 +237,7 @@ class SearchAnd(SearchKey):
 
 SIMPLE_FETCH_ATTS = frozenset(
     {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
-    | {"BODYSTRUCTURE", "UID"}
+    | {"BODYSTRUCTURE", "UID", "MODSEQ"}
 )
 SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -395,12 +406,36 @@ class _MailboxCommand(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Select(_MailboxCommand):
+class Qresync:
+    """SELECT's (QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]])) parameter (RFC 7162 §3.2.5)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.uidvalidity < 2**32 or not 0 < self.modseq < 2**63:
+            raise ValueError("QRESYNC needs a UIDVALIDITY and a mod-sequence above 0")
+        if self.seq_match is not None and self.known_uids is None:
+            raise ValueError("QRESYNC sequence match data needs known UIDs")
+
+
+@dataclass(frozen=True, slots=True)
+class _SelectCommand(_MailboxCommand):
+    """SELECT / EXAMINE mailbox [(CONDSTORE) | (QRESYNC (...))] (RFC 7162)."""
+
+    condstore: bool = False
+    qresync: Qresync | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Select(_SelectCommand):
     name: ClassVar[str] = "SELECT"
 
 
 @dataclass(frozen=True, slots=True)
-class Examine(_MailboxCommand):
+class Examine(_SelectCommand):
     name: ClassVar[str] = "EXAMINE"
 
 
@@ -474,7 +509,7 @@ class Lsub(Command):
         _check_mailbox(self.pattern)
 
 
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE"})
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,11 +579,15 @@ class Fetch(Command):
     seqset: SequenceSet = SequenceSet(((1, 1),))
     items: tuple[FetchItem, ...] = ()
     uid: bool = False
+    changed_since: int | None = None  # RFC 7162 §3.1.4 CHANGEDSINCE
+    vanished: bool = False  # RFC 7162 §3.2.6 VANISHED (UID FETCH with CHANGEDSINCE only)
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.items:
             raise ValueError("FETCH needs items")
+        if self.vanished and (not self.uid or self.changed_since is None):
+            raise ValueError("VANISHED is a modifier of UID FETCH with CHANGEDSINCE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,6 +600,7 @@ class Store(Command):
     silent: bool = False
     flags: tuple[str, ...] = ()
     uid: bool = False
+    unchanged_since: int | None = None  # RFC 7162 §3.1.3 UNCHANGEDSINCE
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
@@ -715,6 +755,8 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"LARGER " if key.larger else b"SMALLER ") + str(key.size).encode()
     if isinstance(key, SearchSeq):
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
+    if isinstance(key, SearchModseq):
+        return b"MODSEQ %d" % key.modseq
     if isinstance(key, SearchNot):
         return b"NOT " + search_wire(key.key)
     if isinstance(key, SearchOr):
@@ -780,6 +822,18 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         if cmd.date is not None:
             body += b' "' + format_datetime(cmd.date).encode() + b'"'
         body += b" {%d+}\r\n" % len(cmd.message) + cmd.message
+    elif isinstance(cmd, Select | Examine):
+        body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)
+        if cmd.qresync is not None:
+            q = cmd.qresync
+            body += b" (QRESYNC (%d %d" % (q.uidvalidity, q.modseq)
+            if q.known_uids is not None:
+                body += b" " + str(q.known_uids).encode()
+            if q.seq_match is not None:
+                body += b" (" + str(q.seq_match[0]).encode() + b" " + str(q.seq_match[1]).encode() + b")"
+            body += b"))"
+        elif cmd.condstore:
+            body += b" (CONDSTORE)"
     elif isinstance(cmd, Copy | Move):
         body = uid + cmd.name.encode() + b" " + str(cmd.seqset).encode() + b" " + _mailbox(cmd.mailbox)
     elif isinstance(cmd, _MailboxCommand):
@@ -795,11 +849,14 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
     elif isinstance(cmd, Fetch):
         atts = b" ".join(fetch_item_wire(i) for i in cmd.items)
         body = uid + b"FETCH " + str(cmd.seqset).encode() + b" (" + atts + b")"
+        if cmd.changed_since is not None:
+            body += b" (CHANGEDSINCE %d%s)" % (cmd.changed_since, b" VANISHED" if cmd.vanished else b"")
     elif isinstance(cmd, Store):
         body = (
             uid
             + b"STORE "
             + str(cmd.seqset).encode()
+            + (b" (UNCHANGEDSINCE %d)" % cmd.unchanged_since if cmd.unchanged_since is not None else b"")
             + b" "
             + cmd.mode.encode()
             + b"FLAGS"

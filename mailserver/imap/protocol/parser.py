@@ -546,6 +546,16 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
     if word == "UID":
         cur.sp()
         return c.SearchSeq(cur.seqset(), uid=True)
+    if word == "MODSEQ":  # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer
+        cur.sp()
+        if cur.peek() == 0x22:
+            cur.quoted()  # the entry name ("/flags/\\draft"): per-flag mod-sequences are not kept apart
+            cur.sp()
+            kind = cur.atom("an entry type").lower()
+            if kind not in ("priv", "shared", "all"):
+                raise cur.error("The MODSEQ entry type is priv, shared or all")
+            cur.sp()
+        return c.SearchModseq(cur.number("a mod-sequence"))
     if word == "NOT":
         cur.sp()
         cur.depth += 1
@@ -752,6 +762,14 @@ def _parse_store(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     cur.sp()
     seqset = cur.seqset()
     cur.sp()
+    unchanged_since = None
+    if cur.peek() == 0x28:  # RFC 7162 §3.1.3: (UNCHANGEDSINCE mod-sequence-valzer)
+        cur.open()
+        if not cur.maybe_upper(b"UNCHANGEDSINCE "):
+            raise cur.error("The only STORE modifier is UNCHANGEDSINCE")
+        unchanged_since = cur.number("a mod-sequence")
+        cur.close()
+        cur.sp()
     mode = "+" if cur.maybe(b"+") else "-" if cur.maybe(b"-") else ""
     if not cur.maybe_upper(b"FLAGS"):
         raise cur.error("Expected FLAGS, +FLAGS or -FLAGS")
@@ -765,7 +783,7 @@ def _parse_store(cur: _Cursor, tag: str, uid: bool) -> c.Command:
             fl.append(cur.flag())
         flags = tuple(dict.fromkeys(fl))
     cur.end()
-    return c.Store(tag, seqset, mode, silent, flags, uid)
+    return c.Store(tag, seqset, mode, silent, flags, uid, unchanged_since)
 
 
 def _parse_id(cur: _Cursor, tag: str) -> c.Command:
@@ -891,10 +909,73 @@ def _parse_fetch(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     seqset = cur.seqset()
     cur.sp()
     items = _fetch_items(cur)
+    changed_since, vanished = None, False
+    if cur.maybe(b" "):  # RFC 7162 §3.1.4, §3.2.6: (CHANGEDSINCE n [VANISHED])
+        cur.open()
+        while True:
+            if cur.maybe_upper(b"CHANGEDSINCE "):
+                changed_since = cur.number("a mod-sequence")
+            elif cur.maybe_upper(b"VANISHED"):
+                vanished = True
+            else:
+                raise cur.error("FETCH modifiers are CHANGEDSINCE n and VANISHED")
+            if not cur.maybe(b" "):
+                break
+        cur.close()
+        if vanished and (not uid or changed_since is None):
+            raise cur.error("VANISHED is a modifier of UID FETCH with CHANGEDSINCE")
     cur.end()
     if uid and c.FetchAttr("UID") not in items:
         items = (*items, c.FetchAttr("UID"))  # RFC 3501 §6.4.8: UID FETCH always returns UID
-    return c.Fetch(tag, seqset, items, uid)
+    if changed_since is not None and c.FetchAttr("MODSEQ") not in items:
+        items = (*items, c.FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
+    return c.Fetch(tag, seqset, items, uid, changed_since, vanished)
+
+
+def _parse_select(cls: type[c.Select] | type[c.Examine]) -> Callable[[_Cursor, str], c.Command]:
+    """SELECT / EXAMINE mailbox [(CONDSTORE)] [(QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]]))]."""
+
+    def parse(cur: _Cursor, tag: str) -> c.Command:
+        cur.sp()
+        name = cur.mailbox()
+        condstore, qresync = False, None
+        if cur.maybe(b" "):
+            cur.open()
+            while True:
+                if cur.maybe_upper(b"CONDSTORE"):
+                    condstore = True
+                elif cur.maybe_upper(b"QRESYNC "):
+                    qresync = _qresync(cur)
+                else:
+                    raise cur.error(f"{cls.name} parameters are CONDSTORE and QRESYNC (...)")
+                if not cur.maybe(b" "):
+                    break
+            cur.close()
+        cur.end()
+        return cls(tag, name, condstore, qresync)
+
+    return parse
+
+
+def _qresync(cur: _Cursor) -> c.Qresync:
+    cur.open()
+    uidvalidity = cur.nz_number("a UIDVALIDITY")
+    cur.sp()
+    modseq = cur.number("a mod-sequence")
+    known = match = None
+    if cur.maybe(b" "):
+        if cur.peek() != 0x28:
+            known = cur.seqset()
+            cur.maybe(b" ")
+        if cur.peek() == 0x28:
+            cur.open()
+            seqs = cur.seqset()
+            cur.sp()
+            uids = cur.seqset()
+            cur.close()
+            match = (seqs, uids)
+    cur.close()
+    return c.Qresync(uidvalidity, modseq, known, match)
 
 
 def _parse_copy_move(cls: type[c.Copy] | type[c.Move]) -> Callable[[_Cursor, str, bool], c.Command]:
@@ -936,8 +1017,8 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "AUTHENTICATE": _parse_authenticate,
     "ENABLE": _parse_enable,
     "ID": _parse_id,
-    "SELECT": _one_mailbox(c.Select),
-    "EXAMINE": _one_mailbox(c.Examine),
+    "SELECT": _parse_select(c.Select),
+    "EXAMINE": _parse_select(c.Examine),
     "CREATE": _one_mailbox(c.Create),
     "DELETE": _one_mailbox(c.Delete),
     "SUBSCRIBE": _one_mailbox(c.Subscribe),
