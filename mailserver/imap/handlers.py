@@ -67,6 +67,28 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
     )
 
 
+def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
+    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set [MODSEQ m]`` (RFC 4731 §3.1, RFC 7162 §3.1.5).
+
+    ``RETURN ()`` is ``RETURN (ALL)``; with nothing found only COUNT (0) is said."""
+    wanted = cmd.returns or ("ALL",)
+    out: list[r.Value] = [r.Atom("ESEARCH"), (r.Atom("TAG"), cmd.tag)]
+    if cmd.uid:
+        out.append(r.Atom("UID"))
+    if found:
+        if "MIN" in wanted:
+            out += [r.Atom("MIN"), min(found)]
+        if "MAX" in wanted:
+            out += [r.Atom("MAX"), max(found)]
+    if "COUNT" in wanted:
+        out += [r.Atom("COUNT"), len(found)]
+    if found and "ALL" in wanted:
+        out += [r.Atom("ALL"), r.Atom(str(c.SequenceSet.of(found)))]
+    if found and modseq is not None:
+        out += [r.Atom("MODSEQ"), modseq]
+    return r.Data(tuple(out))
+
+
 def ok(tag: str, text: str, code: str | None = None) -> r.Tagged:
     return r.Tagged(tag, "OK", text, code)
 
@@ -282,6 +304,8 @@ class MailHandlers:
                     found.append(uid if cmd.uid else seq)
                     top_modseq = max(top_modseq, cand.modseq)
         # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
+        if cmd.returns is not None:
+            return [esearch(cmd, found, top_modseq if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
         tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top_modseq),) if by_modseq and found else ()
         return [r.Data((r.Atom("SEARCH"), *found, *tail)), ok(cmd.tag, "SEARCH completed")]
 

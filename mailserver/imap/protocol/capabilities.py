@@ -29,6 +29,7 @@ BASE: tuple[str, ...] = (
     "STATUS=SIZE",
     "CONDSTORE",
     "QRESYNC",
+    "ESEARCH",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

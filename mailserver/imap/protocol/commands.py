@@ -565,12 +565,23 @@ class Expunge(Command):
     uids: SequenceSet | None = None
 
 
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+
+
 @dataclass(frozen=True, slots=True)
 class Search(Command):
+    """[UID] SEARCH [RETURN (options)] [CHARSET x] keys; ``returns`` not None: an ESEARCH answer (RFC 4731)."""
+
     name: ClassVar[str] = "SEARCH"
     key: SearchKey = SearchAll()
     charset: str | None = None
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # () is RETURN (): as ALL
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
+            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT and ALL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -842,6 +853,8 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         body = b"UID EXPUNGE " + str(cmd.uids).encode() if cmd.uids is not None else b"EXPUNGE"
     elif isinstance(cmd, Search):
         body = uid + b"SEARCH "
+        if cmd.returns is not None:
+            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
         if cmd.charset is not None:
             body += b"CHARSET " + wire_string(cmd.charset) + b" "
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)

@@ -711,14 +711,13 @@ def _parse_list(cur: _Cursor, tag: str) -> c.Command:
 def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     cur.sp()
     charset = None
-    start = cur.pos
+    returns = None
+    if cur.maybe_upper(b"RETURN "):  # RFC 4731 ESEARCH
+        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SEARCH RETURN option")
+        cur.sp()
     if cur.maybe_upper(b"CHARSET "):
         charset = cur.astring("a charset").decode("ascii", "replace").upper()
         cur.sp()
-    elif cur.maybe_upper(b"RETURN "):
-        raise cur.error("SEARCH RETURN (ESEARCH) is not supported here")
-    else:
-        cur.pos = start
 
     def decode(data: bytes) -> str:
         if charset in (None, "UTF-8", "US-ASCII"):
@@ -730,7 +729,7 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
         _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Search(tag, key, charset, uid)
+    return c.Search(tag, key, charset, uid, returns)
 
 
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
