@@ -24,9 +24,9 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from mailserver import __version__
-from mailserver.errors import MailboxCannot, ReadOnly
+from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
-from mailserver.imap.mailstore import MailStore, MessageData, Snapshot
+from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
 from mailserver.imap.protocol import responses as r
@@ -65,6 +65,25 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
         readonly=readonly,
         modseqs=snap.modseqs,
     )
+
+
+#: the special uses CREATE may give (RFC 6154 §2); \\All and \\Flagged would be virtual mailboxes, not kept here
+CREATABLE_USES = {u.upper(): u for u in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
+
+
+def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r.Data:
+    """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS."""
+    values = {
+        "MESSAGES": info.messages,
+        "RECENT": info.recent,
+        "UIDNEXT": info.uidnext,
+        "UIDVALIDITY": info.uidvalidity,
+        "UNSEEN": info.unseen,
+        "SIZE": info.size,
+        "HIGHESTMODSEQ": info.highestmodseq,
+    }
+    pairs = tuple(v for name in items for v in (r.Atom(name), values[name]))
+    return r.Data((r.Atom("STATUS"), mutf7.encode(mailbox), pairs))
 
 
 def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
@@ -197,7 +216,15 @@ class MailHandlers:
         why = names.hierarchy_refusal(cmd.mailbox)
         if why is not None:
             raise MailboxCannot(why)
-        await self._store().create(cmd.mailbox)
+        use = None
+        if cmd.special_use:  # RFC 6154 §3 CREATE-SPECIAL-USE
+            if len(cmd.special_use) > 1:
+                raise SpecialUseRefused("A mailbox here has one special use at most")
+            use = CREATABLE_USES.get(cmd.special_use[0].upper())
+            if use is None:
+                offered = " ".join(CREATABLE_USES.values())
+                raise SpecialUseRefused(f"{cmd.special_use[0]} cannot be given to a mailbox here; use one of {offered}")
+        await self._store().create(cmd.mailbox, special_use=use)
         return [ok(cmd.tag, "CREATE completed")]
 
     async def do_delete(self, cmd: c.Delete) -> list[r.Response]:
@@ -221,7 +248,22 @@ class MailHandlers:
 
     async def do_list(self, cmd: c.List) -> list[r.Response]:
         boxes = [] if cmd.patterns == ("",) and not cmd.select_options else await self._store().mailboxes()
-        return [*names.list_responses(boxes, cmd), ok(cmd.tag, "LIST completed")]
+        if not cmd.status_items:
+            return [*names.list_responses(boxes, cmd), ok(cmd.tag, "LIST completed")]
+        # RFC 5819 LIST-STATUS: each selectable mailbox listed is followed by its STATUS (the store's
+        # ``status``: a scoped session sees the mailboxes of its grant only, as LIST itself)
+        if "HIGHESTMODSEQ" in cmd.status_items:
+            self._enable("CONDSTORE")
+        out: list[r.Response] = []
+        for entry in names.list_entries(boxes, cmd):
+            out.append(entry.response())
+            if entry.selectable and not entry.childinfo:
+                try:
+                    info = await self._store().status(entry.name)
+                except MailboxNotFound:
+                    continue  # deleted meanwhile: listed, no status (RFC 5819 §2 allows leaving it out)
+                out.append(status_response(entry.name, info, cmd.status_items))
+        return [*out, ok(cmd.tag, "LIST completed")]
 
     async def do_lsub(self, cmd: c.Lsub) -> list[r.Response]:
         boxes = [] if cmd.pattern == "" else await self._store().mailboxes()
@@ -229,19 +271,9 @@ class MailHandlers:
 
     async def do_status(self, cmd: c.Status) -> list[r.Response]:
         info = await self._store().status(cmd.mailbox)
-        values = {
-            "MESSAGES": info.messages,
-            "RECENT": info.recent,
-            "UIDNEXT": info.uidnext,
-            "UIDVALIDITY": info.uidvalidity,
-            "UNSEEN": info.unseen,
-            "SIZE": info.size,
-            "HIGHESTMODSEQ": info.highestmodseq,
-        }
         if "HIGHESTMODSEQ" in cmd.items:
             self._enable("CONDSTORE")
-        items = tuple(v for name in cmd.items for v in (r.Atom(name), values[name]))
-        return [r.Data((r.Atom("STATUS"), mutf7.encode(cmd.mailbox), items)), ok(cmd.tag, "STATUS completed")]
+        return [status_response(cmd.mailbox, info, cmd.items), ok(cmd.tag, "STATUS completed")]
 
     async def do_append(self, cmd: c.Append) -> list[r.Response]:
         if c.RECENT in cmd.flags:

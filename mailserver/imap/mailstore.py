@@ -35,7 +35,16 @@ from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
-from mailserver.errors import AccountGone, Busy, MailboxGone, MailboxNotFound, OverQuota, Refused, TooBig
+from mailserver.errors import (
+    AccountGone,
+    Busy,
+    MailboxGone,
+    MailboxNotFound,
+    OverQuota,
+    Refused,
+    SpecialUseRefused,
+    TooBig,
+)
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
@@ -180,9 +189,14 @@ class MailStore:
             raise MailboxNotFound(canonical_name(name), try_create=try_create)
         return mailbox
 
-    async def create(self, name: str) -> None:
+    async def create(self, name: str, *, special_use: str | None = None) -> None:
+        """CREATE, with a special use (RFC 6154 §3) that no other mailbox of the account holds."""
         async with self.ctx.uow() as uow:
+            if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
+                raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
             mailbox = await mbx.create_mailbox(uow, self.account.id, name)
+            if special_use is not None:
+                mailbox.special_use = special_use
             uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
             await uow.commit()
 

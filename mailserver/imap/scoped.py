@@ -76,10 +76,10 @@ class ScopedMailStore(MailStore):
     async def mailboxes(self) -> list[MailboxInfo]:
         return [m for m in await super().mailboxes() if self.scope.covers(m.name)]
 
-    async def create(self, name: str) -> None:
+    async def create(self, name: str, *, special_use: str | None = None) -> None:
         self._need(name)
         self._write()
-        await super().create(name)
+        await super().create(name, special_use=special_use)
 
     async def delete(self, name: str) -> None:
         self._need(name)

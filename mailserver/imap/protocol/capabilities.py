@@ -30,6 +30,9 @@ BASE: tuple[str, ...] = (
     "CONDSTORE",
     "QRESYNC",
     "ESEARCH",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "CREATE-SPECIAL-USE",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -441,7 +441,15 @@ class Examine(_SelectCommand):
 
 @dataclass(frozen=True, slots=True)
 class Create(_MailboxCommand):
+    """CREATE name [(USE (\\Archive ...))] (RFC 6154 §3 CREATE-SPECIAL-USE)."""
+
     name: ClassVar[str] = "CREATE"
+    special_use: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _MailboxCommand.__post_init__(self)
+        if not all(u.startswith("\\") and is_atom(u[1:]) for u in self.special_use):
+            raise ValueError("a special use is a \\ and an atom, e.g. \\Archive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,8 +479,9 @@ class Rename(Command):
         _check_mailbox(self.new)
 
 
+STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"})
 LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
-LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,11 +493,18 @@ class List(Command):
     patterns: tuple[str, ...] = ("",)
     select_options: tuple[str, ...] = ()
     return_options: tuple[str, ...] = ()
+    status_items: tuple[str, ...] = ()  # RETURN (STATUS (items)), RFC 5819
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.patterns:
             raise ValueError("LIST needs a pattern")
+        if ("STATUS" in self.return_options) != bool(self.status_items) or not set(self.status_items) <= STATUS_ITEMS:
+            raise ValueError("LIST RETURN (STATUS (items)) needs items among " + " ".join(sorted(STATUS_ITEMS)))
+        if self.select_options == ("RECURSIVEMATCH",) or (
+            "RECURSIVEMATCH" in self.select_options and len(set(self.select_options) - {"REMOTE"}) < 2
+        ):
+            raise ValueError("RECURSIVEMATCH needs another selection option (RFC 5258 §3)")
         for p in (self.reference, *self.patterns):
             _check_mailbox(p)
         if not set(self.select_options) <= LIST_SELECT_OPTIONS:
@@ -507,9 +523,6 @@ class Lsub(Command):
         Command.__post_init__(self)
         _check_mailbox(self.reference)
         _check_mailbox(self.pattern)
-
-
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -821,7 +834,8 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         else:
             body += b"(" + b" ".join(_pattern(p) for p in cmd.patterns) + b")"
         if cmd.return_options:
-            body += b" RETURN (" + " ".join(cmd.return_options).encode() + b")"
+            opts = [f"STATUS ({' '.join(cmd.status_items)})" if o == "STATUS" else o for o in cmd.return_options]
+            body += b" RETURN (" + " ".join(opts).encode() + b")"
     elif isinstance(cmd, Lsub):
         body = b"LSUB " + _mailbox(cmd.reference) + b" " + _pattern(cmd.pattern)
     elif isinstance(cmd, Status):
@@ -845,6 +859,8 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
             body += b"))"
         elif cmd.condstore:
             body += b" (CONDSTORE)"
+    elif isinstance(cmd, Create) and cmd.special_use:
+        body = b"CREATE " + _mailbox(cmd.mailbox) + b" (USE (" + " ".join(cmd.special_use).encode() + b"))"
     elif isinstance(cmd, Copy | Move):
         body = uid + cmd.name.encode() + b" " + str(cmd.seqset).encode() + b" " + _mailbox(cmd.mailbox)
     elif isinstance(cmd, _MailboxCommand):

@@ -700,12 +700,32 @@ def _parse_list(cur: _Cursor, tag: str) -> c.Command:
     else:
         patterns = [cur.list_mailbox()]
     ret: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
     if cur.maybe(b" "):
         if not cur.maybe_upper(b"RETURN "):
             raise cur.error("Expected RETURN (options)")
-        ret = _options(cur, c.LIST_RETURN_OPTIONS, "LIST return option")
+        ret, status = _list_return(cur)
     cur.end()
-    return c.List(tag, reference, tuple(patterns), select, ret)
+    return c.List(tag, reference, tuple(patterns), select, ret, status)
+
+
+def _list_return(cur: _Cursor) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """RETURN (option ...) of LIST (RFC 5258), STATUS (items) among them (RFC 5819)."""
+    cur.open()
+    opts: list[str] = []
+    status: tuple[str, ...] = ()
+    while cur.peek() != 0x29:
+        if opts:
+            cur.sp()
+        o = cur.atom("a LIST return option").upper()
+        if o not in c.LIST_RETURN_OPTIONS:
+            raise cur.error(f"Unsupported LIST return option {o}")
+        if o == "STATUS":
+            cur.sp()
+            status = _status_items(cur)
+        opts.append(o)
+    cur.close()
+    return tuple(dict.fromkeys(opts)), status
 
 
 def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
@@ -843,6 +863,25 @@ def _one_mailbox(cls: type[c._MailboxCommand]) -> Callable[[_Cursor, str], c.Com
         return cls(tag, name)
 
     return parse
+
+
+def _parse_create(cur: _Cursor, tag: str) -> c.Command:
+    """CREATE name [(USE (use-attr ...))] (RFC 6154 §3)."""
+    cur.sp()
+    name = cur.mailbox()
+    uses: list[str] = []
+    if cur.maybe(b" "):
+        cur.open()
+        if not cur.maybe_upper(b"USE "):
+            raise cur.error("The only CREATE parameter is USE (...)")
+        cur.open()
+        uses.append(cur.flag())
+        while cur.maybe(b" "):
+            uses.append(cur.flag())
+        cur.close()
+        cur.close()
+    cur.end()
+    return c.Create(tag, name, tuple(dict.fromkeys(uses)))
 
 
 def _parse_login(cur: _Cursor, tag: str) -> c.Command:
@@ -1018,7 +1057,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "ID": _parse_id,
     "SELECT": _parse_select(c.Select),
     "EXAMINE": _parse_select(c.Examine),
-    "CREATE": _one_mailbox(c.Create),
+    "CREATE": _parse_create,
     "DELETE": _one_mailbox(c.Delete),
     "SUBSCRIBE": _one_mailbox(c.Subscribe),
     "UNSUBSCRIBE": _one_mailbox(c.Unsubscribe),
