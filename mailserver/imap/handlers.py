@@ -21,11 +21,13 @@ See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
+from mailserver.imap import sort as sorting
 from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
@@ -305,41 +307,71 @@ class MailHandlers:
         gone = await self._store().expunge(sel.id, candidates) if candidates else []
         return [*sel.remove(gone), ok(cmd.tag, "EXPUNGE completed")]
 
-    async def do_search(self, cmd: c.Search) -> list[r.Response]:
-        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
-            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+    async def _matching(
+        self, key: c.SearchKey, on_match: Callable[[msgs.Candidate], None], *, meta: bool = False, rows: bool = False
+    ) -> None:
+        """Call ``on_match`` for each message of the view that ``key`` matches, in sequence order.
+
+        Messages are read SEARCH_BATCH at a time, only when the key (or ``meta``/``rows``: what SORT
+        needs) asks for more than the view holds; a batch's plaintext is dropped before the next."""
         sel = self._sel()
-        needs = msgs.search_needs(cmd.key)
-        by_modseq = msgs.uses_modseq(cmd.key)
-        if by_modseq:
-            self._enable("CONDSTORE")
+        needs = msgs.search_needs(key)
+        want_rows, want_meta = needs.rows or rows or meta, needs.meta or meta
         max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)
-        found: list[int] = []
-        top_modseq = 0
         pairs = list(enumerate(sel.uids, 1))
-        step = SEARCH_BATCH if needs.rows else max(1, len(pairs))
+        step = SEARCH_BATCH if want_rows else max(1, len(pairs))
         for i in range(0, len(pairs), step):
             batch = pairs[i : i + step]
             data: dict[int, MessageData] = {}
-            if needs.rows:
-                rows, _ = await self._store().fetch(
-                    sel.id, [u for _, u in batch], meta=needs.meta, body=needs.body, mark_seen=False, audit=needs.body
+            if want_rows:
+                found, _ = await self._store().fetch(
+                    sel.id, [u for _, u in batch], meta=want_meta, body=needs.body, mark_seen=False, audit=needs.body
                 )
-                data = {d.uid: d for d in rows}
+                data = {d.uid: d for d in found}
             for seq, uid in batch:
                 cand = msgs.Candidate(
                     seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1)
                 )
-                if needs.rows and cand.data is None:
+                if want_rows and cand.data is None:
                     continue  # expunged meanwhile
-                if msgs.matches(cmd.key, cand, max_seq=max_seq, max_uid=max_uid):
-                    found.append(uid if cmd.uid else seq)
-                    top_modseq = max(top_modseq, cand.modseq)
+                if msgs.matches(key, cand, max_seq=max_seq, max_uid=max_uid):
+                    on_match(cand)
+
+    async def do_search(self, cmd: c.Search) -> list[r.Response]:
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        by_modseq = msgs.uses_modseq(cmd.key)
+        if by_modseq:
+            self._enable("CONDSTORE")
+        found: list[int] = []
+        top = [0]
+
+        def keep(cand: msgs.Candidate) -> None:
+            found.append(cand.uid if cmd.uid else cand.seq)
+            top[0] = max(top[0], cand.modseq)
+
+        await self._matching(cmd.key, keep)
         # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
         if cmd.returns is not None:
-            return [esearch(cmd, found, top_modseq if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
-        tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top_modseq),) if by_modseq and found else ()
+            return [esearch(cmd, found, top[0] if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
+        tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top[0]),) if by_modseq and found else ()
         return [r.Data((r.Atom("SEARCH"), *found, *tail)), ok(cmd.tag, "SEARCH completed")]
+
+    async def do_sort(self, cmd: c.Sort) -> list[r.Response]:
+        """RFC 5256 SORT: the messages SEARCH would find, ordered by the criteria, ties by sequence number."""
+        if cmd.charset not in ("UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        if msgs.uses_modseq(cmd.key):
+            self._enable("CONDSTORE")
+        keyed: list[tuple[sorting.SortKey, int]] = []
+        meta = any(k not in ("ARRIVAL", "SIZE") for _, k in cmd.criteria)
+
+        def keep(cand: msgs.Candidate) -> None:
+            keyed.append((sorting.sort_key(cmd.criteria, cand), cand.uid if cmd.uid else cand.seq))
+
+        await self._matching(cmd.key, keep, meta=meta, rows=True)
+        keyed.sort(key=lambda x: x[0])
+        return [r.Data((r.Atom("SORT"), *(n for _, n in keyed))), ok(cmd.tag, "SORT completed")]
 
     async def do_fetch(self, cmd: c.Fetch) -> list[r.Response]:
         sel = self._sel()

@@ -33,6 +33,7 @@ BASE: tuple[str, ...] = (
     "LIST-EXTENDED",
     "LIST-STATUS",
     "CREATE-SPECIAL-USE",
+    "SORT",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -597,6 +597,25 @@ class Search(Command):
             raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT and ALL")
 
 
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sort(Command):
+    """[UID] SORT (criteria) charset keys (RFC 5256 §3); a criterion is (reverse, key)."""
+
+    name: ClassVar[str] = "SORT"
+    criteria: tuple[tuple[bool, str], ...] = ((False, "ARRIVAL"),)
+    charset: str = "UTF-8"
+    key: SearchKey = SearchAll()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not self.criteria or not all(k in SORT_KEYS for _, k in self.criteria):
+            raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
+
+
 @dataclass(frozen=True, slots=True)
 class Fetch(Command):
     name: ClassVar[str] = "FETCH"
@@ -684,6 +703,7 @@ COMMANDS: tuple[type[Command], ...] = (
     Unselect,
     Expunge,
     Search,
+    Sort,
     Fetch,
     Store,
     Copy,
@@ -874,6 +894,11 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         if cmd.charset is not None:
             body += b"CHARSET " + wire_string(cmd.charset) + b" "
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, Sort):
+        crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
+        keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body = uid + b"SORT (" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
         body += b" ".join(search_wire(k) for k in keys)
     elif isinstance(cmd, Fetch):
         atts = b" ".join(fetch_item_wire(i) for i in cmd.items)

@@ -752,6 +752,40 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     return c.Search(tag, key, charset, uid, returns)
 
 
+def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
+    """[UID] SORT (criteria) charset search-keys (RFC 5256 §3)."""
+    cur.sp()
+    cur.open()
+    criteria: list[tuple[bool, str]] = []
+    while True:
+        word = cur.atom("a sort criterion").upper()
+        reverse = word == "REVERSE"
+        if reverse:
+            cur.sp()
+            word = cur.atom("a sort criterion").upper()
+        if word not in c.SORT_KEYS:
+            raise cur.error(f"Unknown sort criterion {word[:40]}")
+        criteria.append((reverse, word))
+        if not cur.maybe(b" "):
+            break
+    cur.close()
+    cur.sp()
+    charset = cur.astring("a charset").decode("ascii", "replace").upper()
+    cur.sp()
+
+    def decode(data: bytes) -> str:
+        if charset in ("UTF-8", "US-ASCII"):
+            return cur.text_of(data, "The search string")
+        return data.decode("latin-1")  # the session refuses other charsets with NO [BADCHARSET]
+
+    keys = [_search_key(cur, decode)]
+    while cur.maybe(b" "):
+        _add_search_key(cur, decode, keys)
+    cur.end()
+    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+    return c.Sort(tag, tuple(criteria), charset, key, uid)
+
+
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
     """Parse the next top-level search key into ``keys``, with one leniency for clients that do not quote.
 
@@ -1067,6 +1101,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "STATUS": _parse_status,
     "APPEND": _parse_append,
     "SEARCH": lambda cur, tag: _parse_search(cur, tag, False),
+    "SORT": lambda cur, tag: _parse_sort(cur, tag, False),
     "FETCH": lambda cur, tag: _parse_fetch(cur, tag, False),
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
@@ -1074,6 +1109,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,
+    "SORT": _parse_sort,
     "FETCH": _parse_fetch,
     "STORE": _parse_store,
     "COPY": _parse_copy_move(c.Copy),
