@@ -83,6 +83,7 @@ def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r
         "UNSEEN": info.unseen,
         "SIZE": info.size,
         "HIGHESTMODSEQ": info.highestmodseq,
+        "APPENDLIMIT": info.append_limit,
     }
     pairs = tuple(v for name in items for v in (r.Atom(name), values[name]))
     return r.Data((r.Atom("STATUS"), mutf7.encode(mailbox), pairs))

@@ -144,6 +144,7 @@ class StatusInfo:
     unseen: int
     size: int
     highestmodseq: int = 1
+    append_limit: int = 0  # RFC 7889: the largest APPEND this mailbox takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +224,8 @@ class MailStore:
         async with self.ctx.uow(readonly=True) as uow:
             m = await self._mailbox(uow, name)
             n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
-            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq))
+            limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
+            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
 
     # --- selected state ------------------------------------------------------------------------------------
 

@@ -133,7 +133,13 @@ class ImapSession(MailHandlers):
             tls_active=self.tls_active,
             starttls_offered=self.cfg.tls is not None,
             mechanisms=self.mechanisms,
+            append_limit=self.append_limit,
         )
+
+    @property
+    def append_limit(self) -> int:
+        """RFC 7889 APPENDLIMIT: the largest message APPEND takes (message size and literal bounds)."""
+        return min(self.ctx.config.limits.max_message_size, self.cfg.max_literal)
 
     # --- I/O ---------------------------------------------------------------------------------------------
 
@@ -322,6 +328,7 @@ class ImapSession(MailHandlers):
             tls_active=self.tls_active,
             starttls_offered=self.cfg.tls is not None,
             mechanisms=self.mechanisms,
+            append_limit=self.append_limit,
         )
         return [r.Data((r.Atom("CAPABILITY"), *(r.Atom(x) for x in listed))), ok(cmd.tag, "Done")]
 
@@ -359,7 +366,9 @@ class ImapSession(MailHandlers):
         self.receiver.max_literal = self.cfg.max_literal
         credential = result.scope.credential_id if result.scope is not None else None
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id, "credential": credential}})
-        code = caps.capability_code(ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False)
+        code = caps.capability_code(
+            ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False, append_limit=self.append_limit
+        )
         return [ok(tag, "Logged in", code)]
 
     async def do_login(self, cmd: c.Login) -> list[r.Response]:

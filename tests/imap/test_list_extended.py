@@ -99,3 +99,13 @@ def test_parse_list_return_status_and_create_use() -> None:
         assert parse(c.to_wire(cmd)) == [cmd]
     with pytest.raises(ImapParseError):
         parse(b'c LIST "" "*" RETURN (STATUS)\r\n')
+
+
+def test_appendlimit_advertised_and_in_status(srv: ServerThread, m: imaplib.IMAP4_SSL) -> None:
+    """RFC 7889: APPENDLIMIT=n is the largest APPEND taken; STATUS and LIST-STATUS say it per mailbox."""
+    cfg = srv.ctx.config
+    limit = min(cfg.limits.max_message_size, cfg.imap.max_literal)
+    assert f"APPENDLIMIT={limit}".encode() in raw_command(m, "CAPABILITY")[0].split()
+    assert raw_command(m, "STATUS INBOX (APPENDLIMIT)")[0] == f'* STATUS "INBOX" (APPENDLIMIT {limit})'.encode()
+    listed = raw_command(m, 'LIST "" "INBOX" RETURN (STATUS (APPENDLIMIT))')
+    assert listed[1] == f'* STATUS "INBOX" (APPENDLIMIT {limit})'.encode(), listed
