@@ -318,6 +318,17 @@ class ImapSession(MailHandlers):
             return [*await self._updates(cmd), r.Tagged(cmd.tag, "NO", exc.text, response_code(exc))]
         if out and type(cmd) not in (c.Logout, c.Idle):
             out = [*out[:-1], *await self._updates(cmd), out[-1]]
+            last, sel = out[-1], self.selected
+            if (
+                isinstance(cmd, c.Expunge)
+                and sel is not None
+                and sel.qresync
+                and isinstance(last, r.Tagged)
+                and last.status == "OK"
+            ):
+                # RFC 7162 §3.2.10: with QRESYNC the tagged OK of (UID) EXPUNGE says HIGHESTMODSEQ, once
+                # every change up to it was told (the news just above)
+                out[-1] = r.Tagged(last.tag, last.status, last.text, f"HIGHESTMODSEQ {sel.highest_modseq()}")
         return out
 
     # --- any state, not authenticated ----------------------------------------------------------------

@@ -153,6 +153,9 @@ def test_qresync_select_vanished_and_expunge(
     ], out
     out = raw_command(m, "EXPUNGE")
     assert out[0] == f"* VANISHED {uids[3]}".encode(), out
+    # the tagged OK says the mailbox's HIGHESTMODSEQ, which a later SELECT confirms
+    told = code(out, "HIGHESTMODSEQ")
+    assert told > high and code(raw_command(m, "EXAMINE INBOX"), "HIGHESTMODSEQ") == told
 
 
 def test_vanished_modifier_needs_qresync(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
