@@ -177,7 +177,10 @@ class MailHandlers:
     # --- authenticated -------------------------------------------------------------------------------
 
     async def do_enable(self, cmd: c.Enable) -> list[r.Response]:
-        fresh = self._enable(*(x for x in cmd.capabilities if x in ENABLABLE))
+        asked = [x for x in cmd.capabilities if x in ENABLABLE]
+        # RFC 5161 §3.2: ENABLED names what was asked and is now on (as Dovecot: QRESYNC alone, though it
+        # turns CONDSTORE on too)
+        fresh = [x for x in self._enable(*asked) if x in asked]
         return [r.Data((r.Atom("ENABLED"), *(r.Atom(x) for x in fresh))), ok(cmd.tag, "ENABLE completed")]
 
     async def do_namespace(self, cmd: c.Namespace) -> list[r.Response]:
