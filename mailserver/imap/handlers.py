@@ -15,7 +15,14 @@ Implementation notes (invariants):
   messages writes each batch as it is ready (``send``), so that a large
   ``FETCH 1:* BODY[]`` is never held in memory whole.
 
-See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851.
+- A CONDSTORE enabling command (RFC 7162 §3.1) calls ``_enable("CONDSTORE")``;
+  ``enabled`` lives on the session and is copied onto each new ``Selected``.
+  QRESYNC parameters (SELECT, FETCH VANISHED) are BAD until ENABLE QRESYNC.
+- SEARCH and SORT choose messages through one ``_matching`` loop (batched
+  reads; SORT keeps only each match's sort key).
+
+See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851, RFC 7162,
+RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ Implementation notes (invariants):
 - A sequence set names messages of the snapshot: a number beyond it is BAD;
   ``1:*`` on an empty mailbox matches nothing (RFC 9051 asks for OK), ``*``
   alone on an empty one is BAD (RFC 9051 §9, seq-number).
+- RFC 7162: ``modseqs`` holds each known message's mod-sequence (from SELECT's
+  snapshot, then from every change applied or made by this session). With
+  ``condstore`` every FETCH of flags carries ``MODSEQ (n)``, and a new
+  mod-sequence alone is news; with ``qresync`` removals are one
+  ``* VANISHED uid-set`` instead of EXPUNGE responses (same hold-back).
+  SELECT always says ``HIGHESTMODSEQ`` (at least 1).
 """
 
 from __future__ import annotations
