@@ -54,6 +54,10 @@ class TooBig(MailError):
     pass
 
 
+class SpecialUseRefused(MailError):
+    """CREATE ... (USE (...)) with a special use this server does not give (RFC 6154 §3: NO [USEATTR])."""
+
+
 class NoPermission(MailError):
     """The credential of this session does not allow it (an app grant: another folder, or a write)."""
 

@@ -26,6 +26,7 @@ CODES: Mapping[type[e.MailError], str] = {
     e.AccountGone: "UNAVAILABLE",  # RFC 5530 §3
     e.Busy: "UNAVAILABLE",  # RFC 5530 §3: a temporary failure
     e.NoPermission: "NOPERM",  # RFC 5530 §3
+    e.SpecialUseRefused: "USEATTR",  # RFC 6154 §6
 }
 
 

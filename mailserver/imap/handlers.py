@@ -15,22 +15,31 @@ Implementation notes (invariants):
   messages writes each batch as it is ready (``send``), so that a large
   ``FETCH 1:* BODY[]`` is never held in memory whole.
 
-See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851.
+- A CONDSTORE enabling command (RFC 7162 §3.1) calls ``_enable("CONDSTORE")``;
+  ``enabled`` lives on the session and is copied onto each new ``Selected``.
+  QRESYNC parameters (SELECT, FETCH VANISHED) are BAD until ENABLE QRESYNC.
+- SEARCH and SORT choose messages through one ``_matching`` loop (batched
+  reads; SORT keeps only each match's sort key).
+
+See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851, RFC 7162,
+RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailserver import __version__
-from mailserver.errors import MailboxCannot, ReadOnly
+from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
-from mailserver.imap.mailstore import MailStore, MessageData, Snapshot
+from mailserver.imap import sort as sorting
+from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
 from mailserver.imap.protocol import responses as r
-from mailserver.imap.protocol.selected import Selected, expunge_allowed
+from mailserver.imap.protocol.selected import Selected, expunge_allowed, vanished
 
 FETCH_BATCH = 100  # messages per unit of work in FETCH
 SEARCH_BATCH = 200  # messages per unit of work in SEARCH
@@ -48,6 +57,10 @@ class Bad(Exception):
         self.text = text
 
 
+#: what ENABLE turns on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
+ENABLABLE = ("CONDSTORE", "QRESYNC")
+
+
 def view(snap: Snapshot, readonly: bool) -> Selected:
     m = snap.mailbox
     return Selected(
@@ -59,7 +72,50 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
         recent=snap.recent,
         modseq=snap.modseq,
         readonly=readonly,
+        modseqs=snap.modseqs,
     )
+
+
+#: the special uses CREATE may give (RFC 6154 §2); \\All and \\Flagged would be virtual mailboxes, not kept here
+CREATABLE_USES = {u.upper(): u for u in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
+
+
+def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r.Data:
+    """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS."""
+    values = {
+        "MESSAGES": info.messages,
+        "RECENT": info.recent,
+        "UIDNEXT": info.uidnext,
+        "UIDVALIDITY": info.uidvalidity,
+        "UNSEEN": info.unseen,
+        "SIZE": info.size,
+        "HIGHESTMODSEQ": info.highestmodseq,
+        "APPENDLIMIT": info.append_limit,
+    }
+    pairs = tuple(v for name in items for v in (r.Atom(name), values[name]))
+    return r.Data((r.Atom("STATUS"), mutf7.encode(mailbox), pairs))
+
+
+def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
+    """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set [MODSEQ m]`` (RFC 4731 §3.1, RFC 7162 §3.1.5).
+
+    ``RETURN ()`` is ``RETURN (ALL)``; with nothing found only COUNT (0) is said."""
+    wanted = cmd.returns or ("ALL",)
+    out: list[r.Value] = [r.Atom("ESEARCH"), (r.Atom("TAG"), cmd.tag)]
+    if cmd.uid:
+        out.append(r.Atom("UID"))
+    if found:
+        if "MIN" in wanted:
+            out += [r.Atom("MIN"), min(found)]
+        if "MAX" in wanted:
+            out += [r.Atom("MAX"), max(found)]
+    if "COUNT" in wanted:
+        out += [r.Atom("COUNT"), len(found)]
+    if found and "ALL" in wanted:
+        out += [r.Atom("ALL"), r.Atom(str(c.SequenceSet.of(found)))]
+    if found and modseq is not None:
+        out += [r.Atom("MODSEQ"), modseq]
+    return r.Data(tuple(out))
 
 
 def ok(tag: str, text: str, code: str | None = None) -> r.Tagged:
@@ -72,6 +128,19 @@ class MailHandlers:
     ctx: Context
     store: MailStore | None
     selected: Selected | None
+    #: extensions this session turned on: ENABLE, or a CONDSTORE enabling command (RFC 7162 §3.1)
+    enabled: frozenset[str] = frozenset()
+
+    def _enable(self, *names: str) -> list[str]:
+        """Turn ``names`` on for the session (and its selected view); the ones that were not on yet."""
+        fresh = [n for n in names if n not in self.enabled]
+        if "QRESYNC" in fresh and "CONDSTORE" not in self.enabled and "CONDSTORE" not in fresh:
+            fresh.insert(0, "CONDSTORE")
+        self.enabled = self.enabled | set(fresh)
+        if self.selected is not None:
+            self.selected.condstore = "CONDSTORE" in self.enabled
+            self.selected.qresync = "QRESYNC" in self.enabled
+        return fresh
 
     async def send(self, *responses: r.Response) -> None:
         raise NotImplementedError  # the session writes
@@ -115,7 +184,11 @@ class MailHandlers:
     # --- authenticated -------------------------------------------------------------------------------
 
     async def do_enable(self, cmd: c.Enable) -> list[r.Response]:
-        return [r.Data((r.Atom("ENABLED"),)), ok(cmd.tag, "ENABLE completed")]
+        asked = [x for x in cmd.capabilities if x in ENABLABLE]
+        # RFC 5161 §3.2: ENABLED names what was asked and is now on (as Dovecot: QRESYNC alone, though it
+        # turns CONDSTORE on too)
+        fresh = [x for x in self._enable(*asked) if x in asked]
+        return [r.Data((r.Atom("ENABLED"), *(r.Atom(x) for x in fresh))), ok(cmd.tag, "ENABLE completed")]
 
     async def do_namespace(self, cmd: c.Namespace) -> list[r.Response]:
         personal = (("", names.DELIMITER),)
@@ -123,8 +196,28 @@ class MailHandlers:
 
     async def _select(self, cmd: c.Select | c.Examine, readonly: bool) -> list[r.Response]:
         self.selected = None  # RFC 3501 §6.3.1: a failed SELECT leaves none selected (states.TRANSITIONS)
-        self.selected = view(await self._store().select(cmd.mailbox, readonly=readonly), readonly)
-        return self.selected.select_responses(cmd.tag, cmd.name)
+        if cmd.qresync is not None and "QRESYNC" not in self.enabled:
+            raise Bad("QRESYNC parameters need ENABLE QRESYNC first (RFC 7162)")
+        if cmd.condstore:
+            self._enable("CONDSTORE")
+        sel = view(await self._store().select(cmd.mailbox, readonly=readonly), readonly)
+        sel.condstore = "CONDSTORE" in self.enabled
+        sel.qresync = "QRESYNC" in self.enabled
+        self.selected = sel
+        out = sel.select_responses(cmd.tag, cmd.name)
+        q = cmd.qresync
+        if q is None or q.uidvalidity != sel.uidvalidity:
+            return out  # RFC 7162 §3.2.5.2: another UIDVALIDITY: the client starts again, nothing more said
+        top = max([sel.uidnext - 1, *sel.uids, 1])
+        known_uids = q.known_uids
+
+        def known(uid: int) -> bool:
+            return known_uids is None or known_uids.contains(uid, top)
+
+        gone = [u for u in await self._store().vanished(sel.id, q.modseq) if known(u)]
+        resync: list[r.Response] = [vanished(gone, earlier=True)] if gone else []
+        resync += [sel.flag_fetch(u) for u in sel.uids if sel.modseqs.get(u, 0) > q.modseq and known(u)]
+        return [*out[:-1], *resync, out[-1]]
 
     async def do_select(self, cmd: c.Select) -> list[r.Response]:
         return await self._select(cmd, readonly=False)
@@ -136,7 +229,15 @@ class MailHandlers:
         why = names.hierarchy_refusal(cmd.mailbox)
         if why is not None:
             raise MailboxCannot(why)
-        await self._store().create(cmd.mailbox)
+        use = None
+        if cmd.special_use:  # RFC 6154 §3 CREATE-SPECIAL-USE
+            if len(cmd.special_use) > 1:
+                raise SpecialUseRefused("A mailbox here has one special use at most")
+            use = CREATABLE_USES.get(cmd.special_use[0].upper())
+            if use is None:
+                offered = " ".join(CREATABLE_USES.values())
+                raise SpecialUseRefused(f"{cmd.special_use[0]} cannot be given to a mailbox here; use one of {offered}")
+        await self._store().create(cmd.mailbox, special_use=use)
         return [ok(cmd.tag, "CREATE completed")]
 
     async def do_delete(self, cmd: c.Delete) -> list[r.Response]:
@@ -160,7 +261,22 @@ class MailHandlers:
 
     async def do_list(self, cmd: c.List) -> list[r.Response]:
         boxes = [] if cmd.patterns == ("",) and not cmd.select_options else await self._store().mailboxes()
-        return [*names.list_responses(boxes, cmd), ok(cmd.tag, "LIST completed")]
+        if not cmd.status_items:
+            return [*names.list_responses(boxes, cmd), ok(cmd.tag, "LIST completed")]
+        # RFC 5819 LIST-STATUS: each selectable mailbox listed is followed by its STATUS (the store's
+        # ``status``: a scoped session sees the mailboxes of its grant only, as LIST itself)
+        if "HIGHESTMODSEQ" in cmd.status_items:
+            self._enable("CONDSTORE")
+        out: list[r.Response] = []
+        for entry in names.list_entries(boxes, cmd):
+            out.append(entry.response())
+            if entry.selectable and not entry.childinfo:
+                try:
+                    info = await self._store().status(entry.name)
+                except MailboxNotFound:
+                    continue  # deleted meanwhile: listed, no status (RFC 5819 §2 allows leaving it out)
+                out.append(status_response(entry.name, info, cmd.status_items))
+        return [*out, ok(cmd.tag, "LIST completed")]
 
     async def do_lsub(self, cmd: c.Lsub) -> list[r.Response]:
         boxes = [] if cmd.pattern == "" else await self._store().mailboxes()
@@ -168,16 +284,9 @@ class MailHandlers:
 
     async def do_status(self, cmd: c.Status) -> list[r.Response]:
         info = await self._store().status(cmd.mailbox)
-        values = {
-            "MESSAGES": info.messages,
-            "RECENT": info.recent,
-            "UIDNEXT": info.uidnext,
-            "UIDVALIDITY": info.uidvalidity,
-            "UNSEEN": info.unseen,
-            "SIZE": info.size,
-        }
-        items = tuple(v for name in cmd.items for v in (r.Atom(name), values[name]))
-        return [r.Data((r.Atom("STATUS"), mutf7.encode(cmd.mailbox), items)), ok(cmd.tag, "STATUS completed")]
+        if "HIGHESTMODSEQ" in cmd.items:
+            self._enable("CONDSTORE")
+        return [status_response(cmd.mailbox, info, cmd.items), ok(cmd.tag, "STATUS completed")]
 
     async def do_append(self, cmd: c.Append) -> list[r.Response]:
         if c.RECENT in cmd.flags:
@@ -209,40 +318,92 @@ class MailHandlers:
         gone = await self._store().expunge(sel.id, candidates) if candidates else []
         return [*sel.remove(gone), ok(cmd.tag, "EXPUNGE completed")]
 
-    async def do_search(self, cmd: c.Search) -> list[r.Response]:
-        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
-            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+    async def _matching(
+        self, key: c.SearchKey, on_match: Callable[[msgs.Candidate], None], *, meta: bool = False, rows: bool = False
+    ) -> None:
+        """Call ``on_match`` for each message of the view that ``key`` matches, in sequence order.
+
+        Messages are read SEARCH_BATCH at a time, only when the key (or ``meta``/``rows``: what SORT
+        needs) asks for more than the view holds; a batch's plaintext is dropped before the next."""
         sel = self._sel()
-        needs = msgs.search_needs(cmd.key)
+        needs = msgs.search_needs(key)
+        want_rows, want_meta = needs.rows or rows or meta, needs.meta or meta
         max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)
-        found: list[int] = []
         pairs = list(enumerate(sel.uids, 1))
-        step = SEARCH_BATCH if needs.rows else max(1, len(pairs))
+        step = SEARCH_BATCH if want_rows else max(1, len(pairs))
         for i in range(0, len(pairs), step):
             batch = pairs[i : i + step]
             data: dict[int, MessageData] = {}
-            if needs.rows:
-                rows, _ = await self._store().fetch(
-                    sel.id, [u for _, u in batch], meta=needs.meta, body=needs.body, mark_seen=False, audit=needs.body
+            if want_rows:
+                found, _ = await self._store().fetch(
+                    sel.id, [u for _, u in batch], meta=want_meta, body=needs.body, mark_seen=False, audit=needs.body
                 )
-                data = {d.uid: d for d in rows}
+                data = {d.uid: d for d in found}
             for seq, uid in batch:
-                cand = msgs.Candidate(seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid))
-                if needs.rows and cand.data is None:
+                cand = msgs.Candidate(
+                    seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1)
+                )
+                if want_rows and cand.data is None:
                     continue  # expunged meanwhile
-                if msgs.matches(cmd.key, cand, max_seq=max_seq, max_uid=max_uid):
-                    found.append(uid if cmd.uid else seq)
-        return [r.Data((r.Atom("SEARCH"), *found)), ok(cmd.tag, "SEARCH completed")]
+                if msgs.matches(key, cand, max_seq=max_seq, max_uid=max_uid):
+                    on_match(cand)
+
+    async def do_search(self, cmd: c.Search) -> list[r.Response]:
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        by_modseq = msgs.uses_modseq(cmd.key)
+        if by_modseq:
+            self._enable("CONDSTORE")
+        found: list[int] = []
+        top = [0]
+
+        def keep(cand: msgs.Candidate) -> None:
+            found.append(cand.uid if cmd.uid else cand.seq)
+            top[0] = max(top[0], cand.modseq)
+
+        await self._matching(cmd.key, keep)
+        # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
+        if cmd.returns is not None:
+            return [esearch(cmd, found, top[0] if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
+        tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top[0]),) if by_modseq and found else ()
+        return [r.Data((r.Atom("SEARCH"), *found, *tail)), ok(cmd.tag, "SEARCH completed")]
+
+    async def do_sort(self, cmd: c.Sort) -> list[r.Response]:
+        """RFC 5256 SORT: the messages SEARCH would find, ordered by the criteria, ties by sequence number."""
+        if cmd.charset not in ("UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        if msgs.uses_modseq(cmd.key):
+            self._enable("CONDSTORE")
+        keyed: list[tuple[sorting.SortKey, int]] = []
+        meta = any(k not in ("ARRIVAL", "SIZE") for _, k in cmd.criteria)
+
+        def keep(cand: msgs.Candidate) -> None:
+            keyed.append((sorting.sort_key(cmd.criteria, cand), cand.uid if cmd.uid else cand.seq))
+
+        await self._matching(cmd.key, keep, meta=meta, rows=True)
+        keyed.sort(key=lambda x: x[0])
+        return [r.Data((r.Atom("SORT"), *(n for _, n in keyed))), ok(cmd.tag, "SORT completed")]
 
     async def do_fetch(self, cmd: c.Fetch) -> list[r.Response]:
         sel = self._sel()
+        if cmd.vanished and "QRESYNC" not in self.enabled:
+            raise Bad("VANISHED needs ENABLE QRESYNC first (RFC 7162)")
         pairs = sel.resolve(cmd.seqset, cmd.uid)
+        out: list[r.Response] = []
+        if c.FetchAttr("MODSEQ") in cmd.items:
+            self._enable("CONDSTORE")
+        if cmd.changed_since is not None:  # RFC 7162 §3.1.4: only what changed after that mod-sequence
+            since = cmd.changed_since
+            pairs = [(s, u) for s, u in pairs if sel.modseqs.get(u, 1) > since]
+            if cmd.vanished:
+                top = max([sel.uidnext - 1, *sel.uids[-1:], 1])
+                gone = [u for u in await self._store().vanished(sel.id, since) if cmd.seqset.contains(u, top)]
+                out += [vanished(gone, earlier=True)] if gone else []
         needs = msgs.fetch_needs(cmd.items)
         mark_seen = needs.sets_seen and not sel.readonly
         row_attrs = ("INTERNALDATE", "RFC822.SIZE")
         loads = needs.meta or needs.body or mark_seen
         loads = loads or any(isinstance(x, c.FetchAttr) and x.name in row_attrs for x in cmd.items)
-        out: list[r.Response] = []
         for i in range(0, len(pairs), FETCH_BATCH):
             seq_of = {u: s for s, u in pairs[i : i + FETCH_BATCH]}
             if loads:
@@ -250,12 +411,18 @@ class MailHandlers:
                     sel.id, list(seq_of), meta=needs.meta, body=needs.body, mark_seen=mark_seen, audit=needs.body
                 )
             else:  # FLAGS/UID only: answered from the session's view (just synchronised), no database read
-                rows, new_flags = [MessageData(u, sel.flags[u], _EPOCH, 0) for u in seq_of if u in sel.flags], {}
+                rows = [
+                    MessageData(u, sel.flags[u], _EPOCH, 0, modseq=sel.modseqs.get(u, 1))
+                    for u in seq_of
+                    if u in sel.flags
+                ]
+                new_flags = {}
             for d in rows:
                 if d.uid not in sel.flags:
                     continue
                 if d.uid in new_flags:
                     sel.set_flags(d.uid, new_flags[d.uid])
+                    sel.modseqs[d.uid] = d.modseq
                 items = msgs.render_fetch(cmd.items, d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags)
                 out.append(r.FetchData(seq_of[d.uid], items))
             if len(pairs) > FETCH_BATCH:  # stream big answers: write each batch as it is ready
@@ -268,11 +435,24 @@ class MailHandlers:
         if c.RECENT in cmd.flags:
             raise Bad("\\Recent cannot be set by a client")
         seq_of = sel.live(sel.resolve(cmd.seqset, cmd.uid))
-        result = await self._store().store(sel.id, list(seq_of), cmd.mode, cmd.flags) if seq_of else {}
-        for uid, flags in result.items():
+        if cmd.unchanged_since is not None:
+            self._enable("CONDSTORE")
+        if not seq_of:
+            return [ok(cmd.tag, "STORE completed")]
+        res = await self._store().store_flags(sel.id, list(seq_of), cmd.mode, cmd.flags, cmd.unchanged_since)
+        moved = {u for u, m in res.modseqs.items() if m != sel.modseqs.get(u)}
+        for uid, flags in res.flags.items():
             sel.set_flags(uid, flags)
-        out: list[r.Response] = [] if cmd.silent else [sel.flag_fetch(u, with_uid=cmd.uid) for u in result]
-        return [*out, ok(cmd.tag, "STORE completed")]
+            if uid in sel.flags:
+                sel.modseqs[uid] = res.modseqs[uid]
+        # RFC 7162 §3.1.3: with UNCHANGEDSINCE the changed messages are reported, MODSEQ included, even .SILENT
+        shown = [u for u in res.flags if u in moved] if cmd.silent and cmd.unchanged_since is not None else []
+        out: list[r.Response] = [sel.flag_fetch(u, with_uid=cmd.uid) for u in (shown if cmd.silent else res.flags)]
+        code = None
+        if res.modified:
+            numbers = res.modified if cmd.uid else [seq_of[u] for u in res.modified if u in seq_of]
+            code = f"MODIFIED {c.SequenceSet.of(numbers)}"
+        return [*out, ok(cmd.tag, "Conditional STORE failed for some messages" if code else "STORE completed", code)]
 
     async def _copy(self, cmd: c.Copy | c.Move, move: bool) -> list[r.Response]:
         sel = self._sel(writable=move)

@@ -35,7 +35,16 @@ from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
-from mailserver.errors import AccountGone, Busy, MailboxGone, MailboxNotFound, OverQuota, Refused, TooBig
+from mailserver.errors import (
+    AccountGone,
+    Busy,
+    MailboxGone,
+    MailboxNotFound,
+    OverQuota,
+    Refused,
+    SpecialUseRefused,
+    TooBig,
+)
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
@@ -81,6 +90,7 @@ class Snapshot:
     messages: list[tuple[int, frozenset[str]]]  # (uid, flags) by uid
     recent: frozenset[int]
     modseq: int
+    modseqs: dict[int, int] = field(default_factory=dict)  # uid -> mod-sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,16 @@ class Changes:
     modseq: int
     uidnext: int
     recent: frozenset[int] = frozenset()
+    modseqs: dict[int, int] = field(default_factory=dict)  # uid -> mod-sequence of the changed messages
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """STORE: the flags and mod-sequence of every message still there, and those UNCHANGEDSINCE kept."""
+
+    flags: dict[int, frozenset[str]]
+    modseqs: dict[int, int]
+    modified: list[int]  # RFC 7162 §3.1.3: changed after UNCHANGEDSINCE, left as they were
 
 
 @dataclass(slots=True)
@@ -103,6 +123,7 @@ class MessageData:
     internal_date: dt.datetime
     size: int
     meta: ImapMeta | None = None
+    modseq: int = 0
     raw: bytes | None = None
     _parsed: ParsedMessage | None = field(default=None, repr=False)
 
@@ -122,6 +143,8 @@ class StatusInfo:
     uidvalidity: int
     unseen: int
     size: int
+    highestmodseq: int = 1
+    append_limit: int = 0  # RFC 7889: the largest APPEND this mailbox takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +190,14 @@ class MailStore:
             raise MailboxNotFound(canonical_name(name), try_create=try_create)
         return mailbox
 
-    async def create(self, name: str) -> None:
+    async def create(self, name: str, *, special_use: str | None = None) -> None:
+        """CREATE, with a special use (RFC 6154 §3) that no other mailbox of the account holds."""
         async with self.ctx.uow() as uow:
+            if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
+                raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
             mailbox = await mbx.create_mailbox(uow, self.account.id, name)
+            if special_use is not None:
+                mailbox.special_use = special_use
             uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
             await uow.commit()
 
@@ -196,7 +224,8 @@ class MailStore:
         async with self.ctx.uow(readonly=True) as uow:
             m = await self._mailbox(uow, name)
             n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
-            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size)
+            limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
+            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
 
     # --- selected state ------------------------------------------------------------------------------------
 
@@ -225,6 +254,7 @@ class MailStore:
             [(uid, flagset(flags)) for uid, flags, _ in states],
             frozenset(uid for uid, _, _ in states if uid >= first),
             modseq,
+            {uid: ms for uid, _, ms in states},
         )
 
     async def changes(self, mailbox_id: int, since: int, *, claim_recent: bool) -> Changes:
@@ -246,7 +276,15 @@ class MailStore:
                 first, _ = await uow.mailboxes.claim_recent(mailbox_id)
                 await uow.commit()
             recent = frozenset(u for u, _, _ in changed if u >= first)
-        return Changes([(u, flagset(f)) for u, f, _ in changed], expunged, upto, uidnext, recent)
+        return Changes(
+            [(u, flagset(f)) for u, f, _ in changed], expunged, upto, uidnext, recent, {u: ms for u, _, ms in changed}
+        )
+
+    async def vanished(self, mailbox_id: int, since: int) -> list[int]:
+        """UIDs expunged from the mailbox after modseq ``since`` (RFC 7162 VANISHED (EARLIER)); tombstones are kept."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._check_owner(uow, mailbox_id)
+            return await uow.message_views.expunged_between(mailbox_id, since, m.highestmodseq)
 
     # --- messages ------------------------------------------------------------------------------------------
 
@@ -277,7 +315,7 @@ class MailStore:
         # decrypting happens outside any transaction; the write below (\Seen, audit) is short
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size)
+            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
             blob = blobs.get(r.blob_id)
             if blob is not None and blob.account_id == self.account.id:
                 if body:
@@ -303,6 +341,9 @@ class MailStore:
                         modseq = await uow.mailboxes.bump_modseq(mailbox_id)
                         for uid in await uow.messages.update_flags(mailbox_id, current, modseq):
                             new_flags[uid] = flagset(current[uid])
+                        for d in out:
+                            if d.uid in new_flags:
+                                d.modseq = modseq
                         uow.touch(mailbox_id)
                 if audit and rows:
                     uow.audit(
@@ -341,15 +382,28 @@ class MailStore:
 
         A message expunged by another session before this one wrote is not an error: it is left out.
         """
+        return (await self.store_flags(mailbox_id, uids, mode, flags)).flags
+
+    async def store_flags(
+        self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str], unchanged_since: int | None = None
+    ) -> StoreResult:
+        """STORE with mod-sequences (RFC 7162): a message whose modseq is above ``unchanged_since`` is
+        not changed and is listed in ``modified``; the others as ``store``."""
         wanted = frozenset(flags) - {RECENT}
 
-        async def work() -> dict[int, frozenset[str]]:
+        async def work() -> StoreResult:
             async with self.ctx.uow() as uow:
                 await self._lock_owned(uow, mailbox_id)
                 rows = await uow.messages.by_uids(mailbox_id, uids)
                 result: dict[int, frozenset[str]] = {}
+                modseqs: dict[int, int] = {}
+                modified: list[int] = []
                 changed: dict[int, str] = {}
                 for r in rows:
+                    if unchanged_since is not None and r.modseq > unchanged_since:
+                        modified.append(r.uid)
+                        continue
+                    modseqs[r.uid] = r.modseq
                     old = flagset(r.flags)
                     new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
                     result[r.uid] = flagset(encode_flags(new))
@@ -360,9 +414,12 @@ class MailStore:
                     written = set(await uow.messages.update_flags(mailbox_id, changed, modseq))
                     for uid in set(changed) - written:  # expunged meanwhile
                         del result[uid]
+                        del modseqs[uid]
+                    for uid in written:
+                        modseqs[uid] = modseq
                     uow.touch(mailbox_id)
                     await uow.commit()
-                return result
+                return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
 

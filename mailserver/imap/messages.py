@@ -64,6 +64,8 @@ def render_fetch(
         value: Value
         if name == "UID":
             value = msg.uid
+        elif name == "MODSEQ":  # RFC 7162 §3.1.4.1
+            value = (max(1, msg.modseq),)
         elif name == "FLAGS":
             has_flags = True
             value = flag_atoms(flags, recent)
@@ -136,6 +138,19 @@ def search_needs(key: c.SearchKey) -> SearchNeeds:
     return SearchNeeds(rows or meta or body, meta, body)
 
 
+def uses_modseq(key: c.SearchKey) -> bool:
+    """A MODSEQ key anywhere in the program (RFC 7162 §3.1.5: the answer then carries MODSEQ)."""
+    if isinstance(key, c.SearchModseq):
+        return True
+    if isinstance(key, c.SearchNot):
+        return uses_modseq(key.key)
+    if isinstance(key, c.SearchOr):
+        return uses_modseq(key.left) or uses_modseq(key.right)
+    if isinstance(key, c.SearchAnd):
+        return any(uses_modseq(k) for k in key.keys)
+    return False
+
+
 @dataclass(slots=True)
 class Candidate:
     seq: int
@@ -143,6 +158,7 @@ class Candidate:
     flags: frozenset[str]
     recent: bool
     data: MessageData | None = None
+    modseq: int = 0
 
 
 def _fold(s: str) -> str:
@@ -173,6 +189,8 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return has == key.present
     if isinstance(key, c.SearchNew):
         return m.recent and "\\Seen" not in m.flags
+    if isinstance(key, c.SearchModseq):
+        return m.modseq >= key.modseq
     if isinstance(key, c.SearchSeq):
         if key.uid:
             return key.seqset.contains(m.uid, max_uid)

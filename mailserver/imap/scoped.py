@@ -36,6 +36,7 @@ from mailserver.imap.mailstore import (
     MessageData,
     Snapshot,
     StatusInfo,
+    StoreResult,
 )
 from mailserver.store.models import Account
 
@@ -75,10 +76,10 @@ class ScopedMailStore(MailStore):
     async def mailboxes(self) -> list[MailboxInfo]:
         return [m for m in await super().mailboxes() if self.scope.covers(m.name)]
 
-    async def create(self, name: str) -> None:
+    async def create(self, name: str, *, special_use: str | None = None) -> None:
         self._need(name)
         self._write()
-        await super().create(name)
+        await super().create(name, special_use=special_use)
 
     async def delete(self, name: str) -> None:
         self._need(name)
@@ -135,6 +136,12 @@ class ScopedMailStore(MailStore):
     ) -> dict[int, frozenset[str]]:
         self._write()
         return await super().store(mailbox_id, uids, mode, flags)
+
+    async def store_flags(
+        self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str], unchanged_since: int | None = None
+    ) -> StoreResult:
+        self._write()
+        return await super().store_flags(mailbox_id, uids, mode, flags, unchanged_since)
 
     async def expunge(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
         if not uids:

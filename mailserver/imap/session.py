@@ -136,7 +136,13 @@ class ImapSession(MailHandlers):
             tls_active=self.tls_active,
             starttls_offered=self.cfg.tls is not None,
             mechanisms=self.mechanisms,
+            append_limit=self.append_limit,
         )
+
+    @property
+    def append_limit(self) -> int:
+        """RFC 7889 APPENDLIMIT: the largest message APPEND takes (message size and literal bounds)."""
+        return min(self.ctx.config.limits.max_message_size, self.cfg.max_literal)
 
     # --- I/O ---------------------------------------------------------------------------------------------
 
@@ -315,6 +321,17 @@ class ImapSession(MailHandlers):
             return [*await self._updates(cmd), r.Tagged(cmd.tag, "NO", exc.text, response_code(exc))]
         if out and type(cmd) not in (c.Logout, c.Idle):
             out = [*out[:-1], *await self._updates(cmd), out[-1]]
+            last, sel = out[-1], self.selected
+            if (
+                isinstance(cmd, c.Expunge)
+                and sel is not None
+                and sel.qresync
+                and isinstance(last, r.Tagged)
+                and last.status == "OK"
+            ):
+                # RFC 7162 §3.2.10: with QRESYNC the tagged OK of (UID) EXPUNGE says HIGHESTMODSEQ, once
+                # every change up to it was told (the news just above)
+                out[-1] = r.Tagged(last.tag, last.status, last.text, f"HIGHESTMODSEQ {sel.highest_modseq()}")
         return out
 
     # --- any state, not authenticated ----------------------------------------------------------------
@@ -325,6 +342,7 @@ class ImapSession(MailHandlers):
             tls_active=self.tls_active,
             starttls_offered=self.cfg.tls is not None,
             mechanisms=self.mechanisms,
+            append_limit=self.append_limit,
         )
         return [r.Data((r.Atom("CAPABILITY"), *(r.Atom(x) for x in listed))), ok(cmd.tag, "Done")]
 
@@ -368,7 +386,9 @@ class ImapSession(MailHandlers):
         self.receiver.max_literal = self.cfg.max_literal
         credential = result.scope.credential_id if result.scope is not None else None
         log.info("imap.login", extra={"fields": {"account": result.account.owner_id, "credential": credential}})
-        code = caps.capability_code(ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False)
+        code = caps.capability_code(
+            ImapState.AUTHENTICATED, tls_active=True, starttls_offered=False, append_limit=self.append_limit
+        )
         return [ok(tag, "Logged in", code)]
 
     async def do_login(self, cmd: c.Login) -> list[r.Response]:
@@ -512,6 +532,7 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.Unselect: ImapSession.do_unselect,
     c.Expunge: ImapSession.do_expunge,
     c.Search: ImapSession.do_search,
+    c.Sort: ImapSession.do_sort,
     c.Fetch: ImapSession.do_fetch,
     c.Store: ImapSession.do_store,
     c.Copy: ImapSession.do_copy,

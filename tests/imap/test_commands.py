@@ -133,7 +133,9 @@ def test_id_namespace_enable_capability(m: imaplib.IMAP4_SSL) -> None:
     assert raw_command(m, 'ID ("name" "pytest" "version" "1")')[0] == b'* ID ("name" "masante-mail" "version" "0.1.0")'
     assert raw_command(m, "ID NIL")[-1].endswith(b"OK ID completed")
     assert raw_command(m, "NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL'
-    assert raw_command(m, "ENABLE CONDSTORE")[0] == b"* ENABLED"  # nothing enabled: only what is advertised
+    assert raw_command(m, "ENABLE X-UNKNOWN")[0] == b"* ENABLED"  # nothing enabled: only what is advertised
+    assert raw_command(m, "ENABLE CONDSTORE X-UNKNOWN")[0] == b"* ENABLED CONDSTORE"
+    assert raw_command(m, "ENABLE CONDSTORE")[0] == b"* ENABLED"  # already on
     caps = raw_command(m, "CAPABILITY")[0]
     assert caps.startswith(b"* CAPABILITY IMAP4rev1") and b"AUTH=PLAIN" not in caps
 

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given
@@ -31,6 +31,7 @@ class Changes:
     modseq: int
     uidnext: int
     recent: frozenset[int] = frozenset()
+    modseqs: dict[int, int] = field(default_factory=dict)
 
 
 def view(flags: dict[int, frozenset[str]], *, recent: tuple[int, ...] = (), readonly: bool = False) -> Selected:
@@ -87,6 +88,7 @@ def test_select_responses() -> None:
         b"* OK [UNSEEN 2] Message 2 is the first unseen",
         b"* OK [UIDVALIDITY 100] UIDs valid",
         b"* OK [UIDNEXT 5] Predicted next UID",
+        b"* OK [HIGHESTMODSEQ 10] Highest mod-sequence",
         b"a1 OK [READ-WRITE] SELECT completed",
     ]
     ro = view({1: SEEN}, readonly=True)

@@ -58,6 +58,8 @@ LINES = [
     b"a UID EXPUNGE 1:3",
     b"a SEARCH ALL",
     b"a UID SEARCH UNSEEN",
+    b"a SORT (DATE) UTF-8 ALL",
+    b"a UID SORT (REVERSE SIZE) UTF-8 UNSEEN",
     b"a FETCH 1:* (FLAGS)",
     b"a UID FETCH 1 BODY.PEEK[]",
     b"a STORE 1 +FLAGS (\\Seen)",

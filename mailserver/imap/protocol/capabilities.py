@@ -7,6 +7,8 @@ Invariants:
   the mechanisms the server is configured for (``OPTIONAL_MECHANISMS``:
   XOAUTH2 and OAUTHBEARER with ``[oauth]``, EXTERNAL with ``[tls] account_ca``).
 - After login no mechanism is announced (RFC 3501 §7.2.1: the list may change).
+- ``APPENDLIMIT=n`` (RFC 7889) is the largest APPEND accepted: the configured
+  ``[limits] max_message_size``, or ``[imap] max_literal`` when smaller.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ BASE: tuple[str, ...] = (
     "SPECIAL-USE",
     "CHILDREN",
     "STATUS=SIZE",
+    "CONDSTORE",
+    "QRESYNC",
+    "ESEARCH",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "CREATE-SPECIAL-USE",
+    "SORT",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)
@@ -36,19 +45,36 @@ OPTIONAL_MECHANISMS: tuple[str, ...] = ("XOAUTH2", "OAUTHBEARER", "EXTERNAL")
 
 
 def capabilities(
-    state: ImapState, *, tls_active: bool, starttls_offered: bool, mechanisms: tuple[str, ...] = MECHANISMS
+    state: ImapState,
+    *,
+    tls_active: bool,
+    starttls_offered: bool,
+    mechanisms: tuple[str, ...] = MECHANISMS,
+    append_limit: int | None = None,
 ) -> tuple[str, ...]:
-    """The CAPABILITY list for a connection in ``state``."""
+    """The CAPABILITY list for a connection in ``state``; ``APPENDLIMIT=n`` (RFC 7889) when a limit is given."""
+    base = (*BASE, f"APPENDLIMIT={append_limit}") if append_limit is not None else BASE
     if state is not ImapState.NOT_AUTHENTICATED:
-        return BASE
+        return base
     if tls_active:
-        return (*BASE, *(f"AUTH={m}" for m in mechanisms))
-    return (*BASE, *(("STARTTLS",) if starttls_offered else ()), "LOGINDISABLED")
+        return (*base, *(f"AUTH={m}" for m in mechanisms))
+    return (*base, *(("STARTTLS",) if starttls_offered else ()), "LOGINDISABLED")
 
 
 def capability_code(
-    state: ImapState, *, tls_active: bool, starttls_offered: bool, mechanisms: tuple[str, ...] = MECHANISMS
+    state: ImapState,
+    *,
+    tls_active: bool,
+    starttls_offered: bool,
+    mechanisms: tuple[str, ...] = MECHANISMS,
+    append_limit: int | None = None,
 ) -> str:
     """The ``[CAPABILITY ...]`` response code of the greeting and of a successful login."""
-    listed = capabilities(state, tls_active=tls_active, starttls_offered=starttls_offered, mechanisms=mechanisms)
+    listed = capabilities(
+        state,
+        tls_active=tls_active,
+        starttls_offered=starttls_offered,
+        mechanisms=mechanisms,
+        append_limit=append_limit,
+    )
     return "CAPABILITY " + " ".join(listed)

@@ -203,6 +203,17 @@ class SearchSeq(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchModseq(SearchKey):
+    """MODSEQ [entry-name entry-type] n (RFC 7162 §3.1.5): messages whose mod-sequence is at least ``modseq``."""
+
+    modseq: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.modseq < 2**63:
+            raise ValueError("mod-sequence out of range")
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -226,7 +237,7 @@ class SearchAnd(SearchKey):
 
 SIMPLE_FETCH_ATTS = frozenset(
     {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
-    | {"BODYSTRUCTURE", "UID"}
+    | {"BODYSTRUCTURE", "UID", "MODSEQ"}
 )
 SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -395,18 +406,50 @@ class _MailboxCommand(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Select(_MailboxCommand):
+class Qresync:
+    """SELECT's (QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]])) parameter (RFC 7162 §3.2.5)."""
+
+    uidvalidity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.uidvalidity < 2**32 or not 0 < self.modseq < 2**63:
+            raise ValueError("QRESYNC needs a UIDVALIDITY and a mod-sequence above 0")
+        if self.seq_match is not None and self.known_uids is None:
+            raise ValueError("QRESYNC sequence match data needs known UIDs")
+
+
+@dataclass(frozen=True, slots=True)
+class _SelectCommand(_MailboxCommand):
+    """SELECT / EXAMINE mailbox [(CONDSTORE) | (QRESYNC (...))] (RFC 7162)."""
+
+    condstore: bool = False
+    qresync: Qresync | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Select(_SelectCommand):
     name: ClassVar[str] = "SELECT"
 
 
 @dataclass(frozen=True, slots=True)
-class Examine(_MailboxCommand):
+class Examine(_SelectCommand):
     name: ClassVar[str] = "EXAMINE"
 
 
 @dataclass(frozen=True, slots=True)
 class Create(_MailboxCommand):
+    """CREATE name [(USE (\\Archive ...))] (RFC 6154 §3 CREATE-SPECIAL-USE)."""
+
     name: ClassVar[str] = "CREATE"
+    special_use: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _MailboxCommand.__post_init__(self)
+        if not all(u.startswith("\\") and is_atom(u[1:]) for u in self.special_use):
+            raise ValueError("a special use is a \\ and an atom, e.g. \\Archive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,8 +479,11 @@ class Rename(Command):
         _check_mailbox(self.new)
 
 
+STATUS_ITEMS = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT"}
+)
 LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
-LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,11 +495,18 @@ class List(Command):
     patterns: tuple[str, ...] = ("",)
     select_options: tuple[str, ...] = ()
     return_options: tuple[str, ...] = ()
+    status_items: tuple[str, ...] = ()  # RETURN (STATUS (items)), RFC 5819
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.patterns:
             raise ValueError("LIST needs a pattern")
+        if ("STATUS" in self.return_options) != bool(self.status_items) or not set(self.status_items) <= STATUS_ITEMS:
+            raise ValueError("LIST RETURN (STATUS (items)) needs items among " + " ".join(sorted(STATUS_ITEMS)))
+        if self.select_options == ("RECURSIVEMATCH",) or (
+            "RECURSIVEMATCH" in self.select_options and len(set(self.select_options) - {"REMOTE"}) < 2
+        ):
+            raise ValueError("RECURSIVEMATCH needs another selection option (RFC 5258 §3)")
         for p in (self.reference, *self.patterns):
             _check_mailbox(p)
         if not set(self.select_options) <= LIST_SELECT_OPTIONS:
@@ -472,9 +525,6 @@ class Lsub(Command):
         Command.__post_init__(self)
         _check_mailbox(self.reference)
         _check_mailbox(self.pattern)
-
-
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,12 +580,42 @@ class Expunge(Command):
     uids: SequenceSet | None = None
 
 
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+
+
 @dataclass(frozen=True, slots=True)
 class Search(Command):
+    """[UID] SEARCH [RETURN (options)] [CHARSET x] keys; ``returns`` not None: an ESEARCH answer (RFC 4731)."""
+
     name: ClassVar[str] = "SEARCH"
     key: SearchKey = SearchAll()
     charset: str | None = None
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # () is RETURN (): as ALL
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
+            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT and ALL")
+
+
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sort(Command):
+    """[UID] SORT (criteria) charset keys (RFC 5256 §3); a criterion is (reverse, key)."""
+
+    name: ClassVar[str] = "SORT"
+    criteria: tuple[tuple[bool, str], ...] = ((False, "ARRIVAL"),)
+    charset: str = "UTF-8"
+    key: SearchKey = SearchAll()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not self.criteria or not all(k in SORT_KEYS for _, k in self.criteria):
+            raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,11 +624,15 @@ class Fetch(Command):
     seqset: SequenceSet = SequenceSet(((1, 1),))
     items: tuple[FetchItem, ...] = ()
     uid: bool = False
+    changed_since: int | None = None  # RFC 7162 §3.1.4 CHANGEDSINCE
+    vanished: bool = False  # RFC 7162 §3.2.6 VANISHED (UID FETCH with CHANGEDSINCE only)
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.items:
             raise ValueError("FETCH needs items")
+        if self.vanished and (not self.uid or self.changed_since is None):
+            raise ValueError("VANISHED is a modifier of UID FETCH with CHANGEDSINCE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -561,6 +645,7 @@ class Store(Command):
     silent: bool = False
     flags: tuple[str, ...] = ()
     uid: bool = False
+    unchanged_since: int | None = None  # RFC 7162 §3.1.3 UNCHANGEDSINCE
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
@@ -620,6 +705,7 @@ COMMANDS: tuple[type[Command], ...] = (
     Unselect,
     Expunge,
     Search,
+    Sort,
     Fetch,
     Store,
     Copy,
@@ -715,6 +801,8 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"LARGER " if key.larger else b"SMALLER ") + str(key.size).encode()
     if isinstance(key, SearchSeq):
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
+    if isinstance(key, SearchModseq):
+        return b"MODSEQ %d" % key.modseq
     if isinstance(key, SearchNot):
         return b"NOT " + search_wire(key.key)
     if isinstance(key, SearchOr):
@@ -768,7 +856,8 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         else:
             body += b"(" + b" ".join(_pattern(p) for p in cmd.patterns) + b")"
         if cmd.return_options:
-            body += b" RETURN (" + " ".join(cmd.return_options).encode() + b")"
+            opts = [f"STATUS ({' '.join(cmd.status_items)})" if o == "STATUS" else o for o in cmd.return_options]
+            body += b" RETURN (" + " ".join(opts).encode() + b")"
     elif isinstance(cmd, Lsub):
         body = b"LSUB " + _mailbox(cmd.reference) + b" " + _pattern(cmd.pattern)
     elif isinstance(cmd, Status):
@@ -780,6 +869,20 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         if cmd.date is not None:
             body += b' "' + format_datetime(cmd.date).encode() + b'"'
         body += b" {%d+}\r\n" % len(cmd.message) + cmd.message
+    elif isinstance(cmd, Select | Examine):
+        body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)
+        if cmd.qresync is not None:
+            q = cmd.qresync
+            body += b" (QRESYNC (%d %d" % (q.uidvalidity, q.modseq)
+            if q.known_uids is not None:
+                body += b" " + str(q.known_uids).encode()
+            if q.seq_match is not None:
+                body += b" (" + str(q.seq_match[0]).encode() + b" " + str(q.seq_match[1]).encode() + b")"
+            body += b"))"
+        elif cmd.condstore:
+            body += b" (CONDSTORE)"
+    elif isinstance(cmd, Create) and cmd.special_use:
+        body = b"CREATE " + _mailbox(cmd.mailbox) + b" (USE (" + " ".join(cmd.special_use).encode() + b"))"
     elif isinstance(cmd, Copy | Move):
         body = uid + cmd.name.encode() + b" " + str(cmd.seqset).encode() + b" " + _mailbox(cmd.mailbox)
     elif isinstance(cmd, _MailboxCommand):
@@ -788,18 +891,28 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         body = b"UID EXPUNGE " + str(cmd.uids).encode() if cmd.uids is not None else b"EXPUNGE"
     elif isinstance(cmd, Search):
         body = uid + b"SEARCH "
+        if cmd.returns is not None:
+            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
         if cmd.charset is not None:
             body += b"CHARSET " + wire_string(cmd.charset) + b" "
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
         body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, Sort):
+        crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
+        keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body = uid + b"SORT (" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body += b" ".join(search_wire(k) for k in keys)
     elif isinstance(cmd, Fetch):
         atts = b" ".join(fetch_item_wire(i) for i in cmd.items)
         body = uid + b"FETCH " + str(cmd.seqset).encode() + b" (" + atts + b")"
+        if cmd.changed_since is not None:
+            body += b" (CHANGEDSINCE %d%s)" % (cmd.changed_since, b" VANISHED" if cmd.vanished else b"")
     elif isinstance(cmd, Store):
         body = (
             uid
             + b"STORE "
             + str(cmd.seqset).encode()
+            + (b" (UNCHANGEDSINCE %d)" % cmd.unchanged_since if cmd.unchanged_since is not None else b"")
             + b" "
             + cmd.mode.encode()
             + b"FLAGS"

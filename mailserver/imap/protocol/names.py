@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from mailserver.imap.protocol import commands as c
@@ -89,28 +90,63 @@ def root(kind: str) -> r.Data:
     return r.Data((r.Atom(kind), (r.Atom("\\Noselect"),), DELIMITER, ""))
 
 
-def list_responses(boxes: Sequence[Listable], command: c.List) -> list[r.Response]:
-    """The untagged LIST responses (RFC 3501 §6.3.8, RFC 5258 SUBSCRIBED, RFC 6154 SPECIAL-USE, RFC 3348)."""
-    if command.patterns == ("",) and not command.select_options:
-        return [root("LIST")]
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    """One mailbox LIST answers: its name, attributes and whether a subscribed child stands behind it."""
+
+    name: str
+    attrs: tuple[str, ...]
+    childinfo: bool = False  # RFC 5258 §3.5: listed for RECURSIVEMATCH, ("CHILDINFO" ("SUBSCRIBED"))
+
+    @property
+    def selectable(self) -> bool:
+        return "\\Noselect" not in self.attrs and "\\NonExistent" not in self.attrs
+
+    def response(self) -> r.Data:
+        out = _entry("LIST", self.attrs, self.name)
+        if self.childinfo:
+            return r.Data((*out.values, ("CHILDINFO", ("SUBSCRIBED",))))
+        return out
+
+
+def list_entries(boxes: Sequence[Listable], command: c.List) -> list[ListEntry]:
+    """What LIST lists (RFC 3501 §6.3.8, RFC 5258 LIST-EXTENDED, RFC 6154 SPECIAL-USE, RFC 3348 CHILDREN).
+
+    Every mailbox exists here (a subscription is a mailbox's column, superiors are created with it), so
+    \\NonExistent is never said; with SUBSCRIBED RECURSIVEMATCH a matching mailbox that is not
+    subscribed but has a subscribed descendant is listed with CHILDINFO.
+    """
     names = {b.name for b in boxes}
     regexes = [matcher(command.reference, p) for p in command.patterns]
     only_subscribed = "SUBSCRIBED" in command.select_options
     only_special = "SPECIAL-USE" in command.select_options
-    out: list[r.Response] = []
+    recursive = "RECURSIVEMATCH" in command.select_options
+    subscribed = {b.name for b in boxes if b.subscribed}
+    out: list[ListEntry] = []
     for b in sorted(boxes, key=lambda b: (b.name != INBOX, b.name)):
         if not any(rx.fullmatch(b.name) for rx in regexes):
             continue
+        childinfo = False
         if (only_subscribed and not b.subscribed) or (only_special and not b.special_use):
-            continue
+            prefix = b.name + DELIMITER
+            childinfo = recursive and only_subscribed and any(n.startswith(prefix) for n in subscribed)
+            if not childinfo or (only_special and not b.special_use):
+                continue
         children = any(n.startswith(b.name + DELIMITER) for n in names)
         attrs = ["\\HasChildren" if children else "\\HasNoChildren"]
         if b.special_use:
             attrs.append(b.special_use)
         if b.subscribed and (only_subscribed or "SUBSCRIBED" in command.return_options):
             attrs.append("\\Subscribed")
-        out.append(_entry("LIST", attrs, b.name))
+        out.append(ListEntry(b.name, tuple(attrs), childinfo))
     return out
+
+
+def list_responses(boxes: Sequence[Listable], command: c.List) -> list[r.Response]:
+    """The untagged LIST responses (``list_entries``; ``LIST "" ""`` answers the root)."""
+    if command.patterns == ("",) and not command.select_options:
+        return [root("LIST")]
+    return [e.response() for e in list_entries(boxes, command)]
 
 
 def lsub_responses(boxes: Sequence[Listable], command: c.Lsub) -> list[r.Response]:

@@ -546,6 +546,16 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
     if word == "UID":
         cur.sp()
         return c.SearchSeq(cur.seqset(), uid=True)
+    if word == "MODSEQ":  # RFC 7162 §3.1.5: MODSEQ [entry-name entry-type-req] mod-sequence-valzer
+        cur.sp()
+        if cur.peek() == 0x22:
+            cur.quoted()  # the entry name ("/flags/\\draft"): per-flag mod-sequences are not kept apart
+            cur.sp()
+            kind = cur.atom("an entry type").lower()
+            if kind not in ("priv", "shared", "all"):
+                raise cur.error("The MODSEQ entry type is priv, shared or all")
+            cur.sp()
+        return c.SearchModseq(cur.number("a mod-sequence"))
     if word == "NOT":
         cur.sp()
         cur.depth += 1
@@ -690,25 +700,44 @@ def _parse_list(cur: _Cursor, tag: str) -> c.Command:
     else:
         patterns = [cur.list_mailbox()]
     ret: tuple[str, ...] = ()
+    status: tuple[str, ...] = ()
     if cur.maybe(b" "):
         if not cur.maybe_upper(b"RETURN "):
             raise cur.error("Expected RETURN (options)")
-        ret = _options(cur, c.LIST_RETURN_OPTIONS, "LIST return option")
+        ret, status = _list_return(cur)
     cur.end()
-    return c.List(tag, reference, tuple(patterns), select, ret)
+    return c.List(tag, reference, tuple(patterns), select, ret, status)
+
+
+def _list_return(cur: _Cursor) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """RETURN (option ...) of LIST (RFC 5258), STATUS (items) among them (RFC 5819)."""
+    cur.open()
+    opts: list[str] = []
+    status: tuple[str, ...] = ()
+    while cur.peek() != 0x29:
+        if opts:
+            cur.sp()
+        o = cur.atom("a LIST return option").upper()
+        if o not in c.LIST_RETURN_OPTIONS:
+            raise cur.error(f"Unsupported LIST return option {o}")
+        if o == "STATUS":
+            cur.sp()
+            status = _status_items(cur)
+        opts.append(o)
+    cur.close()
+    return tuple(dict.fromkeys(opts)), status
 
 
 def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     cur.sp()
     charset = None
-    start = cur.pos
+    returns = None
+    if cur.maybe_upper(b"RETURN "):  # RFC 4731 ESEARCH
+        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SEARCH RETURN option")
+        cur.sp()
     if cur.maybe_upper(b"CHARSET "):
         charset = cur.astring("a charset").decode("ascii", "replace").upper()
         cur.sp()
-    elif cur.maybe_upper(b"RETURN "):
-        raise cur.error("SEARCH RETURN (ESEARCH) is not supported here")
-    else:
-        cur.pos = start
 
     def decode(data: bytes) -> str:
         if charset in (None, "UTF-8", "US-ASCII"):
@@ -720,7 +749,41 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
         _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Search(tag, key, charset, uid)
+    return c.Search(tag, key, charset, uid, returns)
+
+
+def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
+    """[UID] SORT (criteria) charset search-keys (RFC 5256 §3)."""
+    cur.sp()
+    cur.open()
+    criteria: list[tuple[bool, str]] = []
+    while True:
+        word = cur.atom("a sort criterion").upper()
+        reverse = word == "REVERSE"
+        if reverse:
+            cur.sp()
+            word = cur.atom("a sort criterion").upper()
+        if word not in c.SORT_KEYS:
+            raise cur.error(f"Unknown sort criterion {word[:40]}")
+        criteria.append((reverse, word))
+        if not cur.maybe(b" "):
+            break
+    cur.close()
+    cur.sp()
+    charset = cur.astring("a charset").decode("ascii", "replace").upper()
+    cur.sp()
+
+    def decode(data: bytes) -> str:
+        if charset in ("UTF-8", "US-ASCII"):
+            return cur.text_of(data, "The search string")
+        return data.decode("latin-1")  # the session refuses other charsets with NO [BADCHARSET]
+
+    keys = [_search_key(cur, decode)]
+    while cur.maybe(b" "):
+        _add_search_key(cur, decode, keys)
+    cur.end()
+    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+    return c.Sort(tag, tuple(criteria), charset, key, uid)
 
 
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
@@ -752,6 +815,14 @@ def _parse_store(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     cur.sp()
     seqset = cur.seqset()
     cur.sp()
+    unchanged_since = None
+    if cur.peek() == 0x28:  # RFC 7162 §3.1.3: (UNCHANGEDSINCE mod-sequence-valzer)
+        cur.open()
+        if not cur.maybe_upper(b"UNCHANGEDSINCE "):
+            raise cur.error("The only STORE modifier is UNCHANGEDSINCE")
+        unchanged_since = cur.number("a mod-sequence")
+        cur.close()
+        cur.sp()
     mode = "+" if cur.maybe(b"+") else "-" if cur.maybe(b"-") else ""
     if not cur.maybe_upper(b"FLAGS"):
         raise cur.error("Expected FLAGS, +FLAGS or -FLAGS")
@@ -765,7 +836,7 @@ def _parse_store(cur: _Cursor, tag: str, uid: bool) -> c.Command:
             fl.append(cur.flag())
         flags = tuple(dict.fromkeys(fl))
     cur.end()
-    return c.Store(tag, seqset, mode, silent, flags, uid)
+    return c.Store(tag, seqset, mode, silent, flags, uid, unchanged_since)
 
 
 def _parse_id(cur: _Cursor, tag: str) -> c.Command:
@@ -826,6 +897,25 @@ def _one_mailbox(cls: type[c._MailboxCommand]) -> Callable[[_Cursor, str], c.Com
         return cls(tag, name)
 
     return parse
+
+
+def _parse_create(cur: _Cursor, tag: str) -> c.Command:
+    """CREATE name [(USE (use-attr ...))] (RFC 6154 §3)."""
+    cur.sp()
+    name = cur.mailbox()
+    uses: list[str] = []
+    if cur.maybe(b" "):
+        cur.open()
+        if not cur.maybe_upper(b"USE "):
+            raise cur.error("The only CREATE parameter is USE (...)")
+        cur.open()
+        uses.append(cur.flag())
+        while cur.maybe(b" "):
+            uses.append(cur.flag())
+        cur.close()
+        cur.close()
+    cur.end()
+    return c.Create(tag, name, tuple(dict.fromkeys(uses)))
 
 
 def _parse_login(cur: _Cursor, tag: str) -> c.Command:
@@ -891,10 +981,73 @@ def _parse_fetch(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     seqset = cur.seqset()
     cur.sp()
     items = _fetch_items(cur)
+    changed_since, vanished = None, False
+    if cur.maybe(b" "):  # RFC 7162 §3.1.4, §3.2.6: (CHANGEDSINCE n [VANISHED])
+        cur.open()
+        while True:
+            if cur.maybe_upper(b"CHANGEDSINCE "):
+                changed_since = cur.number("a mod-sequence")
+            elif cur.maybe_upper(b"VANISHED"):
+                vanished = True
+            else:
+                raise cur.error("FETCH modifiers are CHANGEDSINCE n and VANISHED")
+            if not cur.maybe(b" "):
+                break
+        cur.close()
+        if vanished and (not uid or changed_since is None):
+            raise cur.error("VANISHED is a modifier of UID FETCH with CHANGEDSINCE")
     cur.end()
     if uid and c.FetchAttr("UID") not in items:
         items = (*items, c.FetchAttr("UID"))  # RFC 3501 §6.4.8: UID FETCH always returns UID
-    return c.Fetch(tag, seqset, items, uid)
+    if changed_since is not None and c.FetchAttr("MODSEQ") not in items:
+        items = (*items, c.FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
+    return c.Fetch(tag, seqset, items, uid, changed_since, vanished)
+
+
+def _parse_select(cls: type[c.Select] | type[c.Examine]) -> Callable[[_Cursor, str], c.Command]:
+    """SELECT / EXAMINE mailbox [(CONDSTORE)] [(QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]]))]."""
+
+    def parse(cur: _Cursor, tag: str) -> c.Command:
+        cur.sp()
+        name = cur.mailbox()
+        condstore, qresync = False, None
+        if cur.maybe(b" "):
+            cur.open()
+            while True:
+                if cur.maybe_upper(b"CONDSTORE"):
+                    condstore = True
+                elif cur.maybe_upper(b"QRESYNC "):
+                    qresync = _qresync(cur)
+                else:
+                    raise cur.error(f"{cls.name} parameters are CONDSTORE and QRESYNC (...)")
+                if not cur.maybe(b" "):
+                    break
+            cur.close()
+        cur.end()
+        return cls(tag, name, condstore, qresync)
+
+    return parse
+
+
+def _qresync(cur: _Cursor) -> c.Qresync:
+    cur.open()
+    uidvalidity = cur.nz_number("a UIDVALIDITY")
+    cur.sp()
+    modseq = cur.number("a mod-sequence")
+    known = match = None
+    if cur.maybe(b" "):
+        if cur.peek() != 0x28:
+            known = cur.seqset()
+            cur.maybe(b" ")
+        if cur.peek() == 0x28:
+            cur.open()
+            seqs = cur.seqset()
+            cur.sp()
+            uids = cur.seqset()
+            cur.close()
+            match = (seqs, uids)
+    cur.close()
+    return c.Qresync(uidvalidity, modseq, known, match)
 
 
 def _parse_copy_move(cls: type[c.Copy] | type[c.Move]) -> Callable[[_Cursor, str, bool], c.Command]:
@@ -936,9 +1089,9 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "AUTHENTICATE": _parse_authenticate,
     "ENABLE": _parse_enable,
     "ID": _parse_id,
-    "SELECT": _one_mailbox(c.Select),
-    "EXAMINE": _one_mailbox(c.Examine),
-    "CREATE": _one_mailbox(c.Create),
+    "SELECT": _parse_select(c.Select),
+    "EXAMINE": _parse_select(c.Examine),
+    "CREATE": _parse_create,
     "DELETE": _one_mailbox(c.Delete),
     "SUBSCRIBE": _one_mailbox(c.Subscribe),
     "UNSUBSCRIBE": _one_mailbox(c.Unsubscribe),
@@ -948,6 +1101,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "STATUS": _parse_status,
     "APPEND": _parse_append,
     "SEARCH": lambda cur, tag: _parse_search(cur, tag, False),
+    "SORT": lambda cur, tag: _parse_sort(cur, tag, False),
     "FETCH": lambda cur, tag: _parse_fetch(cur, tag, False),
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
@@ -955,6 +1109,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,
+    "SORT": _parse_sort,
     "FETCH": _parse_fetch,
     "STORE": _parse_store,
     "COPY": _parse_copy_move(c.Copy),

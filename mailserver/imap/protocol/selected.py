@@ -19,12 +19,18 @@ Implementation notes (invariants):
 - A sequence set names messages of the snapshot: a number beyond it is BAD;
   ``1:*`` on an empty mailbox matches nothing (RFC 9051 asks for OK), ``*``
   alone on an empty one is BAD (RFC 9051 §9, seq-number).
+- RFC 7162: ``modseqs`` holds each known message's mod-sequence (from SELECT's
+  snapshot, then from every change applied or made by this session). With
+  ``condstore`` every FETCH of flags carries ``MODSEQ (n)``, and a new
+  mod-sequence alone is news; with ``qresync`` removals are one
+  ``* VANISHED uid-set`` instead of EXPUNGE responses (same hold-back).
+  SELECT always says ``HIGHESTMODSEQ`` (at least 1).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from mailserver.imap.protocol import commands as c
@@ -55,6 +61,8 @@ class ChangeSet(Protocol):
     def uidnext(self) -> int: ...
     @property
     def recent(self) -> frozenset[int]: ...
+    @property
+    def modseqs(self) -> Mapping[int, int]: ...  # uid -> mod-sequence of the changed messages
 
 
 def flag_atoms(flags: frozenset[str], recent: bool) -> tuple[r.Atom, ...]:
@@ -65,7 +73,7 @@ def flag_atoms(flags: frozenset[str], recent: bool) -> tuple[r.Atom, ...]:
 
 def expunge_allowed(command: c.Command) -> bool:
     """RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH; their UID forms are exempt."""
-    if isinstance(command, c.Fetch | c.Store | c.Search):
+    if isinstance(command, c.Fetch | c.Store | c.Search | c.Sort):
         return command.uid
     return True
 
@@ -88,6 +96,7 @@ class Selected:
         recent: Iterable[int],
         modseq: int,
         readonly: bool,
+        modseqs: Mapping[int, int] | None = None,
     ) -> None:
         self.id = mailbox_id
         self.name = name
@@ -100,6 +109,9 @@ class Selected:
         self.modseq = modseq
         self.pending_expunge: set[int] = set()
         self.announced: set[str] = set()  # keywords the client was told of in FLAGS
+        self.modseqs: dict[int, int] = dict(modseqs or {})  # uid -> mod-sequence (RFC 7162)
+        self.condstore = False  # CONDSTORE enabled: unsolicited FETCH carry MODSEQ
+        self.qresync = False  # QRESYNC enabled: VANISHED instead of EXPUNGE
 
     # --- numbers -------------------------------------------------------------------------------------------
 
@@ -170,23 +182,34 @@ class Selected:
         out += [
             r.Untagged("OK", "UIDs valid", f"UIDVALIDITY {self.uidvalidity}"),
             r.Untagged("OK", "Predicted next UID", f"UIDNEXT {self.uidnext}"),
+            r.Untagged("OK", "Highest mod-sequence", f"HIGHESTMODSEQ {self.highest_modseq()}"),
             r.Tagged(tag, "OK", f"{command_name} completed", "READ-ONLY" if self.readonly else "READ-WRITE"),
         ]
         return out
 
+    def highest_modseq(self) -> int:
+        """HIGHESTMODSEQ as the client is told it (RFC 7162 §3.1.2.1: a mod-sequence is at least 1)."""
+        return max(1, self.modseq)
+
     # --- keeping the view --------------------------------------------------------------------------------
 
     def remove(self, uids: Iterable[int]) -> list[r.Response]:
-        """Forget ``uids`` and say so: EXPUNGE responses, highest first so that each number is right."""
+        """Forget ``uids`` and say so: EXPUNGE responses, highest first so that each number is right;
+        once QRESYNC is enabled one ``VANISHED`` with their UIDs (RFC 7162 §3.2.10)."""
         out: list[r.Response] = []
+        gone: list[int] = []
         for uid in sorted(set(uids), reverse=True):
             s = self.seq(uid)
             if s:
                 del self.uids[s - 1]
                 self.flags.pop(uid, None)
+                self.modseqs.pop(uid, None)
                 self.recent.discard(uid)
                 out.append(r.expunge(s))
+                gone.append(uid)
             self.pending_expunge.discard(uid)
+        if self.qresync:
+            return [vanished(gone)] if gone else []
         return out
 
     def set_flags(self, uid: int, flags: frozenset[str]) -> None:
@@ -199,6 +222,8 @@ class Selected:
         items: list[tuple[str, r.Value]] = [("FLAGS", flag_atoms(self.flags[uid], uid in self.recent))]
         if with_uid:
             items.insert(0, ("UID", uid))
+        if self.condstore:  # RFC 7162 §3.1.2: every FETCH of a flag change carries MODSEQ
+            items.append(("MODSEQ", (self.modseqs.get(uid, 1),)))
         return r.FetchData(self.seq(uid), tuple(items))
 
     def apply(self, ch: ChangeSet, *, allow_expunge: bool) -> list[r.Response]:
@@ -210,16 +235,26 @@ class Selected:
             out += self.remove(list(self.pending_expunge))
         new: list[tuple[int, frozenset[str]]] = []
         for uid, flags in ch.changed:
+            modseq = ch.modseqs.get(uid)
             if uid > known_max:
                 if uid not in self.flags:
                     new.append((uid, flags))
-            elif uid in self.flags and self.flags[uid] != flags and uid not in self.pending_expunge:
-                self.flags[uid] = flags
-                out.append(self.flag_fetch(uid))
+            elif uid in self.flags and uid not in self.pending_expunge:
+                # with CONDSTORE a new mod-sequence is news even when the flags came back to what they were
+                moved = self.condstore and modseq is not None and modseq != self.modseqs.get(uid)
+                if self.flags[uid] != flags or moved:
+                    self.flags[uid] = flags
+                    if modseq is not None:
+                        self.modseqs[uid] = modseq
+                    out.append(self.flag_fetch(uid))
+            if modseq is not None and uid in self.flags:
+                self.modseqs[uid] = modseq
         if new:
             for uid, flags in sorted(new):
                 self.uids.append(uid)
                 self.flags[uid] = flags
+                if uid in ch.modseqs:
+                    self.modseqs[uid] = ch.modseqs[uid]
             self.recent |= set(ch.recent) & set(self.flags)
             out.append(r.exists(len(self.uids)))
             out.append(r.recent(len(self.recent)))
@@ -242,3 +277,11 @@ class Selected:
                     out += self.flags_responses()
             out.append(resp)
         return out
+
+
+def vanished(uids: Iterable[int], *, earlier: bool = False) -> r.Data:
+    """``* VANISHED [(EARLIER)] uid-set`` (RFC 7162 §3.2.10)."""
+    words: list[r.Value] = [r.Atom("VANISHED")]
+    if earlier:
+        words.append(r.Atom("(EARLIER)"))
+    return r.Data((*words, r.Atom(str(c.SequenceSet.of(sorted(set(uids)))))))

@@ -57,6 +57,7 @@ SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Unselect,
     c.Expunge,
     c.Search,
+    c.Sort,
     c.Fetch,
     c.Store,
     c.Copy,
