@@ -74,3 +74,9 @@ fuzz: $(STAMP)
 bench: bench-broadcast
 bench-broadcast: $(STAMP)
 	$(PY) -m bench.broadcast_bench $(BENCH_ARGS)
+
+## make bench-memory: the server's peak RSS for one, then 8 parallel 49 MB submissions (per message in flight)
+.PHONY: bench-memory
+bench: bench-memory
+bench-memory: $(STAMP)
+	$(PY) bench/memory_bench.py $(BENCH_ARGS)
