@@ -37,7 +37,7 @@ from bench.smtp_bench import DOMAIN, RECIPIENTS, SENDER, Client, Target, _b64_li
 MB = 1_000_000
 
 
-def prepare(tmp: Path, pg: str | None, size: int) -> tuple[Path, Path, int]:
+def prepare(tmp: Path, pg: str | None, size: int, large: int | None) -> tuple[Path, Path, int]:
     from bench.site import write_site
 
     limit = size * 2  # the bench's own limits: the message, and room for the headers added on the way
@@ -46,7 +46,7 @@ def prepare(tmp: Path, pg: str | None, size: int) -> tuple[Path, Path, int]:
         listener="submission",
         database_url=pg or "sqlite:///bench.db",
         policy={"rate_professional_per_hour": 0},
-        limits={"max_message_size": limit},
+        limits={"max_message_size": limit} | ({} if large is None else {"large_message_size": large}),
     )
     asyncio.run(_seed(cfg))
     return tmp / "masante.toml", tmp / "ca.pem", port
@@ -137,6 +137,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=49, help="size of each message in MB (default 49)")
     parser.add_argument("--parallel", type=int, default=8, help="messages in flight in the second round (default 8)")
+    parser.add_argument(
+        "--large-message-size", type=int, metavar="OCTETS", help="the server's limits.large_message_size (0: no gate)"
+    )
     parser.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database (postgresql://...) instead of SQLite")
     args = parser.parse_args()
 
@@ -148,7 +151,7 @@ def main() -> None:
     results: list[tuple[int, int, int, float]] = []
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as d:
         tmp = Path(d)
-        cfg, ca, port = prepare(tmp, args.pg, size)
+        cfg, ca, port = prepare(tmp, args.pg, size, args.large_message_size)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
         server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
             [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
