@@ -107,6 +107,13 @@ class PolicySection:
 class LimitsSection:
     max_message_size: int = 50 * 1024 * 1024
     patient_message_size: int = 25 * 1024 * 1024
+    #: a message past this many octets needs one of ``large_messages_at_once`` slots to be read on
+    #: (``mailserver.smtp.gate``); 0: no bound
+    large_message_size: int = 8 * 1024 * 1024
+    large_messages_at_once: int = 2
+    #: seconds a large message waits for a slot before it is answered 451 4.3.2 (under the client's
+    #: 3-minute data block timeout, RFC 5321 §4.5.3.2.5)
+    large_message_wait: float = 120.0
     #: octets a patient's vault (``Documents/`` and below) may hold; an APPEND past it is NO [OVERQUOTA]
     vault_quota: int = 1024 * 1024 * 1024
 

@@ -30,6 +30,7 @@ from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.smtp.bounces import Bouncer
 from mailserver.smtp.engine import MasanteSMTP
+from mailserver.smtp.gate import LargeMessageGate
 from mailserver.smtp.handlers import MxHandler, SubmissionHandler
 from mailserver.smtp.intake import Intake
 from mailserver.smtp.queue import QueueWorker
@@ -54,6 +55,10 @@ class SmtpRuntime:
         self.admission = admission
         self.authenticator = Authenticator(ctx)
         self.bouncer = Bouncer(ctx)
+        limits = ctx.config.limits  # one gate for every SMTP door of the process: large messages read at once
+        self.gate = LargeMessageGate(
+            threshold=limits.large_message_size, slots=limits.large_messages_at_once, wait=limits.large_message_wait
+        )
         self.worker = QueueWorker(ctx, self.bouncer)
         self.intake = Intake(
             ctx,
@@ -114,6 +119,7 @@ class SmtpListener:
             line_deadline=cfg.smtp.command_line_deadline,
             data_min_rate=cfg.smtp.data_min_rate,
             data_rate_grace=cfg.smtp.data_rate_grace,
+            gate=self.rt.gate,
             client_key_types=cfg.smtp.mx_client_key_types if mx else None,
             mechanisms_off=self.rt.mechanisms_off,
         )
