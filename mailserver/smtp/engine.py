@@ -552,6 +552,7 @@ class MasanteSMTP(SMTP):
             raise
         finally:
             self._end_data()
+        del data  # its result holds the bytes too: only the envelope (then the handler's Inbound) keeps them
         try:
             if read.problem is not None:
                 self._leave_gate()
