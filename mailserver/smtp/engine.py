@@ -21,6 +21,12 @@ What this subclass adds or changes (aiosmtpd 1.4 lacks them):
   a bare CR or LF anywhere refuses the message (SMTP smuggling), as do NUL, an
   oversized message (``552 5.3.4``, stored no further once past the limit) and
   an overlong line; the reply waits for the end of the data (RFC 5321 §4.2.5).
+- A message past ``gate.threshold`` octets is read on only with a slot of the
+  process's ``smtp.gate.LargeMessageGate`` (held until the message is stored or
+  refused, given back on every path); the wait stops the reading and counts
+  against neither the DATA rate nor the idle timer; no slot in time: the rest is
+  read, nothing kept, ``451 4.3.2``. Once handed to the handler the DATA bytes
+  are referenced by the envelope alone (the handler takes them from there).
 - Every reply, multi-line ones included, is one write (``sslscan
   --starttls-smtp`` reads the EHLO reply as one segment).
 - Slowness, not only silence: the idle timer is reset while bytes flow, but a
