@@ -659,9 +659,12 @@ class MasanteSMTP(SMTP):
     def _pace_due(self) -> float | None:
         """When the current deadline falls, if any (loop time)."""
         if self._data is not None:
-            if not self.data_min_rate or self._gate_waiting:
+            rate = self.data_min_rate
+            if self._gated and self.gate is not None:  # a slot is for a client that sends
+                rate = max(rate, self.gate.min_rate)
+            if not rate or self._gate_waiting:
                 return None
-            return self._data_started + max(self.data_rate_grace, self._data_octets / self.data_min_rate)
+            return self._data_started + max(self.data_rate_grace, self._data_octets / rate)
         if self._line_started is not None and self.line_deadline:
             return self._line_started + self.line_deadline
         return None

@@ -13,6 +13,9 @@ Invariants:
 - A session waits ``wait`` seconds at most (below the client's 3-minute data block timeout, RFC
   5321 §4.5.3.2.5); past it, the reader reads the rest of the data without keeping it, and the
   answer after the final dot is ``451 4.3.2`` (system not accepting messages just now: retry).
+- A session holding a slot must average ``min_rate`` octets/s since its 354
+  (``limits.large_message_min_rate``; the usual ``smtp.data_min_rate`` otherwise):
+  a client trickling a large message cannot hold a slot for hours; past it, 421 4.4.2.
 - The wait never counts against the slow-DATA rate (``smtp.data_min_rate``) nor the idle timeout:
   the server, not the client, is the slow one.
 """
@@ -32,10 +35,11 @@ BUSY = Reply(
 
 
 class LargeMessageGate:
-    def __init__(self, *, threshold: int, slots: int, wait: float) -> None:
+    def __init__(self, *, threshold: int, slots: int, wait: float, min_rate: int = 0) -> None:
         self.threshold = threshold  # octets past which a message needs a slot; 0: never
         self.slots = max(1, slots)
         self.wait = wait
+        self.min_rate = min_rate  # octets/s a session holding a slot must average (a slow client is cut, 421)
         self.in_use = 0
         self.peak = 0
         self.waiting = 0

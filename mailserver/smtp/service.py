@@ -57,7 +57,10 @@ class SmtpRuntime:
         self.bouncer = Bouncer(ctx)
         limits = ctx.config.limits  # one gate for every SMTP door of the process: large messages read at once
         self.gate = LargeMessageGate(
-            threshold=limits.large_message_size, slots=limits.large_messages_at_once, wait=limits.large_message_wait
+            threshold=limits.large_message_size,
+            slots=limits.large_messages_at_once,
+            wait=limits.large_message_wait,
+            min_rate=limits.large_message_min_rate,
         )
         self.worker = QueueWorker(ctx, self.bouncer)
         self.intake = Intake(

@@ -9,7 +9,9 @@ gate's own counters (``LargeMessageGate.until``), never on time.
 
 from __future__ import annotations
 
+import select
 import smtplib
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,7 +20,7 @@ from mailserver.smtp.gate import LargeMessageGate
 from mailserver.smtp.service import SmtpListener
 from tests import support
 from tests.smtp.conftest import PRO, PRO2, site_fixture
-from tests.smtp.harness import ServerThread, find, marker, message, submission
+from tests.smtp.harness import ServerThread, find, marker, message, read_reply, submission
 
 LARGE = 2_000
 LIMIT = 60_000
@@ -29,7 +31,9 @@ site_server = site_fixture(
         "large_messages_at_once": 1,
         "large_message_wait": 60,
         "max_message_size": LIMIT,
-    }
+        "large_message_min_rate": 100_000,
+    },
+    smtp={"data_rate_grace": 0.3},
 )
 
 
@@ -133,3 +137,36 @@ def test_a_message_over_the_limit_is_still_the_delayed_552(site: ServerThread, p
     s.quit()
     assert find(site, PRO2, tag) == []
     assert gate.in_use == 0 and gate.peak == entered  # refused while read: it never took a slot
+
+
+def test_a_large_message_trickled_in_loses_its_slot(site: ServerThread, pki: support.TestPKI) -> None:
+    """10,000 octets/s is ten times ``smtp.data_min_rate`` but a tenth of ``limits.large_message_min_rate``: once the
+    message holds a slot it is cut (421 4.4.2) after the grace period, and the slot is free again. (Real time: the
+    engine's pace timer runs on the event loop; the grace is 0.3 s here.)"""
+    gate = gate_of(site)
+    s = submission(site, pki, PRO)
+    assert s.mail(PRO)[0] == 250 and s.rcpt(PRO2)[0] == 250
+    assert s.docmd("DATA")[0] == 354
+    sock = s.sock
+    assert sock is not None
+    line = b"Ligne du compte rendu.\r\n"  # lines ending in a dot: the reader takes the data piece by piece
+    sock.sendall(b"Subject: slow large\r\n\r\n" + line * (LARGE // len(line) + 10))
+
+    async def holding() -> None:
+        await gate.until(lambda g: g.in_use == 1)
+
+    site.call(holding)
+    said = b""
+    start = time.monotonic()
+    while time.monotonic() - start < 10:
+        sock.sendall(line * 20)  # 500 octets every 50 ms
+        if select.select([sock], [], [], 0.05)[0]:
+            said = read_reply(sock)
+            break
+    assert said.startswith(b"421 4.4.2 "), said
+    s.close()
+
+    async def free() -> None:
+        await gate.until(lambda g: g.in_use == 0)
+
+    site.call(free)
