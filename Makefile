@@ -87,3 +87,9 @@ bench-broadcast: $(STAMP)
 .PHONY: docker-smoke
 docker-smoke: $(STAMP)
 	$(PY) docker/smoke.py $(SMOKE_ARGS)
+
+## make bench-memory: the server's peak RSS for one, then 8 parallel 49 MB submissions (per message in flight)
+.PHONY: bench-memory
+bench: bench-memory
+bench-memory: $(STAMP)
+	$(PY) bench/memory_bench.py $(BENCH_ARGS)

@@ -107,6 +107,16 @@ class PolicySection:
 class LimitsSection:
     max_message_size: int = 50 * 1024 * 1024
     patient_message_size: int = 25 * 1024 * 1024
+    #: a message past this many octets needs one of ``large_messages_at_once`` slots to be read on
+    #: (``mailserver.smtp.gate``); 0: no bound
+    large_message_size: int = 8 * 1024 * 1024
+    large_messages_at_once: int = 2
+    #: seconds a large message waits for a slot before it is answered 451 4.3.2 (under the client's
+    #: 3-minute data block timeout, RFC 5321 §4.5.3.2.5)
+    large_message_wait: float = 120.0
+    #: octets/s a large message must average once it holds a slot (after smtp.data_rate_grace): a slot is
+    #: not held for hours by a client trickling 50 MB; below it, 421 4.4.2 and the slot is free again
+    large_message_min_rate: int = 16 * 1024
     #: octets a patient's vault (``Documents/`` and below) may hold; an APPEND past it is NO [OVERQUOTA]
     vault_quota: int = 1024 * 1024 * 1024
     #: failed logins from one source address (any account) before it is locked out (``directory.limits``)

@@ -292,6 +292,20 @@ def decode_body(data: bytes, transfer_encoding: str) -> bytes:
     return data
 
 
+def decode_range(raw: bytes, start: int, end: int, transfer_encoding: str) -> bytes:
+    """``decode_body(raw[start:end], ...)`` without copying the encoded body first (a 49 MB attachment is read
+    in place: the decoded bytes are the only new ones). Base64 without ``=`` before its end goes straight to
+    ``binascii`` (which skips line breaks and junk as ``decode_body`` does); anything else takes that path."""
+    if transfer_encoding.lower() == "base64":
+        pad = raw.find(b"=", start, end)
+        if pad < 0 or not raw[pad:end].strip(b"= \t\r\n"):
+            try:
+                return binascii.a2b_base64(memoryview(raw)[start:end])
+            except (binascii.Error, ValueError):
+                pass  # missing padding, a stray octet: decoded as far as it goes below
+    return decode_body(raw[start:end], transfer_encoding)
+
+
 def walk(root: Entity) -> list[Entity]:
     """Every entity of the tree, depth first, encapsulated messages included (no recursion)."""
     out: list[Entity] = []

@@ -61,7 +61,7 @@ class Attachment:
     _message: ParsedMessage
 
     def decoded(self) -> bytes:
-        return mime.decode_body(self._message.body_of(self.entity), self.entity.transfer_encoding)
+        return self._message.decoded_body(self.entity)
 
 
 class ParsedMessage:
@@ -100,8 +100,9 @@ class ParsedMessage:
 
     def _edited(self, header: bytes) -> ParsedMessage:
         fields = parse_fields(header)
-        body = self.raw[self.header_end :]
-        new = ParsedMessage(header + body, fields, len(header), self._root, self._shift + len(header) - self.header_end)
+        # one copy of the body, not two (a slice, then the concatenation)
+        new_raw = b"".join((header, memoryview(self.raw)[self.header_end :]))
+        new = ParsedMessage(new_raw, fields, len(header), self._root, self._shift + len(header) - self.header_end)
         new._content, new._structure = self._content, self._structure
         return new
 
@@ -181,6 +182,10 @@ class ParsedMessage:
     def body_of(self, e: Entity) -> bytes:
         return self.raw[e.body_start + self._shift : e.end + self._shift]
 
+    def decoded_body(self, e: Entity) -> bytes:
+        """The body of ``e`` without its transfer encoding, decoded in place (no copy of the encoded body)."""
+        return mime.decode_range(self.raw, e.body_start + self._shift, e.end + self._shift, e.transfer_encoding)
+
     def fields_of(self, e: Entity) -> tuple[HeaderField, ...]:
         return self.fields if e is self._root else e.fields
 
@@ -228,7 +233,7 @@ class ParsedMessage:
 
     def _leaves(self) -> Iterable[C.Leaf]:
         for path, e in mime.leaves(self._root):
-            payload = mime.decode_body(self.body_of(e), e.transfer_encoding)
+            payload = self.decoded_body(e)
             yield C.Leaf(e.content_type, e.filename, payload, path)
 
     # --- what the vault and the agenda need ------------------------------------------------------------------
@@ -269,7 +274,7 @@ class ParsedMessage:
         ext = _extension(fields, e)
         if e.is_multipart:
             return MultiPart(tuple(self._body_structure(ch) for ch in e.children), e.subtype, e.params, ext)
-        body = self.body_of(e)
+        start, end = e.body_start + self._shift, e.end + self._shift  # counted in place: no copy of the body
         inner = e.message  # message/rfc822: its envelope and structure are part of ours
         return SinglePart(
             e.type,
@@ -278,8 +283,8 @@ class ParsedMessage:
             _get(fields, "content-id"),
             _get(fields, "content-description"),
             e.transfer_encoding,
-            len(body),
-            body.count(b"\n") if inner is not None or e.maintype == "text" else None,
+            end - start,
+            self.raw.count(b"\n", start, end) if inner is not None or e.maintype == "text" else None,
             envelope_of(inner.fields) if inner is not None else None,
             self._body_structure(inner) if inner is not None else None,
             ext,
@@ -298,7 +303,7 @@ class ParsedMessage:
             if e.message is not None:
                 out.append(decoded_headers(e.message.fields))
             elif not e.is_multipart and e.maintype == "text":
-                data = mime.decode_body(self.body_of(e), e.transfer_encoding)
+                data = self.decoded_body(e)
                 try:
                     out.append(data.decode(e.charset or "utf-8", "replace"))
                 except LookupError:

@@ -18,8 +18,10 @@ Invariants:
 - The result depends on the bytes only, never on how they were split across
   ``feed`` calls: a test feeds every split. At most two octets are held back
   between calls (``.``/``.CR`` at a line's start, or a CR waiting for its LF).
+- ``refuse(reply)`` (the caller cannot take the message just now: ``smtp.gate``)
+  stops storing at once; the reader still reads to the terminator.
 - When several problems meet, the reply is: too big, then bare CR/LF, then NUL,
-  then an overlong line. ``DataError`` (feeding after the end, or an end of
+  then an overlong line, then the caller's ``refuse``. ``DataError`` (feeding after the end, or an end of
   stream before the terminator) is the only exception ``feed`` raises.
 """
 
@@ -58,6 +60,7 @@ class DataReader:
         self._size = 0
         self._storing = True
         self._too_big = self._bare = self._nul = self._long = False
+        self._refusal: Reply | None = None
         self._result: DataResult | None = None
 
     @property
@@ -68,6 +71,19 @@ class DataReader:
     def size(self) -> int:
         """Octets taken in so far (for progress checks)."""
         return self._size + len(self._held)
+
+    @property
+    def refused(self) -> bool:
+        """Nothing more is kept: the answer after the final dot will be a refusal."""
+        return not self._storing
+
+    def refuse(self, reply: Reply) -> None:
+        """Keep nothing more, and answer ``reply`` after the final dot (unless a problem of the data comes first)."""
+        self._refusal = self._refusal or reply
+        self._storing = False
+        self._chunks.clear()
+        if self._result is not None and self._result.problem is None:  # refused once read to the end
+            self._result = DataResult(b"", self._result.size, reply)
 
     def result(self) -> DataResult:
         if self._result is None:
@@ -145,6 +161,8 @@ class DataReader:
             problem = R.NUL_IN_DATA
         elif self._long:
             problem = R.LINE_TOO_LONG
+        elif self._refusal is not None:
+            problem = self._refusal
         content = b"" if problem else b"".join(self._chunks)
         self._chunks.clear()
         self._result = DataResult(content, self._size, problem)

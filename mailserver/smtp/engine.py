@@ -21,6 +21,12 @@ What this subclass adds or changes (aiosmtpd 1.4 lacks them):
   a bare CR or LF anywhere refuses the message (SMTP smuggling), as do NUL, an
   oversized message (``552 5.3.4``, stored no further once past the limit) and
   an overlong line; the reply waits for the end of the data (RFC 5321 §4.2.5).
+- A message past ``gate.threshold`` octets is read on only with a slot of the
+  process's ``smtp.gate.LargeMessageGate`` (held until the message is stored or
+  refused, given back on every path); the wait stops the reading and counts
+  against neither the DATA rate nor the idle timer; no slot in time: the rest is
+  read, nothing kept, ``451 4.3.2``. Once handed to the handler the DATA bytes
+  are referenced by the envelope alone (the handler takes them from there).
 - Every reply, multi-line ones included, is one write (``sslscan
   --starttls-smtp`` reads the EHLO reply as one segment).
 - Slowness, not only silence: the idle timer is reset while bytes flow, but a
@@ -61,6 +67,7 @@ from mailserver import logs, metrics
 from mailserver.admission import Resolved
 from mailserver.smtp import replies as R
 from mailserver.smtp.data import DataReader, DataResult
+from mailserver.smtp.gate import BUSY, LargeMessageGate
 from mailserver.smtp.params import (
     MailParams,
     ParamError,
@@ -193,6 +200,7 @@ class MasanteSMTP(SMTP):
         line_deadline: float = 0,
         data_min_rate: int = 0,
         data_rate_grace: float = 0,
+        gate: LargeMessageGate | None = None,
         client_key_types: Collection[str] | None = None,
         mechanisms_off: Collection[str] = (),
     ) -> None:
@@ -228,6 +236,10 @@ class MasanteSMTP(SMTP):
         self._data: DataReader | None = None
         self._data_started = 0.0
         self._data_octets = 0  # octets received since the 354
+        #: large messages read at once in the process (``smtp.gate``); ``_gated``: this DATA holds a slot
+        self.gate = gate
+        self._gated = False
+        self._gate_waiting = False
         self._pace_timer: asyncio.TimerHandle | None = None
         self._log_context: contextvars.Context | None = None
         # the disconnect line: the reason set where the server ends the session, logged once
@@ -545,21 +557,50 @@ class MasanteSMTP(SMTP):
         await SMTP.push(self, "354 End data with <CR><LF>.<CR><LF>")
         try:
             read = await self._read_data(data)
+        except BaseException:
+            self._leave_gate()
+            raise
         finally:
             self._end_data()
+        del data  # its result holds the bytes too: only the envelope (then the handler's Inbound) keeps them
         try:
             if read.problem is not None:
+                self._leave_gate()
                 await self._refuse("data", read.problem)
                 return
             envelope.content_bytes = read.content
             envelope.content = envelope.original_content = envelope.content_bytes
+            del read  # the handler may let the bytes go once parsed: no reference to them kept here
             try:
                 status = await self._call_handler_hook("DATA")
             except Exception as exc:
                 status = await self.handle_exception(exc)
+            finally:
+                self._leave_gate()
             await self.push(str(R.OK) if status is MISSING else status)
         finally:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
+
+    async def _enter_gate(self, gate: LargeMessageGate, data: DataReader) -> None:
+        """A large message: a slot of the gate before reading on, or the rest read without keeping it (451)."""
+        self._gate_waiting = True
+        started = self.loop.time()
+        try:
+            self._gated = await gate.enter()
+        finally:
+            self._gate_waiting = False
+            waited = self.loop.time() - started
+            self._data_started += waited  # the server was the slow one: the rate is the client's own
+            self._last_data = max(self._last_data, self.loop.time())
+            self._arm_pace()
+        if not self._gated:
+            log.warning("smtp.busy", extra={"fields": {"what": "large message", "seconds": round(waited, 3)}})
+            data.refuse(BUSY)
+
+    def _leave_gate(self) -> None:
+        if self._gated and self.gate is not None:
+            self._gated = False
+            self.gate.leave()
 
     async def _read_data(self, data: DataReader) -> DataResult:
         """The bytes after ``354`` fed to the sans-IO ``DataReader`` until it has the terminator.
@@ -583,6 +624,9 @@ class MasanteSMTP(SMTP):
                     raise ConnectionResetError("connection closed during DATA") from None
                 if data.feed(piece):
                     raise RuntimeError("bytes read past the end of DATA")  # readuntil(".CRLF") cannot do this
+                gate = self.gate
+                if gate is not None and not self._gated and not data.refused and gate.needs_slot(data.size):
+                    await self._enter_gate(gate, data)
         finally:
             reader._limit = saved  # type: ignore[attr-defined]
         return data.result()
@@ -619,9 +663,12 @@ class MasanteSMTP(SMTP):
     def _pace_due(self) -> float | None:
         """When the current deadline falls, if any (loop time)."""
         if self._data is not None:
-            if not self.data_min_rate:
+            rate = self.data_min_rate
+            if self._gated and self.gate is not None:  # a slot is for a client that sends
+                rate = max(rate, self.gate.min_rate)
+            if not rate or self._gate_waiting:
                 return None
-            return self._data_started + max(self.data_rate_grace, self._data_octets / self.data_min_rate)
+            return self._data_started + max(self.data_rate_grace, self._data_octets / rate)
         if self._line_started is not None and self.line_deadline:
             return self._line_started + self.line_deadline
         return None
@@ -688,7 +735,7 @@ class MasanteSMTP(SMTP):
 
     def _timeout_cb(self) -> None:
         # overridden: aiosmtpd's timer counts from the last command; ours from the last octet received
-        idle = self.loop.time() - self._last_data
+        idle = 0.0 if self._gate_waiting else self.loop.time() - self._last_data
         if idle < self._timeout_duration:  # bytes kept coming (a large DATA): wait for real silence
             self._reset_timeout(self._timeout_duration - idle)
             return

@@ -82,20 +82,21 @@ class _Doors:
     async def handle_DATA(self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         if envelope.sender_party is None or envelope.mail_from is None:
             return str(R.NEED_MAIL)
-        result = await self.intake.accept(
-            Inbound(
-                door=self.door,
-                mail_from=envelope.mail_from,
-                params=envelope.params,
-                recipients=list(envelope.recipients),
-                sender_party=envelope.sender_party,
-                raw=envelope.content_bytes,
-                helo=session.host_name,
-                peer_ip=server.peer_ip,
-                tls=server.tls_info(),
-                account=session.account,
-            )
+        inbound = Inbound(
+            door=self.door,
+            mail_from=envelope.mail_from,
+            params=envelope.params,
+            recipients=list(envelope.recipients),
+            sender_party=envelope.sender_party,
+            raw=envelope.content_bytes,
+            helo=session.host_name,
+            peer_ip=server.peer_ip,
+            tls=server.tls_info(),
+            account=session.account,
         )
+        # the Inbound holds the only reference, so that Intake can let the bytes go once parsed
+        envelope.content_bytes = envelope.content = envelope.original_content = b""
+        result = await self.intake.accept(inbound)
         return str(result.reply)
 
 

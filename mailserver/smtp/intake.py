@@ -111,8 +111,10 @@ class Intake:
         msg_id = uuid.uuid4().hex
         logs.message_id.set(msg_id)
         now = self.ctx.clock()
+        raw, m.raw = m.raw, b""  # from here on the ParsedMessage holds the bytes: each edit lets the older go
         try:
-            msg = await parse_message_async(m.raw)
+            msg = await parse_message_async(raw)
+            del raw
         except MessageError as exc:  # past the MIME bounds: permanent, never a 451 the sender retries for days
             reply = P.MESSAGE_TOO_COMPLEX.with_text(exc.text)
             self._refused("mime-bounds", reply)

@@ -40,6 +40,7 @@ from mailserver.endpoints import Endpoint, Service
 from mailserver.smtp import replies as R
 from mailserver.smtp.bounces import Bouncer
 from mailserver.smtp.engine import MasanteSMTP
+from mailserver.smtp.gate import LargeMessageGate
 from mailserver.smtp.handlers import MxHandler, SubmissionHandler
 from mailserver.smtp.intake import Intake
 from mailserver.smtp.queue import QueueWorker
@@ -151,6 +152,13 @@ class SmtpRuntime:
         self.authenticator = authenticator if authenticator is not None else Authenticator(ctx)
         self.caps = caps if caps is not None else ConnectionCaps.for_context(ctx)
         self.bouncer = Bouncer(ctx)
+        limits = ctx.config.limits  # one gate for every SMTP door of the process: large messages read at once
+        self.gate = LargeMessageGate(
+            threshold=limits.large_message_size,
+            slots=limits.large_messages_at_once,
+            wait=limits.large_message_wait,
+            min_rate=limits.large_message_min_rate,
+        )
         self.worker = QueueWorker(ctx, self.bouncer)
         self.intake = Intake(
             ctx,
@@ -211,6 +219,7 @@ class SmtpListener:
             line_deadline=cfg.smtp.command_line_deadline,
             data_min_rate=cfg.smtp.data_min_rate,
             data_rate_grace=cfg.smtp.data_rate_grace,
+            gate=self.rt.gate,
             client_key_types=cfg.smtp.mx_client_key_types if mx else None,
             mechanisms_off=self.rt.mechanisms_off,
         )

@@ -109,3 +109,22 @@ def test_any_bytes(raw: bytes) -> None:
 @given(mime_like)
 def test_mime_shaped_bytes(raw: bytes) -> None:
     exercise(raw)
+
+
+@SETTINGS
+@given(st.binary(max_size=300), st.binary(max_size=20), st.sampled_from(["base64", "quoted-printable", "8bit"]))
+def test_decoding_in_place_matches_decode_body(body: bytes, before: bytes, cte: str) -> None:
+    """``mime.decode_range`` (a body decoded where it lies) gives what ``decode_body`` gives for any octets."""
+    from mailserver.message import mime
+
+    raw = before + body + b"\r\n--x--"
+    assert mime.decode_range(raw, len(before), len(before) + len(body), cte) == mime.decode_body(body, cte)
+
+
+@SETTINGS
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n -", max_size=300))
+def test_decoding_in_place_matches_decode_body_on_base64_shapes(text: str) -> None:
+    from mailserver.message import mime
+
+    body = text.encode()
+    assert mime.decode_range(b"H" + body, 1, 1 + len(body), "base64") == mime.decode_body(body, "base64")

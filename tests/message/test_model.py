@@ -201,3 +201,25 @@ def test_meta_round_trip_and_version_2() -> None:
     assert old.body(extended=False) == v2["body"] and old.body(extended=True) == v2["bodystructure"]
     assert old.envelope.value() == v2["envelope"] and old.has("from") and not old.has("to")
     assert ImapMeta.from_json({"v": 1}) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"QUJD\r\nREVG\r\n",  # line breaks
+        b"QUJDRA==\r\n",  # padding at the end
+        b"QUJDRA=\r\n",  # padding short
+        b"QUJDRA\r\n",  # padding missing
+        b"QUJDR\r\n",  # one octet past a quantum
+        b"QQ==QUJD\r\n",  # padding inside: a second encoded chunk
+        b"QU*JD\x80RE!VG",  # junk between the letters
+        b"",
+        b"====",
+    ],
+)
+def test_decoding_in_place_gives_what_decode_body_gives(body: bytes) -> None:
+    """``decode_range`` reads a base64 body in place (no copy of a 49 MB attachment), decoding as ``decode_body``."""
+    raw = b"Subject: x\r\n\r\n" + body + b"--end"
+    start, end = len(raw) - len(body) - 5, len(raw) - 5
+    for cte in ("base64", "BASE64", "quoted-printable", "7bit"):
+        assert M.decode_range(raw, start, end, cte) == M.decode_body(body, cte)

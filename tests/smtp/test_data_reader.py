@@ -163,3 +163,29 @@ def test_every_split_gives_the_whole_input_result(
     bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
     chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     assert feed_chunks(chunks, size_limit, max_line_length) == expected
+
+
+def test_refuse_keeps_nothing_reads_to_the_end_and_yields_to_the_data_problems() -> None:
+    """``refuse`` (the large-message gate had no slot in time): the rest is read, nothing kept, its reply after
+    the dot; the data's own problems (too big) come first; a refusal after the end replaces the content."""
+    from mailserver.smtp.data import DataReader
+    from mailserver.smtp.gate import BUSY
+
+    r = DataReader(size_limit=0, max_line_length=1000)
+    assert r.feed(b"Subject: x\r\n\r\nfirst") == b""
+    r.refuse(BUSY)
+    assert r.refused
+    assert r.feed(b" line\r\n.\r\nQUIT\r\n") == b"QUIT\r\n"
+    assert (r.result().content, r.result().problem, r.result().size) == (b"", BUSY, 26)
+
+    big = DataReader(size_limit=10, max_line_length=1000)
+    big.feed(b"0123456789abcdef\r\n")
+    big.refuse(BUSY)
+    big.feed(b".\r\n")
+    assert big.result().problem is not None and big.result().problem.code == 552
+
+    done = DataReader(size_limit=0, max_line_length=1000)
+    done.feed(b"ok\r\n.\r\n")
+    assert done.result().content == b"ok\r\n"
+    done.refuse(BUSY)
+    assert (done.result().content, done.result().problem) == (b"", BUSY)
