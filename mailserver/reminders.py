@@ -21,14 +21,12 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from mailserver.agenda import Unreadable, event_of, reminder_message, start_of, status_of
 from mailserver.context import Context
 from mailserver.delivery import deliver
-from mailserver.endpoints import Endpoint
+from mailserver.periodic import PeriodicService
 from mailserver.store.models import AccountStatus
 from mailserver.store.repositories.mail import INBOX
 
@@ -36,67 +34,16 @@ log = logging.getLogger("masante.reminders")
 
 #: seconds between two looks at the clock when nothing wakes the scheduler
 POLL = 30.0
-#: after an unexpected error, wait this long before looking again
-ERROR_PAUSE = 5.0
 
 
-class ReminderScheduler:
+class ReminderScheduler(PeriodicService):
     """A ``Service`` (``mailserver.endpoints``) with no endpoint: a task sending the reminders that are due."""
 
     name = "reminders"
 
     def __init__(self, ctx: Context, *, poll: float = POLL) -> None:
+        super().__init__(poll=poll, log=log)
         self.ctx = ctx
-        self.poll = poll
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._requested = 0
-        self._settled = 0
-        self._cond = asyncio.Condition()
-
-    async def start(self) -> list[Endpoint]:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="agenda-reminders")
-        return []
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        async with self._cond:
-            self._cond.notify_all()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def settle(self) -> None:
-        """Return once a pass that began after this call has sent everything due at the clock's present."""
-        self._requested += 1
-        wanted = self._requested
-        self._wake.set()
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._settled >= wanted or self._stopping)
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            requested = self._requested
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.error("reminders.loop-error", extra={"fields": {"error": type(exc).__name__}})
-                await asyncio.sleep(ERROR_PAUSE)
-            else:
-                async with self._cond:
-                    self._settled = max(self._settled, requested)
-                    self._cond.notify_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
-            self._wake.clear()
 
     async def run_once(self) -> int:
         """Send every reminder due now; how many messages were delivered."""

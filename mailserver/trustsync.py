@@ -17,8 +17,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 
@@ -26,7 +24,7 @@ from directory.errors import DirectoryError
 from directory.sync import WhitelistSync
 from directory.trust import TrustSpace
 from mailserver.context import Context
-from mailserver.endpoints import Endpoint
+from mailserver.periodic import PeriodicService
 
 log = logging.getLogger("masante.trust")
 
@@ -37,66 +35,22 @@ RETRY = 3600.0
 ACTOR = "system:trust-sync"
 
 
-class TrustSyncScheduler:
+class TrustSyncScheduler(PeriodicService):
     """A ``Service`` with no endpoint (``mailserver.endpoints``): the whitelist synchronised when due."""
 
     name = "trust-sync"
 
     def __init__(self, ctx: Context, *, poll: float = POLL) -> None:
+        super().__init__(poll=poll, log=log)
         self.ctx = ctx
-        self.poll = poll
         self.interval = dt.timedelta(hours=ctx.config.whitelist.sync_every)
         self.due: dt.datetime | None = None  # None until the first look at the trust space's history
         self.runs = 0  # syncs attempted (tests and logs)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._requested = 0
-        self._settled = 0
-        self._cond = asyncio.Condition()
 
     @staticmethod
     def wanted(ctx: Context) -> bool:
         cfg = ctx.config.whitelist
         return bool(cfg.url) and cfg.sync_every > 0
-
-    async def start(self) -> list[Endpoint]:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run(), name="trust-sync")
-        return []
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        async with self._cond:
-            self._cond.notify_all()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    async def settle(self) -> None:
-        """Return once a look at the clock that began after this call is done (and its sync, if one was due)."""
-        self._requested += 1
-        wanted = self._requested
-        self._wake.set()
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._settled >= wanted or self._stopping)
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            requested = self._requested
-            try:
-                await self.run_once()
-            except Exception as exc:  # noqa: BLE001 - the loop must survive; the error is logged by type
-                log.error("trust.sync-loop-error", extra={"fields": {"error": type(exc).__name__}})
-            async with self._cond:
-                self._settled = max(self._settled, requested)
-                self._cond.notify_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
-            self._wake.clear()
 
     async def run_once(self) -> bool:
         """Sync if due now; True if a sync was attempted."""

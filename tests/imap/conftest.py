@@ -71,3 +71,14 @@ def raw_command(m: imaplib.IMAP4, line: str | bytes) -> list[bytes]:
             return out
         if m.state == "LOGOUT" or not resp:
             return out
+
+
+@pytest.fixture
+def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
+    """A client logged in over IMAPS as ``user``, logged out after the test (if it still can be)."""
+    client = imaps(srv, tls_client, user)
+    yield client
+    try:
+        client.logout()
+    except (imaplib.IMAP4.error, OSError):
+        pass

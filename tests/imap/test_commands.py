@@ -12,7 +12,6 @@ import imaplib
 import re
 import ssl
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
@@ -20,16 +19,6 @@ import pytest
 from mailserver.store.models import Account
 from tests import support
 from tests.imap.conftest import HOST, TIMEOUT, ServerThread, imaps, message, raw_command
-
-
-@pytest.fixture
-def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
-    client = imaps(srv, tls_client, user)
-    yield client
-    try:
-        client.logout()
-    except (imaplib.IMAP4.error, OSError):
-        pass
 
 
 def multipart(sender: str, rcpt: str, subject: str = "Compte-rendu") -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import imaplib
 import re
 import ssl
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,16 +17,6 @@ from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol.parser import ImapParseError, parse
 from mailserver.store.models import Account
 from tests.imap.conftest import ServerThread, imaps, message, raw_command
-
-
-@pytest.fixture
-def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
-    client = imaps(srv, tls_client, user)
-    yield client
-    try:
-        client.logout()
-    except (imaplib.IMAP4.error, OSError):
-        pass
 
 
 def deliver(srv: ServerThread, user: Account, n: int) -> list[int]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import imaplib
-import ssl
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,17 +15,7 @@ from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol.parser import ImapParseError, parse
 from mailserver.imap.sort import base_subject
 from mailserver.store.models import Account
-from tests.imap.conftest import ServerThread, imaps, raw_command
-
-
-@pytest.fixture
-def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
-    client = imaps(srv, tls_client, user)
-    yield client
-    try:
-        client.logout()
-    except (imaplib.IMAP4.error, OSError):
-        pass
+from tests.imap.conftest import ServerThread, raw_command
 
 
 def mail(sender: str, rcpt: str, cc: str, subject: str, date: str, body: str) -> bytes:
