@@ -156,10 +156,7 @@ class Authenticator:
         self.app_passwords = AppPasswords(ctx)
 
     async def authenticate(self, address: str, password: str, *, protocol: str, peer: str) -> AuthResult:
-        try:
-            canonical = str(Address.parse(address))
-        except InvalidAddress:
-            canonical = address.strip().lower()[:320]
+        canonical = _canonical(address)
         attempt = await self.limits.guard(canonical, peer=peer, protocol=protocol)
         if attempt.refusal is not None:
             return AuthResult(None, refusal=attempt.refusal)
@@ -277,7 +274,7 @@ class Authenticator:
                 why = _bearer_refusal(account, identity.rpps)
         ok = why == "ok" and account is not None
         return await self._record(
-            ok, attempt, account, _printable(canonical), f"{protocol} from {peer}; bearer{who}", why, protocol
+            ok, attempt, account, canonical, f"{protocol} from {peer}; bearer{who}", why, protocol
         )
 
     async def authenticate_certificate(
@@ -317,7 +314,7 @@ class Authenticator:
                 else "ok"
             )
         ok = why == "ok" and account is not None
-        actor = account.address if account is not None else _printable(canonical) or "certificate"
+        actor = account.address if account is not None else canonical or "certificate"
         return await self._record(
             ok, attempt, account, actor, f"{protocol} from {peer}; certificate{fingerprint}", why, protocol
         )
@@ -332,11 +329,6 @@ def _canonical(address: str) -> str:
         return str(Address.parse(address))
     except InvalidAddress:
         return address.strip().lower()[:320]
-
-
-def _printable(text: str) -> str:
-    """Client text made safe for the audit log: control characters shown as escapes."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _bearer_refusal(account: Account | None, rpps: str) -> str:

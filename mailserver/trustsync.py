@@ -25,6 +25,7 @@ from directory.sync import WhitelistSync
 from directory.trust import TrustSpace
 from mailserver.context import Context
 from mailserver.periodic import PeriodicService
+from mailserver.text import escape
 
 log = logging.getLogger("masante.trust")
 
@@ -66,7 +67,7 @@ class TrustSyncScheduler(PeriodicService):
             result = await WhitelistSync(self.ctx).sync(actor=ACTOR)
         except (DirectoryError, OSError) as exc:
             self.due = now + min(self.interval, dt.timedelta(seconds=RETRY))
-            reason = "".join(ch if ch.isprintable() else "?" for ch in str(exc))[:300]
+            reason = escape(str(exc))[:300]
             log.warning("trust.sync-failed", extra={"fields": {"reason": reason, "retry_at": self.due.isoformat()}})
             return True
         self.due = now + self.interval
