@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from crypto.credentials import load_or_create_credential_key
 from crypto.envelope import Keyring, load_keyring
+from crypto.metadata import MetadataKey
 from mailserver.auditing import open_trail
 from mailserver.clock import Clock, SystemClock
 from mailserver.config import Config
@@ -40,6 +42,11 @@ class Context:
         if keyring is None:
             keyring = load_keyring(config.resolve(config.keys.kek_file), os.environ.get("MASANTE_KEK"))
         db = Database(config.database_url, echo=config.database.echo, audit=open_trail(config))
+        db.metadata_key_loader = lambda: MetadataKey(
+            load_or_create_credential_key(
+                config.resolve(config.keys.credential_key_file), os.environ.get("MASANTE_CREDENTIAL_KEY") or None
+            )
+        )
         return cls(
             config=config,
             db=db,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from sqlalchemy.pool import NullPool
 
 from mailserver.notify import ChangeNotifier
 from mailserver.store.auditchain import AuditTrail
+from mailserver.store.sealing import MetadataSealer
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: the SQLite database and its -wal/-shm files: owner only
@@ -69,6 +71,17 @@ class Database:
             self.engine.execution_options(masante_readonly=True), expire_on_commit=False
         )
         self.notifier = notifier or ChangeNotifier()
+        self.metadata_key_loader: Callable[[], MetadataSealer] | None = None
+        self._metadata_key: MetadataSealer | None = None
+
+    @property
+    def metadata_key(self) -> MetadataSealer:
+        """The key of the metadata kept under digests and seals (``crypto.metadata``), loaded on first use."""
+        if self._metadata_key is None:
+            if self.metadata_key_loader is None:
+                raise RuntimeError("this database was opened without the credential key: open it with Context.open")
+            self._metadata_key = self.metadata_key_loader()
+        return self._metadata_key
 
     @property
     def is_postgresql(self) -> bool:

@@ -39,7 +39,21 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     def run(conn: Connection) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
+        cfg.attributes["metadata_key"] = lambda: db.metadata_key  # for migrations that seal existing rows
         command.upgrade(cfg, revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run)
+    # a migration that sealed rows leaves their old pages in the WAL: fold it in (secure_delete zeroes them)
+    await db.sqlite_checkpoint()
+
+
+async def downgrade(db: Database, revision: str) -> None:
+    def run(conn: Connection) -> None:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        cfg.attributes["metadata_key"] = lambda: db.metadata_key
+        command.downgrade(cfg, revision)
 
     async with db.engine.begin() as conn:
         await conn.run_sync(run)

@@ -108,7 +108,7 @@ class UnitOfWork:
         self.queue = QueueRepository(s)
         self.trust = TrustRepository(s)
         self.directory = DirectoryRepository(s)
-        self.grants = GrantRepository(s)
+        self.grants = GrantRepository(s, lambda: self.db.metadata_key)
         self.dkim_keys = DkimKeyRepository(s)
         self.broadcasts = BroadcastRepository(s)
         self.agenda = AgendaRepository(s)

@@ -10,9 +10,11 @@ Invariants:
   re-import writes only rows whose digest changed.
 - ``search`` columns hold the searchable text lower-cased and without accents,
   so a search needs no function on the column.
-- A conversation grant lets the patient ``patient`` write to ``contact``; it
-  is keyed by addresses (the patient may be another operator's), one row per
-  pair, and removed when the professional ends the conversation.
+- A conversation grant lets a patient write to a contact; it is keyed by
+  addresses (the patient may be another operator's), one row per pair, and
+  removed when the professional ends the conversation. Neither address is
+  readable in the row: keyed digests for lookups, the rest sealed
+  (``crypto.metadata``, under a key beside the KEK).
 - ``trust_imports`` keeps every whitelist import, and for the newest ones the
   trust space as it was before (compressed JSON), so an import can be undone.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailserver.store.models.base import Base, utcnow
@@ -99,13 +101,15 @@ class PublishedMailbox(Base):
 
 
 class ConversationGrant(Base):
+    """A patient may reply to a contact. No address is readable here (``crypto.metadata``): the row is found
+    by keyed digests of the patient and of the pair, and the contact and who opened the grant are sealed."""
+
     __tablename__ = "conversation_grants"
-    __table_args__ = (UniqueConstraint("patient", "contact"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    patient: Mapped[str] = mapped_column(String(320), index=True)
-    contact: Mapped[str] = mapped_column(String(320))
-    granted_by: Mapped[str] = mapped_column(String(320))  # the sender whose message opened it
+    patient_digest: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    pair_digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)  # {"patient", "contact", "granted_by"}, bound to pair_digest
     granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     refreshed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Collection, Mapping, Sequence
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver.store.errors import Conflict
 from mailserver.store.models import Activity, ConversationGrant, Professional, PublishedMailbox
 from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.sealing import MetadataSealer
 
 DirectoryModel = type[Professional] | type[Activity] | type[PublishedMailbox]
 
@@ -175,55 +178,85 @@ class DirectoryRepository(Repository):
         return (await self.session.execute(stmt)).scalars().all()
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A conversation grant, opened: ``patient`` may reply to ``contact``."""
+
+    patient: str
+    contact: str
+    granted_by: str
+    granted_at: dt.datetime
+    refreshed_at: dt.datetime
+
+
 class GrantRepository(Repository):
+    """Conversation grants, kept under the metadata key (``crypto.metadata``): addresses are lower-cased,
+    looked up by digest and read back only by opening the sealed part."""
+
+    KIND = "grant"
+
+    def __init__(self, session: AsyncSession, key: Callable[[], MetadataSealer]) -> None:
+        super().__init__(session)
+        self._key = key
+
+    def _pair(self, patient: str, contact: str) -> bytes:
+        return self._key().digest(self.KIND, patient.lower(), contact.lower())
+
+    def _patient(self, patient: str) -> bytes:
+        return self._key().digest(self.KIND, patient.lower())
+
+    def _seal(self, pair: bytes, patient: str, contact: str, granted_by: str) -> bytes:
+        text = json.dumps({"patient": patient.lower(), "contact": contact.lower(), "granted_by": granted_by}).encode()
+        return self._key().seal(text, kind=self.KIND, bound_to=pair)
+
     async def has(self, patient: str, contact: str) -> bool:
-        stmt = select(ConversationGrant.id).where(
-            ConversationGrant.patient == patient.lower(), ConversationGrant.contact == contact.lower()
-        )
+        stmt = select(ConversationGrant.id).where(ConversationGrant.pair_digest == self._pair(patient, contact))
         return (await self.session.execute(stmt)).first() is not None
 
     async def grant(self, patient: str, contact: str, *, granted_by: str, at: dt.datetime) -> bool:
         """Record (or refresh) the grant; True if it is new."""
-        patient, contact = patient.lower(), contact.lower()
-        stmt = select(ConversationGrant).where(
-            ConversationGrant.patient == patient, ConversationGrant.contact == contact
-        )
+        pair = self._pair(patient, contact)
+        sealed = self._seal(pair, patient, contact, granted_by)
+        stmt = select(ConversationGrant).where(ConversationGrant.pair_digest == pair)
         row = (await self.session.execute(stmt.with_for_update())).scalar_one_or_none()
         if row is not None:
-            row.refreshed_at = at
-            row.granted_by = granted_by
+            row.refreshed_at, row.sealed = at, sealed
             return False
         try:
             async with self._conflict_as("grant exists"):
                 self.session.add(
                     ConversationGrant(
-                        patient=patient, contact=contact, granted_by=granted_by, granted_at=at, refreshed_at=at
+                        patient_digest=self._patient(patient),
+                        pair_digest=pair,
+                        sealed=sealed,
+                        granted_at=at,
+                        refreshed_at=at,
                     )
                 )
         except Conflict:  # a concurrent delivery recorded it first: refresh that one
             row = (await self.session.execute(stmt)).scalar_one()
-            row.refreshed_at = at
+            row.refreshed_at, row.sealed = at, sealed
             return False
         return True
 
     async def withdraw(self, patient: str, contact: str) -> bool:
         result = await self.session.execute(
-            delete(ConversationGrant).where(
-                ConversationGrant.patient == patient.lower(), ConversationGrant.contact == contact.lower()
-            )
+            delete(ConversationGrant).where(ConversationGrant.pair_digest == self._pair(patient, contact))
         )
         return bool(getattr(result, "rowcount", 0))
 
-    async def of_patient(self, patient: str) -> Sequence[ConversationGrant]:
-        stmt = (
-            select(ConversationGrant)
-            .where(ConversationGrant.patient == patient.lower())
-            .order_by(ConversationGrant.contact)
-        )
-        return (await self.session.execute(stmt)).scalars().all()
+    async def of_patient(self, patient: str) -> list[Grant]:
+        stmt = select(ConversationGrant).where(ConversationGrant.patient_digest == self._patient(patient))
+        out = []
+        for row in (await self.session.execute(stmt)).scalars():
+            opened = json.loads(self._key().open(row.sealed, kind=self.KIND, bound_to=row.pair_digest))
+            out.append(
+                Grant(patient.lower(), opened["contact"], opened["granted_by"], row.granted_at, row.refreshed_at)
+            )
+        return sorted(out, key=lambda g: g.contact)
 
     async def forget_patient(self, patient: str) -> int:
         result = await self.session.execute(
-            delete(ConversationGrant).where(ConversationGrant.patient == patient.lower())
+            delete(ConversationGrant).where(ConversationGrant.patient_digest == self._patient(patient))
         )
         return int(getattr(result, "rowcount", 0) or 0)
