@@ -50,7 +50,17 @@ def prepare(tmp: Path, clients: int, scrypt_log_n: int = 10) -> tuple[Path, Path
     from bench.site import write_site
 
     cfg, port = write_site(
-        tmp, listener="imaps", database_url="sqlite:///bench.db", security={"scrypt_log_n": scrypt_log_n}
+        tmp,
+        listener="imaps",
+        database_url="sqlite:///bench.db",
+        security={"scrypt_log_n": scrypt_log_n},
+        # every client comes from 127.0.0.1, and the idle connections share one account: no cap in the way
+        limits={
+            "connections_per_source": 50_000,
+            "unauthenticated_per_source": 50_000,
+            "connections_per_account": 50_000,
+            "login_failures_per_source": 50_000,  # it also bounds the logins in flight at once
+        },
     )
     asyncio.run(_seed(cfg, clients))
     return tmp / "masante.toml", tmp / "ca.pem", port

@@ -19,6 +19,13 @@ Invariants:
   process (IMAP, SMTP, web) share them, and ``guard`` counts the attempt
   *before* it is checked: parallel connections cannot get more tries in flight
   than the threshold allows; a success gives its count back in ``record``.
+- An attempt in flight is not a failure. Only failures that happened refuse a
+  login; past the threshold, attempts still in flight make the next one wait
+  for a result (``IN_FLIGHT_WAIT`` at most), not fail: six mail clients behind
+  one address logging in at once all get in, and a guesser still has no more
+  tries in flight than the threshold. The process knows its own attempts in
+  flight; on PostgreSQL, another process's in flight count as failures until
+  they end.
 - Lockouts and failing addresses seen are also remembered by the process, so
   that an attempt it already knows to refuse costs no transaction.
 - Past ``limits.login_failures_per_source`` failures an address is refused, for
@@ -50,12 +57,13 @@ a ``limits.connection-refused`` log line with the door, the cap and the address.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import logging
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -78,6 +86,8 @@ LOCKOUT_MEMORY = dt.timedelta(days=1)
 PRUNE_EVERY = 500
 #: lockouts and failing addresses a process remembers (to refuse without a transaction), at most
 MAX_REMEMBERED = 100_000
+#: seconds an attempt waits for the attempts in flight before it (past the threshold) to end, at most
+IN_FLIGHT_WAIT = 30.0
 
 
 def peer_key(peer: str) -> str:
@@ -128,6 +138,10 @@ class Attempt:
     scope: str | None = None  # what refused it: "source" or "account"
     keys: tuple[str, ...] = ()  # the counters this attempt was counted in
     recorded: bool = False
+    busy: bool = False  # not refused, not counted: attempts in flight fill the count, wait for one to end
+    #: ends this attempt's time in flight: at ``record``, or when an attempt never recorded (its task cancelled
+    #: by a client gone mid-login) is dropped; its count stays a failure, as a guess would
+    end_flight: Callable[[], object] | None = None
 
 
 class LoginLimits:
@@ -140,6 +154,8 @@ class LoginLimits:
         # transaction: lockouts (key -> until) and addresses that failed (peer key -> when); shared by every
         # LoginLimits of the process on this database, so that ``reset`` from any of them clears it
         self._locked, self._dirty = _LEARNT.setdefault(ctx.db, (OrderedDict(), OrderedDict()))
+        self._in_flight: dict[str, int] = {}  # key -> attempts of this process counted and not recorded yet
+        self._waiting: deque[asyncio.Future[None]] = deque()  # attempts waiting for one in flight to end, in order
 
     @staticmethod
     def _remember(table: OrderedDict[str, dt.datetime], key: str, when: dt.datetime) -> None:
@@ -207,6 +223,33 @@ class LoginLimits:
 
     async def guard(self, name: str | None, *, peer: str, protocol: str) -> Attempt:
         """Count an attempt before it is checked, or refuse it at once (``Attempt.refusal``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + IN_FLIGHT_WAIT
+        first = False  # a waiter woken and still not let in keeps its place at the head of the queue
+        while True:
+            attempt = await self._guard_once(name, peer=peer, protocol=protocol)
+            if not attempt.busy:
+                if first:
+                    self._wake_next()  # settled either way: the next waiter may be let in (or refused) too
+                return attempt
+            turn: asyncio.Future[None] = loop.create_future()
+            if first:
+                self._waiting.appendleft(turn)
+            else:
+                self._waiting.append(turn)
+            try:
+                await asyncio.wait_for(turn, deadline - loop.time())
+            except TimeoutError:
+                attempt.busy = False
+                attempt.refusal = "Too many logins at once from your address: try again in 1 minute"
+                self._wake_next()
+                return self._refused(attempt)
+            finally:
+                if turn in self._waiting:
+                    self._waiting.remove(turn)
+            first = True
+
+    async def _guard_once(self, name: str | None, *, peer: str, protocol: str) -> Attempt:
         attempt = Attempt(name, peer, protocol)
         pk = peer_key(peer)
         ak = account_key(name) if name is not None else None
@@ -223,10 +266,37 @@ class LoginLimits:
                 self._guards += 1
                 if self._guards % PRUNE_EVERY == 0:
                     await uow.login_counters.prune(now - LOCKOUT_MEMORY)
-                elif attempt.refusal is not None:
-                    return self._refused(attempt)  # nothing to keep: no commit (and no wait on the disk)
+                elif attempt.refusal is not None or attempt.busy:
+                    return self._refused(attempt) if attempt.refusal else attempt  # nothing to keep: no commit
                 await uow.commit()
-        return self._refused(attempt) if attempt.refusal is not None else attempt
+        if attempt.refusal is not None:
+            return self._refused(attempt)
+        for key in attempt.keys:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        attempt.end_flight = weakref.finalize(attempt, self._land, attempt.keys)
+        return attempt
+
+    @staticmethod
+    def _ended_in_flight(attempt: Attempt) -> None:
+        if attempt.end_flight is not None:
+            attempt.end_flight()  # once: a finalizer runs at most one time
+
+    def _land(self, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            n = self._in_flight.get(key, 0) - 1
+            if n > 0:
+                self._in_flight[key] = n
+            else:
+                self._in_flight.pop(key, None)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        """One attempt ended, or a waiter was settled: the next waiter tries again (one wake-up each, in order)."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
 
     def _decide(self, attempt: Attempt, rows: Mapping[str, _Row], pk: str, ak: str | None, now: dt.datetime) -> None:
         cfg = self._cfg
@@ -236,10 +306,13 @@ class LoginLimits:
             self._expire(row, now)
             if row.locked_until is not None:
                 self._remember(self._locked, key, row.locked_until)
-        clean = source.failures == 0 and source.locked_until is None
+        # what failed, apart from this process's attempts still in flight (counted in ``failures`` at their start)
+        source_failed = max(0, source.failures - self._in_flight.get(pk, 0))
+        clean = source_failed == 0 and source.locked_until is None
         if not clean:
             self._remember(self._dirty, pk, source.last_failure_at or now)
-        if source.locked_until is not None or source.failures >= cfg.login_failures_per_source:
+        account_failed = max(0, account.failures - self._in_flight.get(ak, 0)) if account is not None and ak else 0
+        if source.locked_until is not None or source_failed >= cfg.login_failures_per_source:
             attempt.scope = "source"
             attempt.refusal = (
                 f"Too many failed logins from your address: try again in {_minutes(self._wait(source, now))}"
@@ -247,13 +320,18 @@ class LoginLimits:
         elif (
             account is not None
             and not clean
-            and (account.locked_until is not None or account.failures >= cfg.login_failures_per_account)
+            and (account.locked_until is not None or account_failed >= cfg.login_failures_per_account)
         ):
             attempt.scope = "account"
             attempt.refusal = (
                 "Too many failed logins on this account from your address: "
                 f"try again in {_minutes(self._wait(account, now))}"
             )
+        elif source.failures >= cfg.login_failures_per_source or (
+            account is not None and not clean and account.failures >= cfg.login_failures_per_account
+        ):
+            attempt.busy = True  # the count is full of attempts in flight: wait for one to end
+            attempt.scope = "source" if source.failures >= cfg.login_failures_per_source else "account"
         else:
             for row in rows.values():
                 row.failures += 1
@@ -285,16 +363,22 @@ class LoginLimits:
         if not self.ctx.db.is_postgresql:
             with _MEMORY_LOCK:
                 lockouts = self._settle(attempt, ok, self._memory_rows(attempt.keys))
+                self._ended_in_flight(attempt)
             if not lockouts:
                 return
         else:
             lockouts = None  # read and settled in the transaction
-        if uow is not None:
-            await self._record(uow, attempt, ok, account, lockouts)
-            return
-        async with self.ctx.uow() as own:
-            await self._record(own, attempt, ok, account, lockouts)
-            await own.commit()
+        try:
+            if uow is not None:
+                await self._record(uow, attempt, ok, account, lockouts)
+                return
+            async with self.ctx.uow() as own:
+                await self._record(own, attempt, ok, account, lockouts)
+                await own.commit()
+        finally:
+            if self.ctx.db.is_postgresql:
+                # a waiting attempt locks the counters next: it reads them once this transaction has committed
+                self._ended_in_flight(attempt)
 
     async def _record(
         self,

@@ -168,6 +168,34 @@ def test_fifty_parallel_connections_get_no_more_tries_than_one_and_a_clean_addre
     assert all(a == "failed" or "[UNAVAILABLE]" in a for a in through)
 
 
+def test_clients_behind_one_address_logging_in_at_once_all_get_in(srv: ServerThread, tls: ssl.SSLContext) -> None:
+    """A hospital behind one address at 8 am: more logins in flight than the failure threshold, none failing.
+    Attempts in flight are not failures: past the threshold they wait for a result, they are not refused."""
+    users = [srv.make_pro(f"nat{i}") for i in range(12)]
+    answers: list[str] = []
+    lock = threading.Lock()
+    at_once = threading.Barrier(2 * len(users))
+
+    def client(i: int) -> None:
+        m = SourcedIMAP("127.0.0.5", srv.port("imaps"), tls)
+        try:
+            at_once.wait(TIMEOUT)
+            answer = imap_login(m, users[i // 2].address, support.PASSWORD)
+            with lock:
+                answers.append(answer)
+        finally:
+            m.shutdown()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(2 * len(users))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert answers == ["ok"] * (2 * len(users))  # 24 > PER_SOURCE logins at once from 127.0.0.5
+    # and the address is as clean as before: a guess is still counted from zero
+    assert tries_through(srv, tls, "127.0.0.5", [users[0].address], PER_ACCOUNT).count("failed") == PER_ACCOUNT
+
+
 def test_imap_and_smtp_share_the_counters(srv: ServerThread, tls: ssl.SSLContext) -> None:
     pro = srv.make_pro()
     m = SourcedIMAP("127.0.0.7", srv.port("imaps"), tls)
