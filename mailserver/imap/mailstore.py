@@ -34,7 +34,7 @@ from mailserver import vault
 from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
-from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
+from mailserver.delivery import DeliveryResult, MailboxMissing, decode_flags, deliver, encode_flags
 from mailserver.errors import (
     AccountGone,
     Busy,
@@ -192,33 +192,46 @@ class MailStore:
 
     async def create(self, name: str, *, special_use: str | None = None) -> None:
         """CREATE, with a special use (RFC 6154 §3) that no other mailbox of the account holds."""
-        async with self.ctx.uow() as uow:
-            if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
-                raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
-            mailbox = await mbx.create_mailbox(uow, self.account.id, name)
-            if special_use is not None:
-                mailbox.special_use = special_use
-            uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-            await uow.commit()
+
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
+                    raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
+                mailbox = await mbx.create_mailbox(uow, self.account.id, name)
+                if special_use is not None:
+                    mailbox.special_use = special_use
+                uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def delete(self, name: str) -> None:
-        async with self.ctx.uow() as uow:
-            mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
-            action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
-            uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
+                action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
+                uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def rename(self, old: str, new: str) -> None:
-        async with self.ctx.uow() as uow:
-            source = await self._mailbox(uow, old)
-            await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
-            uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                source = await self._mailbox(uow, old)
+                await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
+                uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def subscribe(self, name: str, subscribed: bool) -> None:
-        async with self.ctx.uow() as uow:
-            await mbx.set_subscribed(uow, self.account.id, name, subscribed)
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                await mbx.set_subscribed(uow, self.account.id, name, subscribed)
+                await uow.commit()
+
+        await _retrying(work)
 
     async def status(self, name: str) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
@@ -535,23 +548,28 @@ class MailStore:
                     "delete documents first"
                 )
             msg = vault.upload(msg, when=internal_date or self.ctx.clock())
-        async with self.ctx.uow() as uow:
-            try:
-                result = await deliver(
-                    uow,
-                    self.ctx.keyring,
-                    msg,
-                    [account],
-                    mailbox=canonical_name(name),
-                    flags=[f for f in flags if f != RECENT],
-                    internal_date=internal_date,
-                    actor=self.actor,
-                    source="imap-append",
-                )
-            except MailboxMissing:
-                raise MailboxNotFound(canonical_name(name), try_create=True) from None
-            await uow.commit()
-        d = result.delivered[0]
+        keep = [f for f in flags if f != RECENT]
+
+        async def work() -> DeliveryResult:
+            async with self.ctx.uow() as uow:
+                try:
+                    result = await deliver(
+                        uow,
+                        self.ctx.keyring,
+                        msg,
+                        [account],
+                        mailbox=canonical_name(name),
+                        flags=keep,
+                        internal_date=internal_date,
+                        actor=self.actor,
+                        source="imap-append",
+                    )
+                except MailboxMissing:
+                    raise MailboxNotFound(canonical_name(name), try_create=True) from None
+                await uow.commit()
+            return result
+
+        d = (await _retrying(work)).delivered[0]
         return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
 
 
