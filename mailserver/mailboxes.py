@@ -153,6 +153,8 @@ async def rename_mailbox(uow: UnitOfWork, account_id: int, old: str, new: str, *
     if source.name == INBOX:
         await _create_missing(uow, account_id, parents(target))
         dest = await uow.mailboxes.create(account_id, target, uidvalidity=await next_uidvalidity(uow, account_id))
+        for mailbox_id in sorted((source.id, dest.id)):  # mailbox rows by id, then messages
+            await uow.mailboxes.lock(mailbox_id)
         messages = await uow.messages.list(source.id)
         if messages:
             first, modseq = await uow.mailboxes.allocate(dest.id, len(messages))
