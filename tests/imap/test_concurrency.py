@@ -3,7 +3,8 @@
 Twenty real clients (threads, imaplib's TLS connection, each response read line by line in order) log in
 as one account, select one of two shared mailboxes and run a fixed number of operations each, drawn by a
 seeded generator: STORE of new keywords and of system flags, \\Deleted then EXPUNGE, APPEND, FETCH of
-flags and of bodies. Bounded by operations, not by time. Every session must hold, from its own transcript:
+flags and of bodies, CREATE and DELETE of mailboxes of the same account. Bounded by operations, not by
+time. Every session must hold, from its own transcript:
 
 - no ``BYE`` before its LOGOUT, no ``SERVERBUG``, no ``BAD``; every command answered ``OK``;
 - every keyword in a FETCH's FLAGS was announced in an untagged ``FLAGS`` earlier in that session
@@ -27,7 +28,7 @@ from mailserver.store.models import Account
 from tests.imap.conftest import ServerThread, crlf, imaps, message
 
 CLIENTS = 20
-OPERATIONS = 12  # per client
+OPERATIONS = 8  # per client
 MAILBOXES = ("INBOX", "Shared")
 SEEDED = 6  # messages in each mailbox before the clients start
 
@@ -120,7 +121,7 @@ def _operate(s: Session, rnd: random.Random, user: Account, start: threading.Bar
     for op in range(OPERATIONS):
         targets = sorted(s.uids) or [1]
         uid = rnd.choice(targets)
-        kind = rnd.choice(("keyword", "keyword", "flag", "expunge", "append", "fetch", "body"))
+        kind = rnd.choice(("keyword", "keyword", "flag", "expunge", "append", "fetch", "body", "mailbox"))
         if kind == "keyword":
             s.command(f"UID STORE {uid} +FLAGS (kw{s.name}x{op})")
         elif kind == "flag":
@@ -131,6 +132,10 @@ def _operate(s: Session, rnd: random.Random, user: Account, start: threading.Bar
         elif kind == "append":
             raw = crlf(message("lab@example.org", user.address, f"from {s.name} op {op}"))
             s.command(f'APPEND "{s.mailbox}" (\\Seen kwapp{s.name}x{op})', raw)
+        elif kind == "mailbox":  # the account row's UIDVALIDITY lock, among the others' mailbox locks
+            s.command(f'CREATE "tmp{s.name}x{op}/child"')
+            s.command(f'DELETE "tmp{s.name}x{op}/child"')
+            s.command(f'DELETE "tmp{s.name}x{op}"')
         elif kind == "fetch":
             s.command("FETCH 1:* (UID FLAGS)")
         else:
