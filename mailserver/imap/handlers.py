@@ -20,6 +20,9 @@ Implementation notes (invariants):
   QRESYNC parameters (SELECT, FETCH VANISHED) are BAD until ENABLE QRESYNC.
 - SEARCH and SORT choose messages through one ``_matching`` loop (batched
   reads; SORT keeps only each match's sort key).
+- Work on message bodies (matching SEARCH BODY/TEXT/header keys, rendering
+  FETCH body sections) runs in a worker thread, one batch at a time, on
+  objects no other task touches: the event loop keeps serving other sessions.
 
 See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851, RFC 7162,
 RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889.
@@ -27,6 +30,7 @@ RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS),
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -94,6 +98,17 @@ def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r
     }
     pairs = tuple(v for name in items for v in (r.Atom(name), values[name]))
     return r.Data((r.Atom("STATUS"), mutf7.encode(mailbox), pairs))
+
+
+def _matches(key: c.SearchKey, cands: list[msgs.Candidate], max_seq: int, max_uid: int) -> list[msgs.Candidate]:
+    return [x for x in cands if msgs.matches(key, x, max_seq=max_seq, max_uid=max_uid)]
+
+
+def _render(
+    items: tuple[c.FetchItem, ...], shown: list[tuple[int, MessageData, frozenset[str], bool, bool]]
+) -> list[r.Response]:
+    """FETCH responses for (sequence number, message, flags, \\Recent, \\Seen just set) tuples."""
+    return [r.FetchData(seq, msgs.render_fetch(items, d, fl, recent, seen)) for seq, d, fl, recent, seen in shown]
 
 
 def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
@@ -339,14 +354,15 @@ class MailHandlers:
                     sel.id, [u for _, u in batch], meta=want_meta, body=needs.body, mark_seen=False, audit=needs.body
                 )
                 data = {d.uid: d for d in found}
-            for seq, uid in batch:
-                cand = msgs.Candidate(
-                    seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1)
-                )
-                if want_rows and cand.data is None:
-                    continue  # expunged meanwhile
-                if msgs.matches(key, cand, max_seq=max_seq, max_uid=max_uid):
-                    on_match(cand)
+            cands = [
+                msgs.Candidate(seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1))
+                for seq, uid in batch
+                if not want_rows or uid in data  # else expunged meanwhile
+            ]
+            # taking bodies apart and matching them is CPU work: off the event loop, so other sessions go on
+            args = (key, cands, max_seq, max_uid)
+            for cand in await asyncio.to_thread(_matches, *args) if needs.body else _matches(*args):
+                on_match(cand)
 
     async def do_search(self, cmd: c.Search) -> list[r.Response]:
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
@@ -417,14 +433,15 @@ class MailHandlers:
                     if u in sel.flags
                 ]
                 new_flags = {}
+            shown: list[tuple[int, MessageData, frozenset[str], bool, bool]] = []
             for d in rows:
                 if d.uid not in sel.flags:
                     continue
                 if d.uid in new_flags:
                     sel.set_flags(d.uid, new_flags[d.uid])
                     sel.modseqs[d.uid] = d.modseq
-                items = msgs.render_fetch(cmd.items, d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags)
-                out.append(r.FetchData(seq_of[d.uid], items))
+                shown.append((seq_of[d.uid], d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags))
+            out += await asyncio.to_thread(_render, cmd.items, shown) if needs.body else _render(cmd.items, shown)
             if len(pairs) > FETCH_BATCH:  # stream big answers: write each batch as it is ready
                 await self.send(*out)
                 out = []

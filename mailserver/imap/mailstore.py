@@ -10,7 +10,10 @@ Invariants:
   ``bump_modseq``), so other sessions learn of it through ``changes``; the unit
   of work ``touch``es the mailbox so IDLE sessions wake after the commit.
 - Reading message content (a body section, RFC822...) is audited, ids only:
-  one entry per call with the mailbox id and the UIDs.
+  one entry per call with the mailbox id and the UIDs. Bodies are decrypted
+  in a worker thread, outside any transaction, so the event loop goes on.
+- Every writing unit of work runs through ``_retrying``: PostgreSQL aborting it
+  as a deadlock or a serialization failure runs it again (issue 11).
 - APPEND parses the message once (``mailserver.message``) and hands that
   ``ParsedMessage`` to the admission service (built once per process and
   given to the store) and to ``delivery.deliver``.
@@ -23,8 +26,9 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -34,7 +38,7 @@ from mailserver import vault
 from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
-from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
+from mailserver.delivery import DeliveryResult, MailboxMissing, decode_flags, deliver, encode_flags
 from mailserver.errors import (
     AccountGone,
     Busy,
@@ -47,7 +51,7 @@ from mailserver.errors import (
 )
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
-from mailserver.store.models import Account, AccountKind, Blob, Mailbox
+from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
 from mailserver.store.repositories.mail import canonical_name
 from mailserver.store.retry import retrying
 from mailserver.store.uow import UnitOfWork
@@ -192,33 +196,46 @@ class MailStore:
 
     async def create(self, name: str, *, special_use: str | None = None) -> None:
         """CREATE, with a special use (RFC 6154 §3) that no other mailbox of the account holds."""
-        async with self.ctx.uow() as uow:
-            if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
-                raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
-            mailbox = await mbx.create_mailbox(uow, self.account.id, name)
-            if special_use is not None:
-                mailbox.special_use = special_use
-            uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-            await uow.commit()
+
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
+                    raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
+                mailbox = await mbx.create_mailbox(uow, self.account.id, name)
+                if special_use is not None:
+                    mailbox.special_use = special_use
+                uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def delete(self, name: str) -> None:
-        async with self.ctx.uow() as uow:
-            mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
-            action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
-            uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
+                action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
+                uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def rename(self, old: str, new: str) -> None:
-        async with self.ctx.uow() as uow:
-            source = await self._mailbox(uow, old)
-            await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
-            uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                source = await self._mailbox(uow, old)
+                await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
+                uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def subscribe(self, name: str, subscribed: bool) -> None:
-        async with self.ctx.uow() as uow:
-            await mbx.set_subscribed(uow, self.account.id, name, subscribed)
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                await mbx.set_subscribed(uow, self.account.id, name, subscribed)
+                await uow.commit()
+
+        await _retrying(work)
 
     async def status(self, name: str) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
@@ -312,17 +329,13 @@ class MailStore:
             in_vault = self._in_vault(await self._check_owner(uow, mailbox_id))
             rows = list(await uow.messages.by_uids(mailbox_id, uids))
             blobs = await uow.message_views.blob_parts({r.blob_id for r in rows}, body=body) if (meta or body) else {}
-        # decrypting happens outside any transaction; the write below (\Seen, audit) is short
-        out: list[MessageData] = []
-        for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
-            blob = blobs.get(r.blob_id)
-            if blob is not None and blob.account_id == self.account.id:
-                if body:
-                    data.raw = open_body(self.key, blob)
-                if meta:
-                    data.meta = self._meta(blob, data)
-            out.append(data)
+        # decrypting happens outside any transaction (bodies in a worker thread, off the event loop); the
+        # write below (\Seen, audit) is short
+        key = self.key
+        if body:
+            out = await asyncio.to_thread(self._open, key, rows, blobs, meta, body)
+        else:
+            out = self._open(key, rows, blobs, meta, body)
         unseen = [r.uid for r in rows if "\\Seen" not in flagset(r.flags)] if mark_seen else []
         if not (unseen or (audit and rows)):
             return out, {}
@@ -358,6 +371,22 @@ class MailStore:
 
         new_flags = await _retrying(work)
         return out, new_flags
+
+    def _open(
+        self, key: DataKey, rows: Sequence[Message], blobs: Mapping[str, Blob], meta: bool, body: bool
+    ) -> list[MessageData]:
+        """``rows`` as MessageData, with their metadata and/or bodies opened with ``key``."""
+        out: list[MessageData] = []
+        for r in rows:
+            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
+            blob = blobs.get(r.blob_id)
+            if blob is not None and blob.account_id == self.account.id:
+                if body:
+                    data.raw = open_body(key, blob)
+                if meta:
+                    data.meta = self._meta(blob, data)
+            out.append(data)
+        return out
 
     def _in_vault(self, mailbox: Mailbox) -> bool:
         return self.patient and vault.is_vault(mailbox.name)
@@ -535,23 +564,28 @@ class MailStore:
                     "delete documents first"
                 )
             msg = vault.upload(msg, when=internal_date or self.ctx.clock())
-        async with self.ctx.uow() as uow:
-            try:
-                result = await deliver(
-                    uow,
-                    self.ctx.keyring,
-                    msg,
-                    [account],
-                    mailbox=canonical_name(name),
-                    flags=[f for f in flags if f != RECENT],
-                    internal_date=internal_date,
-                    actor=self.actor,
-                    source="imap-append",
-                )
-            except MailboxMissing:
-                raise MailboxNotFound(canonical_name(name), try_create=True) from None
-            await uow.commit()
-        d = result.delivered[0]
+        keep = [f for f in flags if f != RECENT]
+
+        async def work() -> DeliveryResult:
+            async with self.ctx.uow() as uow:
+                try:
+                    result = await deliver(
+                        uow,
+                        self.ctx.keyring,
+                        msg,
+                        [account],
+                        mailbox=canonical_name(name),
+                        flags=keep,
+                        internal_date=internal_date,
+                        actor=self.actor,
+                        source="imap-append",
+                    )
+                except MailboxMissing:
+                    raise MailboxNotFound(canonical_name(name), try_create=True) from None
+                await uow.commit()
+            return result
+
+        d = (await _retrying(work)).delivered[0]
         return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
 
 

@@ -87,6 +87,8 @@ class Account(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[dt.datetime | None]
     retention_until: Mapped[dt.datetime | None]
+    #: the largest UIDVALIDITY the account's mailboxes ever had (RFC 3501 §2.3.1.1; ``mailboxes.next_uidvalidity``)
+    uidvalidity_high: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     @property
     def owner_id(self) -> str:
