@@ -66,6 +66,10 @@ class OverQuota(MailError):
     """The account's storage for this kind of content is full (the patient's vault)."""
 
 
+class NoSuchQuotaRoot(MailError):
+    """GETQUOTA of a name that is none of the account's quota roots (RFC 9208 §4.1.1)."""
+
+
 class Refused(MailError):
     """A policy refused (the admission decision's text is the sentence)."""
 

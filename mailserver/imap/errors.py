@@ -27,6 +27,7 @@ CODES: Mapping[type[e.MailError], str] = {
     e.Busy: "UNAVAILABLE",  # RFC 5530 §3: a temporary failure
     e.NoPermission: "NOPERM",  # RFC 5530 §3
     e.SpecialUseRefused: "USEATTR",  # RFC 6154 §6
+    e.NoSuchQuotaRoot: "NONEXISTENT",  # RFC 5530 §3
 }
 
 

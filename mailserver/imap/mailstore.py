@@ -15,10 +15,12 @@ Invariants:
   ``ParsedMessage`` to the admission service (built once per process and
   given to the store) and to ``delivery.deliver``.
 - A patient's vault (``Documents/`` and below, issue 8): an APPEND there is
-  labelled by ``vault.upload`` (``X-Document-Author: patient``...) and bounded by
-  ``limits.vault_quota`` (NO [OVERQUOTA]); reading a vault message's content is
+  labelled by ``vault.upload`` (``X-Document-Author: patient``...); reading a vault message's content is
   audited as ``vault.read``, expunging or moving it out as ``vault.delete``
   (ids only). Stored content never changes: only flags do.
+- APPEND and COPY/MOVE are bounded by the quota roots over their target
+  (``mailserver.quota``: the account's, and the vault's ``limits.vault_quota``),
+  NO [OVERQUOTA] past them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import TypeVar
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
-from mailserver import vault
+from mailserver import quota, vault
 from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
@@ -40,7 +42,6 @@ from mailserver.errors import (
     Busy,
     MailboxGone,
     MailboxNotFound,
-    OverQuota,
     Refused,
     SpecialUseRefused,
     TooBig,
@@ -465,6 +466,14 @@ class MailStore:
                 rows = list(await uow.messages.by_uids(mailbox_id, uids))
                 if not rows:
                     return CopyResult(dest.uidvalidity, [], [])
+                await quota.check(
+                    uow,
+                    self.ctx.config.limits,
+                    self.account,
+                    dest.name,
+                    sum(r.size for r in rows),
+                    moved_from=source.name if move else None,
+                )
                 src_modseq = 0
                 if move and source.id < dest.id:
                     src_modseq = await uow.mailboxes.bump_modseq(source.id)
@@ -497,13 +506,16 @@ class MailStore:
 
         return await _retrying(work)
 
-    async def _vault_size(self, uow: UnitOfWork) -> int:
-        """Octets the patient's vault holds (every mailbox of ``Documents/``)."""
-        total = 0
-        for m in await uow.mailboxes.list(self.account.id):
-            if vault.is_vault(m.name):
-                total += (await uow.message_views.status_counts(m.id, m.first_recent_uid))[3]
-        return total
+    async def quota_roots(self, name: str) -> tuple[str, list[quota.Root]]:
+        """GETQUOTAROOT (RFC 9208 §4.1.2): the mailbox's name and the quota roots over it, with their usage."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._mailbox(uow, name)
+            return m.name, await quota.roots(uow, self.ctx.config.limits, self.account, m.name)
+
+    async def quota_root(self, root: str) -> quota.Root | None:
+        """GETQUOTA (RFC 9208 §4.1.1): one of the account's quota roots with its usage, or None."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return await quota.root(uow, self.ctx.config.limits, self.account, root)
 
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
@@ -517,7 +529,8 @@ class MailStore:
         async with self.ctx.uow(readonly=True) as uow:
             await self._mailbox(uow, name, try_create=True)
             account = await uow.accounts.get(self.account.id)
-            used = await self._vault_size(uow) if in_vault else 0
+            if account is not None:
+                await quota.check(uow, self.ctx.config.limits, account, target, len(raw))
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
         try:
@@ -528,12 +541,6 @@ class MailStore:
         if not decision.allowed:
             raise Refused(decision.reply.text)
         if in_vault:
-            quota = self.ctx.config.limits.vault_quota
-            if used + len(raw) > quota:
-                raise OverQuota(
-                    f"The vault is full: it holds {used} of {quota} bytes and this document needs {len(raw)} more; "
-                    "delete documents first"
-                )
             msg = vault.upload(msg, when=internal_date or self.ctx.clock())
         async with self.ctx.uow() as uow:
             try:

@@ -24,6 +24,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from directory.app_passwords import KIND_GRANT, AppPasswords, Scope
+from mailserver import quota
 from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.errors import NoPermission
@@ -105,6 +106,10 @@ class ScopedMailStore(MailStore):
                 uow.audit(self.actor, "imap.status", f"{self.account.owner_id}/mailbox:{name}", "ok")
                 await uow.commit()
         return info
+
+    async def quota_roots(self, name: str) -> tuple[str, list[quota.Root]]:
+        self._need(name)
+        return await super().quota_roots(name)
 
     # --- selected state ------------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ Implementation notes (invariants):
   ``protocol.states.Connection``; the selected-mailbox view, its diffing and the
   EXPUNGE hold-back are ``protocol.selected``; LIST/LSUB are ``protocol.names``;
   SASL (PLAIN, XOAUTH2, OAUTHBEARER, EXTERNAL) is ``mailserver.sasl``; the commands that only talk to the store
-  are ``handlers.MailHandlers`` (this class's base); the work is ``mailstore.MailStore``.
+  are ``handlers.MailHandlers`` and ``extensions.ExtensionHandlers`` (this class's bases); the work is
+  ``mailstore.MailStore``.
 - Dispatch is ``HANDLERS[type(command)]``, a table checked at import against
   ``commands.COMMANDS``: one handler per command class. The state table answers
   BAD before any handler runs. A handler returns its responses; the session
@@ -54,7 +55,8 @@ from crypto.tls import peer_certificate
 from mailserver import logs, metrics, sasl
 from mailserver.errors import MailboxGone, MailError
 from mailserver.imap.errors import response_code
-from mailserver.imap.handlers import Bad, MailHandlers, ok
+from mailserver.imap.extensions import ExtensionHandlers
+from mailserver.imap.handlers import Bad, ok
 from mailserver.imap.mailstore import MailStore
 from mailserver.imap.protocol import capabilities as caps
 from mailserver.imap.protocol import commands as c
@@ -100,7 +102,7 @@ class SessionConfig:
     caps: ConnectionCaps | None = None  # connections per source and per account (None: no caps)
 
 
-class ImapSession(MailHandlers):
+class ImapSession(ExtensionHandlers):
     def __init__(
         self, cfg: SessionConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit_tls: bool
     ) -> None:
@@ -538,6 +540,9 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.Copy: ImapSession.do_copy,
     c.Move: ImapSession.do_move,
     c.Idle: ImapSession.do_idle,
+    c.GetQuota: ImapSession.do_getquota,
+    c.GetQuotaRoot: ImapSession.do_getquotaroot,
+    c.SetQuota: ImapSession.do_setquota,
 }
 
 

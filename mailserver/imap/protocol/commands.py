@@ -679,6 +679,30 @@ class Idle(Command):
     name: ClassVar[str] = "IDLE"
 
 
+@dataclass(frozen=True, slots=True)
+class GetQuota(Command):
+    """RFC 9208 §4.1.1: the usage and limits of one quota root."""
+
+    name: ClassVar[str] = "GETQUOTA"
+    root: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuotaRoot(_MailboxCommand):
+    """RFC 9208 §4.1.2: the quota roots over a mailbox, and their usage and limits."""
+
+    name: ClassVar[str] = "GETQUOTAROOT"
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota(Command):
+    """RFC 9208 §4.1.3: (resource limit) pairs for a root; refused here, the operator sets quotas."""
+
+    name: ClassVar[str] = "SETQUOTA"
+    root: str = ""
+    limits: tuple[tuple[str, int], ...] = ()
+
+
 COMMANDS: tuple[type[Command], ...] = (
     Capability,
     Noop,
@@ -711,6 +735,9 @@ COMMANDS: tuple[type[Command], ...] = (
     Copy,
     Move,
     Idle,
+    GetQuota,
+    GetQuotaRoot,
+    SetQuota,
 )
 
 
@@ -920,6 +947,11 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
             + b" "
             + _flags(cmd.flags)
         )
+    elif isinstance(cmd, GetQuota):
+        body = b"GETQUOTA " + _wire_string_forced(cmd.root)
+    elif isinstance(cmd, SetQuota):
+        pairs = " ".join(f"{res} {n}" for res, n in cmd.limits)
+        body = b"SETQUOTA " + _wire_string_forced(cmd.root) + b" (" + pairs.encode() + b")"
     else:
         body = cmd.name.encode()
     return t + body + b"\r\n"

@@ -1074,6 +1074,31 @@ def _parse_expunge(cur: _Cursor, tag: str) -> c.Command:
     return c.Expunge(tag, None)
 
 
+def _parse_getquota(cur: _Cursor, tag: str) -> c.Command:
+    cur.sp()
+    root = cur.text_of(cur.astring("a quota root"), "The quota root")
+    cur.end()
+    return c.GetQuota(tag, root)
+
+
+def _parse_setquota(cur: _Cursor, tag: str) -> c.Command:
+    """SETQUOTA quota-root (resource limit ...) (RFC 9208 §4.1.3, §8)."""
+    cur.sp()
+    root = cur.text_of(cur.astring("a quota root"), "The quota root")
+    cur.sp()
+    cur.open()
+    limits: list[tuple[str, int]] = []
+    while cur.peek() != 0x29:
+        if limits:
+            cur.sp()
+        resource = cur.atom("a resource name").upper()
+        cur.sp()
+        limits.append((resource, cur.number("a limit")))
+    cur.close()
+    cur.end()
+    return c.SetQuota(tag, root, tuple(limits))
+
+
 _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "CAPABILITY": _simple(c.Capability),
     "NOOP": _simple(c.Noop),
@@ -1106,6 +1131,9 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
     "MOVE": lambda cur, tag: _parse_copy_move(c.Move)(cur, tag, False),
+    "GETQUOTA": _parse_getquota,
+    "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
+    "SETQUOTA": _parse_setquota,
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,

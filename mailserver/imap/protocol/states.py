@@ -50,6 +50,9 @@ AUTHENTICATED: frozenset[type[c.Command]] = ANY_STATE | {
     c.Status,
     c.Append,
     c.Idle,
+    c.GetQuota,
+    c.GetQuotaRoot,
+    c.SetQuota,
 }
 SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Check,
