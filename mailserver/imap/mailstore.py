@@ -156,6 +156,15 @@ class CopyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message an APPEND brings: its octets, flags and internal date (None: now)."""
+
+    raw: bytes
+    flags: tuple[str, ...] = ()
+    internal_date: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     uidvalidity: int
     uid: int
@@ -520,46 +529,56 @@ class MailStore:
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
     ) -> AppendResult:
-        """APPEND through the one delivery path, after admission's ``check_append``."""
+        """APPEND of one message: ``append_many`` of one."""
+        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)]))[0]
+
+    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+        """APPEND through the one delivery path, after admission's ``check_append``: every message of a
+        MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together."""
         limit = self.ctx.config.limits.max_message_size
-        if len(raw) > limit:
-            raise TooBig(f"Message too big (the limit is {limit} bytes)")
+        for item in items:
+            if len(item.raw) > limit:
+                raise TooBig(f"Message too big (the limit is {limit} bytes)")
         target = canonical_name(name)
         in_vault = self.patient and vault.is_vault(target)
         async with self.ctx.uow(readonly=True) as uow:
             await self._mailbox(uow, name, try_create=True)
             account = await uow.accounts.get(self.account.id)
             if account is not None:
-                await quota.check(uow, self.ctx.config.limits, account, target, len(raw))
+                await quota.check(uow, self.ctx.config.limits, account, target, sum(len(i.raw) for i in items))
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
-        try:
-            msg = await parse_message_async(raw)
-        except MessageError as exc:
-            raise Refused(exc.text) from None
-        decision = await self.admission.check_append(account, target, msg)
-        if not decision.allowed:
-            raise Refused(decision.reply.text)
-        if in_vault:
-            msg = vault.upload(msg, when=internal_date or self.ctx.clock())
-        async with self.ctx.uow() as uow:
+        parsed: list[ParsedMessage] = []
+        for item in items:
             try:
-                result = await deliver(
-                    uow,
-                    self.ctx.keyring,
-                    msg,
-                    [account],
-                    mailbox=canonical_name(name),
-                    flags=[f for f in flags if f != RECENT],
-                    internal_date=internal_date,
-                    actor=self.actor,
-                    source="imap-append",
-                )
-            except MailboxMissing:
-                raise MailboxNotFound(canonical_name(name), try_create=True) from None
+                msg = await parse_message_async(item.raw)
+            except MessageError as exc:
+                raise Refused(exc.text) from None
+            decision = await self.admission.check_append(account, target, msg)
+            if not decision.allowed:
+                raise Refused(decision.reply.text)
+            parsed.append(vault.upload(msg, when=item.internal_date or self.ctx.clock()) if in_vault else msg)
+        out: list[AppendResult] = []
+        async with self.ctx.uow() as uow:
+            for msg, item in zip(parsed, items, strict=True):
+                try:
+                    result = await deliver(
+                        uow,
+                        self.ctx.keyring,
+                        msg,
+                        [account],
+                        mailbox=target,
+                        flags=[f for f in item.flags if f != RECENT],
+                        internal_date=item.internal_date,
+                        actor=self.actor,
+                        source="imap-append",
+                    )
+                except MailboxMissing:
+                    raise MailboxNotFound(target, try_create=True) from None
+                d = result.delivered[0]
+                out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
             await uow.commit()
-        d = result.delivered[0]
-        return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
+        return out
 
 
 async def _retrying(work: Callable[[], Awaitable[T]]) -> T:

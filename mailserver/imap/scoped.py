@@ -20,7 +20,6 @@ Invariants:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from directory.app_passwords import KIND_GRANT, AppPasswords, Scope
@@ -35,6 +34,7 @@ from mailserver.imap.mailstore import (
     MailboxInfo,
     MailStore,
     MessageData,
+    NewMessage,
     Snapshot,
     StatusInfo,
     StoreResult,
@@ -159,9 +159,7 @@ class ScopedMailStore(MailStore):
         self._write()
         return await super().copy(mailbox_id, uids, dest_name, move=move)
 
-    async def append(
-        self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
-    ) -> AppendResult:
+    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
         self._need(name)
         self._write()
-        return await super().append(name, raw, flags, internal_date)
+        return await super().append_many(name, items)

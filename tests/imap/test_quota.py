@@ -113,6 +113,15 @@ def test_append_past_the_quota_is_refused_whole(srv: ServerThread, m: imaplib.IM
     assert typ == "OK"
 
 
+def test_a_multiappend_is_counted_whole(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
+    one = sized(user.address, user.address, "half", 22_000)
+    wire = b"{%d+}\r\n" % len(one) + one
+    lines = raw_command(m, b"APPEND INBOX " + wire + b" " + wire)
+    assert b"NO [OVERQUOTA]" in lines[-1]
+    assert storage_used(srv, user) == 0
+    assert b"OK [APPENDUID" in raw_command(m, b"APPEND INBOX " + wire)[-1]
+
+
 def test_copy_past_the_quota_is_refused_and_move_is_not(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
     srv.deliver(user, sized("a@b.test", user.address, "big", 25_000))
     m.select("INBOX")

@@ -38,6 +38,7 @@ BASE: tuple[str, ...] = (
     "SORT",
     "QUOTA",
     "QUOTA=RES-STORAGE",
+    "MULTIAPPEND",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

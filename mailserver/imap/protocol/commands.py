@@ -538,23 +538,53 @@ class Status(_MailboxCommand):
             raise ValueError("STATUS needs items among " + " ".join(sorted(STATUS_ITEMS)))
 
 
+def _check_append(flags: tuple[str, ...], date: dt.datetime | None) -> None:
+    for f in flags:
+        if canonical_flag(f) != f:
+            raise ValueError(f"flag {f!r} not canonical")
+    if date is not None and date.tzinfo is None:
+        raise ValueError("an APPEND date has a time zone")
+
+
 @dataclass(frozen=True, slots=True)
-class Append(_MailboxCommand):
-    name: ClassVar[str] = "APPEND"
+class AppendItem:
+    """One message of an APPEND: its flags, date and octets (RFC 3502 MULTIAPPEND: an APPEND holds several)."""
+
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
 
     def __post_init__(self) -> None:
-        _MailboxCommand.__post_init__(self)
-        for f in self.flags:
-            if canonical_flag(f) != f:
-                raise ValueError(f"flag {f!r} not canonical")
-        if self.date is not None and self.date.tzinfo is None:
-            raise ValueError("an APPEND date has a time zone")
+        _check_append(self.flags, self.date)
 
     def __repr__(self) -> str:  # never the message
-        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)})"
+        return f"AppendItem(flags={self.flags!r}, size={len(self.message)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Append(_MailboxCommand):
+    """APPEND of one message (its fields here) and, with MULTIAPPEND (RFC 3502), ``more`` after it."""
+
+    name: ClassVar[str] = "APPEND"
+    flags: tuple[str, ...] = ()
+    date: dt.datetime | None = None
+    message: bytes = b""
+    more: tuple[AppendItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        _MailboxCommand.__post_init__(self)
+        _check_append(self.flags, self.date)
+
+    @property
+    def items(self) -> tuple[AppendItem, ...]:
+        """Every message of the command, in order."""
+        return (AppendItem(self.flags, self.date, self.message), *self.more)
+
+    def __repr__(self) -> str:  # never the message
+        return (
+            f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)}, "
+            f"more={len(self.more)})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -891,11 +921,12 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         body = b"STATUS " + _mailbox(cmd.mailbox) + b" (" + " ".join(cmd.items).encode() + b")"
     elif isinstance(cmd, Append):
         body = b"APPEND " + _mailbox(cmd.mailbox)
-        if cmd.flags:
-            body += b" " + _flags(cmd.flags)
-        if cmd.date is not None:
-            body += b' "' + format_datetime(cmd.date).encode() + b'"'
-        body += b" {%d+}\r\n" % len(cmd.message) + cmd.message
+        for item in cmd.items:
+            if item.flags:
+                body += b" " + _flags(item.flags)
+            if item.date is not None:
+                body += b' "' + format_datetime(item.date).encode() + b'"'
+            body += b" {%d+}\r\n" % len(item.message) + item.message
     elif isinstance(cmd, Select | Examine):
         body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)
         if cmd.qresync is not None:

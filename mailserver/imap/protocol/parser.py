@@ -863,8 +863,17 @@ def _parse_id(cur: _Cursor, tag: str) -> c.Command:
 
 
 def _parse_append(cur: _Cursor, tag: str) -> c.Command:
+    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal) (RFC 3501 §6.3.11, RFC 3502 §6)."""
     cur.sp()
     mailbox = cur.mailbox()
+    items = [_append_item(cur)]
+    while not cur.at_end():
+        items.append(_append_item(cur))
+    first = items[0]
+    return c.Append(tag, mailbox, first.flags, first.date, first.message, tuple(items[1:]))
+
+
+def _append_item(cur: _Cursor) -> c.AppendItem:
     cur.sp()
     flags: tuple[str, ...] = ()
     date = None
@@ -876,9 +885,7 @@ def _parse_append(cur: _Cursor, tag: str) -> c.Command:
         cur.sp()
     if cur.peek() != 0x7B:
         raise cur.error("APPEND needs the message as a literal {size}")
-    message = cur.literal()
-    cur.end()
-    return c.Append(tag, mailbox, flags, date, message)
+    return c.AppendItem(flags, date, cur.literal())
 
 
 def _simple(cls: type[c.Command]) -> Callable[[_Cursor, str], c.Command]:
