@@ -70,6 +70,10 @@ class NoSuchQuotaRoot(MailError):
     """GETQUOTA of a name that is none of the account's quota roots (RFC 9208 §4.1.1)."""
 
 
+class UnknownTransferEncoding(MailError):
+    """BINARY of a part whose content transfer encoding this server cannot undo (RFC 3516 §4.3)."""
+
+
 class Refused(MailError):
     """A policy refused (the admission decision's text is the sentence)."""
 

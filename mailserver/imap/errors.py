@@ -28,6 +28,7 @@ CODES: Mapping[type[e.MailError], str] = {
     e.NoPermission: "NOPERM",  # RFC 5530 §3
     e.SpecialUseRefused: "USEATTR",  # RFC 6154 §6
     e.NoSuchQuotaRoot: "NONEXISTENT",  # RFC 5530 §3
+    e.UnknownTransferEncoding: "UNKNOWN-CTE",  # RFC 3516 §4.3
 }
 
 

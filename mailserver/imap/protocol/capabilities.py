@@ -39,6 +39,7 @@ BASE: tuple[str, ...] = (
     "QUOTA",
     "QUOTA=RES-STORAGE",
     "MULTIAPPEND",
+    "BINARY",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

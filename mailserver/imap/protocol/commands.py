@@ -298,7 +298,37 @@ class FetchBody:
         return f"BODY{self.section}{origin}"
 
 
-FetchItem = FetchAttr | FetchBody
+@dataclass(frozen=True, slots=True)
+class FetchBinary:
+    """BINARY[part]<partial>, BINARY.PEEK[...] and BINARY.SIZE[part] (RFC 3516 §4.2): a part without its
+    content transfer encoding, or the size of that."""
+
+    part: tuple[int, ...] = ()
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+    size: bool = False
+
+    def __post_init__(self) -> None:
+        if any(not 0 < p < 2**32 for p in self.part):
+            raise ValueError("section part numbers start at 1")
+        if self.partial is not None and (self.size or self.partial[0] < 0 or self.partial[1] <= 0):
+            raise ValueError("malformed partial")
+        if self.size and self.peek:
+            raise ValueError("BINARY.SIZE has no PEEK form")
+
+    @property
+    def section(self) -> str:
+        return "[" + ".".join(map(str, self.part)) + "]"
+
+    def response_name(self) -> str:
+        """BINARY[part]<origin>, BINARY.SIZE[part] (no PEEK, no length)."""
+        if self.size:
+            return f"BINARY.SIZE{self.section}"
+        origin = f"<{self.partial[0]}>" if self.partial else ""
+        return f"BINARY{self.section}{origin}"
+
+
+FetchItem = FetchAttr | FetchBody | FetchBinary
 
 
 # --- commands -----------------------------------------------------------------------------------------------
@@ -872,6 +902,10 @@ def search_wire(key: SearchKey) -> bytes:
 def fetch_item_wire(item: FetchItem) -> bytes:
     if isinstance(item, FetchAttr):
         return item.name.encode()
+    if isinstance(item, FetchBinary):
+        name = "BINARY.SIZE" if item.size else "BINARY.PEEK" if item.peek else "BINARY"
+        partial = f"<{item.partial[0]}.{item.partial[1]}>" if item.partial else ""
+        return f"{name}{item.section}{partial}".encode()
     out = b"BODY.PEEK" if item.peek else b"BODY"
     out += str(item.section).encode()
     if item.partial:

@@ -617,8 +617,33 @@ def _section(cur: _Cursor) -> c.Section:
         raise cur.error(_sentence(str(exc))) from None
 
 
+def _partial(cur: _Cursor) -> tuple[int, int] | None:
+    if not cur.maybe(b"<"):
+        return None
+    offset = cur.number("an offset")
+    cur.expect(b".")
+    length = cur.nz_number("a length")
+    cur.expect(b">")
+    return offset, length
+
+
+def _fetch_binary(cur: _Cursor, name: str) -> c.FetchItem:
+    """BINARY[.PEEK|.SIZE] "[" [section-part] "]" [partial] (RFC 3516 §6)."""
+    cur.expect(b"[")
+    part: list[int] = []
+    while not cur.maybe(b"]"):
+        if part:
+            cur.expect(b".")
+        part.append(cur.nz_number("a part number"))
+    size = name == "BINARY.SIZE"
+    partial = None if size else _partial(cur)
+    return c.FetchBinary(tuple(part), peek=name == "BINARY.PEEK", partial=partial, size=size)
+
+
 def _fetch_att(cur: _Cursor) -> c.FetchItem:
     name = cur.chars(_FETCH_NAME, "a fetch attribute").decode().upper()
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and cur.peek() == 0x5B:
+        return _fetch_binary(cur, name)
     if name in ("BODY", "BODY.PEEK") and cur.peek() == 0x5B:
         section = _section(cur)
         partial = None
@@ -863,7 +888,8 @@ def _parse_id(cur: _Cursor, tag: str) -> c.Command:
 
 
 def _parse_append(cur: _Cursor, tag: str) -> c.Command:
-    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal) (RFC 3501 §6.3.11, RFC 3502 §6)."""
+    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal / literal8) (RFC 3501 §6.3.11, RFC 3502 §6,
+    RFC 3516 §6)."""
     cur.sp()
     mailbox = cur.mailbox()
     items = [_append_item(cur)]
@@ -883,6 +909,7 @@ def _append_item(cur: _Cursor) -> c.AppendItem:
     if cur.peek() == 0x22:
         date = _datetime(cur)
         cur.sp()
+    cur.maybe(b"~")  # RFC 3516 §4.4: a literal8, which may hold any octet
     if cur.peek() != 0x7B:
         raise cur.error("APPEND needs the message as a literal {size}")
     return c.AppendItem(flags, date, cur.literal())
