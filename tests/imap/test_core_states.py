@@ -70,6 +70,7 @@ LINES = [
     b'a GETQUOTA ""',
     b"a GETQUOTAROOT INBOX",
     b'a SETQUOTA "" (STORAGE 512)',
+    b"a COMPRESS DEFLATE",
 ]
 COMMANDS = [parse(line + b"\r\n")[0] for line in LINES]
 

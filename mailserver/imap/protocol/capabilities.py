@@ -40,6 +40,7 @@ BASE: tuple[str, ...] = (
     "QUOTA=RES-STORAGE",
     "MULTIAPPEND",
     "BINARY",
+    "COMPRESS=DEFLATE",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -763,6 +763,14 @@ class SetQuota(Command):
     limits: tuple[tuple[str, int], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Compress(Command):
+    """RFC 4978: COMPRESS DEFLATE, after which both directions are deflated."""
+
+    name: ClassVar[str] = "COMPRESS"
+    mechanism: str = "DEFLATE"
+
+
 COMMANDS: tuple[type[Command], ...] = (
     Capability,
     Noop,
@@ -798,6 +806,7 @@ COMMANDS: tuple[type[Command], ...] = (
     GetQuota,
     GetQuotaRoot,
     SetQuota,
+    Compress,
 )
 
 
@@ -1012,6 +1021,8 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
             + b" "
             + _flags(cmd.flags)
         )
+    elif isinstance(cmd, Compress):
+        body = b"COMPRESS " + cmd.mechanism.encode()
     elif isinstance(cmd, GetQuota):
         body = b"GETQUOTA " + _wire_string_forced(cmd.root)
     elif isinstance(cmd, SetQuota):

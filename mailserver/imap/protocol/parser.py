@@ -1133,6 +1133,13 @@ def _parse_setquota(cur: _Cursor, tag: str) -> c.Command:
     return c.SetQuota(tag, root, tuple(limits))
 
 
+def _parse_compress(cur: _Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mechanism = cur.atom("a compression mechanism").upper()
+    cur.end()
+    return c.Compress(tag, mechanism)
+
+
 _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "CAPABILITY": _simple(c.Capability),
     "NOOP": _simple(c.Noop),
@@ -1168,6 +1175,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "GETQUOTA": _parse_getquota,
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
     "SETQUOTA": _parse_setquota,
+    "COMPRESS": _parse_compress,
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,

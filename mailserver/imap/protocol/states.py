@@ -53,6 +53,7 @@ AUTHENTICATED: frozenset[type[c.Command]] = ANY_STATE | {
     c.GetQuota,
     c.GetQuotaRoot,
     c.SetQuota,
+    c.Compress,
 }
 SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Check,
