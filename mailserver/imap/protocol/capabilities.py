@@ -41,6 +41,7 @@ BASE: tuple[str, ...] = (
     "MULTIAPPEND",
     "BINARY",
     "COMPRESS=DEFLATE",
+    "CATENATE",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -577,12 +577,29 @@ def _check_append(flags: tuple[str, ...], date: dt.datetime | None) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class CatPart:
+    """One part of CATENATE (RFC 4469 §5): TEXT octets, or the IMAP URL of a part of a message here."""
+
+    text: bytes | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.url is None):
+            raise ValueError("a CATENATE part is TEXT or URL")
+
+    def __repr__(self) -> str:  # never the text
+        return f"CatPart(url={self.url!r})" if self.url is not None else f"CatPart(size={len(self.text or b'')})"
+
+
+@dataclass(frozen=True, slots=True)
 class AppendItem:
-    """One message of an APPEND: its flags, date and octets (RFC 3502 MULTIAPPEND: an APPEND holds several)."""
+    """One message of an APPEND: its flags, date and octets (RFC 3502 MULTIAPPEND: an APPEND holds several),
+    or the parts it is made of (RFC 4469 CATENATE; ``message`` empty)."""
 
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
+    catenate: tuple[CatPart, ...] = ()
 
     def __post_init__(self) -> None:
         _check_append(self.flags, self.date)
@@ -600,6 +617,7 @@ class Append(_MailboxCommand):
     date: dt.datetime | None = None
     message: bytes = b""
     more: tuple[AppendItem, ...] = ()
+    catenate: tuple[CatPart, ...] = ()  # the first message's parts (RFC 4469), ``message`` then empty
 
     def __post_init__(self) -> None:
         _MailboxCommand.__post_init__(self)
@@ -608,7 +626,7 @@ class Append(_MailboxCommand):
     @property
     def items(self) -> tuple[AppendItem, ...]:
         """Every message of the command, in order."""
-        return (AppendItem(self.flags, self.date, self.message), *self.more)
+        return (AppendItem(self.flags, self.date, self.message, self.catenate), *self.more)
 
     def __repr__(self) -> str:  # never the message
         return (
@@ -969,6 +987,15 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
                 body += b" " + _flags(item.flags)
             if item.date is not None:
                 body += b' "' + format_datetime(item.date).encode() + b'"'
+            if item.catenate:
+                parts = [
+                    b"URL " + _wire_string_forced(p.url)
+                    if p.url is not None
+                    else b"TEXT {%d+}\r\n" % len(p.text or b"") + (p.text or b"")
+                    for p in item.catenate
+                ]
+                body += b" CATENATE (" + b" ".join(parts) + b")"
+                continue
             body += b" {%d+}\r\n" % len(item.message) + item.message
     elif isinstance(cmd, Select | Examine):
         body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)

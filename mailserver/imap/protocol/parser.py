@@ -896,7 +896,7 @@ def _parse_append(cur: _Cursor, tag: str) -> c.Command:
     while not cur.at_end():
         items.append(_append_item(cur))
     first = items[0]
-    return c.Append(tag, mailbox, first.flags, first.date, first.message, tuple(items[1:]))
+    return c.Append(tag, mailbox, first.flags, first.date, first.message, tuple(items[1:]), first.catenate)
 
 
 def _append_item(cur: _Cursor) -> c.AppendItem:
@@ -909,10 +909,32 @@ def _append_item(cur: _Cursor) -> c.AppendItem:
     if cur.peek() == 0x22:
         date = _datetime(cur)
         cur.sp()
+    if cur.maybe_upper(b"CATENATE "):
+        return c.AppendItem(flags, date, b"", _catenate(cur))
     cur.maybe(b"~")  # RFC 3516 §4.4: a literal8, which may hold any octet
     if cur.peek() != 0x7B:
         raise cur.error("APPEND needs the message as a literal {size}")
     return c.AppendItem(flags, date, cur.literal())
+
+
+def _catenate(cur: _Cursor) -> tuple[c.CatPart, ...]:
+    """ "(" cat-part *(SP cat-part) ")", cat-part = "TEXT" SP literal / "URL" SP astring (RFC 4469 §5)."""
+    cur.open()
+    parts: list[c.CatPart] = []
+    while True:
+        if cur.maybe_upper(b"TEXT "):
+            cur.maybe(b"~")
+            if cur.peek() != 0x7B:
+                raise cur.error("CATENATE TEXT needs a literal {size}")
+            parts.append(c.CatPart(text=cur.literal()))
+        elif cur.maybe_upper(b"URL "):
+            parts.append(c.CatPart(url=cur.text_of(cur.astring("an IMAP URL"), "The URL")))
+        else:
+            raise cur.error("CATENATE parts are TEXT {literal} and URL url")
+        if not cur.maybe(b" "):
+            break
+    cur.close()
+    return tuple(parts)
 
 
 def _simple(cls: type[c.Command]) -> Callable[[_Cursor, str], c.Command]:
