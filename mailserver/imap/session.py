@@ -400,6 +400,13 @@ class ImapSession(ExtensionHandlers):
             return [r.Tagged(cmd.tag, "NO", f"{cmd.mechanism} is not offered: use COMPRESS DEFLATE", "CANNOT")]
         await self.send(ok(cmd.tag, "DEFLATE active"))
         self.deflate = Deflate()
+        sent_on = self.receiver.take_buffer()  # a client that did not wait for the OK: already deflated
+        if sent_on:
+            try:
+                self.receiver.feed(self.deflate.inflate(sent_on))
+            except zlib.error:
+                self.reason = "bad-compression"
+                raise Closing from None
         return []
 
     async def _login(self, tag: str, user: str, password: str) -> list[r.Response]:

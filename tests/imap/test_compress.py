@@ -124,3 +124,12 @@ def test_compress_needs_login_and_deflate(srv: ServerThread, tls_client: ssl.SSL
         assert m.noop()[0] == "OK"  # still in clear
     finally:
         m.logout()
+
+
+def test_a_command_deflated_right_after_compress_is_read(srv: ServerThread, z: DeflateIMAP) -> None:
+    """A client that deflates from the octet after its COMPRESS line on, without waiting for the OK."""
+    out = zlib.compressobj(6, zlib.DEFLATED, -15)
+    z.sock.sendall(b"c1 COMPRESS DEFLATE\r\n" + out.compress(b"c2 NOOP\r\n") + out.flush(zlib.Z_SYNC_FLUSH))
+    assert z.file.readline() == b"c1 OK DEFLATE active\r\n"
+    z._out, z._in = out, zlib.decompressobj(-15)
+    assert z.readline() == b"c2 OK NOOP completed\r\n"

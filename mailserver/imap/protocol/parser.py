@@ -141,6 +141,12 @@ class ImapReceiver:
         """A literal's octets are being received (a command's line is half read)."""
         return self._literal is not None
 
+    def take_buffer(self) -> bytes:
+        """The octets received after the last command, taken out (COMPRESS: they were sent deflated)."""
+        rest = bytes(self._buf[self._pos :])
+        self.discard_buffer()
+        return rest
+
     def discard_buffer(self) -> None:
         del self._buf[:]
         self._pos = self._scan = 0
