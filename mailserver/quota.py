@@ -34,8 +34,6 @@ from mailserver.vault import is_vault
 
 ACCOUNT_ROOT = ""
 VAULT_ROOT = VAULT
-#: RFC 9208 §5: the resources each root bounds (STORAGE in KiB)
-RESOURCES = ("STORAGE",)
 
 
 def account_limit(limits: LimitsSection, kind: AccountKind) -> int:
