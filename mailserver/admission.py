@@ -31,6 +31,9 @@ Invariants:
 - Who a message says it is from is judged once per message, at DATA, on both
   doors (``check_origin``, rules in ``policies.origin``): originator fields are
   read from the header index with encoded words decoded, never reparsed.
+- Storage quotas (``mailserver.quota``, the account's root): a full account
+  refuses at RCPT, a message that does not fit at DATA (``check_room``), both
+  ``552 5.2.2`` with a sentence for the sender.
 - Nothing here commits, except ``after_delivery`` which only adds to the
   caller's unit of work.
 """
@@ -47,14 +50,17 @@ from directory.addresses import Address, normalize_domain
 from directory.dn import common_name, dn_key
 from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
+from mailserver import quota
 from mailserver.config import Config, ConfigError
 from mailserver.context import Context
+from mailserver.errors import OverQuota
 from mailserver.mailboxes import DELIMITER, VAULT
 from mailserver.message import ParsedMessage
 from mailserver.message.addresses import mailboxes
 from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
+from mailserver.store.repositories.mail import INBOX
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
@@ -217,6 +223,11 @@ class Admission:
             patient_has_grant=await self.patient_has_grant(sender, resolved.party),
             patient_first_professions=self.ctx.config.policy.patient_first_professions,
         )
+        if decision.allowed and resolved.account is not None:
+            async with self.ctx.uow(readonly=True) as uow:
+                full = await quota.is_full(uow, self.ctx.config.limits, resolved.account)
+            if full:
+                return Decision.refuse(R.MAILBOX_FULL, "mailbox-full"), resolved
         if decision.allowed:
             limited = self._rate(sender)
             if not limited.allowed:
@@ -277,6 +288,22 @@ class Admission:
                 first = r.profession_code in self.ctx.config.policy.patient_first_professions
                 decision = C.check_patient_reply(content, may_write_first=first)
             out[r.address] = decision if not decision.allowed else Decision.allow("content-ok")
+        return out
+
+    async def check_room(self, recipients: Sequence[tuple[str, Account]], size: int) -> dict[str, Decision]:
+        """Per local recipient ``(address, account)``: does a message of ``size`` octets fit in their account's
+        quota (``mailserver.quota``)? Those it does not fit are refused ``552 5.2.2``."""
+        out: dict[str, Decision] = {}
+        async with self.ctx.uow(readonly=True) as uow:
+            for address, account in recipients:
+                try:
+                    await quota.check(
+                        uow, self.ctx.config.limits, account, INBOX, size, roots_only=(quota.ACCOUNT_ROOT,)
+                    )
+                except OverQuota:
+                    out[address] = Decision.refuse(R.MAILBOX_NO_ROOM, "mailbox-full")
+                else:
+                    out[address] = Decision.allow("room")
         return out
 
     async def check_origin(

@@ -39,7 +39,7 @@ from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
 from mailserver.imap import sort as sorting
-from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
+from mailserver.imap.mailstore import MailStore, MessageData, NewMessage, Snapshot, StatusInfo
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
 from mailserver.imap.protocol import responses as r
@@ -304,12 +304,15 @@ class MailHandlers:
         return [status_response(cmd.mailbox, info, cmd.items), ok(cmd.tag, "STATUS completed")]
 
     async def do_append(self, cmd: c.Append) -> list[r.Response]:
-        if c.RECENT in cmd.flags:
+        """APPEND, of several messages with MULTIAPPEND (RFC 3502): all or none, one APPENDUID with a UID set."""
+        if any(c.RECENT in item.flags for item in cmd.items):
             raise Bad("\\Recent cannot be set by a client")
-        if not cmd.message:
+        if not all(item.message for item in cmd.items):
             raise Bad("An empty message cannot be appended")
-        res = await self._store().append(cmd.mailbox, cmd.message, cmd.flags, cmd.date)
-        return [ok(cmd.tag, "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")]
+        items = [NewMessage(item.message, item.flags, item.date) for item in cmd.items]
+        done = await self._store().append_many(cmd.mailbox, items)
+        uids = c.SequenceSet.of([d.uid for d in done])
+        return [ok(cmd.tag, "APPEND completed", f"APPENDUID {done[0].uidvalidity} {uids}")]
 
     # --- selected -------------------------------------------------------------------------------------
 

@@ -18,10 +18,12 @@ Invariants:
   ``ParsedMessage`` to the admission service (built once per process and
   given to the store) and to ``delivery.deliver``.
 - A patient's vault (``Documents/`` and below, issue 8): an APPEND there is
-  labelled by ``vault.upload`` (``X-Document-Author: patient``...) and bounded by
-  ``limits.vault_quota`` (NO [OVERQUOTA]); reading a vault message's content is
+  labelled by ``vault.upload`` (``X-Document-Author: patient``...); reading a vault message's content is
   audited as ``vault.read``, expunging or moving it out as ``vault.delete``
   (ids only). Stored content never changes: only flags do.
+- APPEND and COPY/MOVE are bounded by the quota roots over their target
+  (``mailserver.quota``: the account's, and the vault's ``limits.vault_quota``),
+  NO [OVERQUOTA] past them.
 """
 
 from __future__ import annotations
@@ -34,17 +36,16 @@ from typing import TypeVar
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
-from mailserver import vault
+from mailserver import quota, vault
 from mailserver.admission import Admission
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
-from mailserver.delivery import DeliveryResult, MailboxMissing, decode_flags, deliver, encode_flags
+from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
 from mailserver.errors import (
     AccountGone,
     Busy,
     MailboxGone,
     MailboxNotFound,
-    OverQuota,
     Refused,
     SpecialUseRefused,
     TooBig,
@@ -156,6 +157,15 @@ class CopyResult:
     uidvalidity: int
     source_uids: list[int]
     dest_uids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message an APPEND brings: its octets, flags and internal date (None: now)."""
+
+    raw: bytes
+    flags: tuple[str, ...] = ()
+    internal_date: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +504,14 @@ class MailStore:
                 rows = list(await uow.messages.by_uids(mailbox_id, uids))
                 if not rows:
                     return CopyResult(dest.uidvalidity, [], [])
+                await quota.check(
+                    uow,
+                    self.ctx.config.limits,
+                    self.account,
+                    dest.name,
+                    sum(r.size for r in rows),
+                    moved_from=source.name if move else None,
+                )
                 src_modseq = 0
                 if move and source.id < dest.id:
                     src_modseq = await uow.mailboxes.bump_modseq(source.id)
@@ -526,67 +544,74 @@ class MailStore:
 
         return await _retrying(work)
 
-    async def _vault_size(self, uow: UnitOfWork) -> int:
-        """Octets the patient's vault holds (every mailbox of ``Documents/``)."""
-        total = 0
-        for m in await uow.mailboxes.list(self.account.id):
-            if vault.is_vault(m.name):
-                total += (await uow.message_views.status_counts(m.id, m.first_recent_uid))[3]
-        return total
+    async def quota_roots(self, name: str) -> tuple[str, list[quota.Root]]:
+        """GETQUOTAROOT (RFC 9208 §4.1.2): the mailbox's name and the quota roots over it, with their usage."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._mailbox(uow, name)
+            return m.name, await quota.roots(uow, self.ctx.config.limits, self.account, m.name)
+
+    async def quota_root(self, root: str) -> quota.Root | None:
+        """GETQUOTA (RFC 9208 §4.1.1): one of the account's quota roots with its usage, or None."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return await quota.root(uow, self.ctx.config.limits, self.account, root)
 
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
     ) -> AppendResult:
-        """APPEND through the one delivery path, after admission's ``check_append``."""
+        """APPEND of one message: ``append_many`` of one."""
+        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)]))[0]
+
+    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+        """APPEND through the one delivery path, after admission's ``check_append``: every message of a
+        MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together."""
         limit = self.ctx.config.limits.max_message_size
-        if len(raw) > limit:
-            raise TooBig(f"Message too big (the limit is {limit} bytes)")
+        for item in items:
+            if len(item.raw) > limit:
+                raise TooBig(f"Message too big (the limit is {limit} bytes)")
         target = canonical_name(name)
         in_vault = self.patient and vault.is_vault(target)
         async with self.ctx.uow(readonly=True) as uow:
             await self._mailbox(uow, name, try_create=True)
             account = await uow.accounts.get(self.account.id)
-            used = await self._vault_size(uow) if in_vault else 0
+            if account is not None:
+                await quota.check(uow, self.ctx.config.limits, account, target, sum(len(i.raw) for i in items))
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
-        try:
-            msg = await parse_message_async(raw)
-        except MessageError as exc:
-            raise Refused(exc.text) from None
-        decision = await self.admission.check_append(account, target, msg)
-        if not decision.allowed:
-            raise Refused(decision.reply.text)
-        if in_vault:
-            quota = self.ctx.config.limits.vault_quota
-            if used + len(raw) > quota:
-                raise OverQuota(
-                    f"The vault is full: it holds {used} of {quota} bytes and this document needs {len(raw)} more; "
-                    "delete documents first"
-                )
-            msg = vault.upload(msg, when=internal_date or self.ctx.clock())
-        keep = [f for f in flags if f != RECENT]
+        parsed: list[ParsedMessage] = []
+        for item in items:
+            try:
+                msg = await parse_message_async(item.raw)
+            except MessageError as exc:
+                raise Refused(exc.text) from None
+            decision = await self.admission.check_append(account, target, msg)
+            if not decision.allowed:
+                raise Refused(decision.reply.text)
+            parsed.append(vault.upload(msg, when=item.internal_date or self.ctx.clock()) if in_vault else msg)
 
-        async def work() -> DeliveryResult:
+        async def work() -> list[AppendResult]:
+            out: list[AppendResult] = []
             async with self.ctx.uow() as uow:
-                try:
-                    result = await deliver(
-                        uow,
-                        self.ctx.keyring,
-                        msg,
-                        [account],
-                        mailbox=canonical_name(name),
-                        flags=keep,
-                        internal_date=internal_date,
-                        actor=self.actor,
-                        source="imap-append",
-                    )
-                except MailboxMissing:
-                    raise MailboxNotFound(canonical_name(name), try_create=True) from None
+                for msg, item in zip(parsed, items, strict=True):
+                    try:
+                        result = await deliver(
+                            uow,
+                            self.ctx.keyring,
+                            msg,
+                            [account],
+                            mailbox=target,
+                            flags=[f for f in item.flags if f != RECENT],
+                            internal_date=item.internal_date,
+                            actor=self.actor,
+                            source="imap-append",
+                        )
+                    except MailboxMissing:
+                        raise MailboxNotFound(target, try_create=True) from None
+                    d = result.delivered[0]
+                    out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
                 await uow.commit()
-            return result
+            return out
 
-        d = (await _retrying(work)).delivered[0]
-        return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
+        return await _retrying(work)
 
 
 async def _retrying(work: Callable[[], Awaitable[T]]) -> T:

@@ -1,5 +1,8 @@
 """FETCH items rendered from a message, and SEARCH keys evaluated against one (RFC 3501 §6.4.4, §6.4.5, §7.4.2).
 
+BINARY[part] (RFC 3516) is the part without its content transfer encoding: a literal8 ``~{n}`` when it
+holds a NUL; an encoding that cannot be undone fails the FETCH with NO [UNKNOWN-CTE].
+
 Pure functions over ``MessageData``: the session decides what to load (``needs``)
 and the store loads it; nothing here touches the database. ENVELOPE and
 BODYSTRUCTURE come from the typed ``ImapMeta`` sealed at delivery; sections and
@@ -15,9 +18,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from mailserver.errors import UnknownTransferEncoding
 from mailserver.imap.mailstore import MessageData
 from mailserver.imap.protocol import commands as c
-from mailserver.imap.protocol.responses import Literal, Value
+from mailserver.imap.protocol.responses import Literal, Literal8, Value
 from mailserver.imap.protocol.selected import flag_atoms
 
 # --- FETCH ---------------------------------------------------------------------------------------------------
@@ -36,9 +40,9 @@ class Needs:
 def fetch_needs(items: tuple[c.FetchItem, ...]) -> Needs:
     meta = body = seen = False
     for item in items:
-        if isinstance(item, c.FetchBody):
+        if isinstance(item, c.FetchBody | c.FetchBinary):
             body = True
-            seen = seen or not item.peek
+            seen = seen or not (item.peek or isinstance(item, c.FetchBinary) and item.size)
         elif item.name in _META_ATTS:
             meta = True
         elif item.name in _BODY_ATTS:
@@ -59,6 +63,9 @@ def render_fetch(
                 offset, length = item.partial
                 data = data[offset : offset + length]
             out.append((item.response_name(), Literal(data)))
+            continue
+        if isinstance(item, c.FetchBinary):
+            out.append((item.response_name(), _binary(msg, item)))
             continue
         name = item.name
         value: Value
@@ -95,6 +102,22 @@ def _section(msg: MessageData, section: c.Section) -> bytes:
     if not section.part and section.text is None:
         return msg.raw or b""
     return msg.parsed.section(section.part, section.text, section.fields)
+
+
+def _binary(msg: MessageData, item: c.FetchBinary) -> Value:
+    """BINARY[part]: ``~{n}`` if the decoded octets hold a NUL, else a literal; BINARY.SIZE: their number."""
+    data = msg.parsed.binary_section(item.part) if item.part else (msg.raw or b"")
+    if data is None:
+        raise UnknownTransferEncoding(
+            f"Part {'.'.join(map(str, item.part))} has a content transfer encoding this server cannot decode; "
+            "fetch it with BODY[] instead"
+        )
+    if item.size:
+        return len(data)
+    if item.partial is not None:
+        offset, length = item.partial
+        data = data[offset : offset + length]
+    return Literal8(data) if b"\0" in data else Literal(data)
 
 
 # --- SEARCH --------------------------------------------------------------------------------------------------

@@ -214,6 +214,19 @@ class ParsedMessage:
         lines = [f.raw for f in self.fields_of(msg) if f.name and (f.key in wanted) == keep]
         return b"".join(lines) + b"\r\n"
 
+    def binary_section(self, part: tuple[int, ...]) -> bytes | None:
+        """The octets of ``BINARY[part]`` (RFC 3516 §4.2): the part's body without its content transfer
+        encoding (the whole message for no part); empty if there is no such part, None if its encoding is
+        none this server can undo."""
+        if not part:
+            return self.raw
+        target = self.find_part(part)
+        if target is None:
+            return b""
+        if target.transfer_encoding.lower() not in mime.KNOWN_ENCODINGS:
+            return None
+        return self.decoded_body(target)
+
     # --- the policy view -------------------------------------------------------------------------------------
 
     @property

@@ -10,7 +10,8 @@ The path (docs/DESIGN.md "The path of a message"):
    sender's domain must sign and did not; then ``Admission.check_origin`` on both
    doors: the From believable (``policies.origin``), or ``550 5.7.1``;
 3. trace and identity: Message-ID and Date added when missing, our Received on top;
-4. ``Admission.check_content`` per recipient (size for patients, attachments...);
+4. ``Admission.check_content`` per recipient (size for patients, attachments...), then
+   ``Admission.check_room`` for local ones (their storage quota: ``552 5.2.2``);
 5. one unit of work: local recipients through ``delivery.deliver`` then
    ``Admission.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
    queued (one sealed row each); DSNs asked for (NOTIFY=SUCCESS for a local
@@ -161,6 +162,8 @@ class Intake:
         msg = msg.prepend(trace)
 
         decisions = await self.admission.check_content(m.sender_party, [r.party for r in m.recipients], msg)
+        fits = [(r.address, r.account) for r in m.recipients if r.account is not None and decisions[r.address].allowed]
+        decisions.update(await self.admission.check_room(fits, msg.size))
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:

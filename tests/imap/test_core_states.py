@@ -67,6 +67,10 @@ LINES = [
     b"a COPY 1 Sent",
     b"a UID MOVE 1:2 Trash",
     b"a IDLE",
+    b'a GETQUOTA ""',
+    b"a GETQUOTAROOT INBOX",
+    b'a SETQUOTA "" (STORAGE 512)',
+    b"a COMPRESS DEFLATE",
 ]
 COMMANDS = [parse(line + b"\r\n")[0] for line in LINES]
 

@@ -36,6 +36,12 @@ BASE: tuple[str, ...] = (
     "LIST-STATUS",
     "CREATE-SPECIAL-USE",
     "SORT",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "MULTIAPPEND",
+    "BINARY",
+    "COMPRESS=DEFLATE",
+    "CATENATE",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -298,7 +298,37 @@ class FetchBody:
         return f"BODY{self.section}{origin}"
 
 
-FetchItem = FetchAttr | FetchBody
+@dataclass(frozen=True, slots=True)
+class FetchBinary:
+    """BINARY[part]<partial>, BINARY.PEEK[...] and BINARY.SIZE[part] (RFC 3516 §4.2): a part without its
+    content transfer encoding, or the size of that."""
+
+    part: tuple[int, ...] = ()
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+    size: bool = False
+
+    def __post_init__(self) -> None:
+        if any(not 0 < p < 2**32 for p in self.part):
+            raise ValueError("section part numbers start at 1")
+        if self.partial is not None and (self.size or self.partial[0] < 0 or self.partial[1] <= 0):
+            raise ValueError("malformed partial")
+        if self.size and self.peek:
+            raise ValueError("BINARY.SIZE has no PEEK form")
+
+    @property
+    def section(self) -> str:
+        return "[" + ".".join(map(str, self.part)) + "]"
+
+    def response_name(self) -> str:
+        """BINARY[part]<origin>, BINARY.SIZE[part] (no PEEK, no length)."""
+        if self.size:
+            return f"BINARY.SIZE{self.section}"
+        origin = f"<{self.partial[0]}>" if self.partial else ""
+        return f"BINARY{self.section}{origin}"
+
+
+FetchItem = FetchAttr | FetchBody | FetchBinary
 
 
 # --- commands -----------------------------------------------------------------------------------------------
@@ -538,23 +568,71 @@ class Status(_MailboxCommand):
             raise ValueError("STATUS needs items among " + " ".join(sorted(STATUS_ITEMS)))
 
 
+def _check_append(flags: tuple[str, ...], date: dt.datetime | None) -> None:
+    for f in flags:
+        if canonical_flag(f) != f:
+            raise ValueError(f"flag {f!r} not canonical")
+    if date is not None and date.tzinfo is None:
+        raise ValueError("an APPEND date has a time zone")
+
+
+@dataclass(frozen=True, slots=True)
+class CatPart:
+    """One part of CATENATE (RFC 4469 §5): TEXT octets, or the IMAP URL of a part of a message here."""
+
+    text: bytes | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.url is None):
+            raise ValueError("a CATENATE part is TEXT or URL")
+
+    def __repr__(self) -> str:  # never the text
+        return f"CatPart(url={self.url!r})" if self.url is not None else f"CatPart(size={len(self.text or b'')})"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of an APPEND: its flags, date and octets (RFC 3502 MULTIAPPEND: an APPEND holds several),
+    or the parts it is made of (RFC 4469 CATENATE; ``message`` empty)."""
+
+    flags: tuple[str, ...] = ()
+    date: dt.datetime | None = None
+    message: bytes = b""
+    catenate: tuple[CatPart, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_append(self.flags, self.date)
+
+    def __repr__(self) -> str:  # never the message
+        return f"AppendItem(flags={self.flags!r}, size={len(self.message)})"
+
+
 @dataclass(frozen=True, slots=True)
 class Append(_MailboxCommand):
+    """APPEND of one message (its fields here) and, with MULTIAPPEND (RFC 3502), ``more`` after it."""
+
     name: ClassVar[str] = "APPEND"
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
+    more: tuple[AppendItem, ...] = ()
+    catenate: tuple[CatPart, ...] = ()  # the first message's parts (RFC 4469), ``message`` then empty
 
     def __post_init__(self) -> None:
         _MailboxCommand.__post_init__(self)
-        for f in self.flags:
-            if canonical_flag(f) != f:
-                raise ValueError(f"flag {f!r} not canonical")
-        if self.date is not None and self.date.tzinfo is None:
-            raise ValueError("an APPEND date has a time zone")
+        _check_append(self.flags, self.date)
+
+    @property
+    def items(self) -> tuple[AppendItem, ...]:
+        """Every message of the command, in order."""
+        return (AppendItem(self.flags, self.date, self.message, self.catenate), *self.more)
 
     def __repr__(self) -> str:  # never the message
-        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)})"
+        return (
+            f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)}, "
+            f"more={len(self.more)})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,6 +757,38 @@ class Idle(Command):
     name: ClassVar[str] = "IDLE"
 
 
+@dataclass(frozen=True, slots=True)
+class GetQuota(Command):
+    """RFC 9208 §4.1.1: the usage and limits of one quota root."""
+
+    name: ClassVar[str] = "GETQUOTA"
+    root: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuotaRoot(_MailboxCommand):
+    """RFC 9208 §4.1.2: the quota roots over a mailbox, and their usage and limits."""
+
+    name: ClassVar[str] = "GETQUOTAROOT"
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota(Command):
+    """RFC 9208 §4.1.3: (resource limit) pairs for a root; refused here, the operator sets quotas."""
+
+    name: ClassVar[str] = "SETQUOTA"
+    root: str = ""
+    limits: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Compress(Command):
+    """RFC 4978: COMPRESS DEFLATE, after which both directions are deflated."""
+
+    name: ClassVar[str] = "COMPRESS"
+    mechanism: str = "DEFLATE"
+
+
 COMMANDS: tuple[type[Command], ...] = (
     Capability,
     Noop,
@@ -711,6 +821,10 @@ COMMANDS: tuple[type[Command], ...] = (
     Copy,
     Move,
     Idle,
+    GetQuota,
+    GetQuotaRoot,
+    SetQuota,
+    Compress,
 )
 
 
@@ -815,6 +929,10 @@ def search_wire(key: SearchKey) -> bytes:
 def fetch_item_wire(item: FetchItem) -> bytes:
     if isinstance(item, FetchAttr):
         return item.name.encode()
+    if isinstance(item, FetchBinary):
+        name = "BINARY.SIZE" if item.size else "BINARY.PEEK" if item.peek else "BINARY"
+        partial = f"<{item.partial[0]}.{item.partial[1]}>" if item.partial else ""
+        return f"{name}{item.section}{partial}".encode()
     out = b"BODY.PEEK" if item.peek else b"BODY"
     out += str(item.section).encode()
     if item.partial:
@@ -864,11 +982,21 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         body = b"STATUS " + _mailbox(cmd.mailbox) + b" (" + " ".join(cmd.items).encode() + b")"
     elif isinstance(cmd, Append):
         body = b"APPEND " + _mailbox(cmd.mailbox)
-        if cmd.flags:
-            body += b" " + _flags(cmd.flags)
-        if cmd.date is not None:
-            body += b' "' + format_datetime(cmd.date).encode() + b'"'
-        body += b" {%d+}\r\n" % len(cmd.message) + cmd.message
+        for item in cmd.items:
+            if item.flags:
+                body += b" " + _flags(item.flags)
+            if item.date is not None:
+                body += b' "' + format_datetime(item.date).encode() + b'"'
+            if item.catenate:
+                parts = [
+                    b"URL " + _wire_string_forced(p.url)
+                    if p.url is not None
+                    else b"TEXT {%d+}\r\n" % len(p.text or b"") + (p.text or b"")
+                    for p in item.catenate
+                ]
+                body += b" CATENATE (" + b" ".join(parts) + b")"
+                continue
+            body += b" {%d+}\r\n" % len(item.message) + item.message
     elif isinstance(cmd, Select | Examine):
         body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)
         if cmd.qresync is not None:
@@ -920,6 +1048,13 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
             + b" "
             + _flags(cmd.flags)
         )
+    elif isinstance(cmd, Compress):
+        body = b"COMPRESS " + cmd.mechanism.encode()
+    elif isinstance(cmd, GetQuota):
+        body = b"GETQUOTA " + _wire_string_forced(cmd.root)
+    elif isinstance(cmd, SetQuota):
+        pairs = " ".join(f"{res} {n}" for res, n in cmd.limits)
+        body = b"SETQUOTA " + _wire_string_forced(cmd.root) + b" (" + pairs.encode() + b")"
     else:
         body = cmd.name.encode()
     return t + body + b"\r\n"

@@ -141,6 +141,12 @@ class ImapReceiver:
         """A literal's octets are being received (a command's line is half read)."""
         return self._literal is not None
 
+    def take_buffer(self) -> bytes:
+        """The octets received after the last command, taken out (COMPRESS: they were sent deflated)."""
+        rest = bytes(self._buf[self._pos :])
+        self.discard_buffer()
+        return rest
+
     def discard_buffer(self) -> None:
         del self._buf[:]
         self._pos = self._scan = 0
@@ -617,8 +623,33 @@ def _section(cur: _Cursor) -> c.Section:
         raise cur.error(_sentence(str(exc))) from None
 
 
+def _partial(cur: _Cursor) -> tuple[int, int] | None:
+    if not cur.maybe(b"<"):
+        return None
+    offset = cur.number("an offset")
+    cur.expect(b".")
+    length = cur.nz_number("a length")
+    cur.expect(b">")
+    return offset, length
+
+
+def _fetch_binary(cur: _Cursor, name: str) -> c.FetchItem:
+    """BINARY[.PEEK|.SIZE] "[" [section-part] "]" [partial] (RFC 3516 §6)."""
+    cur.expect(b"[")
+    part: list[int] = []
+    while not cur.maybe(b"]"):
+        if part:
+            cur.expect(b".")
+        part.append(cur.nz_number("a part number"))
+    size = name == "BINARY.SIZE"
+    partial = None if size else _partial(cur)
+    return c.FetchBinary(tuple(part), peek=name == "BINARY.PEEK", partial=partial, size=size)
+
+
 def _fetch_att(cur: _Cursor) -> c.FetchItem:
     name = cur.chars(_FETCH_NAME, "a fetch attribute").decode().upper()
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and cur.peek() == 0x5B:
+        return _fetch_binary(cur, name)
     if name in ("BODY", "BODY.PEEK") and cur.peek() == 0x5B:
         section = _section(cur)
         partial = None
@@ -863,8 +894,18 @@ def _parse_id(cur: _Cursor, tag: str) -> c.Command:
 
 
 def _parse_append(cur: _Cursor, tag: str) -> c.Command:
+    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal / literal8) (RFC 3501 §6.3.11, RFC 3502 §6,
+    RFC 3516 §6)."""
     cur.sp()
     mailbox = cur.mailbox()
+    items = [_append_item(cur)]
+    while not cur.at_end():
+        items.append(_append_item(cur))
+    first = items[0]
+    return c.Append(tag, mailbox, first.flags, first.date, first.message, tuple(items[1:]), first.catenate)
+
+
+def _append_item(cur: _Cursor) -> c.AppendItem:
     cur.sp()
     flags: tuple[str, ...] = ()
     date = None
@@ -874,11 +915,32 @@ def _parse_append(cur: _Cursor, tag: str) -> c.Command:
     if cur.peek() == 0x22:
         date = _datetime(cur)
         cur.sp()
+    if cur.maybe_upper(b"CATENATE "):
+        return c.AppendItem(flags, date, b"", _catenate(cur))
+    cur.maybe(b"~")  # RFC 3516 §4.4: a literal8, which may hold any octet
     if cur.peek() != 0x7B:
         raise cur.error("APPEND needs the message as a literal {size}")
-    message = cur.literal()
-    cur.end()
-    return c.Append(tag, mailbox, flags, date, message)
+    return c.AppendItem(flags, date, cur.literal())
+
+
+def _catenate(cur: _Cursor) -> tuple[c.CatPart, ...]:
+    """ "(" cat-part *(SP cat-part) ")", cat-part = "TEXT" SP literal / "URL" SP astring (RFC 4469 §5)."""
+    cur.open()
+    parts: list[c.CatPart] = []
+    while True:
+        if cur.maybe_upper(b"TEXT "):
+            cur.maybe(b"~")
+            if cur.peek() != 0x7B:
+                raise cur.error("CATENATE TEXT needs a literal {size}")
+            parts.append(c.CatPart(text=cur.literal()))
+        elif cur.maybe_upper(b"URL "):
+            parts.append(c.CatPart(url=cur.text_of(cur.astring("an IMAP URL"), "The URL")))
+        else:
+            raise cur.error("CATENATE parts are TEXT {literal} and URL url")
+        if not cur.maybe(b" "):
+            break
+    cur.close()
+    return tuple(parts)
 
 
 def _simple(cls: type[c.Command]) -> Callable[[_Cursor, str], c.Command]:
@@ -1074,6 +1136,38 @@ def _parse_expunge(cur: _Cursor, tag: str) -> c.Command:
     return c.Expunge(tag, None)
 
 
+def _parse_getquota(cur: _Cursor, tag: str) -> c.Command:
+    cur.sp()
+    root = cur.text_of(cur.astring("a quota root"), "The quota root")
+    cur.end()
+    return c.GetQuota(tag, root)
+
+
+def _parse_setquota(cur: _Cursor, tag: str) -> c.Command:
+    """SETQUOTA quota-root (resource limit ...) (RFC 9208 §4.1.3, §8)."""
+    cur.sp()
+    root = cur.text_of(cur.astring("a quota root"), "The quota root")
+    cur.sp()
+    cur.open()
+    limits: list[tuple[str, int]] = []
+    while cur.peek() != 0x29:
+        if limits:
+            cur.sp()
+        resource = cur.atom("a resource name").upper()
+        cur.sp()
+        limits.append((resource, cur.number("a limit")))
+    cur.close()
+    cur.end()
+    return c.SetQuota(tag, root, tuple(limits))
+
+
+def _parse_compress(cur: _Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mechanism = cur.atom("a compression mechanism").upper()
+    cur.end()
+    return c.Compress(tag, mechanism)
+
+
 _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "CAPABILITY": _simple(c.Capability),
     "NOOP": _simple(c.Noop),
@@ -1106,6 +1200,10 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
     "MOVE": lambda cur, tag: _parse_copy_move(c.Move)(cur, tag, False),
+    "GETQUOTA": _parse_getquota,
+    "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
+    "SETQUOTA": _parse_setquota,
+    "COMPRESS": _parse_compress,
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,
