@@ -35,6 +35,7 @@ from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
 from mailserver.imap import sort as sorting
+from mailserver.imap import thread as threads
 from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
@@ -319,7 +320,13 @@ class MailHandlers:
         return [*sel.remove(gone), ok(cmd.tag, "EXPUNGE completed")]
 
     async def _matching(
-        self, key: c.SearchKey, on_match: Callable[[msgs.Candidate], None], *, meta: bool = False, rows: bool = False
+        self,
+        key: c.SearchKey,
+        on_match: Callable[[msgs.Candidate], None],
+        *,
+        meta: bool = False,
+        rows: bool = False,
+        body: bool = False,
     ) -> None:
         """Call ``on_match`` for each message of the view that ``key`` matches, in sequence order.
 
@@ -327,7 +334,7 @@ class MailHandlers:
         needs) asks for more than the view holds; a batch's plaintext is dropped before the next."""
         sel = self._sel()
         needs = msgs.search_needs(key)
-        want_rows, want_meta = needs.rows or rows or meta, needs.meta or meta
+        want_rows, want_meta, want_body = needs.rows or rows or meta or body, needs.meta or meta, needs.body or body
         max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)
         pairs = list(enumerate(sel.uids, 1))
         step = SEARCH_BATCH if want_rows else max(1, len(pairs))
@@ -336,7 +343,7 @@ class MailHandlers:
             data: dict[int, MessageData] = {}
             if want_rows:
                 found, _ = await self._store().fetch(
-                    sel.id, [u for _, u in batch], meta=want_meta, body=needs.body, mark_seen=False, audit=needs.body
+                    sel.id, [u for _, u in batch], meta=want_meta, body=want_body, mark_seen=False, audit=want_body
                 )
                 data = {d.uid: d for d in found}
             for seq, uid in batch:
@@ -383,6 +390,23 @@ class MailHandlers:
         await self._matching(cmd.key, keep, meta=meta, rows=True)
         keyed.sort(key=lambda x: x[0])
         return [r.Data((r.Atom("SORT"), *(n for _, n in keyed))), ok(cmd.tag, "SORT completed")]
+
+    async def do_thread(self, cmd: c.Thread) -> list[r.Response]:
+        """RFC 5256 THREAD: the messages SEARCH would find, as threads (``thread.py``); REFERENCES reads headers."""
+        if cmd.charset not in ("UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        if msgs.uses_modseq(cmd.key):
+            self._enable("CONDSTORE")
+        refs = cmd.algorithm == "REFERENCES"
+        items: list[threads.Item] = []
+
+        def keep(cand: msgs.Candidate) -> None:
+            items.append(threads.item_of(cand, uid=cmd.uid, references=refs))
+
+        await self._matching(cmd.key, keep, meta=True, body=refs)
+        lists = threads.render(threads.thread(cmd.algorithm, items))
+        answer = r.Data((r.Atom("THREAD"), r.Atom(lists)) if lists else (r.Atom("THREAD"),))
+        return [answer, ok(cmd.tag, "THREAD completed")]
 
     async def do_fetch(self, cmd: c.Fetch) -> list[r.Response]:
         sel = self._sel()

@@ -533,6 +533,7 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.Expunge: ImapSession.do_expunge,
     c.Search: ImapSession.do_search,
     c.Sort: ImapSession.do_sort,
+    c.Thread: ImapSession.do_thread,
     c.Fetch: ImapSession.do_fetch,
     c.Store: ImapSession.do_store,
     c.Copy: ImapSession.do_copy,

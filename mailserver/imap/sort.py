@@ -69,7 +69,8 @@ def _first_mailbox(addresses: Any) -> str:
     return str(local).casefold() if local else ""
 
 
-def _sent(c: Candidate) -> dt.datetime:
+def sent_date(c: Candidate) -> dt.datetime:
+    """The Date field's instant, the arrival when it is missing or unreadable (RFC 5256 §3 DATE, THREAD)."""
     d = c.data
     arrival = d.internal_date if d is not None else _EPOCH
     raw = d.meta.envelope.date if d is not None and d.meta is not None else None
@@ -90,7 +91,7 @@ def _part(name: str, c: Candidate) -> Any:
     if name == "SIZE":
         return d.size if d is not None else 0
     if name == "DATE":
-        return _sent(c)
+        return sent_date(c)
     if meta is None:
         return ""
     if name == "SUBJECT":

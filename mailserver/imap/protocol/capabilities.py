@@ -36,6 +36,8 @@ BASE: tuple[str, ...] = (
     "LIST-STATUS",
     "CREATE-SPECIAL-USE",
     "SORT",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -618,6 +618,25 @@ class Sort(Command):
             raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
 
 
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """[UID] THREAD algorithm charset keys (RFC 5256 §4)."""
+
+    name: ClassVar[str] = "THREAD"
+    algorithm: str = "REFERENCES"
+    charset: str = "UTF-8"
+    key: SearchKey = SearchAll()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.algorithm not in THREAD_ALGORITHMS:
+            raise ValueError("THREAD algorithms are " + " and ".join(sorted(THREAD_ALGORITHMS)))
+
+
 @dataclass(frozen=True, slots=True)
 class Fetch(Command):
     name: ClassVar[str] = "FETCH"
@@ -711,6 +730,7 @@ COMMANDS: tuple[type[Command], ...] = (
     Copy,
     Move,
     Idle,
+    Thread,
 )
 
 
@@ -901,6 +921,10 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
         body = uid + b"SORT (" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, Thread):
+        keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body = uid + b"THREAD " + cmd.algorithm.encode() + b" " + wire_string(cmd.charset) + b" "
         body += b" ".join(search_wire(k) for k in keys)
     elif isinstance(cmd, Fetch):
         atts = b" ".join(fetch_item_wire(i) for i in cmd.items)

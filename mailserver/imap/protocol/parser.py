@@ -786,6 +786,29 @@ def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     return c.Sort(tag, tuple(criteria), charset, key, uid)
 
 
+def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
+    """[UID] THREAD algorithm charset search-keys (RFC 5256 §4)."""
+    cur.sp()
+    algorithm = cur.atom("a threading algorithm").upper()
+    if algorithm not in c.THREAD_ALGORITHMS:
+        raise cur.error(f"Unknown threading algorithm {algorithm[:40]}")
+    cur.sp()
+    charset = cur.astring("a charset").decode("ascii", "replace").upper()
+    cur.sp()
+
+    def decode(data: bytes) -> str:
+        if charset in ("UTF-8", "US-ASCII"):
+            return cur.text_of(data, "The search string")
+        return data.decode("latin-1")  # the session refuses other charsets with NO [BADCHARSET]
+
+    keys = [_search_key(cur, decode)]
+    while cur.maybe(b" "):
+        _add_search_key(cur, decode, keys)
+    cur.end()
+    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+    return c.Thread(tag, algorithm, charset, key, uid)
+
+
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
     """Parse the next top-level search key into ``keys``, with one leniency for clients that do not quote.
 
@@ -1102,6 +1125,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "APPEND": _parse_append,
     "SEARCH": lambda cur, tag: _parse_search(cur, tag, False),
     "SORT": lambda cur, tag: _parse_sort(cur, tag, False),
+    "THREAD": lambda cur, tag: _parse_thread(cur, tag, False),
     "FETCH": lambda cur, tag: _parse_fetch(cur, tag, False),
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
@@ -1110,6 +1134,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,
     "SORT": _parse_sort,
+    "THREAD": _parse_thread,
     "FETCH": _parse_fetch,
     "STORE": _parse_store,
     "COPY": _parse_copy_move(c.Copy),
