@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
+from mailserver.imap import searchres
 from mailserver.imap import sort as sorting
 from mailserver.imap import thread as threads
 from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
@@ -131,6 +132,12 @@ class MailHandlers:
     selected: Selected | None
     #: extensions this session turned on: ENABLE, or a CONDSTORE enabling command (RFC 7162 §3.1)
     enabled: frozenset[str] = frozenset()
+    #: RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) of this selection kept (``searchres``)
+    saved: tuple[int, ...] = ()
+
+    def _with_saved(self, cmd: c.Command) -> c.Command:
+        """``cmd`` with each ``$`` replaced by the saved search result (RFC 5182)."""
+        return cmd if self.selected is None else searchres.substitute(cmd, self.saved, self.selected)
 
     def _enable(self, *names: str) -> list[str]:
         """Turn ``names`` on for the session (and its selected view); the ones that were not on yet."""
@@ -197,6 +204,7 @@ class MailHandlers:
 
     async def _select(self, cmd: c.Select | c.Examine, readonly: bool) -> list[r.Response]:
         self.selected = None  # RFC 3501 §6.3.1: a failed SELECT leaves none selected (states.TRANSITIONS)
+        self.saved = ()  # RFC 5182 §2.1
         if cmd.qresync is not None and "QRESYNC" not in self.enabled:
             raise Bad("QRESYNC parameters need ENABLE QRESYNC first (RFC 7162)")
         if cmd.condstore:
@@ -357,18 +365,25 @@ class MailHandlers:
 
     async def do_search(self, cmd: c.Search) -> list[r.Response]:
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            self.saved = () if searchres.saves(cmd) else self.saved  # RFC 5182 §2.1: a NO empties it
             return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
         by_modseq = msgs.uses_modseq(cmd.key)
         if by_modseq:
             self._enable("CONDSTORE")
         found: list[int] = []
+        uids: list[int] = []
         top = [0]
 
         def keep(cand: msgs.Candidate) -> None:
             found.append(cand.uid if cmd.uid else cand.seq)
+            uids.append(cand.uid)
             top[0] = max(top[0], cand.modseq)
 
         await self._matching(cmd.key, keep)
+        if searchres.saves(cmd):
+            self.saved = searchres.to_save(cmd, uids)
+            if cmd.returns == ("SAVE",):  # RFC 5182 §2.1: SAVE alone gets no ESEARCH
+                return [ok(cmd.tag, "SEARCH completed, result saved")]
         # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
         if cmd.returns is not None:
             return [esearch(cmd, found, top[0] if by_modseq else None), ok(cmd.tag, "SEARCH completed")]

@@ -311,6 +311,7 @@ class ImapSession(MailHandlers):
             await self._bye("revoked", "The app password of this session was revoked or has expired")
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
         metrics.IMAP_COMMANDS.labels(cmd.name).inc()
+        cmd = self._with_saved(cmd)
         try:
             out = await HANDLERS[type(cmd)](self, cmd)
         except (Bad, SequenceError) as exc:

@@ -38,6 +38,7 @@ BASE: tuple[str, ...] = (
     "SORT",
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
+    "SEARCHRES",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -116,6 +116,25 @@ class SequenceSet:
         return (n for n in numbers if any(lo <= n <= hi for lo, hi in b))
 
 
+@dataclass(frozen=True, slots=True)
+class SavedResult(SequenceSet):
+    """``$`` (RFC 5182 SEARCHRES): the messages the last ``SEARCH RETURN (SAVE)`` kept.
+
+    As parsed it holds no numbers (``SAVED``); before a handler runs the session puts the saved
+    messages in (``searchres.substitute``), UIDs or sequence numbers as the command counts, maybe none."""
+
+    def __post_init__(self) -> None:
+        for lo, hi in self.ranges:
+            if not 0 < lo <= hi < 2**32:
+                raise ValueError("a saved result holds message numbers")
+
+    def __str__(self) -> str:
+        return "$"
+
+
+SAVED = SavedResult(())
+
+
 # --- search keys (RFC 3501 §6.4.4) -------------------------------------------------------------------------
 
 
@@ -580,7 +599,7 @@ class Expunge(Command):
     uids: SequenceSet | None = None
 
 
-SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})  # SAVE: RFC 5182
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,7 +615,7 @@ class Search(Command):
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
-            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT and ALL")
+            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT, ALL and SAVE")
 
 
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})

@@ -422,6 +422,8 @@ class _Cursor:
         return tuple(dict.fromkeys(flags))
 
     def seqset(self) -> c.SequenceSet:
+        if self.maybe(b"$"):  # RFC 5182 SEARCHRES
+            return c.SAVED
         raw = self.chars(_SEQ_CHARS, "a sequence set").decode()
         try:
             return c.SequenceSet.parse(raw)
@@ -504,7 +506,7 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
             keys.append(_search_key(cur, decode))
         cur.close()
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if ch is not None and (ch in _DIGITS or ch == 0x2A):
+    if ch is not None and (ch in _DIGITS or ch in (0x2A, 0x24)):  # a number, "*" or "$" (RFC 5182)
         return c.SearchSeq(cur.seqset(), uid=False)
     word = cur.atom("a search key").upper()
     if word == "ALL":
@@ -1070,6 +1072,8 @@ def _qresync(cur: _Cursor) -> c.Qresync:
             cur.close()
             match = (seqs, uids)
     cur.close()
+    if isinstance(known, c.SavedResult) or (match is not None and any(isinstance(x, c.SavedResult) for x in match)):
+        raise cur.error("QRESYNC parameters take numbers, not $")
     return c.Qresync(uidvalidity, modseq, known, match)
 
 
