@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
-from mailserver.imap import searchres
+from mailserver.imap import searchres, within
 from mailserver.imap import sort as sorting
 from mailserver.imap import thread as threads
 from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
@@ -341,6 +341,7 @@ class MailHandlers:
         Messages are read SEARCH_BATCH at a time, only when the key (or ``meta``/``rows``: what SORT
         needs) asks for more than the view holds; a batch's plaintext is dropped before the next."""
         sel = self._sel()
+        key = within.anchored(key, self.ctx.clock())  # RFC 5032: one instant for the whole command
         needs = msgs.search_needs(key)
         want_rows, want_meta, want_body = needs.rows or rows or meta or body, needs.meta or meta, needs.body or body
         max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)

@@ -120,7 +120,7 @@ def search_needs(key: c.SearchKey) -> SearchNeeds:
         elif isinstance(k, c.SearchAnd):
             for sub in k.keys:
                 walk(sub)
-        elif isinstance(k, c.SearchSize):
+        elif isinstance(k, c.SearchSize | c.SearchWithin):
             rows = True
         elif isinstance(k, c.SearchDate):
             rows = True
@@ -200,6 +200,11 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return False
     if isinstance(key, c.SearchSize):
         return d.size > key.size if key.larger else d.size < key.size
+    if isinstance(key, c.SearchWithin):  # RFC 5032: OLDER is BEFORE now - n to the second, YOUNGER its opposite
+        if key.now is None:  # pragma: no cover - the session anchors every WITHIN key (within.anchored)
+            raise ValueError("WITHIN key not anchored to a clock")
+        older = d.internal_date < key.now - dt.timedelta(seconds=key.seconds)
+        return older == key.older
     if isinstance(key, c.SearchDate):
         day = d.internal_date.date()
         if key.sent and d.meta is not None and d.meta.sent is not None:

@@ -39,6 +39,7 @@ BASE: tuple[str, ...] = (
     "THREAD=ORDEREDSUBJECT",
     "THREAD=REFERENCES",
     "SEARCHRES",
+    "WITHIN",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -233,6 +233,21 @@ class SearchModseq(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchWithin(SearchKey):
+    """OLDER n / YOUNGER n (RFC 5032 WITHIN): the internal date more / at most n seconds before now.
+
+    ``now`` is None as parsed; the session sets it from its clock before matching (``within.anchored``)."""
+
+    older: bool
+    seconds: int
+    now: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seconds < 2**32:
+            raise ValueError("an interval is a number of seconds above 0")
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -842,6 +857,8 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
     if isinstance(key, SearchModseq):
         return b"MODSEQ %d" % key.modseq
+    if isinstance(key, SearchWithin):
+        return (b"OLDER %d" if key.older else b"YOUNGER %d") % key.seconds
     if isinstance(key, SearchNot):
         return b"NOT " + search_wire(key.key)
     if isinstance(key, SearchOr):

@@ -558,6 +558,9 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
                 raise cur.error("The MODSEQ entry type is priv, shared or all")
             cur.sp()
         return c.SearchModseq(cur.number("a mod-sequence"))
+    if word in ("OLDER", "YOUNGER"):  # RFC 5032 WITHIN
+        cur.sp()
+        return c.SearchWithin(word == "OLDER", cur.nz_number("an interval in seconds"))
     if word == "NOT":
         cur.sp()
         cur.depth += 1
