@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
 from mailserver.imap import messages as msgs
-from mailserver.imap import searchres, within
+from mailserver.imap import objectid, searchres, within
 from mailserver.imap import sort as sorting
 from mailserver.imap import thread as threads
 from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
@@ -42,6 +42,7 @@ from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
 from mailserver.imap.protocol import responses as r
 from mailserver.imap.protocol.selected import Selected, expunge_allowed, vanished
+from mailserver.mailboxes import validate_name
 
 FETCH_BATCH = 100  # messages per unit of work in FETCH
 SEARCH_BATCH = 200  # messages per unit of work in SEARCH
@@ -82,9 +83,10 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
 CREATABLE_USES = {u.upper(): u for u in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
 
 
-def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r.Data:
-    """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS."""
-    values = {
+def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...], mailbox_id: str | None = None) -> r.Data:
+    """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS; MAILBOXID (RFC 8474 §4.2)."""
+    values: dict[str, r.Value] = {
+        "MAILBOXID": (r.Atom(mailbox_id),) if mailbox_id else None,
         "MESSAGES": info.messages,
         "RECENT": info.recent,
         "UIDNEXT": info.uidnext,
@@ -214,6 +216,8 @@ class MailHandlers:
         sel.qresync = "QRESYNC" in self.enabled
         self.selected = sel
         out = sel.select_responses(cmd.tag, cmd.name)
+        mid = r.Untagged("OK", "Mailbox id", f"MAILBOXID ({objectid.mailbox_id(sel.id, sel.uidvalidity)})")
+        out.insert(-1, mid)  # RFC 8474 §4.1
         q = cmd.qresync
         if q is None or q.uidvalidity != sel.uidvalidity:
             return out  # RFC 7162 §3.2.5.2: another UIDVALIDITY: the client starts again, nothing more said
@@ -247,7 +251,8 @@ class MailHandlers:
                 offered = " ".join(CREATABLE_USES.values())
                 raise SpecialUseRefused(f"{cmd.special_use[0]} cannot be given to a mailbox here; use one of {offered}")
         await self._store().create(cmd.mailbox, special_use=use)
-        return [ok(cmd.tag, "CREATE completed")]
+        made = await self._store().info(validate_name(cmd.mailbox))
+        return [ok(cmd.tag, "CREATE completed", f"MAILBOXID ({objectid.mailbox_id(made.id, made.uidvalidity)})")]
 
     async def do_delete(self, cmd: c.Delete) -> list[r.Response]:
         await self._store().delete(cmd.mailbox)
@@ -282,20 +287,29 @@ class MailHandlers:
             if entry.selectable and not entry.childinfo:
                 try:
                     info = await self._store().status(entry.name)
+                    mid = await self._object_id(entry.name, cmd)
                 except MailboxNotFound:
                     continue  # deleted meanwhile: listed, no status (RFC 5819 §2 allows leaving it out)
-                out.append(status_response(entry.name, info, cmd.status_items))
+                out.append(status_response(entry.name, info, cmd.status_items, mid))
         return [*out, ok(cmd.tag, "LIST completed")]
 
     async def do_lsub(self, cmd: c.Lsub) -> list[r.Response]:
         boxes = [] if cmd.pattern == "" else await self._store().mailboxes()
         return [*names.lsub_responses(boxes, cmd), ok(cmd.tag, "LSUB completed")]
 
+    async def _object_id(self, mailbox: str, cmd: c.Status | c.List) -> str | None:
+        """The MAILBOXID of ``mailbox`` when the command asks for it (RFC 8474 §4.2)."""
+        if "MAILBOXID" not in (cmd.items if isinstance(cmd, c.Status) else cmd.status_items):
+            return None
+        m = await self._store().info(mailbox)
+        return objectid.mailbox_id(m.id, m.uidvalidity)
+
     async def do_status(self, cmd: c.Status) -> list[r.Response]:
         info = await self._store().status(cmd.mailbox)
         if "HIGHESTMODSEQ" in cmd.items:
             self._enable("CONDSTORE")
-        return [status_response(cmd.mailbox, info, cmd.items), ok(cmd.tag, "STATUS completed")]
+        mid = await self._object_id(cmd.mailbox, cmd)
+        return [status_response(cmd.mailbox, info, cmd.items, mid), ok(cmd.tag, "STATUS completed")]
 
     async def do_append(self, cmd: c.Append) -> list[r.Response]:
         if c.RECENT in cmd.flags:
@@ -441,7 +455,7 @@ class MailHandlers:
                 out += [vanished(gone, earlier=True)] if gone else []
         needs = msgs.fetch_needs(cmd.items)
         mark_seen = needs.sets_seen and not sel.readonly
-        row_attrs = ("INTERNALDATE", "RFC822.SIZE")
+        row_attrs = ("INTERNALDATE", "RFC822.SIZE", "EMAILID")
         loads = needs.meta or needs.body or mark_seen
         loads = loads or any(isinstance(x, c.FetchAttr) and x.name in row_attrs for x in cmd.items)
         for i in range(0, len(pairs), FETCH_BATCH):

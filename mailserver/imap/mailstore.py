@@ -126,6 +126,7 @@ class MessageData:
     modseq: int = 0
     raw: bytes | None = None
     _parsed: ParsedMessage | None = field(default=None, repr=False)
+    blob_id: str | None = None  # RFC 8474 EMAILID (``imap.objectid``)
 
     @property
     def parsed(self) -> ParsedMessage:
@@ -227,6 +228,11 @@ class MailStore:
             limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
             return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
 
+    async def info(self, name: str) -> MailboxInfo:
+        """One mailbox's row, as LIST sees it (RFC 8474 MAILBOXID); MailboxNotFound if there is none."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return MailboxInfo.of(await self._mailbox(uow, name))
+
     # --- selected state ------------------------------------------------------------------------------------
 
     async def select(self, name: str, *, readonly: bool) -> Snapshot:
@@ -315,7 +321,7 @@ class MailStore:
         # decrypting happens outside any transaction; the write below (\Seen, audit) is short
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
+            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq, blob_id=r.blob_id)
             blob = blobs.get(r.blob_id)
             if blob is not None and blob.account_id == self.account.id:
                 if body:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from mailserver.imap import objectid
 from mailserver.imap.mailstore import MessageData
 from mailserver.imap.protocol import commands as c
-from mailserver.imap.protocol.responses import Literal, Value
+from mailserver.imap.protocol.responses import Atom, Literal, Value
 from mailserver.imap.protocol.selected import flag_atoms
 
 # --- FETCH ---------------------------------------------------------------------------------------------------
@@ -64,6 +65,10 @@ def render_fetch(
         value: Value
         if name == "UID":
             value = msg.uid
+        elif name == "EMAILID":  # RFC 8474 §5.1
+            value = (Atom(objectid.email_id(msg.blob_id)),) if msg.blob_id else None
+        elif name == "THREADID":  # RFC 8474 §5.2: no threads kept here
+            value = None
         elif name == "MODSEQ":  # RFC 7162 §3.1.4.1
             value = (max(1, msg.modseq),)
         elif name == "FLAGS":
@@ -120,7 +125,7 @@ def search_needs(key: c.SearchKey) -> SearchNeeds:
         elif isinstance(k, c.SearchAnd):
             for sub in k.keys:
                 walk(sub)
-        elif isinstance(k, c.SearchSize | c.SearchWithin):
+        elif isinstance(k, c.SearchSize | c.SearchWithin | c.SearchObjectId):
             rows = True
         elif isinstance(k, c.SearchDate):
             rows = True
@@ -200,6 +205,8 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return False
     if isinstance(key, c.SearchSize):
         return d.size > key.size if key.larger else d.size < key.size
+    if isinstance(key, c.SearchObjectId):  # RFC 8474 §6: THREADID matches nothing here (no threads kept)
+        return key.kind == "EMAILID" and d.blob_id is not None and objectid.email_id(d.blob_id) == key.value
     if isinstance(key, c.SearchWithin):  # RFC 5032: OLDER is BEFORE now - n to the second, YOUNGER its opposite
         if key.now is None:  # pragma: no cover - the session anchors every WITHIN key (within.anchored)
             raise ValueError("WITHIN key not anchored to a clock")

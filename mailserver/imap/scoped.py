@@ -106,6 +106,10 @@ class ScopedMailStore(MailStore):
                 await uow.commit()
         return info
 
+    async def info(self, name: str) -> MailboxInfo:
+        self._need(name)
+        return await super().info(name)
+
     # --- selected state ------------------------------------------------------------------------------------
 
     async def select(self, name: str, *, readonly: bool) -> Snapshot:

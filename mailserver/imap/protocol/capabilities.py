@@ -40,6 +40,7 @@ BASE: tuple[str, ...] = (
     "THREAD=REFERENCES",
     "SEARCHRES",
     "WITHIN",
+    "OBJECTID",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -248,6 +248,22 @@ class SearchWithin(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchObjectId(SearchKey):
+    """EMAILID id / THREADID id (RFC 8474 §6)."""
+
+    kind: str  # "EMAILID" | "THREADID"
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("EMAILID", "THREADID"):
+            raise ValueError(self.kind)
+        if not 0 < len(self.value) <= 255 or not all(
+            ch.isascii() and (ch.isalnum() or ch in "-_") for ch in self.value
+        ):
+            raise ValueError("an object id is 1 to 255 letters, digits, - and _")
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -272,6 +288,7 @@ class SearchAnd(SearchKey):
 SIMPLE_FETCH_ATTS = frozenset(
     {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
     | {"BODYSTRUCTURE", "UID", "MODSEQ"}
+    | {"EMAILID", "THREADID"}  # RFC 8474 OBJECTID
 )
 SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -515,6 +532,7 @@ class Rename(Command):
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT"}
+    | {"MAILBOXID"}  # RFC 8474 §4.2
 )
 LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
@@ -857,6 +875,8 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
     if isinstance(key, SearchModseq):
         return b"MODSEQ %d" % key.modseq
+    if isinstance(key, SearchObjectId):
+        return key.kind.encode() + b" " + key.value.encode()
     if isinstance(key, SearchWithin):
         return (b"OLDER %d" if key.older else b"YOUNGER %d") % key.seconds
     if isinstance(key, SearchNot):

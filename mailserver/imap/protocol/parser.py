@@ -558,6 +558,13 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
                 raise cur.error("The MODSEQ entry type is priv, shared or all")
             cur.sp()
         return c.SearchModseq(cur.number("a mod-sequence"))
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        cur.sp()
+        value = cur.atom("an object id")
+        try:
+            return c.SearchObjectId(word, value)
+        except ValueError as exc:
+            raise cur.error(_sentence(str(exc))) from None
     if word in ("OLDER", "YOUNGER"):  # RFC 5032 WITHIN
         cur.sp()
         return c.SearchWithin(word == "OLDER", cur.nz_number("an interval in seconds"))
