@@ -455,7 +455,7 @@ class MailHandlers:
                 out += [vanished(gone, earlier=True)] if gone else []
         needs = msgs.fetch_needs(cmd.items)
         mark_seen = needs.sets_seen and not sel.readonly
-        row_attrs = ("INTERNALDATE", "RFC822.SIZE", "EMAILID")
+        row_attrs = ("INTERNALDATE", "RFC822.SIZE", "EMAILID", "SAVEDATE")
         loads = needs.meta or needs.body or mark_seen
         loads = loads or any(isinstance(x, c.FetchAttr) and x.name in row_attrs for x in cmd.items)
         for i in range(0, len(pairs), FETCH_BATCH):

@@ -127,6 +127,7 @@ class MessageData:
     raw: bytes | None = None
     _parsed: ParsedMessage | None = field(default=None, repr=False)
     blob_id: str | None = None  # RFC 8474 EMAILID (``imap.objectid``)
+    saved: dt.datetime | None = None  # RFC 8514 SAVEDATE
 
     @property
     def parsed(self) -> ParsedMessage:
@@ -321,7 +322,9 @@ class MailStore:
         # decrypting happens outside any transaction; the write below (\Seen, audit) is short
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq, blob_id=r.blob_id)
+            data = MessageData(
+                r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq, blob_id=r.blob_id, saved=r.saved_at
+            )
             blob = blobs.get(r.blob_id)
             if blob is not None and blob.account_id == self.account.id:
                 if body:

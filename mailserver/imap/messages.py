@@ -69,6 +69,8 @@ def render_fetch(
             value = (Atom(objectid.email_id(msg.blob_id)),) if msg.blob_id else None
         elif name == "THREADID":  # RFC 8474 §5.2: no threads kept here
             value = None
+        elif name == "SAVEDATE":  # RFC 8514 §4.1
+            value = c.format_datetime(msg.saved) if msg.saved is not None else None
         elif name == "MODSEQ":  # RFC 7162 §3.1.4.1
             value = (max(1, msg.modseq),)
         elif name == "FLAGS":
@@ -125,7 +127,7 @@ def search_needs(key: c.SearchKey) -> SearchNeeds:
         elif isinstance(k, c.SearchAnd):
             for sub in k.keys:
                 walk(sub)
-        elif isinstance(k, c.SearchSize | c.SearchWithin | c.SearchObjectId):
+        elif isinstance(k, c.SearchSize | c.SearchWithin | c.SearchObjectId | c.SearchSaveDate):
             rows = True
         elif isinstance(k, c.SearchDate):
             rows = True
@@ -196,6 +198,8 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return m.recent and "\\Seen" not in m.flags
     if isinstance(key, c.SearchModseq):
         return m.modseq >= key.modseq
+    if isinstance(key, c.SearchSaveDateSupported):  # RFC 8514: every mailbox here keeps save dates
+        return True
     if isinstance(key, c.SearchSeq):
         if key.uid:
             return key.seqset.contains(m.uid, max_uid)
@@ -205,6 +209,8 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return False
     if isinstance(key, c.SearchSize):
         return d.size > key.size if key.larger else d.size < key.size
+    if isinstance(key, c.SearchSaveDate):  # RFC 8514 §4.2, a day in UTC as BEFORE/ON/SINCE; unknown: internal date
+        return _date_matches(key.op, (d.saved or d.internal_date).astimezone(dt.UTC).date(), key.date)
     if isinstance(key, c.SearchObjectId):  # RFC 8474 §6: THREADID matches nothing here (no threads kept)
         return key.kind == "EMAILID" and d.blob_id is not None and objectid.email_id(d.blob_id) == key.value
     if isinstance(key, c.SearchWithin):  # RFC 5032: OLDER is BEFORE now - n to the second, YOUNGER its opposite

@@ -41,6 +41,7 @@ BASE: tuple[str, ...] = (
     "SEARCHRES",
     "WITHIN",
     "OBJECTID",
+    "SAVEDATE",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -264,6 +264,23 @@ class SearchObjectId(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchSaveDate(SearchKey):
+    """SAVEDBEFORE / SAVEDON / SAVEDSINCE date (RFC 8514 §4.2): the day the message was saved in its mailbox."""
+
+    op: str  # "BEFORE" | "ON" | "SINCE"
+    date: dt.date
+
+    def __post_init__(self) -> None:
+        if self.op not in ("BEFORE", "ON", "SINCE"):
+            raise ValueError(self.op)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSaveDateSupported(SearchKey):
+    """SAVEDATESUPPORTED (RFC 8514 §4.2): every message, when the mailbox keeps save dates (all do here)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -289,6 +306,7 @@ SIMPLE_FETCH_ATTS = frozenset(
     {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
     | {"BODYSTRUCTURE", "UID", "MODSEQ"}
     | {"EMAILID", "THREADID"}  # RFC 8474 OBJECTID
+    | {"SAVEDATE"}  # RFC 8514
 )
 SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -875,6 +893,10 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
     if isinstance(key, SearchModseq):
         return b"MODSEQ %d" % key.modseq
+    if isinstance(key, SearchSaveDate):
+        return b"SAVED" + key.op.encode() + b" " + format_date(key.date).encode()
+    if isinstance(key, SearchSaveDateSupported):
+        return b"SAVEDATESUPPORTED"
     if isinstance(key, SearchObjectId):
         return key.kind.encode() + b" " + key.value.encode()
     if isinstance(key, SearchWithin):

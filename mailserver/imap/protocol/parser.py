@@ -558,6 +558,11 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
                 raise cur.error("The MODSEQ entry type is priv, shared or all")
             cur.sp()
         return c.SearchModseq(cur.number("a mod-sequence"))
+    if word in ("SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"):  # RFC 8514 §4.2
+        cur.sp()
+        return c.SearchSaveDate(word[len("SAVED") :], _date(cur))
+    if word == "SAVEDATESUPPORTED":
+        return c.SearchSaveDateSupported()
     if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
         cur.sp()
         value = cur.atom("an object id")
