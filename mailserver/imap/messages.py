@@ -20,11 +20,12 @@ from mailserver.imap.mailstore import MessageData
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol.responses import Atom, Literal, Value
 from mailserver.imap.protocol.selected import flag_atoms
+from mailserver.message.preview import preview
 
 # --- FETCH ---------------------------------------------------------------------------------------------------
 
 _META_ATTS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
-_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "PREVIEW"})  # PREVIEW: RFC 8970, never marks \Seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ def fetch_needs(items: tuple[c.FetchItem, ...]) -> Needs:
             meta = True
         elif item.name in _BODY_ATTS:
             body = True
-            seen = seen or item.name != "RFC822.HEADER"
+            seen = seen or item.name not in ("RFC822.HEADER", "PREVIEW")
     return Needs(meta, body, seen)
 
 
@@ -69,6 +70,8 @@ def render_fetch(
             value = (Atom(objectid.email_id(msg.blob_id)),) if msg.blob_id else None
         elif name == "THREADID":  # RFC 8474 §5.2: no threads kept here
             value = None
+        elif name == "PREVIEW":  # RFC 8970 §3.1
+            value = preview(msg.parsed) if msg.raw is not None else None
         elif name == "SAVEDATE":  # RFC 8514 §4.1
             value = c.format_datetime(msg.saved) if msg.saved is not None else None
         elif name == "MODSEQ":  # RFC 7162 §3.1.4.1

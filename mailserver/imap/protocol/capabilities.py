@@ -42,6 +42,7 @@ BASE: tuple[str, ...] = (
     "WITHIN",
     "OBJECTID",
     "SAVEDATE",
+    "PREVIEW",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

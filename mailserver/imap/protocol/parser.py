@@ -650,6 +650,8 @@ def _fetch_att(cur: _Cursor) -> c.FetchItem:
         raise cur.error("BODY.PEEK needs a section, e.g. BODY.PEEK[]")
     if name not in c.SIMPLE_FETCH_ATTS:
         raise cur.error(f"Unknown fetch attribute {name}")
+    if name == "PREVIEW":
+        cur.maybe_upper(b" (LAZY)")  # RFC 8970 §3.2: a preview is always made here, so LAZY changes nothing
     return c.FetchAttr(name)
 
 
