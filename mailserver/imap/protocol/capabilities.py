@@ -43,6 +43,7 @@ BASE: tuple[str, ...] = (
     "OBJECTID",
     "SAVEDATE",
     "PREVIEW",
+    "SORT=DISPLAY",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -670,7 +670,7 @@ class Search(Command):
             raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT, ALL and SAVE")
 
 
-SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"} | {"DISPLAYFROM", "DISPLAYTO"})
 
 
 @dataclass(frozen=True, slots=True)
