@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
+from mailserver.imap import esort, objectid, searchres, within
 from mailserver.imap import messages as msgs
-from mailserver.imap import objectid, searchres, within
 from mailserver.imap import sort as sorting
 from mailserver.imap import thread as threads
 from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
@@ -408,18 +408,25 @@ class MailHandlers:
     async def do_sort(self, cmd: c.Sort) -> list[r.Response]:
         """RFC 5256 SORT: the messages SEARCH would find, ordered by the criteria, ties by sequence number."""
         if cmd.charset not in ("UTF-8", "US-ASCII"):
+            self.saved = () if searchres.saves(cmd) else self.saved  # RFC 5182 §2.1: a NO empties it
             return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
         if msgs.uses_modseq(cmd.key):
             self._enable("CONDSTORE")
-        keyed: list[tuple[sorting.SortKey, int]] = []
+        keyed: list[tuple[sorting.SortKey, int, int]] = []
         meta = any(k not in ("ARRIVAL", "SIZE") for _, k in cmd.criteria)
 
         def keep(cand: msgs.Candidate) -> None:
-            keyed.append((sorting.sort_key(cmd.criteria, cand), cand.uid if cmd.uid else cand.seq))
+            keyed.append((sorting.sort_key(cmd.criteria, cand), cand.uid if cmd.uid else cand.seq, cand.uid))
 
         await self._matching(cmd.key, keep, meta=meta, rows=True)
         keyed.sort(key=lambda x: x[0])
-        return [r.Data((r.Atom("SORT"), *(n for _, n in keyed))), ok(cmd.tag, "SORT completed")]
+        ordered = [n for _, n, _ in keyed]
+        if cmd.returns is None:
+            return [r.Data((r.Atom("SORT"), *ordered)), ok(cmd.tag, "SORT completed")]
+        if searchres.saves(cmd):
+            self.saved = searchres.to_save(cmd, [u for _, _, u in keyed])
+        answer = esort.esearch(cmd, ordered)
+        return [*([answer] if answer is not None else []), ok(cmd.tag, "SORT completed")]
 
     async def do_thread(self, cmd: c.Thread) -> list[r.Response]:
         """RFC 5256 THREAD: the messages SEARCH would find, as threads (``thread.py``); REFERENCES reads headers."""

@@ -42,18 +42,20 @@ def rewrite(key: c.SearchKey, fn: Callable[[c.SearchKey], c.SearchKey | None]) -
     return key
 
 
-def to_save(cmd: c.Search, found_uids: Sequence[int]) -> tuple[int, ...]:
-    """What ``SEARCH RETURN (SAVE ...)`` keeps of the UIDs it found (in ascending order)."""
+def to_save(cmd: c.Search | c.Sort, found_uids: Sequence[int]) -> tuple[int, ...]:
+    """What ``SEARCH RETURN (SAVE ...)`` keeps of the UIDs it found (ascending; for ESORT in sort order,
+    MIN and MAX being the first and the last, RFC 5267 §3.1)."""
     wanted = set(cmd.returns or ())
     if found_uids and wanted & {"MIN", "MAX"} and not wanted & {"ALL", "COUNT"}:
         kept = {found_uids[0]} if "MIN" in wanted else set()
         kept |= {found_uids[-1]} if "MAX" in wanted else set()
         return tuple(sorted(kept))
-    return tuple(found_uids)
+    return tuple(sorted(found_uids))
 
 
 def saves(cmd: c.Command) -> bool:
-    return isinstance(cmd, c.Search) and cmd.returns is not None and "SAVE" in cmd.returns
+    """A SEARCH (or an ESORT SORT) with RETURN (SAVE ...)."""
+    return isinstance(cmd, c.Search | c.Sort) and cmd.returns is not None and "SAVE" in cmd.returns
 
 
 def _numbers(saved: Sequence[int], sel: Selected, uid: bool) -> c.SavedResult:

@@ -43,6 +43,7 @@ BASE: tuple[str, ...] = (
     "OBJECTID",
     "SAVEDATE",
     "PREVIEW",
+    "ESORT",
     "SORT=DISPLAY",
 )
 

@@ -682,11 +682,14 @@ class Sort(Command):
     charset: str = "UTF-8"
     key: SearchKey = SearchAll()
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # RFC 5267 ESORT: SORT RETURN (...), answered ESEARCH
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.criteria or not all(k in SORT_KEYS for _, k in self.criteria):
             raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
+        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
+            raise ValueError("SORT RETURN options are MIN, MAX, COUNT, ALL and SAVE")
 
 
 THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
@@ -999,7 +1002,10 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
     elif isinstance(cmd, Sort):
         crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
-        body = uid + b"SORT (" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body = uid + b"SORT "
+        if cmd.returns is not None:
+            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
+        body += b"(" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
         body += b" ".join(search_wire(k) for k in keys)
     elif isinstance(cmd, Thread):
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)

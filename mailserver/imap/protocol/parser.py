@@ -772,8 +772,12 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
 
 
 def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
-    """[UID] SORT (criteria) charset search-keys (RFC 5256 §3)."""
+    """[UID] SORT [RETURN (options)] (criteria) charset search-keys (RFC 5256 §3, RFC 5267 §3 ESORT)."""
     cur.sp()
+    returns = None
+    if cur.maybe_upper(b"RETURN "):
+        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SORT RETURN option")
+        cur.sp()
     cur.open()
     criteria: list[tuple[bool, str]] = []
     while True:
@@ -802,7 +806,7 @@ def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
         _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Sort(tag, tuple(criteria), charset, key, uid)
+    return c.Sort(tag, tuple(criteria), charset, key, uid, returns)
 
 
 def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
