@@ -25,7 +25,9 @@ from mailserver.message.preview import preview
 # --- FETCH ---------------------------------------------------------------------------------------------------
 
 _META_ATTS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
-_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "PREVIEW"})  # PREVIEW: RFC 8970, never marks \Seen
+#: PREVIEW (RFC 8970) and THREADID (RFC 8474, from the header) read the message but never mark it \Seen
+_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "PREVIEW", "THREADID"})
+_UNSEEN_ATTS = frozenset({"RFC822.HEADER", "PREVIEW", "THREADID"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,7 @@ def fetch_needs(items: tuple[c.FetchItem, ...]) -> Needs:
             meta = True
         elif item.name in _BODY_ATTS:
             body = True
-            seen = seen or item.name not in ("RFC822.HEADER", "PREVIEW")
+            seen = seen or item.name not in _UNSEEN_ATTS
     return Needs(meta, body, seen)
 
 
@@ -68,8 +70,10 @@ def render_fetch(
             value = msg.uid
         elif name == "EMAILID":  # RFC 8474 §5.1
             value = (Atom(objectid.email_id(msg.blob_id)),) if msg.blob_id else None
-        elif name == "THREADID":  # RFC 8474 §5.2: no threads kept here
-            value = None
+        elif name == "THREADID":  # RFC 8474 §5.2
+            value = (
+                (Atom(objectid.thread_id(msg.parsed, msg.blob_id)),) if msg.raw is not None and msg.blob_id else None
+            )
         elif name == "PREVIEW":  # RFC 8970 §3.1
             value = preview(msg.parsed) if msg.raw is not None else None
         elif name == "SAVEDATE":  # RFC 8514 §4.1
@@ -132,6 +136,7 @@ def search_needs(key: c.SearchKey) -> SearchNeeds:
                 walk(sub)
         elif isinstance(k, c.SearchSize | c.SearchWithin | c.SearchObjectId | c.SearchSaveDate):
             rows = True
+            body = body or (isinstance(k, c.SearchObjectId) and k.kind == "THREADID")
         elif isinstance(k, c.SearchDate):
             rows = True
             meta = meta or k.sent
@@ -214,8 +219,12 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return d.size > key.size if key.larger else d.size < key.size
     if isinstance(key, c.SearchSaveDate):  # RFC 8514 §4.2, a day in UTC as BEFORE/ON/SINCE; unknown: internal date
         return _date_matches(key.op, (d.saved or d.internal_date).astimezone(dt.UTC).date(), key.date)
-    if isinstance(key, c.SearchObjectId):  # RFC 8474 §6: THREADID matches nothing here (no threads kept)
-        return key.kind == "EMAILID" and d.blob_id is not None and objectid.email_id(d.blob_id) == key.value
+    if isinstance(key, c.SearchObjectId):  # RFC 8474 §6
+        if d.blob_id is None:
+            return False
+        if key.kind == "EMAILID":
+            return objectid.email_id(d.blob_id) == key.value
+        return d.raw is not None and objectid.thread_id(d.parsed, d.blob_id) == key.value
     if isinstance(key, c.SearchWithin):  # RFC 5032: OLDER is BEFORE now - n to the second, YOUNGER its opposite
         if key.now is None:  # pragma: no cover - the session anchors every WITHIN key (within.anchored)
             raise ValueError("WITHIN key not anchored to a clock")

@@ -2,7 +2,8 @@
 
 MAILBOXID is said by CREATE, SELECT, STATUS and LIST-STATUS, the same in every session, kept by RENAME
 and new for a mailbox deleted and created again; EMAILID follows a message through COPY and MOVE and
-is found by SEARCH EMAILID; THREADID is NIL (no threads kept). Ids are digests of stored values.
+is found by SEARCH EMAILID; THREADID is shared by a reply and its thread's first message. Ids are
+digests of stored values.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from mailserver.imap.protocol.parser import ImapParseError, parse
 from mailserver.store.models import Account
 from tests.imap.conftest import ServerThread, imaps, message, raw_command
 
-_ID = re.compile(rb"(MAILBOXID|EMAILID) \(([A-Za-z0-9_-]+)\)")
+_ID = re.compile(rb"(MAILBOXID|EMAILID|THREADID) \(([A-Za-z0-9_-]+)\)")
 
 
 def ids(lines: list[bytes], kind: bytes = b"MAILBOXID") -> list[str]:
@@ -69,24 +70,29 @@ def test_mailbox_ids(srv: ServerThread, m: imaplib.IMAP4_SSL, tls_client: ssl.SS
     client.logout()
 
 
-def test_email_ids(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
-    for i in range(2):
-        srv.deliver(user, message("a@b.test", user.address, f"msg {i}", "x"))
+def test_email_and_thread_ids(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
+    srv.deliver(user, message("a@b.test", user.address, "msg 0", "x", message_id="<racine@t>"))
+    srv.deliver(user, message("a@b.test", user.address, "msg 1", "x"))
+    srv.deliver(user, message("c@d.test", user.address, "Re: msg 0", "y", References="<racine@t>"))
     m.create("Dossiers")
     m.select("INBOX")
-    lines = raw_command(m, "FETCH 1:2 (EMAILID THREADID)")
-    first, second = ids(lines, b"EMAILID")
-    assert first != second and re.fullmatch(r"E[a-z2-7]{24}", first)
-    assert all(b"THREADID NIL" in line for line in lines[:-1])
-    assert ids(raw_command(m, "UID FETCH 1:* (EMAILID)"), b"EMAILID") == [first, second]
+    first, second, reply = ids(raw_command(m, "FETCH 1:3 (EMAILID)"), b"EMAILID")
+    assert len({first, second, reply}) == 3 and re.fullmatch(r"E[a-z2-7]{24}", first)
+    assert ids(raw_command(m, "UID FETCH 1:* (EMAILID)"), b"EMAILID") == [first, second, reply]
     assert raw_command(m, f"SEARCH EMAILID {second}")[0] == b"* SEARCH 2"
-    assert raw_command(m, "SEARCH THREADID T1")[0] == b"* SEARCH"
     assert b" BAD " in raw_command(m, "SEARCH EMAILID a.b")[-1]
-    # a copy and a moved message keep their EMAILID
+    # THREADID: the reply shares its thread's; the other message has its own
+    t1, t2, t3 = ids(raw_command(m, "FETCH 1:3 (THREADID)"), b"THREADID")
+    assert t1 == t3 != t2 and re.fullmatch(r"T[a-z2-7]{24}", t1)
+    assert raw_command(m, f"SEARCH THREADID {t1}")[0] == b"* SEARCH 1 3"
+    assert raw_command(m, "SEARCH THREADID T1")[0] == b"* SEARCH"
+    assert raw_command(m, "SEARCH SEEN")[0] == b"* SEARCH"  # reading the header for it marks nothing seen
+    # a copy and a moved message keep their EMAILID and THREADID
     m.copy("1", "Dossiers")
     m._simple_command("MOVE", "2", "Dossiers")  # type: ignore[attr-defined]
     m.select("Dossiers")
     assert ids(raw_command(m, "FETCH 1:* (EMAILID)"), b"EMAILID") == [first, second]
+    assert ids(raw_command(m, "FETCH 1:* (THREADID)"), b"THREADID") == [t1, t2]
     assert raw_command(m, f"UID SEARCH EMAILID {first}")[0].startswith(b"* SEARCH ")
 
 
