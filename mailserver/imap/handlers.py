@@ -19,10 +19,15 @@ Implementation notes (invariants):
   ``enabled`` lives on the session and is copied onto each new ``Selected``.
   QRESYNC parameters (SELECT, FETCH VANISHED) are BAD until ENABLE QRESYNC.
 - SEARCH and SORT choose messages through one ``_matching`` loop (batched
-  reads; SORT keeps only each match's sort key).
+  reads; SORT keeps only each match's sort key); THREAD too (``thread.py``).
+  OLDER/YOUNGER are measured from one reading of ``ctx.clock`` (``within.py``).
+- ``$`` (RFC 5182) is replaced by the saved result before a handler runs
+  (``_with_saved``, ``searchres.py``); ``saved`` starts empty at each SELECT.
 
 See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851, RFC 7162,
-RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889.
+RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889,
+RFC 5256 (THREAD), RFC 5182 (SEARCHRES), RFC 5032 (WITHIN), RFC 8474 (OBJECTID), RFC 8514 (SAVEDATE),
+RFC 8970 (PREVIEW), RFC 5267 (ESORT), RFC 5957 (SORT=DISPLAY).
 """
 
 from __future__ import annotations
