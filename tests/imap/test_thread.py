@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import imaplib
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailserver.imap import thread as threads
 from mailserver.imap.protocol import commands as c
@@ -98,3 +101,27 @@ def test_parse_thread() -> None:
     assert parse(c.to_wire(t)) == [t]
     with pytest.raises(ImapParseError):
         parse(b"b THREAD REFERENCES\r\n")
+
+
+_IDS = st.sampled_from(["<a>", "<b>", "<c>", "<d>", "<e>"])
+_ITEMS = st.lists(
+    st.tuples(
+        st.sampled_from(["Bilan", "Re: Bilan", "Fwd: bilan", "Agenda", "", "[x] Re: Agenda"]),
+        st.none() | _IDS,
+        st.lists(_IDS, max_size=4).map(tuple),
+        st.integers(0, 59),
+    ),
+    max_size=12,
+)
+
+
+@given(_ITEMS, st.sampled_from(threads.ALGORITHMS))
+def test_every_message_once_whatever_the_headers(
+    specs: list[tuple[str, str | None, tuple[str, ...], int]], algo: str
+) -> None:
+    """Loops, duplicate and missing ids, shared subjects: each message is in the answer exactly once."""
+    items = [_item(n, subject, mid, parents, minute) for n, (subject, mid, parents, minute) in enumerate(specs, 1)]
+    rendered = threads.render(threads.thread(algo, items))
+    numbers = [int(x) for x in re.findall(r"[0-9]+", rendered)]
+    assert sorted(numbers) == list(range(1, len(items) + 1))
+    assert "()" not in rendered
