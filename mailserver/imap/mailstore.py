@@ -131,6 +131,8 @@ class MessageData:
     modseq: int = 0
     raw: bytes | None = None
     _parsed: ParsedMessage | None = field(default=None, repr=False)
+    blob_id: str | None = None  # RFC 8474 EMAILID (``imap.objectid``)
+    saved: dt.datetime | None = None  # RFC 8514 SAVEDATE
 
     @property
     def parsed(self) -> ParsedMessage:
@@ -253,6 +255,11 @@ class MailStore:
             n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
             limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
             return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
+
+    async def info(self, name: str) -> MailboxInfo:
+        """One mailbox's row, as LIST sees it (RFC 8474 MAILBOXID); MailboxNotFound if there is none."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return MailboxInfo.of(await self._mailbox(uow, name))
 
     # --- selected state ------------------------------------------------------------------------------------
 
@@ -388,7 +395,9 @@ class MailStore:
         """``rows`` as MessageData, with their metadata and/or bodies opened with ``key``."""
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
+            data = MessageData(
+                r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq, blob_id=r.blob_id, saved=r.saved_at
+            )
             blob = blobs.get(r.blob_id)
             if blob is not None and blob.account_id == self.account.id:
                 if body:

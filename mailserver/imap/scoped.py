@@ -111,6 +111,10 @@ class ScopedMailStore(MailStore):
         self._need(name)
         return await super().quota_roots(name)
 
+    async def info(self, name: str) -> MailboxInfo:
+        self._need(name)
+        return await super().info(name)
+
     # --- selected state ------------------------------------------------------------------------------------
 
     async def select(self, name: str, *, readonly: bool) -> Snapshot:

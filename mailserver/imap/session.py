@@ -335,6 +335,7 @@ class ImapSession(ExtensionHandlers):
             await self._bye("revoked", "The app password of this session was revoked or has expired")
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
         metrics.IMAP_COMMANDS.labels(cmd.name).inc()
+        cmd = self._with_saved(cmd)
         try:
             out = await HANDLERS[type(cmd)](self, cmd)
         except (Bad, SequenceError) as exc:
@@ -574,6 +575,7 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.Expunge: ImapSession.do_expunge,
     c.Search: ImapSession.do_search,
     c.Sort: ImapSession.do_sort,
+    c.Thread: ImapSession.do_thread,
     c.Fetch: ImapSession.do_fetch,
     c.Store: ImapSession.do_store,
     c.Copy: ImapSession.do_copy,

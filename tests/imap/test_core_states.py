@@ -60,6 +60,7 @@ LINES = [
     b"a UID SEARCH UNSEEN",
     b"a SORT (DATE) UTF-8 ALL",
     b"a UID SORT (REVERSE SIZE) UTF-8 UNSEEN",
+    b"a UID THREAD REFERENCES UTF-8 UNSEEN",
     b"a FETCH 1:* (FLAGS)",
     b"a UID FETCH 1 BODY.PEEK[]",
     b"a STORE 1 +FLAGS (\\Seen)",

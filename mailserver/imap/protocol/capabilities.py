@@ -42,6 +42,15 @@ BASE: tuple[str, ...] = (
     "BINARY",
     "COMPRESS=DEFLATE",
     "CATENATE",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "SEARCHRES",
+    "WITHIN",
+    "OBJECTID",
+    "SAVEDATE",
+    "PREVIEW",
+    "ESORT",
+    "SORT=DISPLAY",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -116,6 +116,25 @@ class SequenceSet:
         return (n for n in numbers if any(lo <= n <= hi for lo, hi in b))
 
 
+@dataclass(frozen=True, slots=True)
+class SavedResult(SequenceSet):
+    """``$`` (RFC 5182 SEARCHRES): the messages the last ``SEARCH RETURN (SAVE)`` kept.
+
+    As parsed it holds no numbers (``SAVED``); before a handler runs the session puts the saved
+    messages in (``searchres.substitute``), UIDs or sequence numbers as the command counts, maybe none."""
+
+    def __post_init__(self) -> None:
+        for lo, hi in self.ranges:
+            if not 0 < lo <= hi < 2**32:
+                raise ValueError("a saved result holds message numbers")
+
+    def __str__(self) -> str:
+        return "$"
+
+
+SAVED = SavedResult(())
+
+
 # --- search keys (RFC 3501 §6.4.4) -------------------------------------------------------------------------
 
 
@@ -214,6 +233,54 @@ class SearchModseq(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchWithin(SearchKey):
+    """OLDER n / YOUNGER n (RFC 5032 WITHIN): the internal date more / at most n seconds before now.
+
+    ``now`` is None as parsed; the session sets it from its clock before matching (``within.anchored``)."""
+
+    older: bool
+    seconds: int
+    now: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seconds < 2**32:
+            raise ValueError("an interval is a number of seconds above 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchObjectId(SearchKey):
+    """EMAILID id / THREADID id (RFC 8474 §6)."""
+
+    kind: str  # "EMAILID" | "THREADID"
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("EMAILID", "THREADID"):
+            raise ValueError(self.kind)
+        if not 0 < len(self.value) <= 255 or not all(
+            ch.isascii() and (ch.isalnum() or ch in "-_") for ch in self.value
+        ):
+            raise ValueError("an object id is 1 to 255 letters, digits, - and _")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSaveDate(SearchKey):
+    """SAVEDBEFORE / SAVEDON / SAVEDSINCE date (RFC 8514 §4.2): the day the message was saved in its mailbox."""
+
+    op: str  # "BEFORE" | "ON" | "SINCE"
+    date: dt.date
+
+    def __post_init__(self) -> None:
+        if self.op not in ("BEFORE", "ON", "SINCE"):
+            raise ValueError(self.op)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSaveDateSupported(SearchKey):
+    """SAVEDATESUPPORTED (RFC 8514 §4.2): every message, when the mailbox keeps save dates (all do here)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -238,6 +305,9 @@ class SearchAnd(SearchKey):
 SIMPLE_FETCH_ATTS = frozenset(
     {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
     | {"BODYSTRUCTURE", "UID", "MODSEQ"}
+    | {"EMAILID", "THREADID"}  # RFC 8474 OBJECTID
+    | {"SAVEDATE"}  # RFC 8514
+    | {"PREVIEW"}  # RFC 8970
 )
 SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -511,6 +581,7 @@ class Rename(Command):
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT"}
+    | {"MAILBOXID"}  # RFC 8474 §4.2
 )
 LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
@@ -658,7 +729,7 @@ class Expunge(Command):
     uids: SequenceSet | None = None
 
 
-SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})  # SAVE: RFC 5182
 
 
 @dataclass(frozen=True, slots=True)
@@ -674,10 +745,10 @@ class Search(Command):
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
-            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT and ALL")
+            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT, ALL and SAVE")
 
 
-SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"} | {"DISPLAYFROM", "DISPLAYTO"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,11 +760,33 @@ class Sort(Command):
     charset: str = "UTF-8"
     key: SearchKey = SearchAll()
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # RFC 5267 ESORT: SORT RETURN (...), answered ESEARCH
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.criteria or not all(k in SORT_KEYS for _, k in self.criteria):
             raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
+        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
+            raise ValueError("SORT RETURN options are MIN, MAX, COUNT, ALL and SAVE")
+
+
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """[UID] THREAD algorithm charset keys (RFC 5256 §4)."""
+
+    name: ClassVar[str] = "THREAD"
+    algorithm: str = "REFERENCES"
+    charset: str = "UTF-8"
+    key: SearchKey = SearchAll()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.algorithm not in THREAD_ALGORITHMS:
+            raise ValueError("THREAD algorithms are " + " and ".join(sorted(THREAD_ALGORITHMS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,6 +918,7 @@ COMMANDS: tuple[type[Command], ...] = (
     GetQuotaRoot,
     SetQuota,
     Compress,
+    Thread,
 )
 
 
@@ -917,6 +1011,14 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
     if isinstance(key, SearchModseq):
         return b"MODSEQ %d" % key.modseq
+    if isinstance(key, SearchSaveDate):
+        return b"SAVED" + key.op.encode() + b" " + format_date(key.date).encode()
+    if isinstance(key, SearchSaveDateSupported):
+        return b"SAVEDATESUPPORTED"
+    if isinstance(key, SearchObjectId):
+        return key.kind.encode() + b" " + key.value.encode()
+    if isinstance(key, SearchWithin):
+        return (b"OLDER %d" if key.older else b"YOUNGER %d") % key.seconds
     if isinstance(key, SearchNot):
         return b"NOT " + search_wire(key.key)
     if isinstance(key, SearchOr):
@@ -1028,7 +1130,14 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
     elif isinstance(cmd, Sort):
         crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
-        body = uid + b"SORT (" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body = uid + b"SORT "
+        if cmd.returns is not None:
+            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
+        body += b"(" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, Thread):
+        keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body = uid + b"THREAD " + cmd.algorithm.encode() + b" " + wire_string(cmd.charset) + b" "
         body += b" ".join(search_wire(k) for k in keys)
     elif isinstance(cmd, Fetch):
         atts = b" ".join(fetch_item_wire(i) for i in cmd.items)

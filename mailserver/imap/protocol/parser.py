@@ -428,6 +428,8 @@ class _Cursor:
         return tuple(dict.fromkeys(flags))
 
     def seqset(self) -> c.SequenceSet:
+        if self.maybe(b"$"):  # RFC 5182 SEARCHRES
+            return c.SAVED
         raw = self.chars(_SEQ_CHARS, "a sequence set").decode()
         try:
             return c.SequenceSet.parse(raw)
@@ -510,7 +512,7 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
             keys.append(_search_key(cur, decode))
         cur.close()
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if ch is not None and (ch in _DIGITS or ch == 0x2A):
+    if ch is not None and (ch in _DIGITS or ch in (0x2A, 0x24)):  # a number, "*" or "$" (RFC 5182)
         return c.SearchSeq(cur.seqset(), uid=False)
     word = cur.atom("a search key").upper()
     if word == "ALL":
@@ -562,6 +564,21 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
                 raise cur.error("The MODSEQ entry type is priv, shared or all")
             cur.sp()
         return c.SearchModseq(cur.number("a mod-sequence"))
+    if word in ("SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"):  # RFC 8514 §4.2
+        cur.sp()
+        return c.SearchSaveDate(word[len("SAVED") :], _date(cur))
+    if word == "SAVEDATESUPPORTED":
+        return c.SearchSaveDateSupported()
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        cur.sp()
+        value = cur.atom("an object id")
+        try:
+            return c.SearchObjectId(word, value)
+        except ValueError as exc:
+            raise cur.error(_sentence(str(exc))) from None
+    if word in ("OLDER", "YOUNGER"):  # RFC 5032 WITHIN
+        cur.sp()
+        return c.SearchWithin(word == "OLDER", cur.nz_number("an interval in seconds"))
     if word == "NOT":
         cur.sp()
         cur.depth += 1
@@ -664,6 +681,8 @@ def _fetch_att(cur: _Cursor) -> c.FetchItem:
         raise cur.error("BODY.PEEK needs a section, e.g. BODY.PEEK[]")
     if name not in c.SIMPLE_FETCH_ATTS:
         raise cur.error(f"Unknown fetch attribute {name}")
+    if name == "PREVIEW":
+        cur.maybe_upper(b" (LAZY)")  # RFC 8970 §3.2: a preview is always made here, so LAZY changes nothing
     return c.FetchAttr(name)
 
 
@@ -784,8 +803,12 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
 
 
 def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
-    """[UID] SORT (criteria) charset search-keys (RFC 5256 §3)."""
+    """[UID] SORT [RETURN (options)] (criteria) charset search-keys (RFC 5256 §3, RFC 5267 §3 ESORT)."""
     cur.sp()
+    returns = None
+    if cur.maybe_upper(b"RETURN "):
+        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SORT RETURN option")
+        cur.sp()
     cur.open()
     criteria: list[tuple[bool, str]] = []
     while True:
@@ -814,7 +837,30 @@ def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
         _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Sort(tag, tuple(criteria), charset, key, uid)
+    return c.Sort(tag, tuple(criteria), charset, key, uid, returns)
+
+
+def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
+    """[UID] THREAD algorithm charset search-keys (RFC 5256 §4)."""
+    cur.sp()
+    algorithm = cur.atom("a threading algorithm").upper()
+    if algorithm not in c.THREAD_ALGORITHMS:
+        raise cur.error(f"Unknown threading algorithm {algorithm[:40]}")
+    cur.sp()
+    charset = cur.astring("a charset").decode("ascii", "replace").upper()
+    cur.sp()
+
+    def decode(data: bytes) -> str:
+        if charset in ("UTF-8", "US-ASCII"):
+            return cur.text_of(data, "The search string")
+        return data.decode("latin-1")  # the session refuses other charsets with NO [BADCHARSET]
+
+    keys = [_search_key(cur, decode)]
+    while cur.maybe(b" "):
+        _add_search_key(cur, decode, keys)
+    cur.end()
+    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+    return c.Thread(tag, algorithm, charset, key, uid)
 
 
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
@@ -1109,6 +1155,8 @@ def _qresync(cur: _Cursor) -> c.Qresync:
             cur.close()
             match = (seqs, uids)
     cur.close()
+    if isinstance(known, c.SavedResult) or (match is not None and any(isinstance(x, c.SavedResult) for x in match)):
+        raise cur.error("QRESYNC parameters take numbers, not $")
     return c.Qresync(uidvalidity, modseq, known, match)
 
 
@@ -1196,6 +1244,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "APPEND": _parse_append,
     "SEARCH": lambda cur, tag: _parse_search(cur, tag, False),
     "SORT": lambda cur, tag: _parse_sort(cur, tag, False),
+    "THREAD": lambda cur, tag: _parse_thread(cur, tag, False),
     "FETCH": lambda cur, tag: _parse_fetch(cur, tag, False),
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
@@ -1208,6 +1257,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,
     "SORT": _parse_sort,
+    "THREAD": _parse_thread,
     "FETCH": _parse_fetch,
     "STORE": _parse_store,
     "COPY": _parse_copy_move(c.Copy),

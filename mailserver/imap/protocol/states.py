@@ -62,6 +62,7 @@ SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Expunge,
     c.Search,
     c.Sort,
+    c.Thread,
     c.Fetch,
     c.Store,
     c.Copy,

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -144,6 +145,8 @@ class Message(Base):
     internal_date: Mapped[dt.datetime]
     size: Mapped[int] = mapped_column(Integer)
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), index=True)
+    # RFC 8514 SAVEDATE: set by the database on insert (delivery, APPEND, a COPY or MOVE's new row)
+    saved_at: Mapped[dt.datetime | None] = mapped_column(server_default=text("CURRENT_TIMESTAMP"))
 
 
 class ExpungedMessage(Base):
