@@ -26,7 +26,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
@@ -36,6 +35,7 @@ from crypto.envelope import Keyring
 from mailserver import agenda, metrics, vault
 from mailserver.bodies import account_key, seal_blob
 from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
+from mailserver.message.offload import in_thread
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.mail import INBOX, canonical_name
@@ -115,9 +115,7 @@ async def deliver(
     patients = [a for a in recipients if a.kind is AccountKind.PATIENT and a.id not in unfiled]
     if file_documents and mailbox is None and patients:
         big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
-        filings = (
-            await asyncio.to_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
-        )
+        filings = await in_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
         wanted += [(account, f.mailbox, f.message, "vault") for f in filings for account in patients]
     boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _ in wanted)
     targets: list[tuple[Account, Mailbox, Blob, int, str]] = []

@@ -121,10 +121,17 @@ class Blob(Base):
     meta: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # SQLite: a large sealed body, written in pieces into the row's last column (``body`` is then empty)
+    large_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     @property
     def object_id(self) -> str:
         return f"blob:{self.id}"
+
+    @property
+    def sealed_body(self) -> bytes:
+        """The sealed body, wherever the row keeps it."""
+        return self.large_body if self.large_body is not None else self.body
 
 
 class Message(Base):
