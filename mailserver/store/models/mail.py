@@ -10,6 +10,8 @@ Invariants:
   "what changed since modseq N" is answerable (IMAP sessions, CONDSTORE/QRESYNC).
 - ``Blob.body`` and ``Blob.meta`` are sealed with the owning account's data key,
   bound to the blob id; an account whose ``wrapped_key`` is NULL has been shredded.
+  On SQLite a large sealed body is in ``Blob.large_body`` (the row's last column) and
+  ``body`` is empty: ``Blob.sealed_body`` is the one to read.
 """
 
 from __future__ import annotations

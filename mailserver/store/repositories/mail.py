@@ -355,8 +355,9 @@ class BlobRepository(Repository):
         """New blobs, one driver-level ``executemany`` (ids are chosen before sealing, so nothing comes back).
         On SQLite a body past ``LARGE_BODY`` is written afterwards, in pieces (``_write_in_pieces``)."""
         when = utcnow()
-        sqlite = self.session.get_bind().dialect.name == "sqlite"
-        large = [b for b in blobs if sqlite and len(b.body) > LARGE_BODY]
+        dialect = self.session.get_bind().dialect
+        in_pieces = dialect.name == "sqlite" and dialect.driver == "aiosqlite"
+        large = [b for b in blobs if in_pieces and len(b.body) > LARGE_BODY]
         placeholder = {id(b) for b in large}
         await insert_many(
             self.session,
