@@ -64,9 +64,13 @@ from mailserver.store.repositories.mail import INBOX
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
+from policies import mdn as M
 from policies import origin as O
 from policies import reply as R
 from policies.rates import RateLimit, RateLimiter
+
+#: the reason of a content decision that lets a message in unfiled, its vault failure told by an automatic MDN
+VAULT_INTEGRATION_FAILED = "vault-integration-failed"
 
 _ROLE = {
     AccountKind.PER: Role.PROFESSIONAL,
@@ -74,6 +78,12 @@ _ROLE = {
     AccountKind.APP: Role.APPLICATION,
     AccountKind.PATIENT: Role.PATIENT,
 }
+
+
+def role_of(account: Account) -> Role:
+    """The role ``policies`` knows a local account by."""
+    return _ROLE[account.kind]
+
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMG]?)B?\s*\Z", re.IGNORECASE)
 
@@ -267,12 +277,15 @@ class Admission:
         return self.ctx.config.limits.max_message_size
 
     async def check_content(
-        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage
+        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage, *, return_path: str | None = None
     ) -> dict[str, Decision]:
         """Per recipient: may this content go to them (size for their domain or kind, attachment types and
         executables, the patient of an XDM package). Who the message says it is from was checked before, by
-        ``check_origin``."""
+        ``check_origin``. A patient's own XDM package that the vault cannot integrate is allowed as
+        ``VAULT_INTEGRATION_FAILED`` when the message asks its envelope sender (``return_path``) to be told by an
+        MDN (``policies.mdn``): the message is delivered unfiled, and the MDN says why."""
         content = message.content
+        mdn_to = M.automatic_to(message.addresses("disposition-notification-to"), return_path)
         attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
         out: dict[str, Decision] = {}
         for r in recipients:
@@ -284,6 +297,14 @@ class Admission:
             if decision.allowed:
                 ins = r.address.rpartition("@")[0].upper() if r.role is Role.PATIENT else None
                 decision = C.check_xdm(content, ins)
+                if (
+                    decision.reason == "xdm-document-refused"
+                    and ins is not None
+                    and mdn_to is not None
+                    and M.integration_failure(content, ins) is not None
+                ):
+                    out[r.address] = Decision.allow(VAULT_INTEGRATION_FAILED)
+                    continue
             if decision.allowed and sender.role is Role.PATIENT and r.role is Role.PROFESSIONAL:
                 first = r.profession_code in self.ctx.config.policy.patient_first_professions
                 decision = C.check_patient_reply(content, may_write_first=first)

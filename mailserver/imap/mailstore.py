@@ -24,6 +24,10 @@ Invariants:
 - APPEND and COPY/MOVE are bounded by the quota roots over their target
   (``mailserver.quota``: the account's, and the vault's ``limits.vault_quota``),
   NO [OVERQUOTA] past them.
+- ``$MDNSent`` (RFC 3503): set by a patient's client on a message that asks for a
+  read receipt, it makes the server send that MDN (``mailserver.mdn``) in the
+  STORE's unit of work; once set it stays (a STORE cannot remove it), so one copy
+  gives one MDN.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import TypeVar
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
 from mailserver import quota, vault
-from mailserver.admission import Admission
+from mailserver.admission import Admission, role_of
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
@@ -50,12 +54,14 @@ from mailserver.errors import (
     SpecialUseRefused,
     TooBig,
 )
+from mailserver.mdn import Notifier
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
 from mailserver.store.repositories.mail import canonical_name
 from mailserver.store.retry import retrying
 from mailserver.store.uow import UnitOfWork
+from policies import mdn as P
 
 RECENT = "\\Recent"
 T = TypeVar("T")
@@ -447,6 +453,7 @@ class MailStore:
                 modseqs: dict[int, int] = {}
                 modified: list[int] = []
                 changed: dict[int, str] = {}
+                asked: list[Message] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
                 for r in rows:
                     if unchanged_since is not None and r.modseq > unchanged_since:
                         modified.append(r.uid)
@@ -454,9 +461,12 @@ class MailStore:
                     modseqs[r.uid] = r.modseq
                     old = flagset(r.flags)
                     new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
+                    new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
                     result[r.uid] = flagset(encode_flags(new))
                     if new != old:
                         changed[r.uid] = encode_flags(new)
+                        if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
+                            asked.append(r)
                 if changed:
                     modseq = await uow.mailboxes.bump_modseq(mailbox_id)
                     written = set(await uow.messages.update_flags(mailbox_id, changed, modseq))
@@ -465,11 +475,23 @@ class MailStore:
                         del modseqs[uid]
                     for uid in written:
                         modseqs[uid] = modseq
+                    await self._notify_displayed(uow, [r for r in asked if r.uid in written])
                     uow.touch(mailbox_id)
                     await uow.commit()
                 return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
+
+    async def _notify_displayed(self, uow: UnitOfWork, messages: Sequence[Message]) -> None:
+        """The read receipts (``mailserver.mdn``) the client asked for by setting ``$MDNSent``, patients only."""
+        if not messages or not P.may_ask_server(role_of(self.account)):
+            return
+        notifier = Notifier(self.ctx)
+        for m in messages:
+            blob = await uow.blobs.get(m.blob_id)
+            if blob is None:
+                continue
+            await notifier.displayed(uow, self.account, stored(open_body(self.key, blob)))
 
     async def expunge(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
         """Remove those of ``uids`` that carry \\Deleted; returns the UIDs removed."""

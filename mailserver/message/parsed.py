@@ -21,7 +21,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email.utils
 from collections.abc import Callable, Iterable
@@ -41,6 +40,7 @@ from mailserver.message.imap import (
     address_list,
 )
 from mailserver.message.mime import Entity
+from mailserver.message.offload import in_thread
 from policies import content as C
 
 #: messages larger than this are parsed in a worker thread, off the event loop (the one threshold)
@@ -382,7 +382,7 @@ def parse_message(raw: bytes, *, strict: bool = True) -> ParsedMessage:
 async def parse_message_async(raw: bytes, *, strict: bool = True) -> ParsedMessage:
     """``parse_message``, in a worker thread above ``PARSE_IN_THREAD`` bytes."""
     if len(raw) > PARSE_IN_THREAD:
-        return await asyncio.to_thread(parse_message, raw, strict=strict)
+        return await in_thread(parse_message, raw, strict=strict)
     return parse_message(raw, strict=strict)
 
 

@@ -10,6 +10,8 @@ Invariants:
   "what changed since modseq N" is answerable (IMAP sessions, CONDSTORE/QRESYNC).
 - ``Blob.body`` and ``Blob.meta`` are sealed with the owning account's data key,
   bound to the blob id; an account whose ``wrapped_key`` is NULL has been shredded.
+  On SQLite a large sealed body is in ``Blob.large_body`` (the row's last column) and
+  ``body`` is empty: ``Blob.sealed_body`` is the one to read.
 """
 
 from __future__ import annotations
@@ -124,10 +126,17 @@ class Blob(Base):
     meta: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # SQLite: a large sealed body, written in pieces into the row's last column (``body`` is then empty)
+    large_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     @property
     def object_id(self) -> str:
         return f"blob:{self.id}"
+
+    @property
+    def sealed_body(self) -> bytes:
+        """The sealed body, wherever the row keeps it."""
+        return self.large_body if self.large_body is not None else self.body
 
 
 class Message(Base):
