@@ -31,6 +31,9 @@ Invariants:
 - Who a message says it is from is judged once per message, at DATA, on both
   doors (``check_origin``, rules in ``policies.origin``): originator fields are
   read from the header index with encoded words decoded, never reparsed.
+- Storage quotas (``mailserver.quota``, the account's root): a full account
+  refuses at RCPT, a message that does not fit at DATA (``check_room``), both
+  ``552 5.2.2`` with a sentence for the sender.
 - Nothing here commits, except ``after_delivery`` which only adds to the
   caller's unit of work.
 """
@@ -47,20 +50,27 @@ from directory.addresses import Address, normalize_domain
 from directory.dn import common_name, dn_key
 from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
+from mailserver import quota
 from mailserver.config import Config, ConfigError
 from mailserver.context import Context
+from mailserver.errors import OverQuota
 from mailserver.mailboxes import DELIMITER, VAULT
 from mailserver.message import ParsedMessage
 from mailserver.message.addresses import mailboxes
 from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
+from mailserver.store.repositories.mail import INBOX
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
+from policies import mdn as M
 from policies import origin as O
 from policies import reply as R
 from policies.rates import RateLimit, RateLimiter
+
+#: the reason of a content decision that lets a message in unfiled, its vault failure told by an automatic MDN
+VAULT_INTEGRATION_FAILED = "vault-integration-failed"
 
 _ROLE = {
     AccountKind.PER: Role.PROFESSIONAL,
@@ -68,6 +78,12 @@ _ROLE = {
     AccountKind.APP: Role.APPLICATION,
     AccountKind.PATIENT: Role.PATIENT,
 }
+
+
+def role_of(account: Account) -> Role:
+    """The role ``policies`` knows a local account by."""
+    return _ROLE[account.kind]
+
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMG]?)B?\s*\Z", re.IGNORECASE)
 
@@ -217,6 +233,11 @@ class Admission:
             patient_has_grant=await self.patient_has_grant(sender, resolved.party),
             patient_first_professions=self.ctx.config.policy.patient_first_professions,
         )
+        if decision.allowed and resolved.account is not None:
+            async with self.ctx.uow(readonly=True) as uow:
+                full = await quota.is_full(uow, self.ctx.config.limits, resolved.account)
+            if full:
+                return Decision.refuse(R.MAILBOX_FULL, "mailbox-full"), resolved
         if decision.allowed:
             limited = self._rate(sender)
             if not limited.allowed:
@@ -256,12 +277,15 @@ class Admission:
         return self.ctx.config.limits.max_message_size
 
     async def check_content(
-        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage
+        self, sender: Party, recipients: Sequence[Party], message: ParsedMessage, *, return_path: str | None = None
     ) -> dict[str, Decision]:
         """Per recipient: may this content go to them (size for their domain or kind, attachment types and
         executables, the patient of an XDM package). Who the message says it is from was checked before, by
-        ``check_origin``."""
+        ``check_origin``. A patient's own XDM package that the vault cannot integrate is allowed as
+        ``VAULT_INTEGRATION_FAILED`` when the message asks its envelope sender (``return_path``) to be told by an
+        MDN (``policies.mdn``): the message is delivered unfiled, and the MDN says why."""
         content = message.content
+        mdn_to = M.automatic_to(message.addresses("disposition-notification-to"), return_path)
         attachments = C.check_attachments(content, self.ctx.config.policy.allowed_attachment_types)
         out: dict[str, Decision] = {}
         for r in recipients:
@@ -273,10 +297,34 @@ class Admission:
             if decision.allowed:
                 ins = r.address.rpartition("@")[0].upper() if r.role is Role.PATIENT else None
                 decision = C.check_xdm(content, ins)
+                if (
+                    decision.reason == "xdm-document-refused"
+                    and ins is not None
+                    and mdn_to is not None
+                    and M.integration_failure(content, ins) is not None
+                ):
+                    out[r.address] = Decision.allow(VAULT_INTEGRATION_FAILED)
+                    continue
             if decision.allowed and sender.role is Role.PATIENT and r.role is Role.PROFESSIONAL:
                 first = r.profession_code in self.ctx.config.policy.patient_first_professions
                 decision = C.check_patient_reply(content, may_write_first=first)
             out[r.address] = decision if not decision.allowed else Decision.allow("content-ok")
+        return out
+
+    async def check_room(self, recipients: Sequence[tuple[str, Account]], size: int) -> dict[str, Decision]:
+        """Per local recipient ``(address, account)``: does a message of ``size`` octets fit in their account's
+        quota (``mailserver.quota``)? Those it does not fit are refused ``552 5.2.2``."""
+        out: dict[str, Decision] = {}
+        async with self.ctx.uow(readonly=True) as uow:
+            for address, account in recipients:
+                try:
+                    await quota.check(
+                        uow, self.ctx.config.limits, account, INBOX, size, roots_only=(quota.ACCOUNT_ROOT,)
+                    )
+                except OverQuota:
+                    out[address] = Decision.refuse(R.MAILBOX_NO_ROOM, "mailbox-full")
+                else:
+                    out[address] = Decision.allow("room")
         return out
 
     async def check_origin(

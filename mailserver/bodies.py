@@ -38,7 +38,7 @@ def seal_blob(key: DataKey, account_id: int, raw: bytes, meta: ImapMeta | None) 
 
 
 def open_body(key: DataKey, blob: Blob) -> bytes:
-    return key.open(blob.body, object_id=blob.object_id, purpose="body")
+    return key.open(blob.sealed_body, object_id=blob.object_id, purpose="body")
 
 
 def open_meta(key: DataKey, blob: Blob) -> ImapMeta | None:

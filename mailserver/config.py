@@ -134,6 +134,12 @@ class LimitsSection:
     unauthenticated_per_source: int = 50
     #: sessions logged in to one account at once (IMAP and SMTP submission together)
     connections_per_account: int = 50
+    #: octets an account may hold, all its mailboxes together (RFC 9208 STORAGE, ``mailserver.quota``), by
+    #: kind of account; 0: no quota. Past it IMAP APPEND and COPY are NO [OVERQUOTA], SMTP 552 5.2.2
+    quota_patient: int = 2 * 1024 * 1024 * 1024
+    quota_professional: int = 5 * 1024 * 1024 * 1024
+    quota_organisation: int = 10 * 1024 * 1024 * 1024
+    quota_application: int = 10 * 1024 * 1024 * 1024
 
 
 @dataclass

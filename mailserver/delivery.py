@@ -19,21 +19,23 @@ Invariants:
 - The vault (``file_documents``, a professional's message): each patient
   recipient also gets one message per health document in its ``Documents/``
   child (``mailserver.vault``), added with the INBOX copy in the same unit of
-  work and the same ordered UID allocation: both or neither.
+  work and the same ordered UID allocation: both or neither. A recipient in
+  ``unfiled`` (a package its vault cannot integrate, ``mailserver.mdn``) gets the
+  INBOX copy only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring
 from mailserver import agenda, metrics, vault
 from mailserver.bodies import account_key, seal_blob
 from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
+from mailserver.message.offload import in_thread
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.mail import INBOX, canonical_name
@@ -91,11 +93,13 @@ async def deliver(
     actor: str = "system",
     source: str = "smtp",
     file_documents: bool = False,
+    unfiled: Collection[int] = (),
 ) -> DeliveryResult:
     """Add one copy of ``message`` per recipient to the unit of work. ``mailbox`` forces the
     target (APPEND); otherwise ``classify`` chooses. ``file_documents``: the message comes from a
-    professional, an organisation or an application, and its documents go to patients' vaults too.
-    The caller commits."""
+    professional, an organisation or an application, and its documents go to patients' vaults too, except the
+    vaults of ``unfiled`` (account ids: a package their vault cannot integrate, told by an MDN). The caller
+    commits."""
     when = internal_date or utcnow()
     stored_flags = encode_flags(flags)
     if isinstance(message, bytes):
@@ -108,12 +112,10 @@ async def deliver(
     wanted: list[tuple[Account, str, ParsedMessage | None, str]] = [
         (account, mailbox or classify(message, account), None, source) for account in recipients
     ]
-    patients = [a for a in recipients if a.kind is AccountKind.PATIENT]
+    patients = [a for a in recipients if a.kind is AccountKind.PATIENT and a.id not in unfiled]
     if file_documents and mailbox is None and patients:
         big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
-        filings = (
-            await asyncio.to_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
-        )
+        filings = await in_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
         wanted += [(account, f.mailbox, f.message, "vault") for f in filings for account in patients]
     boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _ in wanted)
     targets: list[tuple[Account, Mailbox, Blob, int, str]] = []

@@ -66,6 +66,22 @@ class OverQuota(MailError):
     """The account's storage for this kind of content is full (the patient's vault)."""
 
 
+class NoSuchQuotaRoot(MailError):
+    """GETQUOTA of a name that is none of the account's quota roots (RFC 9208 §4.1.1)."""
+
+
+class UnknownTransferEncoding(MailError):
+    """BINARY of a part whose content transfer encoding this server cannot undo (RFC 3516 §4.3)."""
+
+
+class BadUrl(MailError):
+    """CATENATE of a URL that names nothing this session may read (RFC 4469 §4: NO [BADURL url])."""
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(why)
+        self.url = url
+
+
 class Refused(MailError):
     """A policy refused (the admission decision's text is the sentence)."""
 

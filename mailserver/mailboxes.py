@@ -11,17 +11,18 @@ them in its unit of work). Invariants:
 - INBOX and the special mailboxes (SPECIAL-USE ones, a patient's vault and
   agenda) cannot be deleted; INBOX, the vault and the agenda cannot be renamed
   (RENAME INBOX moves its messages to the new mailbox, RFC 3501 §6.3.5);
-- a mailbox deleted and created again gets a larger UIDVALIDITY, even within the same second
-  (remembered by this process: see ``next_uidvalidity``).
+- a mailbox deleted and created again gets a larger UIDVALIDITY, even within the same second, in
+  another process or after a restart: the account row keeps the largest one it ever had
+  (``accounts.uidvalidity_high``), raised in the transaction of the CREATE or DELETE;
+- locks are taken in one order on every path: the account row (UIDVALIDITY), then mailbox rows by id,
+  then messages, then the audit head.
 """
 
 from __future__ import annotations
 
 import time
-import weakref
 
 from mailserver.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound
-from mailserver.store.db import Database
 from mailserver.store.models import Mailbox
 from mailserver.store.repositories.mail import INBOX, canonical_name
 from mailserver.store.uow import UnitOfWork
@@ -48,28 +49,15 @@ PATIENT_EXTRA: tuple[str, ...] = (
 
 
 async def next_uidvalidity(uow: UnitOfWork, account_id: int) -> int:
-    """A UIDVALIDITY larger than any this account used before: the clock, or one more than the largest seen.
+    """A UIDVALIDITY larger than any this account's mailboxes ever had: the clock, or one more than the largest.
 
     RFC 3501 §2.3.1.1: a mailbox deleted and re-created under the same name must get a new one, and a
-    client compares them as numbers, so they only grow. "Seen" is the account's existing mailboxes and,
-    for this process, every value it handed out or saw deleted (``_issued``): a mailbox deleted and made
-    again within the same second is no longer given its old value back.
+    client compares them as numbers, so they only grow. The account row's high-water mark is raised and
+    read in one statement (its row lock serialises two CREATEs of one account, in any process); the
+    mailboxes that exist bound it from below too (accounts opened in bulk start at 0).
     """
-    issued = _issued.setdefault(uow.db, {})
-    largest = max(await uow.mailboxes.largest_uidvalidity(account_id) or 0, issued.get(account_id, 0))
-    value = max(int(time.time()), largest + 1) % 2**32 or 1
-    issued[account_id] = max(issued.get(account_id, 0), value)
-    return value
-
-
-def _remember_deleted(uow: UnitOfWork, mailbox: Mailbox) -> None:
-    """Remember the UIDVALIDITY of a mailbox being deleted, so the next one of the account is larger."""
-    issued = _issued.setdefault(uow.db, {})
-    issued[mailbox.account_id] = max(issued.get(mailbox.account_id, 0), mailbox.uidvalidity)
-
-
-#: per database and account, the largest UIDVALIDITY this process handed out or deleted
-_issued: weakref.WeakKeyDictionary[Database, dict[int, int]] = weakref.WeakKeyDictionary()
+    largest = await uow.mailboxes.largest_uidvalidity(account_id) or 0
+    return await uow.accounts.next_uidvalidity(account_id, at_least=max(int(time.time()), largest + 1))
 
 
 async def create_default_mailboxes(uow: UnitOfWork, account_id: int, *, patient: bool) -> list[Mailbox]:
@@ -144,8 +132,8 @@ async def delete_mailbox(uow: UnitOfWork, account_id: int, name: str, *, patient
     prefix = mailbox.name + DELIMITER
     if any(m.name.startswith(prefix) for m in await uow.mailboxes.list(account_id)):
         raise MailboxHasChildren(f"{mailbox.name} has mailboxes under it: delete them first")
+    await uow.accounts.keep_uidvalidity(account_id, mailbox.uidvalidity)
     blob_ids = await uow.messages.blob_ids(mailbox.id)
-    _remember_deleted(uow, mailbox)
     await uow.mailboxes.delete(mailbox)
     await uow.blobs.delete_orphans(blob_ids)
     uow.touch(mailbox.id)
@@ -165,6 +153,8 @@ async def rename_mailbox(uow: UnitOfWork, account_id: int, old: str, new: str, *
     if source.name == INBOX:
         await _create_missing(uow, account_id, parents(target))
         dest = await uow.mailboxes.create(account_id, target, uidvalidity=await next_uidvalidity(uow, account_id))
+        for mailbox_id in sorted((source.id, dest.id)):  # mailbox rows by id, then messages
+            await uow.mailboxes.lock(mailbox_id)
         messages = await uow.messages.list(source.id)
         if messages:
             first, modseq = await uow.mailboxes.allocate(dest.id, len(messages))

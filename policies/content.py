@@ -271,7 +271,7 @@ def describe(leaf: Leaf) -> Part:
         if package is not None:
             xdm = package.patient_ids
         elif isinstance(error, X.PackageError):
-            xdm = ()  # an XDM package that cannot be filed
+            xdm = error.patient_ids  # an XDM package that cannot be filed: whom its metadata names, if read
             problem, unreadable = f"the document {error.document}: {error.reason}", error.unreadable
         else:
             problem = error

@@ -54,6 +54,12 @@ MAILBOX_OPPOSED = Reply(550, "5.2.1", "The recipient has opposed the secure heal
 MAILBOX_DISABLED = Reply(550, "5.2.1", "The recipient's mailbox is disabled")
 MAILBOX_SUSPENDED = Reply(450, "4.2.1", "The recipient's mailbox is temporarily suspended: try again later")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message too big for this recipient")
+MAILBOX_FULL = Reply(
+    552, "5.2.2", "The recipient's mailbox is full: it takes no more mail until its owner deletes some"
+)
+MAILBOX_NO_ROOM = Reply(
+    552, "5.2.2", "The recipient's mailbox has no room left for a message this large: send a smaller one, or later"
+)
 
 # --- security and policy (X.7.X) ------------------------------------------------------------------------------
 RECIPIENT_OUTSIDE_TRUST_SPACE = Reply(

@@ -97,11 +97,14 @@ class UnsafeArchive(Exception):
 class PackageError(Exception):
     """The XDM package cannot be filed: ``document`` is what it concerns (an entry or an id), ``reason`` why."""
 
-    def __init__(self, document: str, reason: str, *, unreadable: bool = False) -> None:
+    def __init__(
+        self, document: str, reason: str, *, unreadable: bool = False, patient_ids: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{document}: {reason}")
         self.document = document
         self.reason = reason
         self.unreadable = unreadable  # METADATA.XML itself cannot be read
+        self.patient_ids = patient_ids  # what the metadata says, when it could be read (a document failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,24 +434,29 @@ def read_package(archive: Archive, limits: Limits = DEFAULT_LIMITS) -> Package |
     if not metadata.documents:
         raise PackageError(metadata_name, "METADATA.XML describes no document")
     documents = []
+    ids = tuple(metadata.patient_ids)
     for doc in metadata.documents:
         label = printable(doc.title or doc.entry_id or "(a document)")
         if not doc.uri:
-            raise PackageError(label, "its metadata gives no URI (the file in the package)")
+            raise PackageError(label, "its metadata gives no URI (the file in the package)", patient_ids=ids)
         path = f"{subset}/{doc.uri.replace(chr(92), '/')}"
         if ".." in path.split("/") or doc.uri.startswith(("/", "\\")):
-            raise PackageError(label, f"its URI {printable(doc.uri)} leaves the package's subset")
+            raise PackageError(label, f"its URI {printable(doc.uri)} leaves the package's subset", patient_ids=ids)
         found = archive.get(path)
         if found is None:
-            raise PackageError(label, f"the file {printable(doc.uri)} is missing from the package")
+            raise PackageError(label, f"the file {printable(doc.uri)} is missing from the package", patient_ids=ids)
         if doc.size is not None and doc.size != len(found.data):
             raise PackageError(
-                label, f"the file {printable(doc.uri)} is {len(found.data)} bytes, the metadata says {doc.size}"
+                label,
+                f"the file {printable(doc.uri)} is {len(found.data)} bytes, the metadata says {doc.size}",
+                patient_ids=ids,
             )
         if not doc.hash:
-            raise PackageError(label, "its metadata gives no hash (SHA-1) of the file")
+            raise PackageError(label, "its metadata gives no hash (SHA-1) of the file", patient_ids=ids)
         if hashlib.sha1(found.data).hexdigest() != doc.hash:  # noqa: S324 - XDS names SHA-1; a check, not a seal
-            raise PackageError(label, f"the file {printable(doc.uri)} does not match the hash in the metadata")
+            raise PackageError(
+                label, f"the file {printable(doc.uri)} does not match the hash in the metadata", patient_ids=ids
+            )
         documents.append(Document(doc, found.name, found.data))
     return Package(subset, metadata_name, tuple(documents), metadata.patient_ids, archive)
 

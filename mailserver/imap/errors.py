@@ -27,6 +27,8 @@ CODES: Mapping[type[e.MailError], str] = {
     e.Busy: "UNAVAILABLE",  # RFC 5530 §3: a temporary failure
     e.NoPermission: "NOPERM",  # RFC 5530 §3
     e.SpecialUseRefused: "USEATTR",  # RFC 6154 §6
+    e.NoSuchQuotaRoot: "NONEXISTENT",  # RFC 5530 §3
+    e.UnknownTransferEncoding: "UNKNOWN-CTE",  # RFC 3516 §4.3
 }
 
 
@@ -35,6 +37,8 @@ def response_code(exc: e.MailError) -> str | None:
     if isinstance(exc, e.MailboxNotFound):
         # RFC 3501 §6.3.11: TRYCREATE when creating the mailbox would let APPEND or COPY succeed
         return "TRYCREATE" if exc.try_create else "NONEXISTENT"  # RFC 5530 §3
+    if isinstance(exc, e.BadUrl):  # RFC 4469 §4: the URL, as the client wrote it (a code is one line, no "]")
+        return "BADURL " + "".join(ch for ch in exc.url[:500] if ch.isprintable() and ch != "]")
     for cls in type(exc).__mro__:
         code = CODES.get(cls)
         if code is not None:

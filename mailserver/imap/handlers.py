@@ -19,27 +19,39 @@ Implementation notes (invariants):
   ``enabled`` lives on the session and is copied onto each new ``Selected``.
   QRESYNC parameters (SELECT, FETCH VANISHED) are BAD until ENABLE QRESYNC.
 - SEARCH and SORT choose messages through one ``_matching`` loop (batched
-  reads; SORT keeps only each match's sort key).
+  reads; SORT keeps only each match's sort key); THREAD too (``thread.py``).
+  OLDER/YOUNGER are measured from one reading of ``ctx.clock`` (``within.py``).
+- Work on message bodies (matching SEARCH BODY/TEXT/header keys, rendering
+  FETCH body sections) runs in a worker thread, one batch at a time, on
+  objects no other task touches: the event loop keeps serving other sessions.
+- ``$`` (RFC 5182) is replaced by the saved result before a handler runs
+  (``_with_saved``, ``searchres.py``); ``saved`` starts empty at each SELECT.
 
 See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851, RFC 7162,
-RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889.
+RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889,
+RFC 5256 (THREAD), RFC 5182 (SEARCHRES), RFC 5032 (WITHIN), RFC 8474 (OBJECTID), RFC 8514 (SAVEDATE),
+RFC 8970 (PREVIEW), RFC 5267 (ESORT), RFC 5957 (SORT=DISPLAY).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
+from mailserver.imap import esort, objectid, searchres, within
 from mailserver.imap import messages as msgs
 from mailserver.imap import sort as sorting
-from mailserver.imap.mailstore import MailStore, MessageData, Snapshot, StatusInfo
+from mailserver.imap import thread as threads
+from mailserver.imap.mailstore import MailStore, MessageData, NewMessage, Snapshot, StatusInfo
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import mutf7, names
 from mailserver.imap.protocol import responses as r
 from mailserver.imap.protocol.selected import Selected, expunge_allowed, vanished
+from mailserver.mailboxes import validate_name
 
 FETCH_BATCH = 100  # messages per unit of work in FETCH
 SEARCH_BATCH = 200  # messages per unit of work in SEARCH
@@ -80,9 +92,10 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
 CREATABLE_USES = {u.upper(): u for u in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
 
 
-def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r.Data:
-    """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS."""
-    values = {
+def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...], mailbox_id: str | None = None) -> r.Data:
+    """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS; MAILBOXID (RFC 8474 §4.2)."""
+    values: dict[str, r.Value] = {
+        "MAILBOXID": (r.Atom(mailbox_id),) if mailbox_id else None,
         "MESSAGES": info.messages,
         "RECENT": info.recent,
         "UIDNEXT": info.uidnext,
@@ -94,6 +107,17 @@ def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...]) -> r
     }
     pairs = tuple(v for name in items for v in (r.Atom(name), values[name]))
     return r.Data((r.Atom("STATUS"), mutf7.encode(mailbox), pairs))
+
+
+def _matches(key: c.SearchKey, cands: list[msgs.Candidate], max_seq: int, max_uid: int) -> list[msgs.Candidate]:
+    return [x for x in cands if msgs.matches(key, x, max_seq=max_seq, max_uid=max_uid)]
+
+
+def _render(
+    items: tuple[c.FetchItem, ...], shown: list[tuple[int, MessageData, frozenset[str], bool, bool]]
+) -> list[r.Response]:
+    """FETCH responses for (sequence number, message, flags, \\Recent, \\Seen just set) tuples."""
+    return [r.FetchData(seq, msgs.render_fetch(items, d, fl, recent, seen)) for seq, d, fl, recent, seen in shown]
 
 
 def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
@@ -130,6 +154,12 @@ class MailHandlers:
     selected: Selected | None
     #: extensions this session turned on: ENABLE, or a CONDSTORE enabling command (RFC 7162 §3.1)
     enabled: frozenset[str] = frozenset()
+    #: RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) of this selection kept (``searchres``)
+    saved: tuple[int, ...] = ()
+
+    def _with_saved(self, cmd: c.Command) -> c.Command:
+        """``cmd`` with each ``$`` replaced by the saved search result (RFC 5182)."""
+        return cmd if self.selected is None else searchres.substitute(cmd, self.saved, self.selected)
 
     def _enable(self, *names: str) -> list[str]:
         """Turn ``names`` on for the session (and its selected view); the ones that were not on yet."""
@@ -196,6 +226,7 @@ class MailHandlers:
 
     async def _select(self, cmd: c.Select | c.Examine, readonly: bool) -> list[r.Response]:
         self.selected = None  # RFC 3501 §6.3.1: a failed SELECT leaves none selected (states.TRANSITIONS)
+        self.saved = ()  # RFC 5182 §2.1
         if cmd.qresync is not None and "QRESYNC" not in self.enabled:
             raise Bad("QRESYNC parameters need ENABLE QRESYNC first (RFC 7162)")
         if cmd.condstore:
@@ -205,6 +236,8 @@ class MailHandlers:
         sel.qresync = "QRESYNC" in self.enabled
         self.selected = sel
         out = sel.select_responses(cmd.tag, cmd.name)
+        mid = r.Untagged("OK", "Mailbox id", f"MAILBOXID ({objectid.mailbox_id(sel.id, sel.uidvalidity)})")
+        out.insert(-1, mid)  # RFC 8474 §4.1
         q = cmd.qresync
         if q is None or q.uidvalidity != sel.uidvalidity:
             return out  # RFC 7162 §3.2.5.2: another UIDVALIDITY: the client starts again, nothing more said
@@ -238,7 +271,8 @@ class MailHandlers:
                 offered = " ".join(CREATABLE_USES.values())
                 raise SpecialUseRefused(f"{cmd.special_use[0]} cannot be given to a mailbox here; use one of {offered}")
         await self._store().create(cmd.mailbox, special_use=use)
-        return [ok(cmd.tag, "CREATE completed")]
+        made = await self._store().info(validate_name(cmd.mailbox))
+        return [ok(cmd.tag, "CREATE completed", f"MAILBOXID ({objectid.mailbox_id(made.id, made.uidvalidity)})")]
 
     async def do_delete(self, cmd: c.Delete) -> list[r.Response]:
         await self._store().delete(cmd.mailbox)
@@ -273,28 +307,40 @@ class MailHandlers:
             if entry.selectable and not entry.childinfo:
                 try:
                     info = await self._store().status(entry.name)
+                    mid = await self._object_id(entry.name, cmd)
                 except MailboxNotFound:
                     continue  # deleted meanwhile: listed, no status (RFC 5819 §2 allows leaving it out)
-                out.append(status_response(entry.name, info, cmd.status_items))
+                out.append(status_response(entry.name, info, cmd.status_items, mid))
         return [*out, ok(cmd.tag, "LIST completed")]
 
     async def do_lsub(self, cmd: c.Lsub) -> list[r.Response]:
         boxes = [] if cmd.pattern == "" else await self._store().mailboxes()
         return [*names.lsub_responses(boxes, cmd), ok(cmd.tag, "LSUB completed")]
 
+    async def _object_id(self, mailbox: str, cmd: c.Status | c.List) -> str | None:
+        """The MAILBOXID of ``mailbox`` when the command asks for it (RFC 8474 §4.2)."""
+        if "MAILBOXID" not in (cmd.items if isinstance(cmd, c.Status) else cmd.status_items):
+            return None
+        m = await self._store().info(mailbox)
+        return objectid.mailbox_id(m.id, m.uidvalidity)
+
     async def do_status(self, cmd: c.Status) -> list[r.Response]:
         info = await self._store().status(cmd.mailbox)
         if "HIGHESTMODSEQ" in cmd.items:
             self._enable("CONDSTORE")
-        return [status_response(cmd.mailbox, info, cmd.items), ok(cmd.tag, "STATUS completed")]
+        mid = await self._object_id(cmd.mailbox, cmd)
+        return [status_response(cmd.mailbox, info, cmd.items, mid), ok(cmd.tag, "STATUS completed")]
 
     async def do_append(self, cmd: c.Append) -> list[r.Response]:
-        if c.RECENT in cmd.flags:
+        """APPEND, of several messages with MULTIAPPEND (RFC 3502): all or none, one APPENDUID with a UID set."""
+        if any(c.RECENT in item.flags for item in cmd.items):
             raise Bad("\\Recent cannot be set by a client")
-        if not cmd.message:
+        if not all(item.message for item in cmd.items):
             raise Bad("An empty message cannot be appended")
-        res = await self._store().append(cmd.mailbox, cmd.message, cmd.flags, cmd.date)
-        return [ok(cmd.tag, "APPEND completed", f"APPENDUID {res.uidvalidity} {res.uid}")]
+        items = [NewMessage(item.message, item.flags, item.date) for item in cmd.items]
+        done = await self._store().append_many(cmd.mailbox, items)
+        uids = c.SequenceSet.of([d.uid for d in done])
+        return [ok(cmd.tag, "APPEND completed", f"APPENDUID {done[0].uidvalidity} {uids}")]
 
     # --- selected -------------------------------------------------------------------------------------
 
@@ -319,15 +365,22 @@ class MailHandlers:
         return [*sel.remove(gone), ok(cmd.tag, "EXPUNGE completed")]
 
     async def _matching(
-        self, key: c.SearchKey, on_match: Callable[[msgs.Candidate], None], *, meta: bool = False, rows: bool = False
+        self,
+        key: c.SearchKey,
+        on_match: Callable[[msgs.Candidate], None],
+        *,
+        meta: bool = False,
+        rows: bool = False,
+        body: bool = False,
     ) -> None:
         """Call ``on_match`` for each message of the view that ``key`` matches, in sequence order.
 
         Messages are read SEARCH_BATCH at a time, only when the key (or ``meta``/``rows``: what SORT
         needs) asks for more than the view holds; a batch's plaintext is dropped before the next."""
         sel = self._sel()
+        key = within.anchored(key, self.ctx.clock())  # RFC 5032: one instant for the whole command
         needs = msgs.search_needs(key)
-        want_rows, want_meta = needs.rows or rows or meta, needs.meta or meta
+        want_rows, want_meta, want_body = needs.rows or rows or meta or body, needs.meta or meta, needs.body or body
         max_seq, max_uid = len(sel.uids), (sel.uids[-1] if sel.uids else 0)
         pairs = list(enumerate(sel.uids, 1))
         step = SEARCH_BATCH if want_rows else max(1, len(pairs))
@@ -336,32 +389,40 @@ class MailHandlers:
             data: dict[int, MessageData] = {}
             if want_rows:
                 found, _ = await self._store().fetch(
-                    sel.id, [u for _, u in batch], meta=want_meta, body=needs.body, mark_seen=False, audit=needs.body
+                    sel.id, [u for _, u in batch], meta=want_meta, body=want_body, mark_seen=False, audit=want_body
                 )
                 data = {d.uid: d for d in found}
-            for seq, uid in batch:
-                cand = msgs.Candidate(
-                    seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1)
-                )
-                if want_rows and cand.data is None:
-                    continue  # expunged meanwhile
-                if msgs.matches(key, cand, max_seq=max_seq, max_uid=max_uid):
-                    on_match(cand)
+            cands = [
+                msgs.Candidate(seq, uid, sel.flags[uid], uid in sel.recent, data.get(uid), sel.modseqs.get(uid, 1))
+                for seq, uid in batch
+                if not want_rows or uid in data  # else expunged meanwhile
+            ]
+            # taking bodies apart and matching them is CPU work: off the event loop, so other sessions go on
+            args = (key, cands, max_seq, max_uid)
+            for cand in await asyncio.to_thread(_matches, *args) if needs.body else _matches(*args):
+                on_match(cand)
 
     async def do_search(self, cmd: c.Search) -> list[r.Response]:
         if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            self.saved = () if searchres.saves(cmd) else self.saved  # RFC 5182 §2.1: a NO empties it
             return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
         by_modseq = msgs.uses_modseq(cmd.key)
         if by_modseq:
             self._enable("CONDSTORE")
         found: list[int] = []
+        uids: list[int] = []
         top = [0]
 
         def keep(cand: msgs.Candidate) -> None:
             found.append(cand.uid if cmd.uid else cand.seq)
+            uids.append(cand.uid)
             top[0] = max(top[0], cand.modseq)
 
         await self._matching(cmd.key, keep)
+        if searchres.saves(cmd):
+            self.saved = searchres.to_save(cmd, uids)
+            if cmd.returns == ("SAVE",):  # RFC 5182 §2.1: SAVE alone gets no ESEARCH
+                return [ok(cmd.tag, "SEARCH completed, result saved")]
         # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
         if cmd.returns is not None:
             return [esearch(cmd, found, top[0] if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
@@ -371,18 +432,42 @@ class MailHandlers:
     async def do_sort(self, cmd: c.Sort) -> list[r.Response]:
         """RFC 5256 SORT: the messages SEARCH would find, ordered by the criteria, ties by sequence number."""
         if cmd.charset not in ("UTF-8", "US-ASCII"):
+            self.saved = () if searchres.saves(cmd) else self.saved  # RFC 5182 §2.1: a NO empties it
             return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
         if msgs.uses_modseq(cmd.key):
             self._enable("CONDSTORE")
-        keyed: list[tuple[sorting.SortKey, int]] = []
+        keyed: list[tuple[sorting.SortKey, int, int]] = []
         meta = any(k not in ("ARRIVAL", "SIZE") for _, k in cmd.criteria)
 
         def keep(cand: msgs.Candidate) -> None:
-            keyed.append((sorting.sort_key(cmd.criteria, cand), cand.uid if cmd.uid else cand.seq))
+            keyed.append((sorting.sort_key(cmd.criteria, cand), cand.uid if cmd.uid else cand.seq, cand.uid))
 
         await self._matching(cmd.key, keep, meta=meta, rows=True)
         keyed.sort(key=lambda x: x[0])
-        return [r.Data((r.Atom("SORT"), *(n for _, n in keyed))), ok(cmd.tag, "SORT completed")]
+        ordered = [n for _, n, _ in keyed]
+        if cmd.returns is None:
+            return [r.Data((r.Atom("SORT"), *ordered)), ok(cmd.tag, "SORT completed")]
+        if searchres.saves(cmd):
+            self.saved = searchres.to_save(cmd, [u for _, _, u in keyed])
+        answer = esort.esearch(cmd, ordered)
+        return [*([answer] if answer is not None else []), ok(cmd.tag, "SORT completed")]
+
+    async def do_thread(self, cmd: c.Thread) -> list[r.Response]:
+        """RFC 5256 THREAD: the messages SEARCH would find, as threads (``thread.py``); REFERENCES reads headers."""
+        if cmd.charset not in ("UTF-8", "US-ASCII"):
+            return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
+        if msgs.uses_modseq(cmd.key):
+            self._enable("CONDSTORE")
+        refs = cmd.algorithm == "REFERENCES"
+        items: list[threads.Item] = []
+
+        def keep(cand: msgs.Candidate) -> None:
+            items.append(threads.item_of(cand, uid=cmd.uid, references=refs))
+
+        await self._matching(cmd.key, keep, meta=True, body=refs)
+        lists = threads.render(threads.thread(cmd.algorithm, items))
+        answer = r.Data((r.Atom("THREAD"), r.Atom(lists)) if lists else (r.Atom("THREAD"),))
+        return [answer, ok(cmd.tag, "THREAD completed")]
 
     async def do_fetch(self, cmd: c.Fetch) -> list[r.Response]:
         sel = self._sel()
@@ -401,7 +486,7 @@ class MailHandlers:
                 out += [vanished(gone, earlier=True)] if gone else []
         needs = msgs.fetch_needs(cmd.items)
         mark_seen = needs.sets_seen and not sel.readonly
-        row_attrs = ("INTERNALDATE", "RFC822.SIZE")
+        row_attrs = ("INTERNALDATE", "RFC822.SIZE", "EMAILID", "SAVEDATE")
         loads = needs.meta or needs.body or mark_seen
         loads = loads or any(isinstance(x, c.FetchAttr) and x.name in row_attrs for x in cmd.items)
         for i in range(0, len(pairs), FETCH_BATCH):
@@ -417,14 +502,15 @@ class MailHandlers:
                     if u in sel.flags
                 ]
                 new_flags = {}
+            shown: list[tuple[int, MessageData, frozenset[str], bool, bool]] = []
             for d in rows:
                 if d.uid not in sel.flags:
                     continue
                 if d.uid in new_flags:
                     sel.set_flags(d.uid, new_flags[d.uid])
                     sel.modseqs[d.uid] = d.modseq
-                items = msgs.render_fetch(cmd.items, d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags)
-                out.append(r.FetchData(seq_of[d.uid], items))
+                shown.append((seq_of[d.uid], d, sel.flags[d.uid], d.uid in sel.recent, d.uid in new_flags))
+            out += await asyncio.to_thread(_render, cmd.items, shown) if needs.body else _render(cmd.items, shown)
             if len(pairs) > FETCH_BATCH:  # stream big answers: write each batch as it is ready
                 await self.send(*out)
                 out = []

@@ -10,28 +10,38 @@ Invariants:
   ``bump_modseq``), so other sessions learn of it through ``changes``; the unit
   of work ``touch``es the mailbox so IDLE sessions wake after the commit.
 - Reading message content (a body section, RFC822...) is audited, ids only:
-  one entry per call with the mailbox id and the UIDs.
+  one entry per call with the mailbox id and the UIDs. Bodies are decrypted
+  in a worker thread, outside any transaction, so the event loop goes on.
+- Every writing unit of work runs through ``_retrying``: PostgreSQL aborting it
+  as a deadlock or a serialization failure runs it again (issue 11).
 - APPEND parses the message once (``mailserver.message``) and hands that
   ``ParsedMessage`` to the admission service (built once per process and
   given to the store) and to ``delivery.deliver``.
 - A patient's vault (``Documents/`` and below, issue 8): an APPEND there is
-  labelled by ``vault.upload`` (``X-Document-Author: patient``...) and bounded by
-  ``limits.vault_quota`` (NO [OVERQUOTA]); reading a vault message's content is
+  labelled by ``vault.upload`` (``X-Document-Author: patient``...); reading a vault message's content is
   audited as ``vault.read``, expunging or moving it out as ``vault.delete``
   (ids only). Stored content never changes: only flags do.
+- APPEND and COPY/MOVE are bounded by the quota roots over their target
+  (``mailserver.quota``: the account's, and the vault's ``limits.vault_quota``),
+  NO [OVERQUOTA] past them.
+- ``$MDNSent`` (RFC 3503): set by a patient's client on a message that asks for a
+  read receipt, it makes the server send that MDN (``mailserver.mdn``) in the
+  STORE's unit of work; once set it stays (a STORE cannot remove it), so one copy
+  gives one MDN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
-from mailserver import vault
-from mailserver.admission import Admission
+from mailserver import quota, vault
+from mailserver.admission import Admission, role_of
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
 from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
@@ -40,17 +50,18 @@ from mailserver.errors import (
     Busy,
     MailboxGone,
     MailboxNotFound,
-    OverQuota,
     Refused,
     SpecialUseRefused,
     TooBig,
 )
+from mailserver.mdn import Notifier
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
-from mailserver.store.models import Account, AccountKind, Blob, Mailbox
+from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
 from mailserver.store.repositories.mail import canonical_name
 from mailserver.store.retry import retrying
 from mailserver.store.uow import UnitOfWork
+from policies import mdn as P
 
 RECENT = "\\Recent"
 T = TypeVar("T")
@@ -126,6 +137,8 @@ class MessageData:
     modseq: int = 0
     raw: bytes | None = None
     _parsed: ParsedMessage | None = field(default=None, repr=False)
+    blob_id: str | None = None  # RFC 8474 EMAILID (``imap.objectid``)
+    saved: dt.datetime | None = None  # RFC 8514 SAVEDATE
 
     @property
     def parsed(self) -> ParsedMessage:
@@ -152,6 +165,15 @@ class CopyResult:
     uidvalidity: int
     source_uids: list[int]
     dest_uids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message an APPEND brings: its octets, flags and internal date (None: now)."""
+
+    raw: bytes
+    flags: tuple[str, ...] = ()
+    internal_date: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,33 +214,46 @@ class MailStore:
 
     async def create(self, name: str, *, special_use: str | None = None) -> None:
         """CREATE, with a special use (RFC 6154 §3) that no other mailbox of the account holds."""
-        async with self.ctx.uow() as uow:
-            if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
-                raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
-            mailbox = await mbx.create_mailbox(uow, self.account.id, name)
-            if special_use is not None:
-                mailbox.special_use = special_use
-            uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-            await uow.commit()
+
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                if special_use is not None and await uow.mailboxes.by_special_use(self.account.id, special_use):
+                    raise SpecialUseRefused(f"Another mailbox already is the {special_use} mailbox of this account")
+                mailbox = await mbx.create_mailbox(uow, self.account.id, name)
+                if special_use is not None:
+                    mailbox.special_use = special_use
+                uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def delete(self, name: str) -> None:
-        async with self.ctx.uow() as uow:
-            mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
-            action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
-            uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
+                action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
+                uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def rename(self, old: str, new: str) -> None:
-        async with self.ctx.uow() as uow:
-            source = await self._mailbox(uow, old)
-            await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
-            uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                source = await self._mailbox(uow, old)
+                await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
+                uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
+                await uow.commit()
+
+        await _retrying(work)
 
     async def subscribe(self, name: str, subscribed: bool) -> None:
-        async with self.ctx.uow() as uow:
-            await mbx.set_subscribed(uow, self.account.id, name, subscribed)
-            await uow.commit()
+        async def work() -> None:
+            async with self.ctx.uow() as uow:
+                await mbx.set_subscribed(uow, self.account.id, name, subscribed)
+                await uow.commit()
+
+        await _retrying(work)
 
     async def status(self, name: str) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
@@ -226,6 +261,11 @@ class MailStore:
             n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
             limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
             return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
+
+    async def info(self, name: str) -> MailboxInfo:
+        """One mailbox's row, as LIST sees it (RFC 8474 MAILBOXID); MailboxNotFound if there is none."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return MailboxInfo.of(await self._mailbox(uow, name))
 
     # --- selected state ------------------------------------------------------------------------------------
 
@@ -312,17 +352,13 @@ class MailStore:
             in_vault = self._in_vault(await self._check_owner(uow, mailbox_id))
             rows = list(await uow.messages.by_uids(mailbox_id, uids))
             blobs = await uow.message_views.blob_parts({r.blob_id for r in rows}, body=body) if (meta or body) else {}
-        # decrypting happens outside any transaction; the write below (\Seen, audit) is short
-        out: list[MessageData] = []
-        for r in rows:
-            data = MessageData(r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq)
-            blob = blobs.get(r.blob_id)
-            if blob is not None and blob.account_id == self.account.id:
-                if body:
-                    data.raw = open_body(self.key, blob)
-                if meta:
-                    data.meta = self._meta(blob, data)
-            out.append(data)
+        # decrypting happens outside any transaction (bodies in a worker thread, off the event loop); the
+        # write below (\Seen, audit) is short
+        key = self.key
+        if body:
+            out = await asyncio.to_thread(self._open, key, rows, blobs, meta, body)
+        else:
+            out = self._open(key, rows, blobs, meta, body)
         unseen = [r.uid for r in rows if "\\Seen" not in flagset(r.flags)] if mark_seen else []
         if not (unseen or (audit and rows)):
             return out, {}
@@ -358,6 +394,24 @@ class MailStore:
 
         new_flags = await _retrying(work)
         return out, new_flags
+
+    def _open(
+        self, key: DataKey, rows: Sequence[Message], blobs: Mapping[str, Blob], meta: bool, body: bool
+    ) -> list[MessageData]:
+        """``rows`` as MessageData, with their metadata and/or bodies opened with ``key``."""
+        out: list[MessageData] = []
+        for r in rows:
+            data = MessageData(
+                r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq, blob_id=r.blob_id, saved=r.saved_at
+            )
+            blob = blobs.get(r.blob_id)
+            if blob is not None and blob.account_id == self.account.id:
+                if body:
+                    data.raw = open_body(key, blob)
+                if meta:
+                    data.meta = self._meta(blob, data)
+            out.append(data)
+        return out
 
     def _in_vault(self, mailbox: Mailbox) -> bool:
         return self.patient and vault.is_vault(mailbox.name)
@@ -399,6 +453,7 @@ class MailStore:
                 modseqs: dict[int, int] = {}
                 modified: list[int] = []
                 changed: dict[int, str] = {}
+                asked: list[Message] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
                 for r in rows:
                     if unchanged_since is not None and r.modseq > unchanged_since:
                         modified.append(r.uid)
@@ -406,9 +461,12 @@ class MailStore:
                     modseqs[r.uid] = r.modseq
                     old = flagset(r.flags)
                     new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
+                    new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
                     result[r.uid] = flagset(encode_flags(new))
                     if new != old:
                         changed[r.uid] = encode_flags(new)
+                        if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
+                            asked.append(r)
                 if changed:
                     modseq = await uow.mailboxes.bump_modseq(mailbox_id)
                     written = set(await uow.messages.update_flags(mailbox_id, changed, modseq))
@@ -417,11 +475,23 @@ class MailStore:
                         del modseqs[uid]
                     for uid in written:
                         modseqs[uid] = modseq
+                    await self._notify_displayed(uow, [r for r in asked if r.uid in written])
                     uow.touch(mailbox_id)
                     await uow.commit()
                 return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
+
+    async def _notify_displayed(self, uow: UnitOfWork, messages: Sequence[Message]) -> None:
+        """The read receipts (``mailserver.mdn``) the client asked for by setting ``$MDNSent``, patients only."""
+        if not messages or not P.may_ask_server(role_of(self.account)):
+            return
+        notifier = Notifier(self.ctx)
+        for m in messages:
+            blob = await uow.blobs.get(m.blob_id)
+            if blob is None:
+                continue
+            await notifier.displayed(uow, self.account, stored(open_body(self.key, blob)))
 
     async def expunge(self, mailbox_id: int, uids: Sequence[int]) -> list[int]:
         """Remove those of ``uids`` that carry \\Deleted; returns the UIDs removed."""
@@ -465,6 +535,14 @@ class MailStore:
                 rows = list(await uow.messages.by_uids(mailbox_id, uids))
                 if not rows:
                     return CopyResult(dest.uidvalidity, [], [])
+                await quota.check(
+                    uow,
+                    self.ctx.config.limits,
+                    self.account,
+                    dest.name,
+                    sum(r.size for r in rows),
+                    moved_from=source.name if move else None,
+                )
                 src_modseq = 0
                 if move and source.id < dest.id:
                     src_modseq = await uow.mailboxes.bump_modseq(source.id)
@@ -497,62 +575,74 @@ class MailStore:
 
         return await _retrying(work)
 
-    async def _vault_size(self, uow: UnitOfWork) -> int:
-        """Octets the patient's vault holds (every mailbox of ``Documents/``)."""
-        total = 0
-        for m in await uow.mailboxes.list(self.account.id):
-            if vault.is_vault(m.name):
-                total += (await uow.message_views.status_counts(m.id, m.first_recent_uid))[3]
-        return total
+    async def quota_roots(self, name: str) -> tuple[str, list[quota.Root]]:
+        """GETQUOTAROOT (RFC 9208 §4.1.2): the mailbox's name and the quota roots over it, with their usage."""
+        async with self.ctx.uow(readonly=True) as uow:
+            m = await self._mailbox(uow, name)
+            return m.name, await quota.roots(uow, self.ctx.config.limits, self.account, m.name)
+
+    async def quota_root(self, root: str) -> quota.Root | None:
+        """GETQUOTA (RFC 9208 §4.1.1): one of the account's quota roots with its usage, or None."""
+        async with self.ctx.uow(readonly=True) as uow:
+            return await quota.root(uow, self.ctx.config.limits, self.account, root)
 
     async def append(
         self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
     ) -> AppendResult:
-        """APPEND through the one delivery path, after admission's ``check_append``."""
+        """APPEND of one message: ``append_many`` of one."""
+        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)]))[0]
+
+    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+        """APPEND through the one delivery path, after admission's ``check_append``: every message of a
+        MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together."""
         limit = self.ctx.config.limits.max_message_size
-        if len(raw) > limit:
-            raise TooBig(f"Message too big (the limit is {limit} bytes)")
+        for item in items:
+            if len(item.raw) > limit:
+                raise TooBig(f"Message too big (the limit is {limit} bytes)")
         target = canonical_name(name)
         in_vault = self.patient and vault.is_vault(target)
         async with self.ctx.uow(readonly=True) as uow:
             await self._mailbox(uow, name, try_create=True)
             account = await uow.accounts.get(self.account.id)
-            used = await self._vault_size(uow) if in_vault else 0
+            if account is not None:
+                await quota.check(uow, self.ctx.config.limits, account, target, sum(len(i.raw) for i in items))
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
-        try:
-            msg = await parse_message_async(raw)
-        except MessageError as exc:
-            raise Refused(exc.text) from None
-        decision = await self.admission.check_append(account, target, msg)
-        if not decision.allowed:
-            raise Refused(decision.reply.text)
-        if in_vault:
-            quota = self.ctx.config.limits.vault_quota
-            if used + len(raw) > quota:
-                raise OverQuota(
-                    f"The vault is full: it holds {used} of {quota} bytes and this document needs {len(raw)} more; "
-                    "delete documents first"
-                )
-            msg = vault.upload(msg, when=internal_date or self.ctx.clock())
-        async with self.ctx.uow() as uow:
+        parsed: list[ParsedMessage] = []
+        for item in items:
             try:
-                result = await deliver(
-                    uow,
-                    self.ctx.keyring,
-                    msg,
-                    [account],
-                    mailbox=canonical_name(name),
-                    flags=[f for f in flags if f != RECENT],
-                    internal_date=internal_date,
-                    actor=self.actor,
-                    source="imap-append",
-                )
-            except MailboxMissing:
-                raise MailboxNotFound(canonical_name(name), try_create=True) from None
-            await uow.commit()
-        d = result.delivered[0]
-        return AppendResult(d.uidvalidity, d.uid, d.mailbox_id)
+                msg = await parse_message_async(item.raw)
+            except MessageError as exc:
+                raise Refused(exc.text) from None
+            decision = await self.admission.check_append(account, target, msg)
+            if not decision.allowed:
+                raise Refused(decision.reply.text)
+            parsed.append(vault.upload(msg, when=item.internal_date or self.ctx.clock()) if in_vault else msg)
+
+        async def work() -> list[AppendResult]:
+            out: list[AppendResult] = []
+            async with self.ctx.uow() as uow:
+                for msg, item in zip(parsed, items, strict=True):
+                    try:
+                        result = await deliver(
+                            uow,
+                            self.ctx.keyring,
+                            msg,
+                            [account],
+                            mailbox=target,
+                            flags=[f for f in item.flags if f != RECENT],
+                            internal_date=item.internal_date,
+                            actor=self.actor,
+                            source="imap-append",
+                        )
+                    except MailboxMissing:
+                        raise MailboxNotFound(target, try_create=True) from None
+                    d = result.delivered[0]
+                    out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
+                await uow.commit()
+            return out
+
+        return await _retrying(work)
 
 
 async def _retrying(work: Callable[[], Awaitable[T]]) -> T:

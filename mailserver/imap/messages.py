@@ -1,5 +1,8 @@
 """FETCH items rendered from a message, and SEARCH keys evaluated against one (RFC 3501 §6.4.4, §6.4.5, §7.4.2).
 
+BINARY[part] (RFC 3516) is the part without its content transfer encoding: a literal8 ``~{n}`` when it
+holds a NUL; an encoding that cannot be undone fails the FETCH with NO [UNKNOWN-CTE].
+
 Pure functions over ``MessageData``: the session decides what to load (``needs``)
 and the store loads it; nothing here touches the database. ENVELOPE and
 BODYSTRUCTURE come from the typed ``ImapMeta`` sealed at delivery; sections and
@@ -15,15 +18,20 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from mailserver.errors import UnknownTransferEncoding
+from mailserver.imap import objectid
 from mailserver.imap.mailstore import MessageData
 from mailserver.imap.protocol import commands as c
-from mailserver.imap.protocol.responses import Literal, Value
+from mailserver.imap.protocol.responses import Atom, Literal, Literal8, Value
 from mailserver.imap.protocol.selected import flag_atoms
+from mailserver.message.preview import preview
 
 # --- FETCH ---------------------------------------------------------------------------------------------------
 
 _META_ATTS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
-_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+#: PREVIEW (RFC 8970) and THREADID (RFC 8474, from the header) read the message but never mark it \Seen
+_BODY_ATTS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT", "PREVIEW", "THREADID"})
+_UNSEEN_ATTS = frozenset({"RFC822.HEADER", "PREVIEW", "THREADID"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +44,14 @@ class Needs:
 def fetch_needs(items: tuple[c.FetchItem, ...]) -> Needs:
     meta = body = seen = False
     for item in items:
-        if isinstance(item, c.FetchBody):
+        if isinstance(item, c.FetchBody | c.FetchBinary):
             body = True
-            seen = seen or not item.peek
+            seen = seen or not (item.peek or isinstance(item, c.FetchBinary) and item.size)
         elif item.name in _META_ATTS:
             meta = True
         elif item.name in _BODY_ATTS:
             body = True
-            seen = seen or item.name != "RFC822.HEADER"
+            seen = seen or item.name not in _UNSEEN_ATTS
     return Needs(meta, body, seen)
 
 
@@ -60,10 +68,23 @@ def render_fetch(
                 data = data[offset : offset + length]
             out.append((item.response_name(), Literal(data)))
             continue
+        if isinstance(item, c.FetchBinary):
+            out.append((item.response_name(), _binary(msg, item)))
+            continue
         name = item.name
         value: Value
         if name == "UID":
             value = msg.uid
+        elif name == "EMAILID":  # RFC 8474 §5.1
+            value = (Atom(objectid.email_id(msg.blob_id)),) if msg.blob_id else None
+        elif name == "THREADID":  # RFC 8474 §5.2
+            value = (
+                (Atom(objectid.thread_id(msg.parsed, msg.blob_id)),) if msg.raw is not None and msg.blob_id else None
+            )
+        elif name == "PREVIEW":  # RFC 8970 §3.1
+            value = preview(msg.parsed) if msg.raw is not None else None
+        elif name == "SAVEDATE":  # RFC 8514 §4.1
+            value = c.format_datetime(msg.saved) if msg.saved is not None else None
         elif name == "MODSEQ":  # RFC 7162 §3.1.4.1
             value = (max(1, msg.modseq),)
         elif name == "FLAGS":
@@ -97,6 +118,22 @@ def _section(msg: MessageData, section: c.Section) -> bytes:
     return msg.parsed.section(section.part, section.text, section.fields)
 
 
+def _binary(msg: MessageData, item: c.FetchBinary) -> Value:
+    """BINARY[part]: ``~{n}`` if the decoded octets hold a NUL, else a literal; BINARY.SIZE: their number."""
+    data = msg.parsed.binary_section(item.part) if item.part else (msg.raw or b"")
+    if data is None:
+        raise UnknownTransferEncoding(
+            f"Part {'.'.join(map(str, item.part))} has a content transfer encoding this server cannot decode; "
+            "fetch it with BODY[] instead"
+        )
+    if item.size:
+        return len(data)
+    if item.partial is not None:
+        offset, length = item.partial
+        data = data[offset : offset + length]
+    return Literal8(data) if b"\0" in data else Literal(data)
+
+
 # --- SEARCH --------------------------------------------------------------------------------------------------
 
 
@@ -120,8 +157,9 @@ def search_needs(key: c.SearchKey) -> SearchNeeds:
         elif isinstance(k, c.SearchAnd):
             for sub in k.keys:
                 walk(sub)
-        elif isinstance(k, c.SearchSize):
+        elif isinstance(k, c.SearchSize | c.SearchWithin | c.SearchObjectId | c.SearchSaveDate):
             rows = True
+            body = body or (isinstance(k, c.SearchObjectId) and k.kind == "THREADID")
         elif isinstance(k, c.SearchDate):
             rows = True
             meta = meta or k.sent
@@ -191,6 +229,8 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return m.recent and "\\Seen" not in m.flags
     if isinstance(key, c.SearchModseq):
         return m.modseq >= key.modseq
+    if isinstance(key, c.SearchSaveDateSupported):  # RFC 8514: every mailbox here keeps save dates
+        return True
     if isinstance(key, c.SearchSeq):
         if key.uid:
             return key.seqset.contains(m.uid, max_uid)
@@ -200,6 +240,19 @@ def matches(key: c.SearchKey, m: Candidate, *, max_seq: int, max_uid: int) -> bo
         return False
     if isinstance(key, c.SearchSize):
         return d.size > key.size if key.larger else d.size < key.size
+    if isinstance(key, c.SearchSaveDate):  # RFC 8514 §4.2, a day in UTC as BEFORE/ON/SINCE; unknown: internal date
+        return _date_matches(key.op, (d.saved or d.internal_date).astimezone(dt.UTC).date(), key.date)
+    if isinstance(key, c.SearchObjectId):  # RFC 8474 §6
+        if d.blob_id is None:
+            return False
+        if key.kind == "EMAILID":
+            return objectid.email_id(d.blob_id) == key.value
+        return d.raw is not None and objectid.thread_id(d.parsed, d.blob_id) == key.value
+    if isinstance(key, c.SearchWithin):  # RFC 5032: OLDER is BEFORE now - n to the second, YOUNGER its opposite
+        if key.now is None:  # pragma: no cover - the session anchors every WITHIN key (within.anchored)
+            raise ValueError("WITHIN key not anchored to a clock")
+        older = d.internal_date < key.now - dt.timedelta(seconds=key.seconds)
+        return older == key.older
     if isinstance(key, c.SearchDate):
         day = d.internal_date.date()
         if key.sent and d.meta is not None and d.meta.sent is not None:

@@ -20,10 +20,10 @@ Invariants:
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from directory.app_passwords import KIND_GRANT, AppPasswords, Scope
+from mailserver import quota
 from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.errors import NoPermission
@@ -34,6 +34,7 @@ from mailserver.imap.mailstore import (
     MailboxInfo,
     MailStore,
     MessageData,
+    NewMessage,
     Snapshot,
     StatusInfo,
     StoreResult,
@@ -106,6 +107,14 @@ class ScopedMailStore(MailStore):
                 await uow.commit()
         return info
 
+    async def quota_roots(self, name: str) -> tuple[str, list[quota.Root]]:
+        self._need(name)
+        return await super().quota_roots(name)
+
+    async def info(self, name: str) -> MailboxInfo:
+        self._need(name)
+        return await super().info(name)
+
     # --- selected state ------------------------------------------------------------------------------------
 
     async def select(self, name: str, *, readonly: bool) -> Snapshot:
@@ -154,9 +163,7 @@ class ScopedMailStore(MailStore):
         self._write()
         return await super().copy(mailbox_id, uids, dest_name, move=move)
 
-    async def append(
-        self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
-    ) -> AppendResult:
+    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
         self._need(name)
         self._write()
-        return await super().append(name, raw, flags, internal_date)
+        return await super().append_many(name, items)

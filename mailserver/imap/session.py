@@ -6,14 +6,17 @@ Implementation notes (invariants):
   ``protocol.states.Connection``; the selected-mailbox view, its diffing and the
   EXPUNGE hold-back are ``protocol.selected``; LIST/LSUB are ``protocol.names``;
   SASL (PLAIN, XOAUTH2, OAUTHBEARER, EXTERNAL) is ``mailserver.sasl``; the commands that only talk to the store
-  are ``handlers.MailHandlers`` (this class's base); the work is ``mailstore.MailStore``.
+  are ``handlers.MailHandlers`` and ``extensions.ExtensionHandlers`` (this class's bases); the work is
+  ``mailstore.MailStore``.
 - Dispatch is ``HANDLERS[type(command)]``, a table checked at import against
   ``commands.COMMANDS``: one handler per command class. The state table answers
   BAD before any handler runs. A handler returns its responses; the session
   puts the selected mailbox's news before the tagged one and writes. Only IDLE
   (``+ idling`` and its pushes), AUTHENTICATE (``+``), STARTTLS (its OK precedes
-  the handshake) and FETCH of more than ``handlers.FETCH_BATCH`` messages
-  (memory) write before they return.
+  the handshake), COMPRESS (its OK is the last octets in clear) and FETCH of
+  more than ``handlers.FETCH_BATCH`` messages (memory) write before they return.
+- After COMPRESS DEFLATE (RFC 4978) every read goes through ``_recv`` (inflated)
+  and every write through ``send`` (deflated): ``compress.Deflate``.
 - Every write of a selected session goes through ``Selected.announce``: a
   keyword reaches the client in FLAGS before any FETCH carries it.
 - No database session is open while the client is idle or while responses are
@@ -30,7 +33,7 @@ Implementation notes (invariants):
   quote the client), a tagged NO as ``imap.no`` with the command name and the
   response code; every connection ends with one ``imap.disconnect`` and its
   ``reason`` (logout, timeout, too-slow, too-many-bad, tls-failed,
-  client-closed, shutdown, mailbox-gone, revoked, error).
+  client-closed, shutdown, mailbox-gone, revoked, bad-compression, error).
 - A command line has an absolute deadline (``[imap] line_deadline``) from its
   first byte, whatever the silences between bytes: a client trickling a byte at
   a time is answered BYE and closed (issue 14). The literals of an
@@ -46,6 +49,7 @@ import contextlib
 import logging
 import ssl
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -53,8 +57,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from crypto.tls import peer_certificate
 from mailserver import logs, metrics, sasl
 from mailserver.errors import MailboxGone, MailError
+from mailserver.imap.compress import Deflate
 from mailserver.imap.errors import response_code
-from mailserver.imap.handlers import Bad, MailHandlers, ok
+from mailserver.imap.extensions import ExtensionHandlers
+from mailserver.imap.handlers import Bad, ok
 from mailserver.imap.mailstore import MailStore
 from mailserver.imap.protocol import capabilities as caps
 from mailserver.imap.protocol import commands as c
@@ -100,7 +106,7 @@ class SessionConfig:
     caps: ConnectionCaps | None = None  # connections per source and per account (None: no caps)
 
 
-class ImapSession(MailHandlers):
+class ImapSession(ExtensionHandlers):
     def __init__(
         self, cfg: SessionConfig, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, implicit_tls: bool
     ) -> None:
@@ -125,6 +131,7 @@ class ImapSession(MailHandlers):
         #: the SASL mechanisms offered over TLS (PLAIN; bearer tokens and EXTERNAL where configured)
         self.mechanisms = sasl_mechanisms(cfg)
         self.lease: Lease | None = None  # this connection's place in ``cfg.caps`` (set by the listener)
+        self.deflate: Deflate | None = None  # COMPRESS=DEFLATE (RFC 4978) once the client asked for it
 
     @property
     def state(self) -> ImapState:
@@ -153,7 +160,8 @@ class ImapSession(MailHandlers):
         for x in out:
             if isinstance(x, r.Tagged) and x.status in ("BAD", "NO"):
                 self._log_refusal(x)
-        self.writer.write(b"".join(x.to_bytes() for x in out))
+        data = b"".join(x.to_bytes() for x in out)
+        self.writer.write(self.deflate.deflate(data) if self.deflate is not None else data)
         await self.writer.drain()
 
     def _log_refusal(self, resp: r.Tagged) -> None:
@@ -187,7 +195,7 @@ class ImapSession(MailHandlers):
             if left < timeout:
                 timeout, deadline_bound = max(left, 0.0), True
         try:
-            data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout)
+            data = await asyncio.wait_for(self._recv(), timeout)
         except TimeoutError:
             if deadline_bound:  # issue 14: silence is not the only way to hold a connection
                 await self._bye(
@@ -199,6 +207,22 @@ class ImapSession(MailHandlers):
         if self._line_started is None:
             self._line_started = loop.time()
         return data
+
+    async def _recv(self) -> bytes:
+        """The client's next octets, inflated once COMPRESS is on; b"" only at the end of the stream."""
+        if self.deflate is None:
+            return await self.reader.read(READ_CHUNK)
+        while True:
+            data = b"" if self.deflate.pending else await self.reader.read(READ_CHUNK)
+            if not data and not self.deflate.pending:
+                return b""
+            try:
+                out = self.deflate.inflate(data)
+            except zlib.error:
+                self.reason = "bad-compression"
+                raise Closing from None
+            if out:
+                return out
 
     async def _read_line(self) -> bytes:
         while True:
@@ -311,6 +335,7 @@ class ImapSession(MailHandlers):
             await self._bye("revoked", "The app password of this session was revoked or has expired")
         log.debug("imap.command", extra={"fields": {"command": cmd.name, "tag": cmd.tag}})
         metrics.IMAP_COMMANDS.labels(cmd.name).inc()
+        cmd = self._with_saved(cmd)
         try:
             out = await HANDLERS[type(cmd)](self, cmd)
         except (Bad, SequenceError) as exc:
@@ -366,6 +391,23 @@ class ImapSession(MailHandlers):
             self.reason = "tls-failed"
             raise Closing from None
         self.tls_active = True
+        return []
+
+    async def do_compress(self, cmd: c.Compress) -> list[r.Response]:
+        """RFC 4978: the tagged OK is the last thing sent in clear; both directions are deflated after it."""
+        if self.deflate is not None:
+            return [r.Tagged(cmd.tag, "NO", "Compression is already active", "COMPRESSIONACTIVE")]
+        if cmd.mechanism != "DEFLATE":
+            return [r.Tagged(cmd.tag, "NO", f"{cmd.mechanism} is not offered: use COMPRESS DEFLATE", "CANNOT")]
+        await self.send(ok(cmd.tag, "DEFLATE active"))
+        self.deflate = Deflate()
+        sent_on = self.receiver.take_buffer()  # a client that did not wait for the OK: already deflated
+        if sent_on:
+            try:
+                self.receiver.feed(self.deflate.inflate(sent_on))
+            except zlib.error:
+                self.reason = "bad-compression"
+                raise Closing from None
         return []
 
     async def _login(self, tag: str, user: str, password: str) -> list[r.Response]:
@@ -468,7 +510,7 @@ class ImapSession(MailHandlers):
                         if line.strip().upper() == b"DONE":
                             return [*await self._sync(allow_expunge=True), ok(cmd.tag, "IDLE terminated")]
                         raise Bad("Expected DONE to end IDLE")
-                    read_task = read_task or asyncio.ensure_future(self.reader.read(READ_CHUNK))
+                    read_task = read_task or asyncio.ensure_future(self._recv())
                     wait_task = wait_task or asyncio.ensure_future(sub.wait())
                     left = deadline - loop.time()
                     if left <= 0:
@@ -533,11 +575,16 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.Expunge: ImapSession.do_expunge,
     c.Search: ImapSession.do_search,
     c.Sort: ImapSession.do_sort,
+    c.Thread: ImapSession.do_thread,
     c.Fetch: ImapSession.do_fetch,
     c.Store: ImapSession.do_store,
     c.Copy: ImapSession.do_copy,
     c.Move: ImapSession.do_move,
     c.Idle: ImapSession.do_idle,
+    c.GetQuota: ImapSession.do_getquota,
+    c.GetQuotaRoot: ImapSession.do_getquotaroot,
+    c.SetQuota: ImapSession.do_setquota,
+    c.Compress: ImapSession.do_compress,
 }
 
 

@@ -7,6 +7,8 @@ Invariants:
   is the opposite of its value's, so mixed directions sort in one pass.
 - FROM, TO, CC sort by the local part (addr-mailbox) of the first address of the
   field, case-folded; a message without one sorts as the empty string (first).
+- DISPLAYFROM, DISPLAYTO (RFC 5957 SORT=DISPLAY) sort by the first address's display
+  name, decoded and case-folded, its addr-spec when it has none.
 - SUBJECT sorts by the base subject (RFC 5256 §2.1): ``Re:``, ``Fw:``, ``Fwd:``,
   ``[list]`` blobs, a trailing ``(fwd)`` and ``[Fwd: ...]`` wrappers taken away,
   whitespace folded, case-folded.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailserver.imap.messages import Candidate
+from mailserver.message.headers import decode_words
 
 SortKey = tuple[Any, ...]
 
@@ -69,7 +72,8 @@ def _first_mailbox(addresses: Any) -> str:
     return str(local).casefold() if local else ""
 
 
-def _sent(c: Candidate) -> dt.datetime:
+def sent_date(c: Candidate) -> dt.datetime:
+    """The Date field's instant, the arrival when it is missing or unreadable (RFC 5256 §3 DATE, THREAD)."""
     d = c.data
     arrival = d.internal_date if d is not None else _EPOCH
     raw = d.meta.envelope.date if d is not None and d.meta is not None else None
@@ -90,13 +94,25 @@ def _part(name: str, c: Candidate) -> Any:
     if name == "SIZE":
         return d.size if d is not None else 0
     if name == "DATE":
-        return _sent(c)
+        return sent_date(c)
     if meta is None:
         return ""
     if name == "SUBJECT":
         return base_subject(meta.search.get("subject") or meta.envelope.subject or "")
     env = meta.envelope
+    if name in ("DISPLAYFROM", "DISPLAYTO"):
+        return _display(env.from_ if name == "DISPLAYFROM" else env.to)
     return _first_mailbox({"FROM": env.from_, "TO": env.to, "CC": env.cc}[name])
+
+
+def _display(addresses: Any) -> str:
+    """RFC 5957 §3: the display name of the first address (encoded words decoded), else its addr-spec."""
+    for a in addresses or ():
+        if a.host is None:  # a group's start or end marker (RFC 3501 §7.4.2)
+            continue
+        name = decode_words(a.name).strip() if a.name else ""
+        return (name or f"{a.mailbox or ''}@{a.host}").casefold()
+    return ""
 
 
 def sort_key(criteria: tuple[tuple[bool, str], ...], c: Candidate) -> SortKey:

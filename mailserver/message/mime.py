@@ -277,6 +277,10 @@ def find_part(root: Entity, path: tuple[int, ...]) -> Entity | None:
     return current
 
 
+#: the content transfer encodings ``decode_body`` undoes, or that need no undoing (RFC 2045 §6.1)
+KNOWN_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
+
+
 def decode_body(data: bytes, transfer_encoding: str) -> bytes:
     """A body's bytes without their transfer encoding (RFC 2045 §6); malformed input is decoded as far as it goes."""
     cte = transfer_encoding.lower()

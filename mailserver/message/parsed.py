@@ -21,7 +21,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import email.utils
 from collections.abc import Callable, Iterable
@@ -41,6 +40,7 @@ from mailserver.message.imap import (
     address_list,
 )
 from mailserver.message.mime import Entity
+from mailserver.message.offload import in_thread
 from policies import content as C
 
 #: messages larger than this are parsed in a worker thread, off the event loop (the one threshold)
@@ -214,6 +214,19 @@ class ParsedMessage:
         lines = [f.raw for f in self.fields_of(msg) if f.name and (f.key in wanted) == keep]
         return b"".join(lines) + b"\r\n"
 
+    def binary_section(self, part: tuple[int, ...]) -> bytes | None:
+        """The octets of ``BINARY[part]`` (RFC 3516 §4.2): the part's body without its content transfer
+        encoding (the whole message for no part); empty if there is no such part, None if its encoding is
+        none this server can undo."""
+        if not part:
+            return self.raw
+        target = self.find_part(part)
+        if target is None:
+            return b""
+        if target.transfer_encoding.lower() not in mime.KNOWN_ENCODINGS:
+            return None
+        return self.decoded_body(target)
+
     # --- the policy view -------------------------------------------------------------------------------------
 
     @property
@@ -369,7 +382,7 @@ def parse_message(raw: bytes, *, strict: bool = True) -> ParsedMessage:
 async def parse_message_async(raw: bytes, *, strict: bool = True) -> ParsedMessage:
     """``parse_message``, in a worker thread above ``PARSE_IN_THREAD`` bytes."""
     if len(raw) > PARSE_IN_THREAD:
-        return await asyncio.to_thread(parse_message, raw, strict=strict)
+        return await in_thread(parse_message, raw, strict=strict)
     return parse_message(raw, strict=strict)
 
 

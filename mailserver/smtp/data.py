@@ -15,6 +15,8 @@ Invariants:
 - NUL is refused: SMTP DATA carries text (RFC 5321 §4.1.4: NUL is not in the
   text that may be sent), 8BITMIME allows octets 1-255 only (RFC 6152 §2, RFC
   2045 §2.8), and BINARYMIME (RFC 3030) is not offered.
+- What is kept grows in one ``io.BytesIO``, whose ``getvalue()`` hands over its own
+  buffer: a 49 MB message is never held twice (pieces and their join) while read.
 - The result depends on the bytes only, never on how they were split across
   ``feed`` calls: a test feeds every split. At most two octets are held back
   between calls (``.``/``.CR`` at a line's start, or a CR waiting for its LF).
@@ -27,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 from mailserver.smtp import replies as R
@@ -56,7 +59,7 @@ class DataReader:
         self._held = b""  # bytes not yet decided: ".", ".\r" at a line start, or a trailing "\r"
         self._line_start = True  # the DATA command's CRLF precedes the first line
         self._line_len = 0  # octets of the current line so far (raw, CR of its CRLF excluded)
-        self._chunks: list[bytes] = []
+        self._kept = io.BytesIO()  # one growing buffer whose getvalue() is the message itself: never two copies
         self._size = 0
         self._storing = True
         self._too_big = self._bare = self._nul = self._long = False
@@ -73,6 +76,11 @@ class DataReader:
         return self._size + len(self._held)
 
     @property
+    def kept(self) -> int:
+        """Octets of the message kept so far (dot-unstuffed); 0 once nothing more is stored."""
+        return self._kept.tell()
+
+    @property
     def refused(self) -> bool:
         """Nothing more is kept: the answer after the final dot will be a refusal."""
         return not self._storing
@@ -81,7 +89,7 @@ class DataReader:
         """Keep nothing more, and answer ``reply`` after the final dot (unless a problem of the data comes first)."""
         self._refusal = self._refusal or reply
         self._storing = False
-        self._chunks.clear()
+        self._kept = io.BytesIO()
         if self._result is not None and self._result.problem is None:  # refused once read to the end
             self._result = DataResult(b"", self._result.size, reply)
 
@@ -143,12 +151,12 @@ class DataReader:
             self._line_len = first if len(lines) == 1 else len(lines[-1])
         if self._too_big or self._bare or self._nul or self._long:
             self._storing = False
-            self._chunks.clear()
+            self._kept = io.BytesIO()
         if self._storing:
             out = seg.replace(b"\r\n.", b"\r\n")  # RFC 5321 §4.5.2
             if self._line_start and out.startswith(b"."):
                 out = out[1:]
-            self._chunks.append(out)
+            self._kept.write(out)
         self._line_start = seg.endswith(b"\r\n")
 
     def _finish(self) -> None:
@@ -163,6 +171,6 @@ class DataReader:
             problem = R.LINE_TOO_LONG
         elif self._refusal is not None:
             problem = self._refusal
-        content = b"" if problem else b"".join(self._chunks)
-        self._chunks.clear()
+        content = b"" if problem else self._kept.getvalue()  # the buffer itself, resized: not a copy
+        self._kept = io.BytesIO()
         self._result = DataResult(content, self._size, problem)

@@ -10,11 +10,14 @@ The path (docs/DESIGN.md "The path of a message"):
    sender's domain must sign and did not; then ``Admission.check_origin`` on both
    doors: the From believable (``policies.origin``), or ``550 5.7.1``;
 3. trace and identity: Message-ID and Date added when missing, our Received on top;
-4. ``Admission.check_content`` per recipient (size for patients, attachments...);
+4. ``Admission.check_content`` per recipient (size for patients, attachments...), then
+   ``Admission.check_room`` for local ones (their storage quota: ``552 5.2.2``);
 5. one unit of work: local recipients through ``delivery.deliver`` then
    ``Admission.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
    queued (one sealed row each); DSNs asked for (NOTIFY=SUCCESS for a local
-   delivery, FAILURE for a recipient refused at this stage) added too;
+   delivery, FAILURE for a recipient refused at this stage) added too, and the
+   automatic MDN (``mailserver.mdn``) for a patient whose vault cannot integrate
+   the message's package (delivered to INBOX unfiled);
 6. ``250`` only after the commit; any failure on the way answers ``451 4.3.0``
    and nothing is stored: the client keeps the message and retries.
 
@@ -31,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailserver import agenda, logs, metrics
-from mailserver.admission import Admission
+from mailserver.admission import VAULT_INTEGRATION_FAILED, Admission
 from mailserver.context import Context
 from mailserver.delivery import deliver
+from mailserver.mdn import Notifier
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.smtp import dsn, spool
 from mailserver.smtp import message as M
@@ -98,6 +102,7 @@ class Intake:
         self.verifier = verifier
         self.bouncer = bouncer
         self.wake_queue = wake_queue
+        self.notifier = Notifier(ctx)
 
     @property
     def hostname(self) -> str:
@@ -160,7 +165,11 @@ class Intake:
         )
         msg = msg.prepend(trace)
 
-        decisions = await self.admission.check_content(m.sender_party, [r.party for r in m.recipients], msg)
+        decisions = await self.admission.check_content(
+            m.sender_party, [r.party for r in m.recipients], msg, return_path=m.mail_from or None
+        )
+        fits = [(r.address, r.account) for r in m.recipients if r.account is not None and decisions[r.address].allowed]
+        decisions.update(await self.admission.check_room(fits, msg.size))
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:
@@ -217,6 +226,7 @@ class Intake:
         expires = now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after)
         async with self.ctx.uow() as uow:
             accounts = [a for a, _ in local]
+            unfiled = [a for a, r in local if decisions[r.address].reason == VAULT_INTEGRATION_FAILED]
             if accounts:
                 await deliver(
                     uow,
@@ -226,7 +236,12 @@ class Intake:
                     actor=actor,
                     source=m.door,
                     file_documents=m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION),
+                    unfiled={a.id for a in unfiled},
                 )
+            mdn_queued = 0
+            for account in unfiled:  # the ANS layout: a document the vault could not integrate is told by an MDN
+                how = await self.notifier.integration_failed(uow, account, msg, return_path=m.mail_from)
+                mdn_queued += how == "queued"
             if m.account is not None:  # the sender's own agenda copy (an organiser's REQUEST, a REPLY)
                 await agenda.on_submission(uow, self.ctx.keyring, msg, m.account)
             # conversation grants, for our patients and for those of other operators we relay to
@@ -254,7 +269,7 @@ class Intake:
                 f"{m.door}; {len(accounts)} delivered, {len(remote)} queued, {len(refused)} refused",
             )
             await uow.commit()
-        return Accepted(R.accepted(msg_id), msg_id, len(local), len(remote) + dsn_queued)
+        return Accepted(R.accepted(msg_id), msg_id, len(local), len(remote) + dsn_queued + mdn_queued)
 
     async def _notify(
         self,

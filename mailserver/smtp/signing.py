@@ -26,6 +26,7 @@ from directory.trust import TrustSpace
 from mailserver.context import Context
 from mailserver.message import ParsedMessage
 from mailserver.message.headers import HeaderField
+from mailserver.message.offload import in_thread
 from mailserver.smtp import message as M
 from mailserver.smtp import replies as R
 from policies.reply import Reply
@@ -62,7 +63,7 @@ class DkimSigner:
             return raw
         selector, pem = key
         try:
-            return await asyncio.to_thread(dkimlib.sign, raw, domain=domain, selector=selector, private_pem=pem)
+            return await in_thread(dkimlib.sign, raw, domain=domain, selector=selector, private_pem=pem)
         except dkimlib.DkimError as exc:
             log.warning("dkim.sign-failed", extra={"fields": {"domain": domain, "reason": str(exc)}})
             return raw

@@ -60,6 +60,7 @@ LINES = [
     b"a UID SEARCH UNSEEN",
     b"a SORT (DATE) UTF-8 ALL",
     b"a UID SORT (REVERSE SIZE) UTF-8 UNSEEN",
+    b"a UID THREAD REFERENCES UTF-8 UNSEEN",
     b"a FETCH 1:* (FLAGS)",
     b"a UID FETCH 1 BODY.PEEK[]",
     b"a STORE 1 +FLAGS (\\Seen)",
@@ -67,6 +68,10 @@ LINES = [
     b"a COPY 1 Sent",
     b"a UID MOVE 1:2 Trash",
     b"a IDLE",
+    b'a GETQUOTA ""',
+    b"a GETQUOTAROOT INBOX",
+    b'a SETQUOTA "" (STORAGE 512)',
+    b"a COMPRESS DEFLATE",
 ]
 COMMANDS = [parse(line + b"\r\n")[0] for line in LINES]
 

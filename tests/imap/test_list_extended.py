@@ -65,7 +65,7 @@ def test_list_extended_subscribed_recursivematch(m: imaplib.IMAP4_SSL) -> None:
 
 
 def test_create_special_use(m: imaplib.IMAP4_SSL) -> None:
-    assert raw_command(m, "CREATE Archives (USE (\\Archive))")[-1].endswith(b"OK CREATE completed")
+    assert raw_command(m, "CREATE Archives (USE (\\Archive))")[-1].endswith(b"] CREATE completed")
     listed = raw_command(m, 'LIST "" "Archives"')
     assert listed[0] == b'* LIST (\\HasNoChildren \\Archive) "/" "Archives"', listed
     assert any(x.endswith(b'"Archives"') for x in raw_command(m, 'LIST (SPECIAL-USE) "" "*"'))

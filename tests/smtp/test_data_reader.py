@@ -85,7 +85,7 @@ def test_past_the_limit_nothing_more_is_stored() -> None:
     r = DataReader(size_limit=100, max_line_length=LINE)
     for _ in range(50):
         r.feed(b"0123456789" * 3 + b"\r\n")
-    assert r._chunks == [] and r.size == 50 * 32  # counted, not kept
+    assert r.kept == 0 and r.size == 50 * 32  # counted, not kept
     r.feed(b".\r\n")
     assert r.result().problem == R.message_too_big(100) and r.result().size == 50 * 32
 

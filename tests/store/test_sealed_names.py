@@ -79,7 +79,7 @@ async def test_upgrading_seals_the_names_already_there_and_downgrading_opens_the
     key = MetadataKey(CredentialKey.generate())
     db = Database(bare_url)
     try:
-        await migrate.upgrade(db, "0015")
+        await migrate.upgrade(db, "0017")
         async with db.engine.begin() as conn:
             await conn.execute(
                 text(
@@ -111,7 +111,7 @@ async def test_upgrading_seals_the_names_already_there_and_downgrading_opens_the
             assert account is not None
             [box] = await uow.mailboxes.list(account.id)
             assert (box.name, box.uidvalidity) == (DIAGNOSIS, 7)
-        await migrate.downgrade(db, "0015")
+        await migrate.downgrade(db, "0017")
         async with db.engine.connect() as conn:
             assert (await conn.execute(text("SELECT name FROM mailboxes"))).scalars().all() == [DIAGNOSIS]
     finally:

@@ -105,3 +105,23 @@ def test_keyring_loads_an_interrupted_rotation(tmp_path: Path) -> None:
     ring = load_keyring(path)
     assert ring.current.kid == old.kid
     assert len(ring.unwrap(wrapped_new, owner="account:9")) == 32
+
+
+def test_a_body_sealed_in_one_buffer_keeps_the_format_and_old_bodies_still_open() -> None:
+    """``seal`` writes magic, nonce, ciphertext and tag into one buffer it allocates once (issue 14 point 3): the
+    stored format is the one of the earlier code, which concatenated them."""
+    import os as _os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from crypto.envelope import DataKey, _seal_aad
+
+    raw_key = DataKey.generate()
+    key = DataKey(raw_key, owner="account:1")
+    plaintext = _os.urandom(3 * 2**20 + 7)
+    sealed = key.seal(plaintext, object_id="blob:x")
+    assert len(sealed) == 2 + 12 + len(plaintext) + 16 and sealed[:2] == b"S\x01"
+    assert key.open(sealed, object_id="blob:x") == plaintext
+    nonce = _os.urandom(12)  # as the earlier code sealed: encrypt, then concatenate
+    earlier = b"S\x01" + nonce + AESGCM(raw_key).encrypt(nonce, plaintext, _seal_aad("account:1", "blob:x", "body"))
+    assert key.open(earlier, object_id="blob:x") == plaintext

@@ -36,6 +36,21 @@ BASE: tuple[str, ...] = (
     "LIST-STATUS",
     "CREATE-SPECIAL-USE",
     "SORT",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "MULTIAPPEND",
+    "BINARY",
+    "COMPRESS=DEFLATE",
+    "CATENATE",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "SEARCHRES",
+    "WITHIN",
+    "OBJECTID",
+    "SAVEDATE",
+    "PREVIEW",
+    "ESORT",
+    "SORT=DISPLAY",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -116,6 +116,25 @@ class SequenceSet:
         return (n for n in numbers if any(lo <= n <= hi for lo, hi in b))
 
 
+@dataclass(frozen=True, slots=True)
+class SavedResult(SequenceSet):
+    """``$`` (RFC 5182 SEARCHRES): the messages the last ``SEARCH RETURN (SAVE)`` kept.
+
+    As parsed it holds no numbers (``SAVED``); before a handler runs the session puts the saved
+    messages in (``searchres.substitute``), UIDs or sequence numbers as the command counts, maybe none."""
+
+    def __post_init__(self) -> None:
+        for lo, hi in self.ranges:
+            if not 0 < lo <= hi < 2**32:
+                raise ValueError("a saved result holds message numbers")
+
+    def __str__(self) -> str:
+        return "$"
+
+
+SAVED = SavedResult(())
+
+
 # --- search keys (RFC 3501 §6.4.4) -------------------------------------------------------------------------
 
 
@@ -214,6 +233,54 @@ class SearchModseq(SearchKey):
 
 
 @dataclass(frozen=True, slots=True)
+class SearchWithin(SearchKey):
+    """OLDER n / YOUNGER n (RFC 5032 WITHIN): the internal date more / at most n seconds before now.
+
+    ``now`` is None as parsed; the session sets it from its clock before matching (``within.anchored``)."""
+
+    older: bool
+    seconds: int
+    now: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.seconds < 2**32:
+            raise ValueError("an interval is a number of seconds above 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchObjectId(SearchKey):
+    """EMAILID id / THREADID id (RFC 8474 §6)."""
+
+    kind: str  # "EMAILID" | "THREADID"
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("EMAILID", "THREADID"):
+            raise ValueError(self.kind)
+        if not 0 < len(self.value) <= 255 or not all(
+            ch.isascii() and (ch.isalnum() or ch in "-_") for ch in self.value
+        ):
+            raise ValueError("an object id is 1 to 255 letters, digits, - and _")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSaveDate(SearchKey):
+    """SAVEDBEFORE / SAVEDON / SAVEDSINCE date (RFC 8514 §4.2): the day the message was saved in its mailbox."""
+
+    op: str  # "BEFORE" | "ON" | "SINCE"
+    date: dt.date
+
+    def __post_init__(self) -> None:
+        if self.op not in ("BEFORE", "ON", "SINCE"):
+            raise ValueError(self.op)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSaveDateSupported(SearchKey):
+    """SAVEDATESUPPORTED (RFC 8514 §4.2): every message, when the mailbox keeps save dates (all do here)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SearchNot(SearchKey):
     key: SearchKey
 
@@ -238,6 +305,9 @@ class SearchAnd(SearchKey):
 SIMPLE_FETCH_ATTS = frozenset(
     {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE", "RFC822.TEXT", "BODY"}
     | {"BODYSTRUCTURE", "UID", "MODSEQ"}
+    | {"EMAILID", "THREADID"}  # RFC 8474 OBJECTID
+    | {"SAVEDATE"}  # RFC 8514
+    | {"PREVIEW"}  # RFC 8970
 )
 SECTION_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"})
 
@@ -298,7 +368,37 @@ class FetchBody:
         return f"BODY{self.section}{origin}"
 
 
-FetchItem = FetchAttr | FetchBody
+@dataclass(frozen=True, slots=True)
+class FetchBinary:
+    """BINARY[part]<partial>, BINARY.PEEK[...] and BINARY.SIZE[part] (RFC 3516 §4.2): a part without its
+    content transfer encoding, or the size of that."""
+
+    part: tuple[int, ...] = ()
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+    size: bool = False
+
+    def __post_init__(self) -> None:
+        if any(not 0 < p < 2**32 for p in self.part):
+            raise ValueError("section part numbers start at 1")
+        if self.partial is not None and (self.size or self.partial[0] < 0 or self.partial[1] <= 0):
+            raise ValueError("malformed partial")
+        if self.size and self.peek:
+            raise ValueError("BINARY.SIZE has no PEEK form")
+
+    @property
+    def section(self) -> str:
+        return "[" + ".".join(map(str, self.part)) + "]"
+
+    def response_name(self) -> str:
+        """BINARY[part]<origin>, BINARY.SIZE[part] (no PEEK, no length)."""
+        if self.size:
+            return f"BINARY.SIZE{self.section}"
+        origin = f"<{self.partial[0]}>" if self.partial else ""
+        return f"BINARY{self.section}{origin}"
+
+
+FetchItem = FetchAttr | FetchBody | FetchBinary
 
 
 # --- commands -----------------------------------------------------------------------------------------------
@@ -481,6 +581,7 @@ class Rename(Command):
 
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ", "APPENDLIMIT"}
+    | {"MAILBOXID"}  # RFC 8474 §4.2
 )
 LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
@@ -538,23 +639,71 @@ class Status(_MailboxCommand):
             raise ValueError("STATUS needs items among " + " ".join(sorted(STATUS_ITEMS)))
 
 
+def _check_append(flags: tuple[str, ...], date: dt.datetime | None) -> None:
+    for f in flags:
+        if canonical_flag(f) != f:
+            raise ValueError(f"flag {f!r} not canonical")
+    if date is not None and date.tzinfo is None:
+        raise ValueError("an APPEND date has a time zone")
+
+
+@dataclass(frozen=True, slots=True)
+class CatPart:
+    """One part of CATENATE (RFC 4469 §5): TEXT octets, or the IMAP URL of a part of a message here."""
+
+    text: bytes | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.url is None):
+            raise ValueError("a CATENATE part is TEXT or URL")
+
+    def __repr__(self) -> str:  # never the text
+        return f"CatPart(url={self.url!r})" if self.url is not None else f"CatPart(size={len(self.text or b'')})"
+
+
+@dataclass(frozen=True, slots=True)
+class AppendItem:
+    """One message of an APPEND: its flags, date and octets (RFC 3502 MULTIAPPEND: an APPEND holds several),
+    or the parts it is made of (RFC 4469 CATENATE; ``message`` empty)."""
+
+    flags: tuple[str, ...] = ()
+    date: dt.datetime | None = None
+    message: bytes = b""
+    catenate: tuple[CatPart, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_append(self.flags, self.date)
+
+    def __repr__(self) -> str:  # never the message
+        return f"AppendItem(flags={self.flags!r}, size={len(self.message)})"
+
+
 @dataclass(frozen=True, slots=True)
 class Append(_MailboxCommand):
+    """APPEND of one message (its fields here) and, with MULTIAPPEND (RFC 3502), ``more`` after it."""
+
     name: ClassVar[str] = "APPEND"
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
     message: bytes = b""
+    more: tuple[AppendItem, ...] = ()
+    catenate: tuple[CatPart, ...] = ()  # the first message's parts (RFC 4469), ``message`` then empty
 
     def __post_init__(self) -> None:
         _MailboxCommand.__post_init__(self)
-        for f in self.flags:
-            if canonical_flag(f) != f:
-                raise ValueError(f"flag {f!r} not canonical")
-        if self.date is not None and self.date.tzinfo is None:
-            raise ValueError("an APPEND date has a time zone")
+        _check_append(self.flags, self.date)
+
+    @property
+    def items(self) -> tuple[AppendItem, ...]:
+        """Every message of the command, in order."""
+        return (AppendItem(self.flags, self.date, self.message, self.catenate), *self.more)
 
     def __repr__(self) -> str:  # never the message
-        return f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)})"
+        return (
+            f"Append(tag={self.tag!r}, mailbox={self.mailbox!r}, flags={self.flags!r}, size={len(self.message)}, "
+            f"more={len(self.more)})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,7 +729,7 @@ class Expunge(Command):
     uids: SequenceSet | None = None
 
 
-SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL"})
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})  # SAVE: RFC 5182
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,10 +745,10 @@ class Search(Command):
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
-            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT and ALL")
+            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT, ALL and SAVE")
 
 
-SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"} | {"DISPLAYFROM", "DISPLAYTO"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,11 +760,33 @@ class Sort(Command):
     charset: str = "UTF-8"
     key: SearchKey = SearchAll()
     uid: bool = False
+    returns: tuple[str, ...] | None = None  # RFC 5267 ESORT: SORT RETURN (...), answered ESEARCH
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.criteria or not all(k in SORT_KEYS for _, k in self.criteria):
             raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
+        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
+            raise ValueError("SORT RETURN options are MIN, MAX, COUNT, ALL and SAVE")
+
+
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
+
+
+@dataclass(frozen=True, slots=True)
+class Thread(Command):
+    """[UID] THREAD algorithm charset keys (RFC 5256 §4)."""
+
+    name: ClassVar[str] = "THREAD"
+    algorithm: str = "REFERENCES"
+    charset: str = "UTF-8"
+    key: SearchKey = SearchAll()
+    uid: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.algorithm not in THREAD_ALGORITHMS:
+            raise ValueError("THREAD algorithms are " + " and ".join(sorted(THREAD_ALGORITHMS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,6 +850,38 @@ class Idle(Command):
     name: ClassVar[str] = "IDLE"
 
 
+@dataclass(frozen=True, slots=True)
+class GetQuota(Command):
+    """RFC 9208 §4.1.1: the usage and limits of one quota root."""
+
+    name: ClassVar[str] = "GETQUOTA"
+    root: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetQuotaRoot(_MailboxCommand):
+    """RFC 9208 §4.1.2: the quota roots over a mailbox, and their usage and limits."""
+
+    name: ClassVar[str] = "GETQUOTAROOT"
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuota(Command):
+    """RFC 9208 §4.1.3: (resource limit) pairs for a root; refused here, the operator sets quotas."""
+
+    name: ClassVar[str] = "SETQUOTA"
+    root: str = ""
+    limits: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Compress(Command):
+    """RFC 4978: COMPRESS DEFLATE, after which both directions are deflated."""
+
+    name: ClassVar[str] = "COMPRESS"
+    mechanism: str = "DEFLATE"
+
+
 COMMANDS: tuple[type[Command], ...] = (
     Capability,
     Noop,
@@ -711,6 +914,11 @@ COMMANDS: tuple[type[Command], ...] = (
     Copy,
     Move,
     Idle,
+    GetQuota,
+    GetQuotaRoot,
+    SetQuota,
+    Compress,
+    Thread,
 )
 
 
@@ -803,6 +1011,14 @@ def search_wire(key: SearchKey) -> bytes:
         return (b"UID " if key.uid else b"") + str(key.seqset).encode()
     if isinstance(key, SearchModseq):
         return b"MODSEQ %d" % key.modseq
+    if isinstance(key, SearchSaveDate):
+        return b"SAVED" + key.op.encode() + b" " + format_date(key.date).encode()
+    if isinstance(key, SearchSaveDateSupported):
+        return b"SAVEDATESUPPORTED"
+    if isinstance(key, SearchObjectId):
+        return key.kind.encode() + b" " + key.value.encode()
+    if isinstance(key, SearchWithin):
+        return (b"OLDER %d" if key.older else b"YOUNGER %d") % key.seconds
     if isinstance(key, SearchNot):
         return b"NOT " + search_wire(key.key)
     if isinstance(key, SearchOr):
@@ -815,6 +1031,10 @@ def search_wire(key: SearchKey) -> bytes:
 def fetch_item_wire(item: FetchItem) -> bytes:
     if isinstance(item, FetchAttr):
         return item.name.encode()
+    if isinstance(item, FetchBinary):
+        name = "BINARY.SIZE" if item.size else "BINARY.PEEK" if item.peek else "BINARY"
+        partial = f"<{item.partial[0]}.{item.partial[1]}>" if item.partial else ""
+        return f"{name}{item.section}{partial}".encode()
     out = b"BODY.PEEK" if item.peek else b"BODY"
     out += str(item.section).encode()
     if item.partial:
@@ -864,11 +1084,21 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         body = b"STATUS " + _mailbox(cmd.mailbox) + b" (" + " ".join(cmd.items).encode() + b")"
     elif isinstance(cmd, Append):
         body = b"APPEND " + _mailbox(cmd.mailbox)
-        if cmd.flags:
-            body += b" " + _flags(cmd.flags)
-        if cmd.date is not None:
-            body += b' "' + format_datetime(cmd.date).encode() + b'"'
-        body += b" {%d+}\r\n" % len(cmd.message) + cmd.message
+        for item in cmd.items:
+            if item.flags:
+                body += b" " + _flags(item.flags)
+            if item.date is not None:
+                body += b' "' + format_datetime(item.date).encode() + b'"'
+            if item.catenate:
+                parts = [
+                    b"URL " + _wire_string_forced(p.url)
+                    if p.url is not None
+                    else b"TEXT {%d+}\r\n" % len(p.text or b"") + (p.text or b"")
+                    for p in item.catenate
+                ]
+                body += b" CATENATE (" + b" ".join(parts) + b")"
+                continue
+            body += b" {%d+}\r\n" % len(item.message) + item.message
     elif isinstance(cmd, Select | Examine):
         body = cmd.name.encode() + b" " + _mailbox(cmd.mailbox)
         if cmd.qresync is not None:
@@ -900,7 +1130,14 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
     elif isinstance(cmd, Sort):
         crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
-        body = uid + b"SORT (" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body = uid + b"SORT "
+        if cmd.returns is not None:
+            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
+        body += b"(" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
+        body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, Thread):
+        keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
+        body = uid + b"THREAD " + cmd.algorithm.encode() + b" " + wire_string(cmd.charset) + b" "
         body += b" ".join(search_wire(k) for k in keys)
     elif isinstance(cmd, Fetch):
         atts = b" ".join(fetch_item_wire(i) for i in cmd.items)
@@ -920,6 +1157,13 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
             + b" "
             + _flags(cmd.flags)
         )
+    elif isinstance(cmd, Compress):
+        body = b"COMPRESS " + cmd.mechanism.encode()
+    elif isinstance(cmd, GetQuota):
+        body = b"GETQUOTA " + _wire_string_forced(cmd.root)
+    elif isinstance(cmd, SetQuota):
+        pairs = " ".join(f"{res} {n}" for res, n in cmd.limits)
+        body = b"SETQUOTA " + _wire_string_forced(cmd.root) + b" (" + pairs.encode() + b")"
     else:
         body = cmd.name.encode()
     return t + body + b"\r\n"

@@ -141,6 +141,12 @@ class ImapReceiver:
         """A literal's octets are being received (a command's line is half read)."""
         return self._literal is not None
 
+    def take_buffer(self) -> bytes:
+        """The octets received after the last command, taken out (COMPRESS: they were sent deflated)."""
+        rest = bytes(self._buf[self._pos :])
+        self.discard_buffer()
+        return rest
+
     def discard_buffer(self) -> None:
         del self._buf[:]
         self._pos = self._scan = 0
@@ -422,6 +428,8 @@ class _Cursor:
         return tuple(dict.fromkeys(flags))
 
     def seqset(self) -> c.SequenceSet:
+        if self.maybe(b"$"):  # RFC 5182 SEARCHRES
+            return c.SAVED
         raw = self.chars(_SEQ_CHARS, "a sequence set").decode()
         try:
             return c.SequenceSet.parse(raw)
@@ -504,7 +512,7 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
             keys.append(_search_key(cur, decode))
         cur.close()
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    if ch is not None and (ch in _DIGITS or ch == 0x2A):
+    if ch is not None and (ch in _DIGITS or ch in (0x2A, 0x24)):  # a number, "*" or "$" (RFC 5182)
         return c.SearchSeq(cur.seqset(), uid=False)
     word = cur.atom("a search key").upper()
     if word == "ALL":
@@ -556,6 +564,21 @@ def _search_key(cur: _Cursor, decode: Callable[[bytes], str]) -> c.SearchKey:
                 raise cur.error("The MODSEQ entry type is priv, shared or all")
             cur.sp()
         return c.SearchModseq(cur.number("a mod-sequence"))
+    if word in ("SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"):  # RFC 8514 §4.2
+        cur.sp()
+        return c.SearchSaveDate(word[len("SAVED") :], _date(cur))
+    if word == "SAVEDATESUPPORTED":
+        return c.SearchSaveDateSupported()
+    if word in ("EMAILID", "THREADID"):  # RFC 8474 §6
+        cur.sp()
+        value = cur.atom("an object id")
+        try:
+            return c.SearchObjectId(word, value)
+        except ValueError as exc:
+            raise cur.error(_sentence(str(exc))) from None
+    if word in ("OLDER", "YOUNGER"):  # RFC 5032 WITHIN
+        cur.sp()
+        return c.SearchWithin(word == "OLDER", cur.nz_number("an interval in seconds"))
     if word == "NOT":
         cur.sp()
         cur.depth += 1
@@ -617,8 +640,33 @@ def _section(cur: _Cursor) -> c.Section:
         raise cur.error(_sentence(str(exc))) from None
 
 
+def _partial(cur: _Cursor) -> tuple[int, int] | None:
+    if not cur.maybe(b"<"):
+        return None
+    offset = cur.number("an offset")
+    cur.expect(b".")
+    length = cur.nz_number("a length")
+    cur.expect(b">")
+    return offset, length
+
+
+def _fetch_binary(cur: _Cursor, name: str) -> c.FetchItem:
+    """BINARY[.PEEK|.SIZE] "[" [section-part] "]" [partial] (RFC 3516 §6)."""
+    cur.expect(b"[")
+    part: list[int] = []
+    while not cur.maybe(b"]"):
+        if part:
+            cur.expect(b".")
+        part.append(cur.nz_number("a part number"))
+    size = name == "BINARY.SIZE"
+    partial = None if size else _partial(cur)
+    return c.FetchBinary(tuple(part), peek=name == "BINARY.PEEK", partial=partial, size=size)
+
+
 def _fetch_att(cur: _Cursor) -> c.FetchItem:
     name = cur.chars(_FETCH_NAME, "a fetch attribute").decode().upper()
+    if name in ("BINARY", "BINARY.PEEK", "BINARY.SIZE") and cur.peek() == 0x5B:
+        return _fetch_binary(cur, name)
     if name in ("BODY", "BODY.PEEK") and cur.peek() == 0x5B:
         section = _section(cur)
         partial = None
@@ -633,6 +681,8 @@ def _fetch_att(cur: _Cursor) -> c.FetchItem:
         raise cur.error("BODY.PEEK needs a section, e.g. BODY.PEEK[]")
     if name not in c.SIMPLE_FETCH_ATTS:
         raise cur.error(f"Unknown fetch attribute {name}")
+    if name == "PREVIEW":
+        cur.maybe_upper(b" (LAZY)")  # RFC 8970 §3.2: a preview is always made here, so LAZY changes nothing
     return c.FetchAttr(name)
 
 
@@ -753,8 +803,12 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
 
 
 def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
-    """[UID] SORT (criteria) charset search-keys (RFC 5256 §3)."""
+    """[UID] SORT [RETURN (options)] (criteria) charset search-keys (RFC 5256 §3, RFC 5267 §3 ESORT)."""
     cur.sp()
+    returns = None
+    if cur.maybe_upper(b"RETURN "):
+        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SORT RETURN option")
+        cur.sp()
     cur.open()
     criteria: list[tuple[bool, str]] = []
     while True:
@@ -783,7 +837,30 @@ def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
         _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Sort(tag, tuple(criteria), charset, key, uid)
+    return c.Sort(tag, tuple(criteria), charset, key, uid, returns)
+
+
+def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
+    """[UID] THREAD algorithm charset search-keys (RFC 5256 §4)."""
+    cur.sp()
+    algorithm = cur.atom("a threading algorithm").upper()
+    if algorithm not in c.THREAD_ALGORITHMS:
+        raise cur.error(f"Unknown threading algorithm {algorithm[:40]}")
+    cur.sp()
+    charset = cur.astring("a charset").decode("ascii", "replace").upper()
+    cur.sp()
+
+    def decode(data: bytes) -> str:
+        if charset in ("UTF-8", "US-ASCII"):
+            return cur.text_of(data, "The search string")
+        return data.decode("latin-1")  # the session refuses other charsets with NO [BADCHARSET]
+
+    keys = [_search_key(cur, decode)]
+    while cur.maybe(b" "):
+        _add_search_key(cur, decode, keys)
+    cur.end()
+    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+    return c.Thread(tag, algorithm, charset, key, uid)
 
 
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
@@ -863,8 +940,18 @@ def _parse_id(cur: _Cursor, tag: str) -> c.Command:
 
 
 def _parse_append(cur: _Cursor, tag: str) -> c.Command:
+    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal / literal8) (RFC 3501 §6.3.11, RFC 3502 §6,
+    RFC 3516 §6)."""
     cur.sp()
     mailbox = cur.mailbox()
+    items = [_append_item(cur)]
+    while not cur.at_end():
+        items.append(_append_item(cur))
+    first = items[0]
+    return c.Append(tag, mailbox, first.flags, first.date, first.message, tuple(items[1:]), first.catenate)
+
+
+def _append_item(cur: _Cursor) -> c.AppendItem:
     cur.sp()
     flags: tuple[str, ...] = ()
     date = None
@@ -874,11 +961,32 @@ def _parse_append(cur: _Cursor, tag: str) -> c.Command:
     if cur.peek() == 0x22:
         date = _datetime(cur)
         cur.sp()
+    if cur.maybe_upper(b"CATENATE "):
+        return c.AppendItem(flags, date, b"", _catenate(cur))
+    cur.maybe(b"~")  # RFC 3516 §4.4: a literal8, which may hold any octet
     if cur.peek() != 0x7B:
         raise cur.error("APPEND needs the message as a literal {size}")
-    message = cur.literal()
-    cur.end()
-    return c.Append(tag, mailbox, flags, date, message)
+    return c.AppendItem(flags, date, cur.literal())
+
+
+def _catenate(cur: _Cursor) -> tuple[c.CatPart, ...]:
+    """ "(" cat-part *(SP cat-part) ")", cat-part = "TEXT" SP literal / "URL" SP astring (RFC 4469 §5)."""
+    cur.open()
+    parts: list[c.CatPart] = []
+    while True:
+        if cur.maybe_upper(b"TEXT "):
+            cur.maybe(b"~")
+            if cur.peek() != 0x7B:
+                raise cur.error("CATENATE TEXT needs a literal {size}")
+            parts.append(c.CatPart(text=cur.literal()))
+        elif cur.maybe_upper(b"URL "):
+            parts.append(c.CatPart(url=cur.text_of(cur.astring("an IMAP URL"), "The URL")))
+        else:
+            raise cur.error("CATENATE parts are TEXT {literal} and URL url")
+        if not cur.maybe(b" "):
+            break
+    cur.close()
+    return tuple(parts)
 
 
 def _simple(cls: type[c.Command]) -> Callable[[_Cursor, str], c.Command]:
@@ -1047,6 +1155,8 @@ def _qresync(cur: _Cursor) -> c.Qresync:
             cur.close()
             match = (seqs, uids)
     cur.close()
+    if isinstance(known, c.SavedResult) or (match is not None and any(isinstance(x, c.SavedResult) for x in match)):
+        raise cur.error("QRESYNC parameters take numbers, not $")
     return c.Qresync(uidvalidity, modseq, known, match)
 
 
@@ -1072,6 +1182,38 @@ def _parse_uid_expunge(cur: _Cursor, tag: str, uid: bool) -> c.Command:
 def _parse_expunge(cur: _Cursor, tag: str) -> c.Command:
     cur.end()
     return c.Expunge(tag, None)
+
+
+def _parse_getquota(cur: _Cursor, tag: str) -> c.Command:
+    cur.sp()
+    root = cur.text_of(cur.astring("a quota root"), "The quota root")
+    cur.end()
+    return c.GetQuota(tag, root)
+
+
+def _parse_setquota(cur: _Cursor, tag: str) -> c.Command:
+    """SETQUOTA quota-root (resource limit ...) (RFC 9208 §4.1.3, §8)."""
+    cur.sp()
+    root = cur.text_of(cur.astring("a quota root"), "The quota root")
+    cur.sp()
+    cur.open()
+    limits: list[tuple[str, int]] = []
+    while cur.peek() != 0x29:
+        if limits:
+            cur.sp()
+        resource = cur.atom("a resource name").upper()
+        cur.sp()
+        limits.append((resource, cur.number("a limit")))
+    cur.close()
+    cur.end()
+    return c.SetQuota(tag, root, tuple(limits))
+
+
+def _parse_compress(cur: _Cursor, tag: str) -> c.Command:
+    cur.sp()
+    mechanism = cur.atom("a compression mechanism").upper()
+    cur.end()
+    return c.Compress(tag, mechanism)
 
 
 _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
@@ -1102,14 +1244,20 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "APPEND": _parse_append,
     "SEARCH": lambda cur, tag: _parse_search(cur, tag, False),
     "SORT": lambda cur, tag: _parse_sort(cur, tag, False),
+    "THREAD": lambda cur, tag: _parse_thread(cur, tag, False),
     "FETCH": lambda cur, tag: _parse_fetch(cur, tag, False),
     "STORE": lambda cur, tag: _parse_store(cur, tag, False),
     "COPY": lambda cur, tag: _parse_copy_move(c.Copy)(cur, tag, False),
     "MOVE": lambda cur, tag: _parse_copy_move(c.Move)(cur, tag, False),
+    "GETQUOTA": _parse_getquota,
+    "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
+    "SETQUOTA": _parse_setquota,
+    "COMPRESS": _parse_compress,
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,
     "SORT": _parse_sort,
+    "THREAD": _parse_thread,
     "FETCH": _parse_fetch,
     "STORE": _parse_store,
     "COPY": _parse_copy_move(c.Copy),

@@ -34,7 +34,14 @@ class Literal:
     data: bytes
 
 
-Value = Union[None, int, str, bytes, Atom, Literal, Sequence["Value"]]  # noqa: UP007 - a recursive alias
+@dataclass(frozen=True, slots=True)
+class Literal8:
+    """``~{n}`` octets that may hold NUL (RFC 3516 §4.2: BINARY[] of binary content)."""
+
+    data: bytes
+
+
+Value = Union[None, int, str, bytes, Atom, Literal, Literal8, Sequence["Value"]]  # noqa: UP007 - a recursive alias
 
 
 def render_string(s: str) -> bytes:
@@ -59,6 +66,8 @@ def render(value: Value) -> bytes:
         return b"{%d}\r\n" % len(value) + value
     if isinstance(value, Literal):
         return b"{%d}\r\n" % len(value.data) + value.data
+    if isinstance(value, Literal8):
+        return b"~{%d}\r\n" % len(value.data) + value.data
     return b"(" + b" ".join(render(v) for v in value) + b")"
 
 

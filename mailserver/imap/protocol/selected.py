@@ -73,7 +73,7 @@ def flag_atoms(flags: frozenset[str], recent: bool) -> tuple[r.Atom, ...]:
 
 def expunge_allowed(command: c.Command) -> bool:
     """RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH; their UID forms are exempt."""
-    if isinstance(command, c.Fetch | c.Store | c.Search | c.Sort):
+    if isinstance(command, c.Fetch | c.Store | c.Search | c.Sort | c.Thread):
         return command.uid
     return True
 

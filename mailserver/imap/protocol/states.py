@@ -50,6 +50,10 @@ AUTHENTICATED: frozenset[type[c.Command]] = ANY_STATE | {
     c.Status,
     c.Append,
     c.Idle,
+    c.GetQuota,
+    c.GetQuotaRoot,
+    c.SetQuota,
+    c.Compress,
 }
 SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Check,
@@ -58,6 +62,7 @@ SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Expunge,
     c.Search,
     c.Sort,
+    c.Thread,
     c.Fetch,
     c.Store,
     c.Copy,

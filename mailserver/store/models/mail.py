@@ -10,6 +10,8 @@ Invariants:
   "what changed since modseq N" is answerable (IMAP sessions, CONDSTORE/QRESYNC).
 - ``Blob.body`` and ``Blob.meta`` are sealed with the owning account's data key,
   bound to the blob id; an account whose ``wrapped_key`` is NULL has been shredded.
+  On SQLite a large sealed body is in ``Blob.large_body`` (the row's last column) and
+  ``body`` is empty: ``Blob.sealed_body`` is the one to read.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    text,
 )
 from sqlalchemy.orm import Mapped, QueryContext, Session, mapped_column
 
@@ -89,6 +92,8 @@ class Account(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[dt.datetime | None]
     retention_until: Mapped[dt.datetime | None]
+    #: the largest UIDVALIDITY the account's mailboxes ever had (RFC 3501 §2.3.1.1; ``mailboxes.next_uidvalidity``)
+    uidvalidity_high: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     @property
     def owner_id(self) -> str:
@@ -165,10 +170,17 @@ class Blob(Base):
     meta: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # SQLite: a large sealed body, written in pieces into the row's last column (``body`` is then empty)
+    large_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     @property
     def object_id(self) -> str:
         return f"blob:{self.id}"
+
+    @property
+    def sealed_body(self) -> bytes:
+        """The sealed body, wherever the row keeps it."""
+        return self.large_body if self.large_body is not None else self.body
 
 
 class Message(Base):
@@ -186,6 +198,8 @@ class Message(Base):
     internal_date: Mapped[dt.datetime]
     size: Mapped[int] = mapped_column(Integer)
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), index=True)
+    # RFC 8514 SAVEDATE: set by the database on insert (delivery, APPEND, a COPY or MOVE's new row)
+    saved_at: Mapped[dt.datetime | None] = mapped_column(server_default=text("CURRENT_TIMESTAMP"))
 
 
 class ExpungedMessage(Base):

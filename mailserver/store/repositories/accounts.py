@@ -5,7 +5,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from typing import cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 
 from mailserver.store.models import Account, AccountKind, AccountStatus, Domain, DomainKind
 from mailserver.store.repositories.base import Repository
@@ -68,6 +68,33 @@ class AccountRepository(Repository):
         if status is not None:
             stmt = stmt.where(Account.status == status)
         return (await self.session.execute(stmt)).scalars().all()
+
+    async def next_uidvalidity(self, account_id: int, *, at_least: int) -> int:
+        """Raise the account's UIDVALIDITY high-water mark past itself (to ``at_least`` if that is more) and
+        return it. Locks the account row until the transaction ends: take it before any mailbox row."""
+        t = _ACCOUNTS
+        stmt = (
+            update(t)
+            .where(t.c.id == account_id)
+            .values(
+                uidvalidity_high=case((t.c.uidvalidity_high + 1 > at_least, t.c.uidvalidity_high + 1), else_=at_least)
+            )
+            .returning(t.c.uidvalidity_high)
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def keep_uidvalidity(self, account_id: int, uidvalidity: int) -> None:
+        """Raise the account's UIDVALIDITY high-water mark to ``uidvalidity`` (a mailbox being deleted) if it
+        is below. Locks the account row until the transaction ends."""
+        t = _ACCOUNTS
+        stmt = (
+            update(t)
+            .where(t.c.id == account_id)
+            .values(
+                uidvalidity_high=case((t.c.uidvalidity_high < uidvalidity, uidvalidity), else_=t.c.uidvalidity_high)
+            )
+        )
+        await self.session.execute(stmt)
 
     async def with_wrapped_keys(self) -> Sequence[Account]:
         stmt = select(Account).where(Account.wrapped_key.is_not(None)).order_by(Account.id).with_for_update()

@@ -58,6 +58,9 @@ async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mappin
         values = list(r.values())
         for (i, proc), seen in zip(procs, memo, strict=True):
             v = values[i]
+            if isinstance(v, (bytes, bytearray, memoryview)):  # a sealed body: unique, maybe large, never hashed
+                values[i] = proc(v)
+                continue
             if v not in seen:
                 seen[v] = proc(v)
             values[i] = seen[v]

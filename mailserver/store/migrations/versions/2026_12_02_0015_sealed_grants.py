@@ -1,7 +1,7 @@
 """Conversation grants kept under the metadata key: no readable address left in the table.
 
 Revision ID: 0015
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-02
 
 - ``patient_digest`` and ``pair_digest``: keyed digests (``crypto.metadata``)
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 revision: str = "0015"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

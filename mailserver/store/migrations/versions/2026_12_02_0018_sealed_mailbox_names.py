@@ -1,7 +1,7 @@
 """Mailbox names kept under the metadata key: a folder named after a diagnosis is not readable at rest.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-02
 
 - ``name_digest``: a keyed digest of the account and the name (``crypto.metadata``),
@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context, op
 
-revision: str = "0016"
-down_revision: str | None = "0015"
+revision: str = "0018"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
