@@ -93,8 +93,14 @@ async def root(uow: UnitOfWork, limits: LimitsSection, account: Account, name: s
     limit = limit_of(limits, account, name)
     if limit <= 0:
         return None
-    under = VAULT if name == VAULT_ROOT else None
-    return Root(name, limit, await UsageViews(uow.session).usage(account.id, under=under, delimiter=DELIMITER))
+    boxes = None
+    if name == VAULT_ROOT:  # mailbox names are sealed: the vault's mailboxes are picked once opened
+        boxes = [
+            m.id
+            for m in await uow.mailboxes.list(account.id)
+            if m.name == VAULT or m.name.startswith(VAULT + DELIMITER)
+        ]
+    return Root(name, limit, await UsageViews(uow.session).usage(account.id, mailbox_ids=boxes))
 
 
 async def roots(

@@ -116,13 +116,19 @@ class TestPKI:
 
 
 def audit_env(config: Config) -> dict[str, str]:
-    """The environment for a helper process that writes to ``config``'s database: its audit key and anchors."""
+    """The environment for a helper process that writes to ``config``'s database: its audit key and anchors,
+    and its credential key (mailbox names and grants are found by digests under it)."""
     import os
 
+    from crypto.credentials import load_or_create_credential_key
+
+    credentials = config.resolve(config.keys.credential_key_file)
+    load_or_create_credential_key(credentials)  # the server makes it on first use: both must hold the same
     return {
         **os.environ,
         "MASANTE_AUDIT_KEY_FILE": str(config.resolve(config.audit.key_file)),
         "MASANTE_AUDIT_ANCHOR_FILE": str(config.resolve(config.audit.anchor_file)),
+        "MASANTE_CREDENTIAL_KEY": credentials.read_text(encoding="ascii").strip(),
     }
 
 

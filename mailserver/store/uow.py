@@ -53,6 +53,7 @@ from mailserver.store.repositories import (
     TrustRepository,
 )
 from mailserver.store.repositories.certificates import CertificateRepository
+from mailserver.store.sealing import SESSION_SEALER
 
 
 class UnitOfWork:
@@ -98,9 +99,10 @@ class UnitOfWork:
             self._write_lock = lock
         self.session = (self.db.reader if self.readonly else self.db.writer)()
         s = self.session
+        s.sync_session.info[SESSION_SEALER] = lambda: self.db.metadata_key  # opens and seals mailbox names
         self.domains = DomainRepository(s)
         self.accounts = AccountRepository(s)
-        self.mailboxes = MailboxRepository(s)
+        self.mailboxes = MailboxRepository(s, lambda: self.db.metadata_key)
         self.messages = MessageRepository(s)
         self.message_views = MessageViews(s)
         self.blobs = BlobRepository(s)

@@ -30,11 +30,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, QueryContext, Session, mapped_column
 
 from mailserver.store.models.base import Base, BigIntPK, utcnow
+from mailserver.store.sealing import SESSION_SEALER, MetadataSealer, OpenedName, open_mailbox_name, seal_mailbox_name
 
 
 class DomainKind(enum.StrEnum):
@@ -100,12 +102,17 @@ class Account(Base):
 
 
 class Mailbox(Base):
+    """An IMAP mailbox. Its name is health data (a folder named after a diagnosis): the row keeps a keyed
+    digest of it, for lookups and uniqueness, and a sealed copy (``mailserver.store.sealing``); ``name`` is the
+    name opened, set when the row is loaded through a unit of work and sealed again when it changes."""
+
     __tablename__ = "mailboxes"
-    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    __table_args__ = (UniqueConstraint("account_id", "name_digest"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(512))  # full path, "/" as hierarchy delimiter; INBOX is "INBOX"
+    name_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    name_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     special_use: Mapped[str | None] = mapped_column(String(32))  # RFC 6154 attribute, e.g. "\\Sent"
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uidnext: Mapped[int] = mapped_column(BigInteger, default=1)
@@ -113,6 +120,43 @@ class Mailbox(Base):
     first_recent_uid: Mapped[int] = mapped_column(BigInteger, default=1)  # RFC 3501 \Recent bookkeeping
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    #: the full path, "/" as hierarchy delimiter; INBOX is "INBOX" (not a column: see the class notes)
+    name = OpenedName()
+
+
+def _sealer(session: Session) -> MetadataSealer | None:
+    get = session.info.get(SESSION_SEALER)
+    return get() if get is not None else None
+
+
+@event.listens_for(Mailbox, "load")
+def _open_name(target: Mailbox, context: QueryContext) -> None:
+    sealer = _sealer(context.session)
+    if sealer is not None:
+        name = open_mailbox_name(sealer, target.name_digest, target.name_sealed)
+        target.__dict__["_opened_name"] = target.__dict__["_sealed_name"] = name
+
+
+@event.listens_for(Mailbox, "refresh")
+def _reopen_name(target: Mailbox, context: QueryContext, attrs: object) -> None:
+    _open_name(target, context)
+
+
+@event.listens_for(Session, "before_flush")
+def _seal_names(session: Session, flush_context: object, instances: object) -> None:
+    """Seal the names of new mailboxes and of renamed ones (``OpenedName`` marks them modified)."""
+    for obj in (*session.new, *session.dirty):
+        if not isinstance(obj, Mailbox):
+            continue
+        name = obj.__dict__.get("_opened_name")
+        if name is None or obj.__dict__.get("_sealed_name") == name:
+            continue
+        sealer = _sealer(session)
+        if sealer is None:
+            raise RuntimeError("a mailbox name is sealed with the metadata key: write it through a unit of work")
+        obj.name_digest, obj.name_sealed = seal_mailbox_name(sealer, obj.account_id, name)
+        obj.__dict__["_sealed_name"] = name
 
 
 class Blob(Base):

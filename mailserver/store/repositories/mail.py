@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, case, delete, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
 from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, seal_mailbox_name
 
 INBOX = "INBOX"
 _MAILBOXES = cast(Table, Mailbox.__table__)
@@ -39,24 +41,40 @@ def canonical_name(name: str) -> str:
     return name
 
 
+def _sealed_name(key: MetadataSealer, account_id: int, name: str) -> dict[str, bytes]:
+    digest, sealed = seal_mailbox_name(key, account_id, canonical_name(name))
+    return {"name_digest": digest, "name_sealed": sealed}
+
+
 class MailboxRepository(Repository):
+    """Mailboxes, whose names are sealed (``mailserver.store.sealing``): found by the digest of a name, listed
+    and sorted once opened."""
+
+    def __init__(self, session: AsyncSession, key: Callable[[], MetadataSealer]) -> None:
+        super().__init__(session)
+        self._key = key
+
+    def _digest(self, account_id: int, name: str) -> bytes:
+        return mailbox_name_digest(self._key(), account_id, canonical_name(name))
+
     async def list(self, account_id: int) -> Sequence[Mailbox]:
-        stmt = select(Mailbox).where(Mailbox.account_id == account_id).order_by(Mailbox.name)
-        return (await self.session.execute(stmt)).scalars().all()
+        stmt = select(Mailbox).where(Mailbox.account_id == account_id)
+        return sorted((await self.session.execute(stmt)).scalars().all(), key=lambda m: m.name)
 
     async def get(self, account_id: int, name: str) -> Mailbox | None:
-        stmt = select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.name == canonical_name(name))
+        stmt = select(Mailbox).where(
+            Mailbox.account_id == account_id, Mailbox.name_digest == self._digest(account_id, name)
+        )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def get_many(self, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Mailbox]:
         """The mailboxes named by (account id, name) pairs, keyed by (account id, canonical name); a name an
         account lacks is absent. One query per 500 accounts (a delivery to many recipients)."""
         wanted = {(a, canonical_name(n)) for a, n in pairs}
-        accounts = sorted({a for a, _ in wanted})
-        names = sorted({n for _, n in wanted})
+        digests = sorted(self._digest(a, n) for a, n in wanted)
         found: dict[tuple[int, str], Mailbox] = {}
-        for i in range(0, len(accounts), 500):
-            stmt = select(Mailbox).where(Mailbox.account_id.in_(accounts[i : i + 500]), Mailbox.name.in_(names))
+        for i in range(0, len(digests), 500):
+            stmt = select(Mailbox).where(Mailbox.name_digest.in_(digests[i : i + 500]))
             for mb in (await self.session.execute(stmt)).scalars():
                 if (mb.account_id, mb.name) in wanted:
                     found[(mb.account_id, mb.name)] = mb
@@ -101,10 +119,11 @@ class MailboxRepository(Repository):
     ) -> None:
         """Give every account of ``account_ids`` the same new mailboxes, ``(name, special_use, uidvalidity)``,
         in one driver-level ``executemany`` (bulk opening: see ``insert_many``)."""
+        key = self._key()
         rows = [
             {
                 "account_id": account_id,
-                "name": canonical_name(name),
+                **_sealed_name(key, account_id, name),
                 "special_use": special_use,
                 "uidvalidity": uidvalidity,
                 "uidnext": 1,

@@ -8,9 +8,10 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from mailserver.store.models import Mailbox, Message
 from mailserver.store.repositories.base import Repository
@@ -23,14 +24,14 @@ class Usage:
 
 
 class UsageViews(Repository):
-    async def usage(self, account_id: int, *, under: str | None = None, delimiter: str = "/") -> Usage:
-        """The sizes and number of the account's messages; with ``under``, of that mailbox and those below it."""
+    async def usage(self, account_id: int, *, mailbox_ids: Collection[int] | None = None) -> Usage:
+        """The sizes and number of the account's messages; with ``mailbox_ids``, of those mailboxes only."""
         stmt = (
             select(func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
             .join(Mailbox, Message.mailbox_id == Mailbox.id)
             .where(Mailbox.account_id == account_id)
         )
-        if under is not None:
-            stmt = stmt.where(or_(Mailbox.name == under, Mailbox.name.startswith(under + delimiter, autoescape=True)))
+        if mailbox_ids is not None:
+            stmt = stmt.where(Mailbox.id.in_(sorted(mailbox_ids)))
         octets, count = (await self.session.execute(stmt)).one()
         return Usage(int(octets), int(count))
