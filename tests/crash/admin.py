@@ -1,0 +1,226 @@
+"""Crash consistency of the administrator's long commands: ``masante-admin keys rotate`` and ``trust import``.
+
+Each is run as a real process and SIGKILLed at a moment drawn from a seeded generator: a delay after
+the process has imported its code (it says so on stdout): the time this process took to open the
+store, plus a draw within the time the same work took here (a calibration run, which is also the
+state the killed run starts from). Then:
+
+- rotation: whatever the moment, every message of every account still decrypts with the keys on
+  disk (``load_keyring``: the KEK file and a ``.next`` left by the killed run); a rerun completes; after
+  it, no ``.next`` is left and every account key is wrapped by the KEK in the file;
+- import: the trust space is exactly the list before (A) or the list being imported (B), never a mix;
+  a rerun completes and leaves B;
+- the audit chain verifies after each step.
+
+``tests/crash/test_admin_kill.py`` kills each once per database; ``make bench-crash`` more often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crypto.envelope import Keyring, pending_path, read_key_file
+from directory.trust import WHITELIST, TrustSpace
+from mailserver.context import Context
+from mailserver.delivery import deliver
+from mailserver.keys import rotate_kek
+from tests import support
+from tests.crash.campaign import TIMEOUT, Site, _contents, audit_report, with_context
+from tests.data.generate import write_whitelist
+from tests.harness.messages import message
+from tests.test_server_process import clean_env
+
+#: ``masante-admin``, saying when its code is imported (the moment the kill delay counts from)
+ADMIN = "from admin_cli.main import main; print('imported', flush=True); main()"
+ACCOUNTS = 12
+
+
+def run_admin(site: Site, args: list[str], kill_after: float | None = None) -> tuple[float, bool]:
+    """``masante-admin ARGS``: the seconds it ran after its imports, and whether it was killed
+    (``kill_after`` seconds after them; it may finish first). A run not killed must succeed."""
+    proc = subprocess.Popen(  # noqa: S603 - our own command
+        [sys.executable, "-c", ADMIN, "--config", str(site.cfg), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    t0 = time.monotonic()
+    killed = False
+    try:
+        if kill_after is not None and first == "imported\n":
+            try:
+                proc.wait(kill_after)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                killed = True
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    took = time.monotonic() - t0
+    if not killed:
+        assert proc.returncode == 0, f"masante-admin {' '.join(args)} failed ({proc.returncode}):\n{first}{out}{err}"
+    return took, killed
+
+
+# --- keys rotate ------------------------------------------------------------------------------------------
+
+
+async def populate_mail(ctx: Context) -> None:
+    """Professionals of their own, a message in each one's INBOX."""
+    for i in range(ACCOUNTS):
+        account = await support.make_pro(ctx, f"dr.rotate{i}")
+        async with ctx.uow() as uow:
+            acct = await uow.accounts.get(account.id)
+            assert acct is not None
+            raw = message("lab@lab.test", acct.address, f"rotate-{i}", f"résultats {i}\n" * 50)
+            await deliver(uow, ctx.keyring, raw, [acct])
+            await uow.commit()
+
+
+async def _readable(ctx: Context) -> list[str]:
+    problems = []
+    async with ctx.uow(readonly=True) as uow:
+        addresses = [a.address for a in await uow.accounts.list() if a.address.startswith("dr.rotate")]
+    for address in addresses:
+        subjects = [m.subject for m in await _contents(ctx, address)]  # decrypts every body
+        if len(subjects) != 1:
+            problems.append(f"{address} holds {len(subjects)} messages")
+    intact, sentence = await audit_report(ctx)
+    return problems + ([] if intact else [f"audit verify: {sentence}"])
+
+
+def readable(site: Site, when: str) -> list[str]:
+    """Every message opens with the keys on disk (a Context loads them as the server does)."""
+    try:
+        return [f"{when}: {p}" for p in with_context(site, _readable)]
+    except Exception as exc:  # noqa: BLE001 - any failure to open a key or a body is the finding
+        return [f"{when}: {exc!r}"]
+
+
+async def _wrapped_by(ctx: Context) -> set[str]:
+    async with ctx.uow(readonly=True) as uow:
+        return {Keyring.wrapped_kid(a.wrapped_key) for a in await uow.accounts.list() if a.wrapped_key}
+
+
+def settled(site: Site, when: str) -> list[str]:
+    kek_file = site.config.resolve(site.config.keys.kek_file)
+    problems = []
+    if pending_path(kek_file).exists():
+        problems.append(f"{when}: {pending_path(kek_file).name} left behind")
+    kids = with_context(site, _wrapped_by)
+    if kids != {read_key_file(kek_file).kid.hex()}:
+        problems.append(f"{when}: account keys wrapped by {sorted(kids)}, the KEK file holds another")
+    return problems
+
+
+def timed(site: Site, fn: Callable[[Context], Any]) -> tuple[float, float]:
+    """A calibration run of a command's work in this process: seconds to open the store, then to do it."""
+
+    async def go() -> tuple[float, float]:
+        t0 = time.monotonic()
+        ctx = site.context()
+        try:
+            async with ctx.uow(readonly=True):
+                pass
+            t1 = time.monotonic()
+            await fn(ctx)
+            return t1 - t0, time.monotonic() - t1
+        finally:
+            await ctx.close()
+
+    return asyncio.run(go())
+
+
+def rotation_campaign(site: Site, rng: random.Random, kills: int, report: Callable[[str], None]) -> list[str]:
+    opening, work = timed(site, lambda ctx: rotate_kek(ctx, actor="test"))  # the calibration: a whole rotation
+    problems = readable(site, "after a rotation") + settled(site, "after a rotation")
+    for k in range(kills):
+        delay = opening + rng.uniform(0, work)  # in the work, if the process goes at this one's pace
+        _, killed = run_admin(site, ["keys", "rotate"], kill_after=delay)
+        found = readable(site, f"kill {k + 1}, before the rerun")
+        run_admin(site, ["keys", "rotate"])
+        found += readable(site, f"kill {k + 1}, after the rerun") + settled(site, f"kill {k + 1}, after the rerun")
+        report(
+            f"  keys rotate {'killed' if killed else 'finished before its kill'} at {delay * 1000:.0f} ms "
+            f"(a whole run: {work * 1000:.0f} ms): "
+            + ("every message readable, the rerun completed" if not found else f"{len(found)} PROBLEMS")
+        )
+        problems += found
+    return problems
+
+
+# --- trust import -----------------------------------------------------------------------------------------
+
+#: the whitelist before (more domains) and the one being imported: domains removed, DNs changed
+LIST_A = (2600, 1)
+LIST_B = (2000, 2)
+
+TrustState = dict[str, tuple[str | None, frozenset[str]]]
+
+
+async def _trust_state(ctx: Context) -> TrustState:
+    return {o.domain: (o.description, frozenset(o.dns)) for o in await TrustSpace(ctx).list() if o.source == WHITELIST}
+
+
+def trust_state(site: Site) -> TrustState:
+    state: TrustState = with_context(site, _trust_state)
+    return state
+
+
+def import_campaign(site: Site, tmp: Path, rng: random.Random, kills: int, report: Callable[[str], None]) -> list[str]:
+    a, b = tmp / "list-a.xml", tmp / "list-b.xml"
+    write_whitelist(a, LIST_A[0], seed=LIST_A[1])
+    write_whitelist(b, LIST_B[0], seed=LIST_B[1])
+    problems: list[str] = []
+    for k in range(kills):
+        # the calibration, and the state before
+        opening, work = timed(site, lambda ctx: TrustSpace(ctx).import_whitelist(a, actor="test"))
+        before = trust_state(site)
+        delay = opening + rng.uniform(0, work)  # in the work, if the process goes at this one's pace
+        _, killed = run_admin(site, ["trust", "import", str(b)], kill_after=delay)
+        middle = trust_state(site)
+        run_admin(site, ["trust", "import", str(b)])
+        after = trust_state(site)
+        found = []
+        if before == after:
+            found.append("the two lists give the same trust space: the test shows nothing")
+        if middle not in (before, after):
+            found.append(
+                f"kill {k + 1}: the trust space is neither list: {len(middle)} domains "
+                f"(A {len(before)}, B {len(after)})"
+            )
+        intact, sentence = with_context(site, audit_report)
+        if not intact:
+            found.append(f"kill {k + 1}: audit verify: {sentence}")
+        state = "the old list" if middle == before else "the new list" if middle == after else "NEITHER list"
+        report(
+            f"  trust import {'killed' if killed else 'finished before its kill'} at {delay * 1000:.0f} ms "
+            f"(a whole run: {work * 1000:.0f} ms): {state}; the rerun completed"
+            + ("" if not found else f"; {len(found)} PROBLEMS")
+        )
+        problems += found
+    return problems
+
+
+def populate(site: Site) -> None:
+    asyncio.run(_populate(site))
+
+
+async def _populate(site: Site) -> None:
+    ctx = site.context()
+    try:
+        await populate_mail(ctx)
+    finally:
+        await ctx.close()
