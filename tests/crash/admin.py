@@ -164,8 +164,8 @@ def rotation_campaign(site: Site, rng: random.Random, kills: int, report: Callab
 # --- trust import -----------------------------------------------------------------------------------------
 
 #: the whitelist before (more domains) and the one being imported: domains removed, DNs changed
-LIST_A = (2600, 1)
-LIST_B = (2000, 2)
+LIST_A = (1200, 1)
+LIST_B = (900, 2)
 
 TrustState = dict[str, tuple[str | None, frozenset[str]]]
 

@@ -14,7 +14,6 @@ import imaplib
 import smtplib
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -37,11 +36,13 @@ APPENDS = 15  # per client
 CLIENTS = 3  # per process
 
 
-@pytest.fixture
-def two(pg_database: str, pki: support.TestPKI, tmp_path: Path) -> Iterator[tuple[Site, Site]]:
-    """Two servers on the session's PostgreSQL database, emptied first."""
+@pytest.fixture(scope="module")
+def two(
+    pg_database: str, pki: support.TestPKI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Site, Site]]:
+    """Two servers on the session's PostgreSQL database, emptied first (each test uses an account of its own)."""
     asyncio.run(support.pg_reset(pg_database))
-    first = make_site(tmp_path, support.sqlalchemy_pg_url(pg_database), pki, None)
+    first = make_site(tmp_path_factory.mktemp("two"), support.sqlalchemy_pg_url(pg_database), pki, None)
     second = another_process(first, "second")
     servers = [ServerProcess(first.cfg), ServerProcess(second.cfg)]
     try:
@@ -54,9 +55,9 @@ def two(pg_database: str, pki: support.TestPKI, tmp_path: Path) -> Iterator[tupl
             s.ensure_dead()
 
 
-def login(site: Site) -> imaplib.IMAP4_SSL:
+def login(site: Site, user: str) -> imaplib.IMAP4_SSL:
     c = imaplib.IMAP4_SSL("127.0.0.1", site.imaps, ssl_context=site.tls(), timeout=TIMEOUT)
-    c.login(APPENDER, support.PASSWORD)
+    c.login(user, support.PASSWORD)
     c.select("INBOX")
     return c
 
@@ -64,7 +65,7 @@ def login(site: Site) -> imaplib.IMAP4_SSL:
 @pytest.mark.slow
 def test_a_delivery_through_one_process_wakes_idle_in_the_other(two: tuple[Site, Site]) -> None:
     first, second = two
-    watcher = login(second)
+    watcher = login(second, APPENDER)
     watcher.send(b"i1 IDLE\r\n")
     assert watcher.readline().startswith(b"+ ")
     with smtplib.SMTP("127.0.0.1", first.submission, timeout=TIMEOUT, local_hostname="client.test") as s:
@@ -86,10 +87,10 @@ def test_concurrent_appends_through_both_processes_get_unique_increasing_uids(tw
 
     def client(site: Site, tag: str) -> None:
         try:
-            c = login(site)
+            c = login(site, PRO)
             got = uids.setdefault(tag, [])
             for i in range(APPENDS):
-                typ, data = c.append("INBOX", "", None, message(APPENDER, APPENDER, f"{tag}-{i}", "x\n"))
+                typ, data = c.append("INBOX", "", None, message(PRO, PRO, f"{tag}-{i}", "x\n"))
                 m = APPENDUID.search(data[0] or b"")
                 assert typ == "OK" and m is not None, data
                 got.append(int(m.group(1)))
@@ -110,6 +111,6 @@ def test_concurrent_appends_through_both_processes_get_unique_increasing_uids(tw
     for tag, got in uids.items():
         assert got == sorted(got), f"the UIDs of client {tag} do not increase: {got}"
     assert len(set(everything)) == len(everything), "a UID was given twice"
-    stored = with_context(two[0], lambda ctx: _contents(ctx, APPENDER))
+    stored = with_context(two[0], lambda ctx: _contents(ctx, PRO))
     assert sorted(m.uid for m in stored) == sorted(everything)
     assert sorted(everything) == list(range(1, len(everything) + 1))  # and no gap, on one mailbox
