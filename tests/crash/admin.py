@@ -1,9 +1,9 @@
 """Crash consistency of the administrator's long commands: ``masante-admin keys rotate`` and ``trust import``.
 
 Each is run as a real process and SIGKILLed at a moment drawn from a seeded generator: a delay after
-the process has imported its code (it says so on stdout): the time this process took to open the
-store, plus a draw within the time the same work took here (a calibration run, which is also the
-state the killed run starts from). Then:
+the process begins writing (a hook of the test says so on stdout: ``MARK``), within the time the whole
+command took in this process (a calibration run, which is also the state the killed run starts
+from). Then:
 
 - rotation: whatever the moment, every message of every account still decrypts with the keys on
   disk (``load_keyring``: the KEK file and a ``.next`` left by the killed run); a rerun completes; after
@@ -37,27 +37,45 @@ from tests.data.generate import write_whitelist
 from tests.harness.messages import message
 from tests.test_server_process import clean_env
 
-#: ``masante-admin``, saying when its code is imported (the moment the kill delay counts from)
-ADMIN = "from admin_cli.main import main; print('imported', flush=True); main()"
+ADMIN = "from admin_cli.main import main; main()"
+#: a hook saying ``step`` on stdout when the command begins writing (the moment a kill's delay counts from):
+#: ``keys rotate`` writes the next KEK (step 1 of ``mailserver.keys``),
+#: ``trust import`` applies the parsed list (``TrustSpace._apply``, in its one transaction)
+MARK = {
+    "rotate": (
+        "import mailserver.keys as k\n"
+        "real = k.write_key_file\n"
+        "k.write_key_file = lambda *a: (print('step', flush=True), real(*a))[1]\n"
+    ),
+    "import": (
+        "from directory.trust import TrustSpace as T\n"
+        "real = T._apply\n"
+        "async def marked(*a):\n"
+        "    print('step', flush=True)\n"
+        "    return await real(*a)\n"
+        "T._apply = marked\n"
+    ),
+}
 ACCOUNTS = 12
 
 
 def run_admin(site: Site, args: list[str], kill_after: float | None = None) -> tuple[float, bool]:
-    """``masante-admin ARGS``: the seconds it ran after its imports, and whether it was killed
-    (``kill_after`` seconds after them; it may finish first). A run not killed must succeed."""
+    """``masante-admin ARGS``: the seconds it ran after its mark, and whether it was killed (``kill_after``
+    seconds after the mark: the moment it begins writing; it may finish first). A run not killed must succeed."""
+    mark = MARK[args[1]] if kill_after is not None else ""
     proc = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-c", ADMIN, "--config", str(site.cfg), *args],
+        [sys.executable, "-c", mark + ADMIN, "--config", str(site.cfg), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
     )
     assert proc.stdout is not None
-    first = proc.stdout.readline()
+    first = proc.stdout.readline() if mark else ""
     t0 = time.monotonic()
     killed = False
     try:
-        if kill_after is not None and first == "imported\n":
+        if kill_after is not None and first == "step\n":
             try:
                 proc.wait(kill_after)
             except subprocess.TimeoutExpired:
@@ -143,18 +161,30 @@ def timed(site: Site, fn: Callable[[Context], Any]) -> tuple[float, float]:
     return asyncio.run(go())
 
 
+def left_by_kill(site: Site) -> str:
+    """Which of the rotation's steps the kill interrupted, from what it left on disk and in the store."""
+    kek_file = site.config.resolve(site.config.keys.kek_file)
+    nxt = pending_path(kek_file)
+    if not nxt.exists():
+        return "no .next (before step 1, or done)"
+    if with_context(site, _wrapped_by) == {read_key_file(nxt).kid.hex()}:
+        return ".next, keys re-wrapped under it (after the commit, before the rename)"
+    return ".next, keys still under the old KEK (before the commit)"
+
+
 def rotation_campaign(site: Site, rng: random.Random, kills: int, report: Callable[[str], None]) -> list[str]:
-    opening, work = timed(site, lambda ctx: rotate_kek(ctx, actor="test"))  # the calibration: a whole rotation
+    _, work = timed(site, lambda ctx: rotate_kek(ctx, actor="test"))  # the calibration: a whole rotation
     problems = readable(site, "after a rotation") + settled(site, "after a rotation")
     for k in range(kills):
-        delay = opening + rng.uniform(0, work)  # in the work, if the process goes at this one's pace
+        delay = rng.uniform(0, work)
         _, killed = run_admin(site, ["keys", "rotate"], kill_after=delay)
+        left = left_by_kill(site)
         found = readable(site, f"kill {k + 1}, before the rerun")
         run_admin(site, ["keys", "rotate"])
         found += readable(site, f"kill {k + 1}, after the rerun") + settled(site, f"kill {k + 1}, after the rerun")
         report(
             f"  keys rotate {'killed' if killed else 'finished before its kill'} at {delay * 1000:.0f} ms "
-            f"(a whole run: {work * 1000:.0f} ms): "
+            f"(a whole run: {work * 1000:.0f} ms): {left}; "
             + ("every message readable, the rerun completed" if not found else f"{len(found)} PROBLEMS")
         )
         problems += found
@@ -186,9 +216,9 @@ def import_campaign(site: Site, tmp: Path, rng: random.Random, kills: int, repor
     problems: list[str] = []
     for k in range(kills):
         # the calibration, and the state before
-        opening, work = timed(site, lambda ctx: TrustSpace(ctx).import_whitelist(a, actor="test"))
+        _, work = timed(site, lambda ctx: TrustSpace(ctx).import_whitelist(a, actor="test"))
         before = trust_state(site)
-        delay = opening + rng.uniform(0, work)  # in the work, if the process goes at this one's pace
+        delay = rng.uniform(0, work)
         _, killed = run_admin(site, ["trust", "import", str(b)], kill_after=delay)
         middle = trust_state(site)
         run_admin(site, ["trust", "import", str(b)])
