@@ -209,10 +209,18 @@ def trust_state(site: Site) -> TrustState:
     return state
 
 
-def import_campaign(site: Site, tmp: Path, rng: random.Random, kills: int, report: Callable[[str], None]) -> list[str]:
+def import_campaign(
+    site: Site,
+    tmp: Path,
+    rng: random.Random,
+    kills: int,
+    report: Callable[[str], None],
+    lists: tuple[tuple[int, int], tuple[int, int]] = (LIST_A, LIST_B),
+) -> list[str]:
+    """``kills`` rounds: import A, kill an import of B, check, rerun it. ``lists``: (domains, seed) of A and B."""
     a, b = tmp / "list-a.xml", tmp / "list-b.xml"
-    write_whitelist(a, LIST_A[0], seed=LIST_A[1])
-    write_whitelist(b, LIST_B[0], seed=LIST_B[1])
+    write_whitelist(a, lists[0][0], seed=lists[0][1])
+    write_whitelist(b, lists[1][0], seed=lists[1][1])
     problems: list[str] = []
     for k in range(kills):
         # the calibration, and the state before
