@@ -93,3 +93,10 @@ docker-smoke: $(STAMP)
 bench: bench-memory
 bench-memory: $(STAMP)
 	$(PY) bench/memory_bench.py $(BENCH_ARGS)
+
+## make bench-crash: SIGKILL masante-server 10 times per database under 20 SMTP + 20 IMAP clients, and masante-admin
+## during keys rotate and trust import; after each restart every 250 and APPEND OK is there once, audit verify passes
+.PHONY: bench-crash
+bench: bench-crash
+bench-crash: $(STAMP)
+	$(PY) bench/crash_bench.py $(BENCH_ARGS)

@@ -14,7 +14,14 @@ fresh PKI, KEK and accounts in a temporary directory), then:
 3. Opens 1,000 then 10,000 idle authenticated IMAPS connections and prints the
    server's resident memory (VmRSS) and the bytes per connection.
 
+With ``--pg [DSN]`` the database is a fresh one on that PostgreSQL server (dropped at the end) instead
+of SQLite; with ``--processes N`` (PostgreSQL) N ``masante-server`` processes serve it on ports of their
+own, the clients spread over them (each client's IDLE connection on another process than its own, so
+the wake-up crosses processes), and the mix runs first against one process, then against the N,
+printing both and the ratio.
+
     .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000] [--logins 20]
+                                         [--pg [postgresql://...]] [--processes N]
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +48,22 @@ sys.path.insert(0, str(ROOT))
 PASSWORD = "bench-password"  # noqa: S105 - a throw-away account on a throw-away database
 DOMAIN = "bench.test"
 SEED_MESSAGES = 50
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # --- setup ---------------------------------------------------------------------------------------------
 
 
-def prepare(tmp: Path, clients: int, scrypt_log_n: int = 10) -> tuple[Path, Path, int]:
+def prepare(
+    tmp: Path, clients: int, scrypt_log_n: int = 10, database_url: str = "sqlite:///bench.db"
+) -> tuple[Path, Path, int]:
     """Config, database, PKI, accounts and seed mail. Returns (config file, CA file, IMAPS port)."""
     from bench.site import write_site
 
     cfg, port = write_site(
         tmp,
         listener="imaps",
-        database_url="sqlite:///bench.db",
+        database_url=database_url,
         security={"scrypt_log_n": scrypt_log_n},
         # every client comes from 127.0.0.1, and the idle connections share one account: no cap in the way
         limits={
@@ -64,6 +75,18 @@ def prepare(tmp: Path, clients: int, scrypt_log_n: int = 10) -> tuple[Path, Path
     )
     asyncio.run(_seed(cfg, clients))
     return tmp / "masante.toml", tmp / "ca.pem", port
+
+
+def another_process(cfg: Path, port: int, n: int) -> tuple[Path, int]:
+    """The configuration of process ``n``: ``cfg`` with an IMAPS port of its own, beside it."""
+    from bench.site import free_port
+
+    mine = free_port()
+    text = cfg.read_text()
+    assert f"imaps = {port}\n" in text
+    path = cfg.with_name(f"masante-{n}.toml")
+    path.write_text(text.replace(f"imaps = {port}\n", f"imaps = {mine}\n"))
+    return path, mine
 
 
 async def _seed(cfg: object, clients: int) -> None:
@@ -174,10 +197,18 @@ class Client:
 # --- the mix -------------------------------------------------------------------------------------------------
 
 
-async def worker(i: int, target: Target, tls: ssl.SSLContext, until: float, lat: dict[str, list[float]]) -> None:
+async def worker(
+    i: int,
+    target: Target,
+    tls: ssl.SSLContext,
+    until: float,
+    lat: dict[str, list[float]],
+    watch: Target | None = None,
+) -> None:
+    """Client ``i`` on ``target``, its IDLE connection on ``watch`` (default: the same server)."""
     user = target.user(i)
     c = await Client.open(target, tls, user, lat)
-    watcher = await Client.open(target, tls, user, lat)
+    watcher = await Client.open(watch or target, tls, user, lat)
     await watcher.command("SELECT INBOX")
     watcher.writer.write(b"w1 IDLE\r\n")
     await watcher.writer.drain()
@@ -270,11 +301,21 @@ class MixResult:
         return out
 
 
-async def run_mix(target: Target, tls: ssl.SSLContext, clients: int, seconds: float) -> MixResult:
-    """``clients`` workers (users 0..clients-1 of ``target``) loop over the mix for ``seconds``."""
+async def run_mix(
+    target: Target, tls: ssl.SSLContext, clients: int, seconds: float, others: Sequence[Target] = ()
+) -> MixResult:
+    """``clients`` workers (users 0..clients-1 of ``target``) loop over the mix for ``seconds``; with
+    ``others`` (more processes on the same store), worker ``i`` uses server ``i`` mod N of them all and
+    keeps its IDLE connection on the next one."""
+    servers = [target, *others]
     lat: dict[str, list[float]] = defaultdict(list)
     t0 = time.monotonic()
-    await asyncio.gather(*(worker(i, target, tls, t0 + seconds, lat) for i in range(clients)))
+    await asyncio.gather(
+        *(
+            worker(i, servers[i % len(servers)], tls, t0 + seconds, lat, servers[(i + 1) % len(servers)])
+            for i in range(clients)
+        )
+    )
     return MixResult(clients, time.monotonic() - t0, lat)
 
 
@@ -308,13 +349,27 @@ async def reconnect_logins(target: Target, tls: ssl.SSLContext, user: str, count
     return lat["LOGIN"]
 
 
-async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int) -> None:
+async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int, more: Sequence[int] = ()) -> None:
     tls = ssl.create_default_context(cafile=str(ca))
     target = Target("127.0.0.1", port)
+    database = "PostgreSQL" if args.pg else "SQLite"
     result = await run_mix(target, tls, args.clients, args.seconds)
-    print(f"\nIMAP mix: {args.clients} clients for {result.elapsed:.1f} s on SQLite")
+    print(f"\nIMAP mix: {args.clients} clients for {result.elapsed:.1f} s on {database}, one process")
     print(f"  {result.ops} commands, {result.ops_per_s:.0f} ops/s")
     print("\n".join(result.table()))
+    if more:
+        others = [Target("127.0.0.1", p) for p in more]
+        spread = await run_mix(target, tls, args.clients, args.seconds, others)
+        n = 1 + len(more)
+        print(
+            f"\nIMAP mix: {args.clients} clients for {spread.elapsed:.1f} s on {database}, {n} processes "
+            "(IDLE on another process than the client's)"
+        )
+        print(
+            f"  {spread.ops} commands, {spread.ops_per_s:.0f} ops/s: "
+            f"{spread.ops_per_s / result.ops_per_s:.2f}x one process"
+        )
+        print("\n".join(spread.table()))
     if args.logins:
         # the user of the idle connections: not logged in by the mix, so the first login is a cold one
         logins = await reconnect_logins(target, tls, target.user(args.clients), args.logins)
@@ -355,7 +410,17 @@ def main() -> None:
     parser.add_argument("--idle", default=os.environ.get("BENCH_IDLE", "1000,10000"))
     parser.add_argument("--logins", type=int, default=20, help="LOGINs in a row by one client after the mix (0: none)")
     parser.add_argument("--scrypt-log-n", type=int, default=10, help="the password hash's cost (production: 15)")
+    parser.add_argument(
+        "--pg",
+        nargs="?",
+        const=PG_ADMIN,
+        metavar="DSN",
+        help=f"a fresh database on this PostgreSQL server instead of SQLite (default {PG_ADMIN})",
+    )
+    parser.add_argument("--processes", type=int, default=1, help="masante-server processes on the one store (--pg)")
     args = parser.parse_args()
+    if args.processes > 1 and not args.pg:
+        parser.error("--processes N needs --pg: several processes share a PostgreSQL store")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     idle = [int(x) for x in args.idle.split(",") if x.strip()]
     want = max(idle, default=0) + 2 * args.clients + 200
@@ -367,31 +432,55 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="masante-bench-") as d:
         tmp = Path(d)
         t = time.monotonic()
-        cfg, ca, port = prepare(tmp, args.clients, args.scrypt_log_n)
-        print(f"setup: {args.clients + 1} accounts, {SEED_MESSAGES} messages each, in {time.monotonic() - t:.1f} s")
-        proc = subprocess.Popen(  # noqa: S603 - our own server
-            [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-        )
+        dsn = None
+        if args.pg:
+            from tests import support
+
+            dsn = support.new_pg_database(args.pg, "masante_bench")
+        procs: list[subprocess.Popen[str]] = []
         try:
-            assert proc.stdout is not None
-            seen = []
-            for line in proc.stdout:
-                seen.append(line)
-                if "stop with Ctrl-C" in line:
-                    break
-            else:
-                raise SystemExit("the server did not start:\n" + "".join(seen[-20:]))
-            asyncio.run(run(args, cfg, ca, port, proc.pid))
+            url = support.sqlalchemy_pg_url(dsn).replace("+asyncpg", "") if dsn else "sqlite:///bench.db"
+            cfg, ca, port = prepare(tmp, args.clients, args.scrypt_log_n, url)
+            print(f"setup: {args.clients + 1} accounts, {SEED_MESSAGES} messages each, in {time.monotonic() - t:.1f} s")
+            configs = [cfg] + [another_process(cfg, port, n)[0] for n in range(1, args.processes)]
+            for c in configs:
+                procs.append(start_server(c))
+            more = [imaps_port(c) for c in configs[1:]]
+            asyncio.run(run(args, cfg, ca, port, procs[0].pid, more))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if dsn is not None:
+                support.drop_pg_database(args.pg, dsn)
+
+
+def imaps_port(cfg: Path) -> int:
+    m = re.search(r"^imaps = (\d+)$", cfg.read_text(), re.MULTILINE)
+    assert m is not None
+    return int(m.group(1))
+
+
+def start_server(cfg: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(  # noqa: S603 - our own server
+        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "stop with Ctrl-C" in line:
+            return proc
+    proc.kill()
+    raise SystemExit("the server did not start:\n" + "".join(seen[-20:]))
 
 
 if __name__ == "__main__":

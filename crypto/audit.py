@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crypto.envelope import KekFileError, key_from_text, key_to_text
+from crypto.envelope import KekFileError, key_from_text, key_to_text, write_new_secret
 
 AUDIT_KEY_BYTES = 32
 _CHAIN_LABEL = b"masante/audit-chain/v1"
@@ -64,13 +63,8 @@ class AuditKey:
 
 
 def write_audit_key_file(path: Path, key: AuditKey) -> None:
-    """Write the audit key readable by its owner only (0600), never over an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.to_text())
-        f.flush()
-        os.fsync(f.fileno())
+    """Write the audit key readable by its owner only (0600), never over an existing file, whole or not at all."""
+    write_new_secret(path, key.to_text())
 
 
 def load_audit_key(path: Path, env_value: str | None = None) -> AuditKey:

@@ -206,14 +206,31 @@ class DataKey:
 # --- key files -----------------------------------------------------------------------------------------
 
 
-def write_key_file(path: Path, kek: Kek) -> None:
-    """Write a KEK file readable by its owner only (0600), never over an existing file."""
+def write_new_secret(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text``, readable by its owner only (0600), fsync'd, never over an existing file
+    (``FileExistsError``). Whole or absent whatever happens: written under a temporary name beside it, then
+    linked into place, so that a process killed while writing leaves no empty or partial key behind."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(kek.to_text())
-        f.flush()
-        os.fsync(f.fileno())
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_key_file(path: Path, kek: Kek) -> None:
+    """Write a KEK file readable by its owner only (0600), never over an existing file, whole or not at all."""
+    write_new_secret(path, kek.to_text())
 
 
 def read_key_file(path: Path) -> Kek:
