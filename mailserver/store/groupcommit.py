@@ -30,7 +30,9 @@ PostgreSQL keeps a transaction per unit of work (``UnitOfWork``): its writers ru
 connections and meet only on the rows they share, and PostgreSQL already flushes the WAL of concurrent
 commits together (one fsync covers every commit record written meanwhile). One shared transaction there
 would serialise this process's writers behind one connection, keep each unit's row locks until the
-batch commits, and turn one unit's deadlock into a wait for all.
+batch commits, and turn one unit's deadlock into a wait for all. Measured (``bench/pg_group_commit.py``,
+2-core machine, ``synchronous_commit=on``): a transaction per unit on 20 connections, 370-510 units/s;
+20 units per transaction, a savepoint each, on one connection, 115-195 units/s.
 """
 
 from __future__ import annotations
