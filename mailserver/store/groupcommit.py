@@ -14,8 +14,8 @@ Invariants:
   to its savepoint, alone, and only its caller sees its error. Its neighbours' work is untouched.
 - A unit's ``commit()`` releases its savepoint, hands the writer to the next waiting unit (the batch stays
   open) and waits for the batch's COMMIT. The batch commits when the writer is released and no one waits,
-  or when it holds ``MAX_UNITS`` committed units, or ``MAX_SECONDS`` after it began. If the COMMIT fails,
-  every unit committed in the batch gets that error.
+  or when it holds ``MAX_UNITS`` committed units, or ``MAX_SECONDS`` after its first unit committed. If the
+  COMMIT fails, every unit committed in the batch gets that error.
 - What a commit promises beyond the database happens after the COMMIT returns, never before: the audit
   head handed to ``AuditTrail.committed`` (anchoring), and IDLE watchers woken (``ChangeNotifier.publish``).
   Audit entries are chained in the batch's transaction, unit after unit, in the order they commit.
@@ -57,7 +57,8 @@ from mailserver.store.errors import StoreBusy
 
 #: committed units of work after which a batch commits even if more are waiting
 MAX_UNITS = 64
-#: seconds after its first unit began after which a batch commits even if more are waiting
+#: seconds after its first unit committed after which a batch commits even if more are waiting (what
+#: group commit may add to that unit's wait, beyond the work of the unit holding the writer then)
 MAX_SECONDS = 0.010
 
 _TURN = "masante_turn"
@@ -75,12 +76,19 @@ class _Share:
 @dataclass(eq=False)
 class _Batch:
     conn: AsyncConnection
-    began: float
     shares: list[_Share] = field(default_factory=list)
+    first_commit: float = 0.0
     broken: BaseException | None = None  # a unit could not be rolled back to its savepoint: roll back all
 
+    def add(self, share: _Share) -> None:
+        if not self.shares:
+            self.first_commit = time.perf_counter()
+        self.shares.append(share)
+
     def full(self) -> bool:
-        return len(self.shares) >= MAX_UNITS or time.perf_counter() - self.began >= MAX_SECONDS
+        if not self.shares:
+            return False
+        return len(self.shares) >= MAX_UNITS or time.perf_counter() - self.first_commit >= MAX_SECONDS
 
 
 class Turn:
@@ -184,7 +192,7 @@ class GroupWriter:
             self._grant_next()
             return None
         if share is not None:
-            batch.shares.append(share)
+            batch.add(share)
         if batch.broken is None and not batch.full() and self._anyone_waiting():
             self._grant_next()
             return None
@@ -204,7 +212,7 @@ class GroupWriter:
         except BaseException:
             await conn.close()
             raise
-        return _Batch(conn, time.perf_counter())
+        return _Batch(conn)
 
     async def _end(self, batch: _Batch) -> None:
         error: BaseException | None = batch.broken
