@@ -77,3 +77,14 @@ def smtp_reply(status: str | bytes) -> None:
     first = status[:1].decode("ascii", "replace") if isinstance(status, bytes) else status[:1]
     if first in _CODE_CLASSES:
         SMTP_REPLIES.labels(f"{first}xx").inc()
+
+
+#: group commit: writing units of work per database transaction (SQLite shares one among concurrent writers;
+#: PostgreSQL commits each unit alone, observed as 1), per backend
+STORE_GROUP_COMMIT_UNITS = Histogram(
+    "masante_store_group_commit_units",
+    "Writing units of work committed per database transaction, per database backend",
+    ["backend"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)

@@ -10,10 +10,16 @@ Leaving the block without ``commit()`` rolls everything back; objects read stay 
 written at commit, in the same transaction as what they describe: the log holds
 what happened, not what was attempted and rolled back (record refusals in a
 unit of work of their own). On SQLite (one writer) they are chained in that
-transaction; on PostgreSQL they are staged in it, unchained, and ``commit()``
+transaction (a unit's savepoint in the batch its group commit shares, ``store.groupcommit``);
+on PostgreSQL they are staged in it, unchained, and ``commit()``
 returns once a sealer has chained them (``AuditSealer``): writers no longer
 queue on the chain's head row. Either way the new head of the chain is handed
 to the database's audit trail, which anchors it outside the database when due.
+
+On SQLite the writing units of work of this process share one transaction and one fsync (group commit,
+``mailserver.store.groupcommit``): each works in a savepoint of its own, rolled back alone when it fails or
+leaves without committing, and ``commit()`` returns once the batch's COMMIT is done; the audit head and the
+IDLE watchers hear of it only then. PostgreSQL keeps a transaction per unit (see that module for why).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver import metrics
 from mailserver.notify import CHANNEL
-from mailserver.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
-from mailserver.store.errors import StoreBusy
+from mailserver.store.db import Database
+from mailserver.store.groupcommit import Turn, group_of
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories import (
     AccountRepository,
@@ -78,7 +84,7 @@ class UnitOfWork:
     agenda: AgendaRepository
 
     def __init__(self, db: Database, *, readonly: bool = False) -> None:
-        self._write_lock: asyncio.Lock | None = None
+        self._turn: Turn | None = None
         self.db = db
         self.readonly = readonly
         self._pending_audit: list[PendingAudit] = []
@@ -86,18 +92,13 @@ class UnitOfWork:
 
     async def __aenter__(self) -> UnitOfWork:
         if not self.readonly and self.db.is_sqlite:
-            # SQLite has one writer at a time: queue this process's writers here, in order, rather than
-            # in SQLite's busy handler, which sleeps and retries (seconds of latency under load)
-            lock = _SQLITE_WRITERS.setdefault(self.db, asyncio.Lock())
-            queued = time.perf_counter()
-            try:
-                # as long as SQLite's own busy timeout: a writer nested in another fails instead of hanging
-                await asyncio.wait_for(lock.acquire(), SQLITE_BUSY_TIMEOUT_MS / 1000)
-            except TimeoutError:
-                raise StoreBusy("the database stayed busy with other writes; try again") from None
-            metrics.STORE_WRITER_WAIT_SECONDS.observe(time.perf_counter() - queued)
-            self._write_lock = lock
-        self.session = (self.db.reader if self.readonly else self.db.writer)()
+            # SQLite has one writer: take turns in this process's group commit (``groupcommit``), in order,
+            # rather than in SQLite's busy handler, which sleeps and retries (seconds of latency under load)
+            self._turn = Turn(group_of(self.db))
+            await self._turn.group.acquire(self._turn)  # a writer nested in another fails with StoreBusy
+            self.session = self._turn.session()
+        else:
+            self.session = (self.db.reader if self.readonly else self.db.writer)()
         s = self.session
         s.sync_session.info[SESSION_SEALER] = lambda: self.db.metadata_key  # opens and seals mailbox names
         self.domains = DomainRepository(s)
@@ -123,14 +124,18 @@ class UnitOfWork:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # close() ends the transaction (rolling back anything not committed) and detaches the
-        # objects without expiring them, so what was read stays readable after the block.
+        # close() ends the transaction (rolling back anything not committed: on SQLite, to the unit's savepoint)
+        # and detaches the objects without expiring them, so what was read stays readable after the block.
+        turn = self._turn
         try:
             await self.session.close()
+        except BaseException as err:
+            if turn is not None and turn.holding:
+                turn.group.break_batch(err)
+            raise
         finally:
-            if self._write_lock is not None:
-                self._write_lock.release()
-                self._write_lock = None
+            if turn is not None and turn.holding and (rollback := turn.group.release(turn, None)) is not None:
+                await asyncio.shield(rollback)
 
     def audit(
         self,
@@ -164,15 +169,21 @@ class UnitOfWork:
         if touched and self.db.is_postgresql:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
             await self.session.execute(select(func.pg_notify(CHANNEL, ",".join(map(str, touched)))))
-        await self.session.commit()
+        await self.session.commit()  # on SQLite, releases the unit's savepoint in the batch
+        if self._turn is not None:
+            # the batch's COMMIT anchors the head and wakes the watchers, once committed
+            await self._turn.committed(head, touched)
+        else:
+            metrics.STORE_GROUP_COMMIT_UNITS.labels("postgresql").observe(1)
         metrics.STORE_COMMIT_SECONDS.labels("postgresql" if self.db.is_postgresql else "sqlite").observe(
             time.perf_counter() - started
         )
         self._pending_audit.clear()
         self._touched.clear()
-        if head is not None and self.db.audit is not None:
-            self.db.audit.committed(head)  # anchored outside the database if due (never before the commit)
-        self.db.notifier.publish(touched)
+        if self._turn is None:
+            if head is not None and self.db.audit is not None:
+                self.db.audit.committed(head)  # anchored outside the database if due (never before the commit)
+            self.db.notifier.publish(touched)
         if staged:
             await sealer_of(self.db).seal_committed()
 
@@ -180,10 +191,6 @@ class UnitOfWork:
         await self.session.rollback()
         self._pending_audit.clear()
         self._touched.clear()
-
-
-#: one queue of writing units of work per SQLite database of this process (see ``__aenter__``)
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[Database, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 class AuditSealer:

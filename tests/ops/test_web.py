@@ -275,6 +275,8 @@ def test_metrics_parse_and_move_after_a_delivery_and_a_bad_login(site: ServerThr
     backend = "postgresql" if "postgresql" in site.config.database.url else "sqlite"
     commits = ("masante_store_commit_seconds_count", (("backend", backend),))
     assert after[commits] > before.get(commits, 0)
+    batches = ("masante_store_group_commit_units_count", (("backend", backend),))  # units per commit
+    assert after[batches] > before.get(batches, 0)
     if backend == "sqlite":
         waits = ("masante_store_writer_wait_seconds_count", ())
         assert after[waits] > before.get(waits, 0)
