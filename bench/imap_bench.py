@@ -50,7 +50,12 @@ def prepare(tmp: Path, clients: int, scrypt_log_n: int = 10) -> tuple[Path, Path
     from bench.site import write_site
 
     cfg, port = write_site(
-        tmp, listener="imaps", database_url="sqlite:///bench.db", security={"scrypt_log_n": scrypt_log_n}
+        tmp,
+        listener="imaps",
+        database_url="sqlite:///bench.db",
+        security={"scrypt_log_n": scrypt_log_n},
+        # every client logs in from 127.0.0.1 at once: a login in flight counts as a failure until it succeeds
+        limits={"login_failures_per_source": 10 * clients + 100},
     )
     asyncio.run(_seed(cfg, clients))
     return tmp / "masante.toml", tmp / "ca.pem", port

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from mailserver import agenda, logs, metrics
 from mailserver.admission import Admission
 from mailserver.context import Context
-from mailserver.delivery import deliver
+from mailserver.delivery import deliver, seal
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.smtp import dsn, spool
 from mailserver.smtp import message as M
@@ -215,8 +215,15 @@ class Intake:
         if remote and m.account is not None:
             outbound = await self.signer.sign(msg, m.account.address.rpartition("@")[2])
         expires = now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after)
+        accounts = [a for a, _ in local]
+        file_documents = m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION)
+        # parsed, filed and sealed before the unit of work: no writer waits on the cipher
+        sealed = (
+            await seal(self.ctx.keyring, msg, accounts, source=m.door, file_documents=file_documents)
+            if accounts
+            else None
+        )
         async with self.ctx.uow() as uow:
-            accounts = [a for a, _ in local]
             if accounts:
                 await deliver(
                     uow,
@@ -225,7 +232,8 @@ class Intake:
                     accounts,
                     actor=actor,
                     source=m.door,
-                    file_documents=m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION),
+                    file_documents=file_documents,
+                    sealed=sealed,
                 )
             if m.account is not None:  # the sender's own agenda copy (an organiser's REQUEST, a REPLY)
                 await agenda.on_submission(uow, self.ctx.keyring, msg, m.account)

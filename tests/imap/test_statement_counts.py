@@ -1,0 +1,156 @@
+"""How many SQL statements each IMAP command and a delivery cost, on SQLite and PostgreSQL (issue 10 point 4).
+
+Each figure is an upper bound: a command that costs more than its bound fails the
+test, so a change that adds round trips on the hot path is seen. Statements are
+counted at the driver (``before_cursor_execute`` on the server's engine), the
+transaction's own ``BEGIN`` left out so that both databases count alike, and so
+are the audit chain's statements and PostgreSQL's ``pg_notify`` (the unit of
+work's commit, not the command's path: they are printed apart).
+
+- A mailbox that did not change costs nothing to look at again: NOOP, and a FETCH
+  of FLAGS, are answered from the process's shared view of the selected mailbox.
+- A change is read once per process: of two sessions with the mailbox selected,
+  the first to look reads it, the second finds it already read; a change made by
+  a session of the process is not read back at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import ssl
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from mailserver.store.models import Account
+from tests.imap.conftest import ServerThread, imaps, message
+
+MESSAGES = 20
+
+#: statements per command the code may not exceed (before issue 10 point 4: SQLite / PostgreSQL, audit left out)
+BOUNDS = {
+    "SELECT": 3,  # 6 / 6
+    "SELECT again": 2,  # 3 / 3
+    "UID FETCH FLAGS": 0,  # 1 / 1
+    "UID FETCH BODY.PEEK": 1,  # 4 / 4
+    "UID FETCH BODY (sets \\Seen)": 3,  # 10 / 11
+    "UID STORE": 2,  # 9 / 10
+    "UID EXPUNGE": 4,  # 13 / 14
+    "APPEND": 8,  # 11 / 12
+    "STATUS": 1,  # 3 / 3
+    "NOOP, nothing changed": 0,  # 1 / 1
+    "NOOP after a STORE by another session": 0,  # 3 / 3
+    "NOOP, first session after a delivery": 3,  # 3 / 3
+    "NOOP, second session after the same delivery": 0,  # 3 / 3
+    "delivery": 5,  # 5 / 6 (one of them the test's own read of the account)
+}
+#: PostgreSQL sends every commit back through LISTEN; an own write whose commit also seals audit entries usually
+#: hears its echo before it can say it was its own, and the next look reads the mailbox row once
+PG_ECHO = {"UID FETCH BODY (sets \\Seen)": 1, "UID EXPUNGE": 1}
+#: statements of the commit rather than of the command: the audit chain, PostgreSQL's notification
+_COMMIT = ("audit_", "pg_advisory_xact_lock", "pg_notify")
+
+
+def _of_commit(statement: str) -> bool:
+    return any(word in statement for word in _COMMIT)
+
+
+class Counter:
+    """Statements the server's engine sends, counted from any thread (the server runs in its own)."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("BEGIN"):
+            return
+        with self._lock:
+            self.statements.append(statement)
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[list[str]]:
+        """The statements sent while the block runs (filled in when it ends)."""
+        with self._lock:
+            start = len(self.statements)
+        seen: list[str] = []
+        yield seen
+        with self._lock:
+            seen += self.statements[start:]
+
+
+@pytest.fixture
+def counter(srv: ServerThread) -> Iterator[Counter]:
+    c = Counter()
+    engine = srv.ctx.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", c)
+    try:
+        yield c
+    finally:
+        event.remove(engine, "before_cursor_execute", c)
+
+
+def _check(counts: dict[str, list[str]], postgresql: bool) -> None:
+    figures = {name: sum(not _of_commit(x) for x in s) for name, s in counts.items()}
+    commit = {name: sum(_of_commit(x) for x in s) for name, s in counts.items()}
+    print("statements per command:", figures, "and of their commits:", commit)  # noqa: T201 - pytest -s
+    bounds = {name: n + (PG_ECHO.get(name, 0) if postgresql else 0) for name, n in BOUNDS.items()}
+    over = {name: (n, bounds[name]) for name, n in figures.items() if n > bounds[name]}
+    assert not over, {name: (n, bound, counts[name]) for name, (n, bound) in over.items()}
+
+
+def test_statements_per_command_stay_within_their_bounds(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account, counter: Counter
+) -> None:
+    counts: dict[str, list[str]] = {}
+
+    def measure(name: str, op: Any) -> Any:
+        with counter.counting() as seen:
+            result = op()
+        counts[name] = seen
+        return result
+
+    measure("delivery", lambda: srv.deliver(user, message("lab@lab.test", user.address, "first")))
+    for i in range(MESSAGES - 1):
+        srv.deliver(user, message("lab@lab.test", user.address, f"message {i}"))
+
+    a, b, other = (imaps(srv, tls_client, user) for _ in range(3))
+    try:
+        typ, _ = measure("SELECT", lambda: a.select("INBOX"))
+        assert typ == "OK"
+        measure("SELECT again", lambda: b.select("INBOX"))
+        other.select("INBOX")
+        typ, data = measure("UID FETCH FLAGS", lambda: a.uid("FETCH", "1:*", "(FLAGS)"))
+        assert typ == "OK" and len(data) == MESSAGES
+        typ, data = measure("UID FETCH BODY.PEEK", lambda: a.uid("FETCH", "1:3", "(BODY.PEEK[])"))
+        assert typ == "OK" and b"first" in data[0][1]
+        typ, data = measure("UID FETCH BODY (sets \\Seen)", lambda: a.uid("FETCH", "4:6", "(BODY[])"))
+        assert typ == "OK" and any(b"\\Seen" in x for x in data if isinstance(x, bytes)), data
+        typ, data = measure("UID STORE", lambda: a.uid("STORE", "1:10", "+FLAGS", "(\\Flagged)"))
+        assert typ == "OK" and len(data) == 10
+        a.uid("STORE", "11:12", "+FLAGS.SILENT", "(\\Deleted)")
+        typ, _ = measure("UID EXPUNGE", lambda: a.uid("EXPUNGE", "11:12"))
+        assert typ == "OK" and a.untagged_responses.pop("EXPUNGE") == [b"12", b"11"]
+        typ, data = measure("APPEND", lambda: a.append("INBOX", "", None, message(user.address, "x@y.test", "kept")))
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        typ, data = measure("STATUS", lambda: a.status("INBOX", "(MESSAGES UNSEEN UIDNEXT)"))
+        assert typ == "OK" and b"MESSAGES 19" in data[0]
+        a.noop()
+        measure("NOOP, nothing changed", a.noop)
+        other.uid("STORE", "2", "+FLAGS", "(\\Answered)")
+        measure("NOOP after a STORE by another session", a.noop)
+        assert any(b"\\Answered" in x for x in a.untagged_responses.pop("FETCH", [])), a.untagged_responses
+        srv.deliver(user, message("lab@lab.test", user.address, "late"))
+        measure("NOOP, first session after a delivery", b.noop)
+        measure("NOOP, second session after the same delivery", a.noop)
+        for c in (a, b):
+            assert c.untagged_responses.pop("EXISTS")[-1] == b"20", c.untagged_responses
+    finally:
+        for c in (a, b, other):
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                c.logout()
+    _check(counts, srv.ctx.db.is_postgresql)
