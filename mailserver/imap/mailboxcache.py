@@ -223,6 +223,11 @@ class MailboxCache:
             if self._notifier.echoing:
                 entry.echoes += 1
 
+    def first_recent(self, mailbox_id: int) -> int | None:
+        """Where \\Recent starts as far as this process knows (claims of its sessions included)."""
+        entry = self._entries.get(mailbox_id)
+        return None if entry is None else entry.row.first_recent_uid
+
     def claimed_recent(self, mailbox_id: int, uidnext: int) -> None:
         """This process claimed \\Recent up to ``uidnext``: no other session need try for those."""
         entry = self._entries.get(mailbox_id)

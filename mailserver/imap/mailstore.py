@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sqlalchemy.exc import NoResultFound
+
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
 from mailserver import vault
@@ -317,8 +319,9 @@ class MailStore:
             changed = sorted((u, f, m) for u, f, m, gone in delta if not gone)
             expunged = sorted(u for u, _, _, gone in delta if gone)
         recent: frozenset[int] = frozenset()
-        if changed and claim_recent and max(u for u, _, _ in changed) >= row.first_recent_uid:
-            first = await self._claim_recent(mailbox_id, row.first_recent_uid)
+        newest = max((u for u, _, _ in changed), default=0)
+        if claim_recent and newest >= row.first_recent_uid:
+            first = await self._claim_recent(mailbox_id, row.first_recent_uid, newest)
             recent = frozenset(u for u, _, _ in changed if u >= first)
         return Changes(
             [(u, flagset(f)) for u, f, _ in changed],
@@ -329,16 +332,26 @@ class MailStore:
             {u: ms for u, _, ms in changed},
         )
 
-    async def _claim_recent(self, mailbox_id: int, first: int) -> int:
-        """Claim \\Recent (RFC 3501 §2.3.2), thought to start at ``first``: where the caller's claim starts."""
+    async def _claim_recent(self, mailbox_id: int, first: int, newest: int) -> int:
+        """Claim \\Recent (RFC 3501 §2.3.2) for messages up to ``newest``, thought to start at ``first``: where
+        the caller's claim starts. Another session of the process that claimed them first is known from the
+        cache (``newest`` below its claim: nothing for this one, no second look in the store)."""
+        cache = self._cache()
         async with self.ctx.uow() as uow:
+            claimed = cache.first_recent(mailbox_id)  # looked at again once this is the writer (SQLite)
+            if claimed is not None and claimed > newest:
+                return claimed
             uidnext = await uow.mailboxes.claim_recent_from(mailbox_id, first)
             if uidnext is None:
-                if not await uow.mailboxes.lock(mailbox_id):
-                    raise MailboxGone("The selected mailbox was deleted")
-                first, uidnext = await uow.mailboxes.claim_recent(mailbox_id)
+                claimed = cache.first_recent(mailbox_id)
+                if claimed is not None and claimed > newest:
+                    return claimed
+                try:
+                    first, uidnext = await uow.mailboxes.claim_recent(mailbox_id)
+                except NoResultFound:
+                    raise MailboxGone("The selected mailbox was deleted") from None
             await uow.commit()
-        self._cache().claimed_recent(mailbox_id, uidnext)
+        cache.claimed_recent(mailbox_id, uidnext)
         return first
 
     async def vanished(self, mailbox_id: int, since: int) -> list[int]:
