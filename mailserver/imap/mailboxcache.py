@@ -91,7 +91,7 @@ class MailboxCache:
         self._entries: OrderedDict[int, MailboxState] = OrderedDict()
         self._size = 0
         self.reads = 0  # store reads made to bring entries up to date (tests, metrics)
-        self._notifier = notifier
+        self._notifier = weakref.ref(notifier)  # the notifier holds the cache (its watcher), not the other way
         notifier.watch(self._notified)
 
     # --- notifications --------------------------------------------------------------------------------
@@ -220,7 +220,8 @@ class MailboxCache:
         entry.row = entry.row.moved(modseq, uidnext)
         if alone and generation is not None and entry.checked == generation and entry.generation == generation + 1:
             entry.checked = entry.generation
-            if self._notifier.echoing:
+            notifier = self._notifier()
+            if notifier is not None and notifier.echoing:
                 entry.echoes += 1
 
     def first_recent(self, mailbox_id: int) -> int | None:
