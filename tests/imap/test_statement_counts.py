@@ -24,9 +24,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 
+from mailserver.context import Context
+from mailserver.notify import CHANNEL
 from mailserver.store.models import Account
+from tests.harness.server import CALL_TIMEOUT
 from tests.imap.conftest import ServerThread, imaps, message
 
 MESSAGES = 20
@@ -49,9 +52,17 @@ BOUNDS = {
     "delivery": 5,  # 5 / 6 (one of them the test's own read of the account)
     "IDLE wake-up of two sessions after a delivery": 3,  # 8 / 8 (the delivery's own statements left out)
 }
-#: PostgreSQL sends every commit back through LISTEN; an own write whose commit also seals audit entries usually
-#: hears its echo before it can say it was its own, and the next look reads the mailbox row once
-PG_ECHO = {"UID FETCH BODY (sets \\Seen)": 1, "UID EXPUNGE": 1, "IDLE wake-up of two sessions after a delivery": 1}
+#: PostgreSQL sends every commit back through LISTEN; a write that hears its own echo before it can say it was its
+#: own (its commit still sealing audit entries, a loaded machine) reads the mailbox row once more
+PG_ECHO = {
+    "UID FETCH BODY (sets \\Seen)": 1,
+    "UID STORE": 1,
+    "UID EXPUNGE": 1,
+    "NOOP after a STORE by another session": 1,
+    "IDLE wake-up of two sessions after a delivery": 1,
+}
+#: a mailbox id no mailbox has: the test's own notification, to know that every earlier one has come back
+MARKER = -1
 #: figures measured over a window that also holds another measured operation, left out
 LESS = {"IDLE wake-up of two sessions after a delivery": "delivery"}
 #: statements of the commit rather than of the command (the audit chain, PostgreSQL's notification), and the
@@ -109,6 +120,23 @@ def _check(counts: dict[str, list[str]], postgresql: bool) -> None:
     assert not over, {name: (n, bound, counts[name]) for name, (n, bound) in over.items()}
 
 
+async def _marker(ctx: Context) -> None:
+    with ctx.db.notifier.subscribe([MARKER]) as sub:
+        async with ctx.db.engine.begin() as conn:
+            await conn.execute(select(func.pg_notify(CHANNEL, str(MARKER))))
+        assert await sub.wait(CALL_TIMEOUT), "the change listener did not hear the test's notification"
+
+
+def _quiet(srv: ServerThread, *sessions: imaplib.IMAP4_SSL) -> None:
+    """Every notification sent so far has come back (PostgreSQL delivers them in commit order: the test's own
+    marker last) and each of ``sessions`` has looked at its mailbox since: what is measured next is the next
+    command alone, not the echo of an earlier one."""
+    if srv.ctx.db.is_postgresql:
+        srv.call(_marker)
+    for c in sessions:
+        c.noop()
+
+
 def _idle_until_exists(srv: ServerThread, user: Account, *clients: imaplib.IMAP4_SSL) -> None:
     srv.deliver(user, message("lab@lab.test", user.address, "while idling"))
     for c in clients:
@@ -124,7 +152,8 @@ def test_statements_per_command_stay_within_their_bounds(
 ) -> None:
     counts: dict[str, list[str]] = {}
 
-    def measure(name: str, op: Any) -> Any:
+    def measure(name: str, op: Any, *quiet: imaplib.IMAP4_SSL) -> Any:
+        _quiet(srv, *quiet)
         with counter.counting() as seen:
             result = op()
         counts[name] = seen
@@ -140,27 +169,28 @@ def test_statements_per_command_stay_within_their_bounds(
         assert typ == "OK"
         measure("SELECT again", lambda: b.select("INBOX"))
         other.select("INBOX")
-        typ, data = measure("UID FETCH FLAGS", lambda: a.uid("FETCH", "1:*", "(FLAGS)"))
+        typ, data = measure("UID FETCH FLAGS", lambda: a.uid("FETCH", "1:*", "(FLAGS)"), a)
         assert typ == "OK" and len(data) == MESSAGES
-        typ, data = measure("UID FETCH BODY.PEEK", lambda: a.uid("FETCH", "1:3", "(BODY.PEEK[])"))
+        typ, data = measure("UID FETCH BODY.PEEK", lambda: a.uid("FETCH", "1:3", "(BODY.PEEK[])"), a)
         assert typ == "OK" and b"first" in data[0][1]
-        typ, data = measure("UID FETCH BODY (sets \\Seen)", lambda: a.uid("FETCH", "4:6", "(BODY[])"))
+        typ, data = measure("UID FETCH BODY (sets \\Seen)", lambda: a.uid("FETCH", "4:6", "(BODY[])"), a)
         assert typ == "OK" and any(b"\\Seen" in x for x in data if isinstance(x, bytes)), data
-        typ, data = measure("UID STORE", lambda: a.uid("STORE", "1:10", "+FLAGS", "(\\Flagged)"))
+        typ, data = measure("UID STORE", lambda: a.uid("STORE", "1:10", "+FLAGS", "(\\Flagged)"), a)
         assert typ == "OK" and len(data) == 10
         a.uid("STORE", "11:12", "+FLAGS.SILENT", "(\\Deleted)")
-        typ, _ = measure("UID EXPUNGE", lambda: a.uid("EXPUNGE", "11:12"))
+        typ, _ = measure("UID EXPUNGE", lambda: a.uid("EXPUNGE", "11:12"), a)
         assert typ == "OK" and a.untagged_responses.pop("EXPUNGE") == [b"12", b"11"]
-        typ, data = measure("APPEND", lambda: a.append("INBOX", "", None, message(user.address, "x@y.test", "kept")))
+        typ, data = measure("APPEND", lambda: a.append("INBOX", "", None, message(user.address, "x@y.test", "kept")), a)
         assert typ == "OK" and b"APPENDUID" in data[0]
-        typ, data = measure("STATUS", lambda: a.status("INBOX", "(MESSAGES UNSEEN UIDNEXT)"))
+        typ, data = measure("STATUS", lambda: a.status("INBOX", "(MESSAGES UNSEEN UIDNEXT)"), a)
         assert typ == "OK" and b"MESSAGES 19" in data[0]
-        a.noop()
-        measure("NOOP, nothing changed", a.noop)
+        measure("NOOP, nothing changed", a.noop, a)
         other.uid("STORE", "2", "+FLAGS", "(\\Answered)")
         measure("NOOP after a STORE by another session", a.noop)
         assert any(b"\\Answered" in x for x in a.untagged_responses.pop("FETCH", [])), a.untagged_responses
+        _quiet(srv, a, b)
         srv.deliver(user, message("lab@lab.test", user.address, "late"))
+        _quiet(srv)
         measure("NOOP, first session after a delivery", b.noop)
         measure("NOOP, second session after the same delivery", a.noop)
         for c in (a, b):
