@@ -19,7 +19,9 @@ Implementation notes (invariants):
   the messages from an entry at m - 1 (``known``: nothing can come between), and
   after its commit applies its own change (``applied``): the entry is at m
   without reading back what was written. If any other notification came
-  meanwhile the entry stays due for a read.
+  meanwhile the entry stays due for a read. This rests on one ``publish`` per
+  committed unit of work (``UnitOfWork.commit``): a publication covering two
+  units' changes to one mailbox would pass for the writer's own alone.
 - SELECT still reads the mailbox from the store (the moment a session's view is
   built from the truth) and hands that read to the cache when it is newer.
 - Bounded: at most ``MAX_MESSAGES`` messages in all, the least recently used
