@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from mailserver import agenda, logs, metrics
 from mailserver.admission import VAULT_INTEGRATION_FAILED, Admission
 from mailserver.context import Context
-from mailserver.delivery import deliver
+from mailserver.delivery import deliver, seal
 from mailserver.mdn import Notifier
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.smtp import dsn, spool
@@ -224,9 +224,23 @@ class Intake:
         if remote and m.account is not None:
             outbound = await self.signer.sign(msg, m.account.address.rpartition("@")[2])
         expires = now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after)
+        accounts = [a for a, _ in local]
+        unfiled = [a for a, r in local if decisions[r.address].reason == VAULT_INTEGRATION_FAILED]
+        file_documents = m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION)
+        # parsed, filed and sealed before the unit of work: no writer waits on the cipher
+        sealed = (
+            await seal(
+                self.ctx.keyring,
+                msg,
+                accounts,
+                source=m.door,
+                file_documents=file_documents,
+                unfiled={a.id for a in unfiled},
+            )
+            if accounts
+            else None
+        )
         async with self.ctx.uow() as uow:
-            accounts = [a for a, _ in local]
-            unfiled = [a for a, r in local if decisions[r.address].reason == VAULT_INTEGRATION_FAILED]
             if accounts:
                 await deliver(
                     uow,
@@ -235,8 +249,9 @@ class Intake:
                     accounts,
                     actor=actor,
                     source=m.door,
-                    file_documents=m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION),
+                    file_documents=file_documents,
                     unfiled={a.id for a in unfiled},
+                    sealed=sealed,
                 )
             mdn_queued = 0
             for account in unfiled:  # the ANS layout: a document the vault could not integrate is told by an MDN
