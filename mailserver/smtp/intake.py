@@ -169,7 +169,9 @@ class Intake:
             m.sender_party, [r.party for r in m.recipients], msg, return_path=m.mail_from or None
         )
         fits = [(r.address, r.account) for r in m.recipients if r.account is not None and decisions[r.address].allowed]
-        decisions.update(await self.admission.check_room(fits, msg.size))
+        # a full mailbox refuses; room to spare leaves the content's decision (and its reason: an automatic MDN)
+        room = await self.admission.check_room(fits, msg.size)
+        decisions.update({address: d for address, d in room.items() if not d.allowed})
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:
