@@ -32,6 +32,8 @@ from tests.imap.conftest import ServerThread, crlf, imaps, message
 CLIENT_TIMEOUT = 30
 FOLDER = "Résultats"
 FOLDER_WIRE = "R&AOk-sultats"  # FOLDER in modified UTF-7 (RFC 3501 section 5.1.3)
+LOCAL_FOLDER = "Données"  # made in the Maildir, then on the server
+LOCAL_FOLDER_WIRE = "Donn&AOk-es"
 
 
 def _tool(command: str, package: str) -> str:
@@ -187,11 +189,15 @@ def test_offlineimap_syncs_both_ways(
     assert {s: flags for s, (flags, _) in local.items()} == {"resultat 0": "F", "resultat 2": "", "resultat 3": ""}
     assert lf(local["resultat 3"][1]) == lf(new)
 
-    # in the Maildir: read one
+    # in the Maildir: read one, file one in a new folder
     files = [*(inbox / "cur").iterdir(), *(inbox / "new").iterdir()]
     (f,) = (p for p in files if subject_of(p.read_bytes()) == "resultat 2")
     name, _, flags = f.name.partition(":2,")
     f.rename(inbox / "cur" / f"{name}:2,{''.join(sorted(set(flags) | {'S'}))}")
+    filed = message(user.address, "lab@lab.test", "compte rendu", "rédigé\n")
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "Mail" / LOCAL_FOLDER / sub).mkdir(parents=True)
+    (tmp_path / "Mail" / LOCAL_FOLDER / "cur" / "1700000000.1.local:2,S").write_bytes(lf(filed))
 
     sync(argv, tmp_path)
     view = server_flags(c, "INBOX")
@@ -199,7 +205,11 @@ def test_offlineimap_syncs_both_ways(
     assert b"\\Seen" in view["resultat 2"] and b"\\Seen" not in view["resultat 3"]
     assert b"\\Flagged" in view["resultat 0"]
     assert {s: b"\\Seen" in flags for s, flags in server_flags(c, FOLDER_WIRE).items()} == dict.fromkeys(archived, True)
-    assert mailboxes(c) == before  # no mailbox made on the server from a wrong reading of a local name
+    assert mailboxes(c) == before | {LOCAL_FOLDER_WIRE}  # and no other from a wrong reading of a local name
+    assert server_flags(c, LOCAL_FOLDER_WIRE) == {"compte rendu": {b"\\Seen"}}
+    typ, data = c.fetch("1", "(BODY.PEEK[])")
+    assert typ == "OK" and isinstance(data[0], tuple)
+    assert data[0][1] == crlf(filed)  # as written, no X-OfflineIMAP header: the server's APPENDUID told its UID
     c.logout()
 
 
