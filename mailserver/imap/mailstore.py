@@ -158,6 +158,7 @@ class StatusInfo:
     size: int
     highestmodseq: int = 1
     append_limit: int = 0  # RFC 7889: the largest APPEND this mailbox takes
+    deleted: int = 0  # RFC 9051: messages marked \\Deleted (read only when asked: ``status(deleted=True)``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +256,15 @@ class MailStore:
 
         await _retrying(work)
 
-    async def status(self, name: str) -> StatusInfo:
+    async def status(self, name: str, *, deleted: bool = False) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
             m = await self._mailbox(uow, name)
             n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
             limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
-            return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
+            marked = await uow.message_views.deleted_count(m.id) if deleted else 0
+            return StatusInfo(
+                n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit, deleted=marked
+            )
 
     async def info(self, name: str) -> MailboxInfo:
         """One mailbox's row, as LIST sees it (RFC 8474 MAILBOXID); MailboxNotFound if there is none."""
