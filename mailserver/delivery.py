@@ -8,6 +8,8 @@ Invariants:
 - Each recipient gets their own sealed copy (no blob is shared across accounts).
 - UIDs are allocated last, mailbox rows in ascending id order, so the row locks
   are held briefly and two deliveries cannot deadlock.
+- Parsing, filing and sealing need no database (``seal``): callers that can run
+  it before opening their unit of work, so that no writer waits on them.
 - The message is parsed once, by the door (``mailserver.message``): ``deliver``
   reads the ``ParsedMessage`` it is given (bytes are parsed here, leniently, for
   callers that build a message themselves: reports, imports, tests).
@@ -81,6 +83,54 @@ def classify(message: ParsedMessage, account: Account) -> str:
     return INBOX
 
 
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A message made ready for ``deliver`` before any transaction: parsed, filed and sealed per recipient."""
+
+    message: ParsedMessage
+    when: dt.datetime
+    copies: list[tuple[Account, str, Blob, int, str]]  # (recipient, mailbox name, sealed blob, size, how)
+
+
+async def seal(
+    keyring: Keyring,
+    message: ParsedMessage | bytes,
+    recipients: Sequence[Account],
+    *,
+    mailbox: str | None = None,
+    internal_date: dt.datetime | None = None,
+    source: str = "smtp",
+    file_documents: bool = False,
+    unfiled: Collection[int] = (),
+) -> Sealed:
+    """Everything ``deliver`` does that needs no database: parse (bytes), classify, build the vault's
+    messages, seal each copy with its recipient's key. A caller runs it before opening its unit of work,
+    so that no writer waits on the cipher. ``unfiled``: account ids whose vault gets nothing (see ``deliver``)."""
+    when = internal_date or utcnow()
+    if isinstance(message, bytes):
+        message = await parse_message_async(message, strict=False)
+    raw = message.raw
+    # what goes where: the message itself for every recipient, then (the vault) one message per health document
+    # for each patient recipient
+    wanted: list[tuple[Account, str, ParsedMessage | None, str]] = [
+        (account, mailbox or classify(message, account), None, source) for account in recipients
+    ]
+    patients = [a for a in recipients if a.kind is AccountKind.PATIENT and a.id not in unfiled]
+    if file_documents and mailbox is None and patients:
+        big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
+        filings = await in_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
+        wanted += [(account, f.mailbox, f.message, "vault") for f in filings for account in patients]
+    metas = {id(message): message.imap_meta()}
+    copies: list[tuple[Account, str, Blob, int, str]] = []
+    for account, name, filed, how in wanted:
+        body = filed or message
+        if id(body) not in metas:
+            metas[id(body)] = body.imap_meta()
+        blob = seal_blob(account_key(keyring, account), account.id, body.raw, metas[id(body)])
+        copies.append((account, name, blob, body.size if filed is not None else len(raw), how))
+    return Sealed(message, when, copies)
+
+
 async def deliver(
     uow: UnitOfWork,
     keyring: Keyring,
@@ -94,41 +144,36 @@ async def deliver(
     source: str = "smtp",
     file_documents: bool = False,
     unfiled: Collection[int] = (),
+    sealed: Sealed | None = None,
 ) -> DeliveryResult:
     """Add one copy of ``message`` per recipient to the unit of work. ``mailbox`` forces the
     target (APPEND); otherwise ``classify`` chooses. ``file_documents``: the message comes from a
     professional, an organisation or an application, and its documents go to patients' vaults too, except the
-    vaults of ``unfiled`` (account ids: a package their vault cannot integrate, told by an MDN). The caller
-    commits."""
-    when = internal_date or utcnow()
+    vaults of ``unfiled`` (account ids: a package their vault cannot integrate, told by an MDN).
+    ``sealed``: what ``seal`` made of the same arguments beforehand (else it is done here).
+    The caller commits."""
+    if sealed is None:
+        sealed = await seal(
+            keyring,
+            message,
+            recipients,
+            mailbox=mailbox,
+            internal_date=internal_date,
+            source=source,
+            file_documents=file_documents,
+            unfiled=unfiled,
+        )
+    message, when = sealed.message, sealed.when
     stored_flags = encode_flags(flags)
-    if isinstance(message, bytes):
-        message = await parse_message_async(message, strict=False)
-    raw = message.raw
-    meta = message.imap_meta()
-    # what goes where: the message itself for every recipient, then (the vault) one message per health document
-    # for each patient recipient; mailboxes looked up, bodies sealed and rows written in bulk (a broadcast or a
-    # message to a hundred recipients is a handful of statements, not a handful per copy)
-    wanted: list[tuple[Account, str, ParsedMessage | None, str]] = [
-        (account, mailbox or classify(message, account), None, source) for account in recipients
-    ]
-    patients = [a for a in recipients if a.kind is AccountKind.PATIENT and a.id not in unfiled]
-    if file_documents and mailbox is None and patients:
-        big = message.size > PARSE_IN_THREAD  # building and parsing the vault messages, off the event loop
-        filings = await in_thread(vault.filings, message, when=when) if big else vault.filings(message, when=when)
-        wanted += [(account, f.mailbox, f.message, "vault") for f in filings for account in patients]
-    boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _ in wanted)
+    # mailboxes looked up and rows written in bulk (a broadcast or a message to a hundred recipients is a handful
+    # of statements, not a handful per copy)
+    boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _, _ in sealed.copies)
     targets: list[tuple[Account, Mailbox, Blob, int, str]] = []
-    metas = {id(message): meta}
-    for account, name, filed, how in wanted:
+    for account, name, blob, size, how in sealed.copies:
         mb = boxes.get((account.id, canonical_name(name)))
         if mb is None:
             raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")
-        body = filed or message
-        if id(body) not in metas:
-            metas[id(body)] = body.imap_meta()
-        blob = seal_blob(account_key(keyring, account), account.id, body.raw, metas[id(body)])
-        targets.append((account, mb, blob, body.size if filed is not None else len(raw), how))
+        targets.append((account, mb, blob, size, how))
     await uow.blobs.add_many([t[2] for t in targets])
 
     targets.sort(key=lambda t: t[1].id)  # stable: copies into one mailbox keep their order

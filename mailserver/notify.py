@@ -7,7 +7,8 @@ Invariants:
 - A notification carries only a mailbox id; the listener reads what changed from
   the store (modseq), so a lost or duplicated notification costs a wake-up, never
   a wrong view.
-- Within one process, ``publish`` reaches every subscriber directly. Across
+- Within one process, ``publish`` reaches every subscriber directly, and first
+  every watcher (``watch``: the IMAP sessions' shared mailbox cache). Across
   processes on PostgreSQL, ``PgListener`` LISTENs on ``CHANNEL`` and republishes
   locally; on SQLite, which has no notifications, ``ModseqPoller`` reads the
   HIGHESTMODSEQ of the mailboxes someone watches once a second (one query per
@@ -51,9 +52,21 @@ class Subscription:
         self._notifier._unsubscribe(self)
 
 
+#: told of every publication: the mailbox ids (None: any mailbox may have changed) and whether it came from
+#: the database (PostgreSQL's LISTEN: every commit, this process's own included, comes back that way once)
+Watcher = Callable[[Iterable[int] | None, bool], None]
+
+
 class ChangeNotifier:
     def __init__(self) -> None:
         self._subs: dict[int, set[Subscription]] = defaultdict(set)
+        self._watchers: list[Watcher] = []
+        self.echoing = False  # a PgListener republishes every commit of the database, this process's too
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher`` on every publication, before the subscribers are woken (the process's mailbox
+        cache: a woken session finds it already marked as behind)."""
+        self._watchers.append(watcher)
 
     @contextlib.contextmanager
     def subscribe(self, mailbox_ids: Iterable[int]) -> Iterator[Subscription]:
@@ -73,10 +86,19 @@ class ChangeNotifier:
                 if not subs:
                     del self._subs[mid]
 
-    def publish(self, mailbox_ids: Iterable[int]) -> None:
-        for mid in set(mailbox_ids):
+    def publish(self, mailbox_ids: Iterable[int], *, remote: bool = False) -> None:
+        ids = set(mailbox_ids)
+        for watcher in self._watchers:
+            watcher(ids, remote)
+        for mid in ids:
             for sub in list(self._subs.get(mid, ())):
                 sub._fire()
+
+    def publish_all(self) -> None:
+        """Changes may have been missed (a listener was away): every watcher and subscriber is told."""
+        for watcher in self._watchers:
+            watcher(None, True)
+        self.publish(list(self._subs))
 
     @property
     def subscriber_count(self) -> int:
@@ -99,13 +121,14 @@ class PgListener:
         except ValueError:
             log.warning("ignoring malformed change notification")
             return
-        self._notifier.publish(ids)
+        self._notifier.publish(ids, remote=True)
 
     async def start(self) -> None:
         import asyncpg
 
         self._conn = await asyncpg.connect(self._dsn)
         await self._conn.add_listener(CHANNEL, self._on_notify)
+        self._notifier.echoing = True
         self._task = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -119,7 +142,7 @@ class PgListener:
             try:
                 self._conn = await asyncpg.connect(self._dsn)
                 await self._conn.add_listener(CHANNEL, self._on_notify)
-                self._notifier.publish(list(self._notifier._subs))
+                self._notifier.publish_all()
             except (OSError, asyncpg.PostgresError):
                 log.warning("change listener cannot reach PostgreSQL; retrying")
 

@@ -9,6 +9,15 @@ Invariants:
 - Every change takes a fresh modseq from its mailbox row (``allocate`` /
   ``bump_modseq``), so other sessions learn of it through ``changes``; the unit
   of work ``touch``es the mailbox so IDLE sessions wake after the commit.
+- The selected mailboxes' state (UIDs, flags, modseqs) is kept once per
+  process (``mailboxcache``) and kept current by the change notifications:
+  ``changes`` (every command's untagged news, IDLE's wake-ups) reads the store
+  only when a notification says the mailbox moved, once for all the sessions;
+  STORE, EXPUNGE and FETCH take the messages' current flags from it under the
+  row lock when it holds the mailbox just before their modseq, and hand it
+  their own change after the commit. SELECT and STATUS read the store.
+- The hot path runs Core statements (``MailboxRow``, no ORM objects): one
+  ``UPDATE ... RETURNING`` for the modseq and the row lock, one for the flags.
 - Reading message content (a body section, RFC822...) is audited, ids only:
   one entry per call with the mailbox id and the UIDs. Bodies are decrypted
   in a worker thread, outside any transaction, so the event loop goes on.
@@ -16,7 +25,8 @@ Invariants:
   as a deadlock or a serialization failure runs it again (issue 11).
 - APPEND parses the message once (``mailserver.message``) and hands that
   ``ParsedMessage`` to the admission service (built once per process and
-  given to the store) and to ``delivery.deliver``.
+  given to the store) and to ``delivery.deliver``, sealed (``delivery.seal``)
+  before its unit of work takes the writer.
 - A patient's vault (``Documents/`` and below, issue 8): an APPEND there is
   labelled by ``vault.upload`` (``X-Document-Author: patient``...); reading a vault message's content is
   audited as ``vault.read``, expunging or moving it out as ``vault.delete``
@@ -34,9 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import NoResultFound
 
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
@@ -44,7 +56,7 @@ from mailserver import quota, vault
 from mailserver.admission import Admission, role_of
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
-from mailserver.delivery import MailboxMissing, decode_flags, deliver, encode_flags
+from mailserver.delivery import Delivered, MailboxMissing, Sealed, decode_flags, deliver, encode_flags, seal
 from mailserver.errors import (
     AccountGone,
     Busy,
@@ -54,11 +66,12 @@ from mailserver.errors import (
     SpecialUseRefused,
     TooBig,
 )
+from mailserver.imap.mailboxcache import DeltaRow, MailboxCache, cache_of
 from mailserver.mdn import Notifier
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
 from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
-from mailserver.store.repositories.mail import canonical_name
+from mailserver.store.repositories.mail import MailboxRow, canonical_name
 from mailserver.store.retry import retrying
 from mailserver.store.uow import UnitOfWork
 from policies import mdn as P
@@ -89,7 +102,7 @@ class MailboxInfo:
     subscribed: bool
 
     @classmethod
-    def of(cls, m: Mailbox) -> MailboxInfo:
+    def of(cls, m: Mailbox | MailboxRow) -> MailboxInfo:
         return cls(m.id, m.name, m.special_use, m.uidvalidity, m.uidnext, m.highestmodseq, m.subscribed)
 
 
@@ -258,13 +271,15 @@ class MailStore:
 
     async def status(self, name: str, *, deleted: bool = False) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
-            m = await self._mailbox(uow, name)
-            n, unseen, recent, size = await uow.message_views.status_counts(m.id, m.first_recent_uid)
-            limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
+            found = await uow.mailboxes.status(self.account.id, name)
+            if found is None:
+                raise MailboxNotFound(canonical_name(name))
+            m, n, unseen, recent, size = found
             marked = await uow.message_views.deleted_count(m.id) if deleted else 0
-            return StatusInfo(
-                n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit, deleted=marked
-            )
+        limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
+        return StatusInfo(
+            n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit, deleted=marked
+        )
 
     async def info(self, name: str) -> MailboxInfo:
         """One mailbox's row, as LIST sees it (RFC 8474 MAILBOXID); MailboxNotFound if there is none."""
@@ -273,26 +288,47 @@ class MailStore:
 
     # --- selected state ------------------------------------------------------------------------------------
 
+    def _cache(self) -> MailboxCache:
+        return cache_of(self.ctx.db.notifier)
+
+    def _now(self) -> float:
+        return self.ctx.clock.monotonic()
+
+    async def _read_changes(self, mailbox_id: int, known: int) -> tuple[MailboxRow | None, list[DeltaRow]]:
+        """The mailbox's row and what changed after ``known`` up to its HIGHESTMODSEQ (the cache's one read)."""
+        async with self.ctx.uow(readonly=True) as uow:
+            row = await uow.mailboxes.row(mailbox_id)
+            if row is None or row.highestmodseq <= known:
+                return row, []
+            return row, await uow.message_views.delta(mailbox_id, known, row.highestmodseq)
+
     async def select(self, name: str, *, readonly: bool) -> Snapshot:
         """The mailbox and its messages; a read-write SELECT claims the \\Recent messages (RFC 3501 §2.3.2)."""
         async with self.ctx.uow(readonly=True) as uow:
-            m = await self._mailbox(uow, name)
-            first = m.first_recent_uid
-            if not readonly and m.first_recent_uid < m.uidnext:
-                uow_claim = True
-            else:
-                uow_claim = False
-                states = await uow.message_views.states(m.id)
-        if uow_claim:
+            m = await uow.mailboxes.row_by_name(self.account.id, name)
+            if m is None:
+                raise MailboxNotFound(canonical_name(name))
+            states = await uow.message_views.states(m.id)
+        first = m.first_recent_uid
+        if not readonly and m.first_recent_uid < m.uidnext:
             async with self.ctx.uow() as uow:
-                first, _ = await uow.mailboxes.claim_recent(m.id)
-                fresh = await uow.mailboxes.get_by_id(m.id)
-                if fresh is None:  # deleted meanwhile
-                    raise MailboxNotFound(canonical_name(name))
-                m = fresh
-                states = await uow.message_views.states(m.id)
+                uidnext = await uow.mailboxes.claim_recent_from(m.id, m.first_recent_uid)
+                if uidnext is None:  # another session claimed meanwhile: claim what is left
+                    if not await uow.mailboxes.lock(m.id):
+                        raise MailboxNotFound(canonical_name(name))
+                    first, uidnext = await uow.mailboxes.claim_recent(m.id)
+                if uidnext != m.uidnext:  # mail arrived meanwhile: the snapshot must hold what was claimed
+                    fresh = await uow.mailboxes.row(m.id)
+                    if fresh is None:  # pragma: no cover - locked above
+                        raise MailboxNotFound(canonical_name(name))
+                    m = fresh
+                    states = await uow.message_views.states(m.id)
                 await uow.commit()
+            m = m.recent_from(max(m.first_recent_uid, uidnext))
+            self._cache().claimed_recent(m.id, uidnext)
         modseq = max([m.highestmodseq, *(s[2] for s in states)])
+        if modseq == m.highestmodseq:  # the row and the messages agree (PostgreSQL reads them at two instants)
+            self._cache().install(m, states, self._now())
         return Snapshot(
             MailboxInfo.of(m),
             [(uid, flagset(flags)) for uid, flags, _ in states],
@@ -302,27 +338,65 @@ class MailStore:
         )
 
     async def changes(self, mailbox_id: int, since: int, *, claim_recent: bool) -> Changes:
-        """What happened in the mailbox after modseq ``since``. Raises MailboxGone if it was deleted."""
-        async with self.ctx.uow(readonly=True) as uow:
-            m = await uow.mailboxes.get_by_id(mailbox_id)
-            if m is None or m.account_id != self.account.id:
+        """What happened in the mailbox after modseq ``since``. Raises MailboxGone if it was deleted.
+
+        Answered from the process's cache of the mailbox when it holds everything after ``since``
+        (``mailboxcache``: no database work while nothing changed), else from the store."""
+        entry = await self._cache().current(mailbox_id, self._now(), self._read_changes)
+        if entry is not None and entry.base <= since:
+            if entry.row.account_id != self.account.id:
                 raise MailboxGone("The selected mailbox was deleted")
-            upto, uidnext = m.highestmodseq, m.uidnext
-            if upto <= since:
-                return Changes([], [], since, uidnext)
-            views = uow.message_views
-            changed = await views.changes_between(mailbox_id, since, upto)
-            expunged = await views.expunged_between(mailbox_id, since, upto)
-            first_recent = m.first_recent_uid
+            row = entry.row
+            if row.highestmodseq <= since:
+                return Changes([], [], since, row.uidnext)
+            changed = entry.changed_after(since)
+            expunged = entry.expunged_after(since)
+        else:
+            async with self.ctx.uow(readonly=True) as uow:
+                found = await uow.mailboxes.row(mailbox_id)
+                if found is None or found.account_id != self.account.id:
+                    raise MailboxGone("The selected mailbox was deleted")
+                row = found
+                if row.highestmodseq <= since:
+                    return Changes([], [], since, row.uidnext)
+                delta = await uow.message_views.delta(mailbox_id, since, row.highestmodseq)
+            changed = sorted((u, f, m) for u, f, m, gone in delta if not gone)
+            expunged = sorted(u for u, _, _, gone in delta if gone)
         recent: frozenset[int] = frozenset()
-        if changed and claim_recent and max(u for u, _, _ in changed) >= first_recent:
-            async with self.ctx.uow() as uow:
-                first, _ = await uow.mailboxes.claim_recent(mailbox_id)
-                await uow.commit()
+        newest = max((u for u, _, _ in changed), default=0)
+        if claim_recent and newest >= row.first_recent_uid:
+            first = await self._claim_recent(mailbox_id, row.first_recent_uid, newest)
             recent = frozenset(u for u, _, _ in changed if u >= first)
         return Changes(
-            [(u, flagset(f)) for u, f, _ in changed], expunged, upto, uidnext, recent, {u: ms for u, _, ms in changed}
+            [(u, flagset(f)) for u, f, _ in changed],
+            expunged,
+            row.highestmodseq,
+            row.uidnext,
+            recent,
+            {u: ms for u, _, ms in changed},
         )
+
+    async def _claim_recent(self, mailbox_id: int, first: int, newest: int) -> int:
+        """Claim \\Recent (RFC 3501 §2.3.2) for messages up to ``newest``, thought to start at ``first``: where
+        the caller's claim starts. Another session of the process that claimed them first is known from the
+        cache (``newest`` below its claim: nothing for this one, no second look in the store)."""
+        cache = self._cache()
+        async with self.ctx.uow() as uow:
+            claimed = cache.first_recent(mailbox_id)  # looked at again once this is the writer (SQLite)
+            if claimed is not None and claimed > newest:
+                return claimed
+            uidnext = await uow.mailboxes.claim_recent_from(mailbox_id, first)
+            if uidnext is None:
+                claimed = cache.first_recent(mailbox_id)
+                if claimed is not None and claimed > newest:
+                    return claimed
+                try:
+                    first, uidnext = await uow.mailboxes.claim_recent(mailbox_id)
+                except NoResultFound:
+                    raise MailboxGone("The selected mailbox was deleted") from None
+            await uow.commit()
+        cache.claimed_recent(mailbox_id, uidnext)
+        return first
 
     async def vanished(self, mailbox_id: int, since: int) -> list[int]:
         """UIDs expunged from the mailbox after modseq ``since`` (RFC 7162 VANISHED (EARLIER)); tombstones are kept."""
@@ -340,6 +414,14 @@ class MailStore:
             meta = data.parsed.imap_meta()
         return meta
 
+    async def _owned(self, uow: UnitOfWork, mailbox_id: int) -> MailboxRow:
+        """The account's mailbox: from the cache when current, else its row. Raises MailboxGone."""
+        entry = self._cache().peek(mailbox_id, self._now())
+        row = entry.row if entry is not None else await uow.mailboxes.row(mailbox_id)
+        if row is None or row.account_id != self.account.id:
+            raise MailboxGone("The selected mailbox was deleted")
+        return row
+
     async def fetch(
         self,
         mailbox_id: int,
@@ -353,63 +435,73 @@ class MailStore:
         """The messages ``uids`` (those still there), with metadata and/or plaintext; with ``mark_seen``
         \\Seen is set on them (new flags returned); with ``audit`` the read is recorded."""
         async with self.ctx.uow(readonly=True) as uow:
-            in_vault = self._in_vault(await self._check_owner(uow, mailbox_id))
-            rows = list(await uow.messages.by_uids(mailbox_id, uids))
-            blobs = await uow.message_views.blob_parts({r.blob_id for r in rows}, body=body) if (meta or body) else {}
+            in_vault = self._in_vault(await self._owned(uow, mailbox_id))
+            rows = await uow.message_views.fetch_rows(mailbox_id, uids, meta=meta and not body, body=body)
+            if meta and not body and any(r[8] is None for r in rows):  # no sealed metadata: derived from the body
+                rows = await uow.message_views.fetch_rows(mailbox_id, uids, meta=False, body=True)
         # decrypting happens outside any transaction (bodies in a worker thread, off the event loop); the
         # write below (\Seen, audit) is short
+        stored_flags = {int(r[0]): r[1] for r in rows}
         key = self.key
         if body:
-            out = await asyncio.to_thread(self._open, key, rows, blobs, meta, body)
+            out = await asyncio.to_thread(self._open, key, rows, meta, body)
         else:
-            out = self._open(key, rows, blobs, meta, body)
-        unseen = [r.uid for r in rows if "\\Seen" not in flagset(r.flags)] if mark_seen else []
+            out = self._open(key, rows, meta, body)
+        unseen = {u: f for u, f in stored_flags.items() if "\\Seen" not in flagset(f)} if mark_seen else {}
         if not (unseen or (audit and rows)):
             return out, {}
 
         async def work() -> dict[int, frozenset[str]]:
             new_flags: dict[int, frozenset[str]] = {}
+            cache = self._cache()
+            generation = cache.generation(mailbox_id)
+            modseq = 0
             async with self.ctx.uow() as uow:
                 if unseen:
-                    await uow.mailboxes.lock(mailbox_id)
-                    current = {
-                        m.uid: encode_flags(flagset(m.flags) | {"\\Seen"})
-                        for m in await uow.messages.by_uids(mailbox_id, unseen)
-                        if "\\Seen" not in flagset(m.flags)
-                    }
-                    if current:
-                        modseq = await uow.mailboxes.bump_modseq(mailbox_id)
-                        for uid in await uow.messages.update_flags(mailbox_id, current, modseq):
-                            new_flags[uid] = flagset(current[uid])
-                        for d in out:
-                            if d.uid in new_flags:
-                                d.modseq = modseq
-                        uow.touch(mailbox_id)
+                    modseq = await uow.mailboxes.bump_if_there(mailbox_id) or 0
+                    if not modseq:
+                        raise MailboxGone("The selected mailbox was deleted")
+                    # compare-and-set: a message whose flags changed since they were read is read again
+                    wanted = {u: (f, encode_flags(flagset(f) | {"\\Seen"})) for u, f in unseen.items()}
+                    written = set(await uow.messages.set_flags(mailbox_id, dict(wanted.items()), modseq))
+                    missed = set(wanted) - written
+                    if missed:
+                        again = {
+                            u: (f, encode_flags(flagset(f) | {"\\Seen"}))
+                            for u, (f, _) in (await uow.messages.states_of(mailbox_id, missed)).items()
+                        }
+                        written |= set(await uow.messages.set_flags(mailbox_id, again, modseq))
+                        wanted.update(again)
+                    for uid in written:
+                        new_flags[uid] = flagset(wanted[uid][1])
+                    for d in out:
+                        if d.uid in new_flags:
+                            d.modseq = modseq
+                    uow.touch(mailbox_id)
                 if audit and rows:
                     uow.audit(
                         self.actor,
                         "vault.read" if in_vault else "imap.fetch",
                         f"{self.account.owner_id}/mailbox:{mailbox_id}",
                         "ok",
-                        "uids " + _compact(r.uid for r in rows),
+                        "uids " + _compact(r[0] for r in rows),
                     )
                 await uow.commit()
+            if modseq:
+                cache.applied(mailbox_id, modseq, generation, flags={u: wanted[u][1] for u in written})
             return new_flags
 
         new_flags = await _retrying(work)
         return out, new_flags
 
-    def _open(
-        self, key: DataKey, rows: Sequence[Message], blobs: Mapping[str, Blob], meta: bool, body: bool
-    ) -> list[MessageData]:
-        """``rows`` as MessageData, with their metadata and/or bodies opened with ``key``."""
+    def _open(self, key: DataKey, rows: Sequence[Any], meta: bool, body: bool) -> list[MessageData]:
+        """FETCH rows (``MessageViews.fetch_rows``) as MessageData, with their metadata and/or bodies opened
+        with ``key``."""
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(
-                r.uid, flagset(r.flags), r.internal_date, r.size, modseq=r.modseq, blob_id=r.blob_id, saved=r.saved_at
-            )
-            blob = blobs.get(r.blob_id)
-            if blob is not None and blob.account_id == self.account.id:
+            data = MessageData(int(r[0]), flagset(r[1]), r[3], int(r[4]), modseq=int(r[2]), blob_id=r[5], saved=r[6])
+            if len(r) > 7 and r[7] == self.account.id:
+                blob = Blob(id=r[5], account_id=r[7], meta=r[8], size=r[9], body=r[10] if len(r) > 10 else None)
                 if body:
                     data.raw = open_body(key, blob)
                 if meta:
@@ -417,7 +509,7 @@ class MailStore:
             out.append(data)
         return out
 
-    def _in_vault(self, mailbox: Mailbox) -> bool:
+    def _in_vault(self, mailbox: Mailbox | MailboxRow) -> bool:
         return self.patient and vault.is_vault(mailbox.name)
 
     async def _lock_owned(self, uow: UnitOfWork, mailbox_id: int) -> Mailbox:
@@ -433,6 +525,18 @@ class MailStore:
             raise MailboxGone("The selected mailbox was deleted")
         return m
 
+    async def _bump_owned(
+        self, uow: UnitOfWork, mailbox_id: int
+    ) -> tuple[MailboxRow, int, dict[int, tuple[str, int]] | None]:
+        """The account's mailbox locked by a new modseq (mailbox rows by id, then messages), and its messages
+        as the cache holds them just before that modseq (None: the cache does not, read them)."""
+        row = await self._owned(uow, mailbox_id)
+        modseq = await uow.mailboxes.bump_if_there(mailbox_id)
+        if modseq is None:
+            raise MailboxGone("The selected mailbox was deleted")
+        entry = self._cache().known(mailbox_id, modseq - 1)
+        return row, modseq, None if entry is None else entry.messages
+
     async def store(
         self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str]
     ) -> dict[int, frozenset[str]]:
@@ -446,43 +550,56 @@ class MailStore:
         self, mailbox_id: int, uids: Sequence[int], mode: str, flags: Iterable[str], unchanged_since: int | None = None
     ) -> StoreResult:
         """STORE with mod-sequences (RFC 7162): a message whose modseq is above ``unchanged_since`` is
-        not changed and is listed in ``modified``; the others as ``store``."""
+        not changed and is listed in ``modified``; the others as ``store``.
+
+        Under the row lock (a new modseq taken first) the current flags come from the process's cache when
+        it holds the mailbox just before that modseq, else from the store; nothing changed, nothing is kept
+        (the new modseq rolls back)."""
         wanted = frozenset(flags) - {RECENT}
 
         async def work() -> StoreResult:
+            cache = self._cache()
+            generation = cache.generation(mailbox_id)
             async with self.ctx.uow() as uow:
-                await self._lock_owned(uow, mailbox_id)
-                rows = await uow.messages.by_uids(mailbox_id, uids)
+                _, modseq, known = await self._bump_owned(uow, mailbox_id)
+                if known is not None:
+                    current = {u: known[u] for u in uids if u in known}
+                else:
+                    current = {r.uid: (r.flags, r.modseq) for r in await uow.messages.by_uids(mailbox_id, uids)}
                 result: dict[int, frozenset[str]] = {}
                 modseqs: dict[int, int] = {}
                 modified: list[int] = []
-                changed: dict[int, str] = {}
-                asked: list[Message] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
-                for r in rows:
-                    if unchanged_since is not None and r.modseq > unchanged_since:
-                        modified.append(r.uid)
+                changed: dict[int, tuple[str | None, str]] = {}
+                asked: list[int] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
+                for uid in sorted(current):
+                    stored_flags, msg_modseq = current[uid]
+                    if unchanged_since is not None and msg_modseq > unchanged_since:
+                        modified.append(uid)
                         continue
-                    modseqs[r.uid] = r.modseq
-                    old = flagset(r.flags)
+                    modseqs[uid] = msg_modseq
+                    old = flagset(stored_flags)
                     new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
                     new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
-                    result[r.uid] = flagset(encode_flags(new))
+                    result[uid] = flagset(encode_flags(new))
                     if new != old:
-                        changed[r.uid] = encode_flags(new)
+                        changed[uid] = (None, encode_flags(new))
                         if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
-                            asked.append(r)
-                if changed:
-                    modseq = await uow.mailboxes.bump_modseq(mailbox_id)
-                    written = set(await uow.messages.update_flags(mailbox_id, changed, modseq))
-                    for uid in set(changed) - written:  # expunged meanwhile
-                        del result[uid]
-                        del modseqs[uid]
-                    for uid in written:
-                        modseqs[uid] = modseq
-                    await self._notify_displayed(uow, [r for r in asked if r.uid in written])
-                    uow.touch(mailbox_id)
-                    await uow.commit()
-                return StoreResult(result, modseqs, modified)
+                            asked.append(uid)
+                if not changed:
+                    return StoreResult(result, modseqs, modified)  # rolled back: the modseq is not used
+                written = set(await uow.messages.set_flags(mailbox_id, changed, modseq))
+                for uid in set(changed) - written:  # expunged meanwhile
+                    del result[uid]
+                    del modseqs[uid]
+                for uid in written:
+                    modseqs[uid] = modseq
+                mdn_asked = [u for u in asked if u in written]
+                if mdn_asked:
+                    await self._notify_displayed(uow, await uow.messages.by_uids(mailbox_id, mdn_asked))
+                uow.touch(mailbox_id)
+                await uow.commit()
+            cache.applied(mailbox_id, modseq, generation, flags={u: changed[u][1] for u in written})
+            return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
 
@@ -501,13 +618,18 @@ class MailStore:
         """Remove those of ``uids`` that carry \\Deleted; returns the UIDs removed."""
 
         async def work() -> list[int]:
+            cache = self._cache()
+            generation = cache.generation(mailbox_id)
             async with self.ctx.uow() as uow:
-                in_vault = self._in_vault(await self._lock_owned(uow, mailbox_id))
-                rows = await uow.messages.by_uids(mailbox_id, uids)
-                gone = [r.uid for r in rows if "\\Deleted" in flagset(r.flags)]
+                row, modseq, known = await self._bump_owned(uow, mailbox_id)
+                in_vault = self._in_vault(row)
+                if known is not None:
+                    current = {u: known[u][0] for u in uids if u in known}
+                else:
+                    current = {r.uid: r.flags for r in await uow.messages.by_uids(mailbox_id, uids)}
+                gone = sorted(u for u, f in current.items() if "\\Deleted" in flagset(f))
                 if not gone:
-                    return []
-                modseq = await uow.mailboxes.bump_modseq(mailbox_id)
+                    return []  # rolled back: the modseq is not used
                 blob_ids = await uow.messages.expunge(mailbox_id, gone, modseq)
                 await uow.blobs.delete_orphans(blob_ids)
                 uow.touch(mailbox_id)
@@ -519,6 +641,7 @@ class MailStore:
                     "uids " + _compact(gone),
                 )
                 await uow.commit()
+            cache.applied(mailbox_id, modseq, generation, expunged=gone)
             return gone
 
         return await _retrying(work)
@@ -606,13 +729,14 @@ class MailStore:
         target = canonical_name(name)
         in_vault = self.patient and vault.is_vault(target)
         async with self.ctx.uow(readonly=True) as uow:
-            await self._mailbox(uow, name, try_create=True)
+            if await uow.mailboxes.row_by_name(self.account.id, name) is None:
+                raise MailboxNotFound(target, try_create=True)
             account = await uow.accounts.get(self.account.id)
             if account is not None:
                 await quota.check(uow, self.ctx.config.limits, account, target, sum(len(i.raw) for i in items))
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
-        parsed: list[ParsedMessage] = []
+        ready: list[tuple[NewMessage, list[str], Sealed]] = []
         for item in items:
             try:
                 msg = await parse_message_async(item.raw)
@@ -621,32 +745,44 @@ class MailStore:
             decision = await self.admission.check_append(account, target, msg)
             if not decision.allowed:
                 raise Refused(decision.reply.text)
-            parsed.append(vault.upload(msg, when=item.internal_date or self.ctx.clock()) if in_vault else msg)
+            if in_vault:
+                msg = vault.upload(msg, when=item.internal_date or self.ctx.clock())
+            # parsed, filed and sealed before the unit of work: no writer waits on the cipher
+            sealed = await seal(self.ctx.keyring, msg, [account], mailbox=target, internal_date=item.internal_date)
+            ready.append((item, [f for f in item.flags if f != RECENT], sealed))
+        cache = self._cache()
 
-        async def work() -> list[AppendResult]:
-            out: list[AppendResult] = []
+        async def work() -> list[Delivered]:
+            done: list[Delivered] = []
             async with self.ctx.uow() as uow:
-                for msg, item in zip(parsed, items, strict=True):
+                for item, kept, sealed in ready:
                     try:
                         result = await deliver(
                             uow,
                             self.ctx.keyring,
-                            msg,
+                            sealed.message,
                             [account],
                             mailbox=target,
-                            flags=[f for f in item.flags if f != RECENT],
+                            flags=kept,
                             internal_date=item.internal_date,
                             actor=self.actor,
                             source="imap-append",
+                            sealed=sealed,
                         )
                     except MailboxMissing:
                         raise MailboxNotFound(target, try_create=True) from None
-                    d = result.delivered[0]
-                    out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
+                    done.append(result.delivered[0])
                 await uow.commit()
-            return out
+            return done
 
-        return await _retrying(work)
+        out: list[AppendResult] = []
+        for (_, kept, _), d in zip(ready, await _retrying(work), strict=True):
+            # the agenda may have changed the mailbox further in the same commit: the cache reads it once more
+            cache.applied(
+                d.mailbox_id, d.modseq, None, flags={d.uid: encode_flags(kept)}, uidnext=d.uid + 1, alone=False
+            )
+            out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
+        return out
 
 
 async def _retrying(work: Callable[[], Awaitable[T]]) -> T:

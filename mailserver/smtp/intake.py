@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from mailserver import agenda, logs, metrics
 from mailserver.admission import VAULT_INTEGRATION_FAILED, Admission
 from mailserver.context import Context
-from mailserver.delivery import deliver
+from mailserver.delivery import deliver, seal
 from mailserver.mdn import Notifier
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.smtp import dsn, spool
@@ -169,7 +169,9 @@ class Intake:
             m.sender_party, [r.party for r in m.recipients], msg, return_path=m.mail_from or None
         )
         fits = [(r.address, r.account) for r in m.recipients if r.account is not None and decisions[r.address].allowed]
-        decisions.update(await self.admission.check_room(fits, msg.size))
+        # a full mailbox refuses; room to spare leaves the content's decision (and its reason: an automatic MDN)
+        room = await self.admission.check_room(fits, msg.size)
+        decisions.update({address: d for address, d in room.items() if not d.allowed})
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:
@@ -224,9 +226,23 @@ class Intake:
         if remote and m.account is not None:
             outbound = await self.signer.sign(msg, m.account.address.rpartition("@")[2])
         expires = now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after)
+        accounts = [a for a, _ in local]
+        unfiled = [a for a, r in local if decisions[r.address].reason == VAULT_INTEGRATION_FAILED]
+        file_documents = m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION)
+        # parsed, filed and sealed before the unit of work: no writer waits on the cipher
+        sealed = (
+            await seal(
+                self.ctx.keyring,
+                msg,
+                accounts,
+                source=m.door,
+                file_documents=file_documents,
+                unfiled={a.id for a in unfiled},
+            )
+            if accounts
+            else None
+        )
         async with self.ctx.uow() as uow:
-            accounts = [a for a, _ in local]
-            unfiled = [a for a, r in local if decisions[r.address].reason == VAULT_INTEGRATION_FAILED]
             if accounts:
                 await deliver(
                     uow,
@@ -235,8 +251,9 @@ class Intake:
                     accounts,
                     actor=actor,
                     source=m.door,
-                    file_documents=m.sender_party.role in (Role.PROFESSIONAL, Role.APPLICATION),
+                    file_documents=file_documents,
                     unfiled={a.id for a in unfiled},
+                    sealed=sealed,
                 )
             mdn_queued = 0
             for account in unfiled:  # the ANS layout: a document the vault could not integrate is told by an MDN

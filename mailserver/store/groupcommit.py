@@ -239,7 +239,8 @@ class GroupWriter:
             heads = [s.head for s in batch.shares if s.head is not None]
             if heads and self.db.audit is not None:
                 self.db.audit.committed(max(heads, key=lambda h: h.seq))  # anchored only once committed
-            self.db.notifier.publish({m for s in batch.shares for m in s.touched})
+            for share in batch.shares:  # one publish per unit: the IMAP cache counts them (``mailboxcache``)
+                self.db.notifier.publish(share.touched)
         for share in batch.shares:
             if share.answer.done():  # its caller was cancelled meanwhile
                 continue

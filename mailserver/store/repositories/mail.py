@@ -4,28 +4,205 @@ UIDs and modseqs are allocated by one ``UPDATE ... RETURNING`` on the mailbox ro
 on PostgreSQL the row stays locked until commit, so concurrent deliveries to one
 mailbox are serialised and commit in UID order; on SQLite the database write
 lock (``BEGIN IMMEDIATE``) does the same.
+
+The IMAP hot path (a mailbox's row, its changes, STORE, EXPUNGE, FETCH) runs
+Core statements built once below, with bound parameters: no ORM identity map,
+one round trip each.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, case, delete, exists, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, exists, false, func, literal, select, true, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
 from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.base import Repository, insert_many
-from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, seal_mailbox_name
+from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, open_mailbox_name, seal_mailbox_name
 
 INBOX = "INBOX"
 _MAILBOXES = cast(Table, Mailbox.__table__)
 _MESSAGES = cast(Table, Message.__table__)
 _BLOBS = cast(Table, Blob.__table__)
+_EXPUNGED = cast(Table, ExpungedMessage.__table__)
+#: ids per ``IN (...)`` list
+CHUNK = 500
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MailboxRow:
+    """A mailbox's row as the hot path reads it (Core, no ORM object)."""
+
+    id: int
+    account_id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    first_recent_uid: int
+    subscribed: bool
+
+    def moved(self, modseq: int, uidnext: int | None = None) -> MailboxRow:
+        return dataclasses.replace(self, highestmodseq=modseq, uidnext=max(self.uidnext, uidnext or 0))
+
+    def recent_from(self, uid: int) -> MailboxRow:
+        return dataclasses.replace(self, first_recent_uid=uid)
+
+
+_mb, _msg, _blob, _gone = _MAILBOXES, _MESSAGES, _BLOBS, _EXPUNGED
+_ROW = (
+    _mb.c.id,
+    _mb.c.account_id,
+    _mb.c.name_digest,
+    _mb.c.name_sealed,
+    _mb.c.special_use,
+    _mb.c.uidvalidity,
+    _mb.c.uidnext,
+    _mb.c.highestmodseq,
+    _mb.c.first_recent_uid,
+    _mb.c.subscribed,
+)
+_ROW_BY_ID = select(*_ROW).where(_mb.c.id == bindparam("mailbox_id"))
+_ROW_BY_NAME = select(*_ROW).where(
+    _mb.c.account_id == bindparam("account_id"), _mb.c.name_digest == bindparam("digest")
+)
+_BUMP = (
+    update(_mb)
+    .where(_mb.c.id == bindparam("mailbox_id"))
+    .values(highestmodseq=_mb.c.highestmodseq + 1)
+    .returning(_mb.c.highestmodseq)
+)
+#: \Recent claimed in one statement when the caller knows where it started (else ``claim_recent``)
+_CLAIM_FROM = (
+    update(_mb)
+    .where(_mb.c.id == bindparam("mailbox_id"), _mb.c.first_recent_uid == bindparam("first"))
+    .values(first_recent_uid=_mb.c.uidnext)
+    .returning(_mb.c.uidnext)
+)
+_SEEN = _msg.c.flags.contains("\\Seen", autoescape=True)
+#: STATUS in one statement: the row and its counts (messages, unseen, recent, size)
+_STATUS = (
+    select(
+        *_ROW,
+        func.count(_msg.c.uid),
+        func.coalesce(func.sum(case((_msg.c.uid.is_(None), 0), (_SEEN, 0), else_=1)), 0),
+        func.coalesce(func.sum(case((_msg.c.uid >= _mb.c.first_recent_uid, 1), else_=0)), 0),
+        func.coalesce(func.sum(_msg.c.size), 0),
+    )
+    .select_from(_mb.outerjoin(_msg, _msg.c.mailbox_id == _mb.c.id))
+    .where(_mb.c.account_id == bindparam("account_id"), _mb.c.name_digest == bindparam("digest"))
+    .group_by(*_ROW)
+)
+_STATES = (
+    select(_msg.c.uid, _msg.c.flags, _msg.c.modseq)
+    .where(_msg.c.mailbox_id == bindparam("mailbox_id"))
+    .order_by(_msg.c.uid)
+)
+_STATES_OF = (
+    select(_msg.c.uid, _msg.c.flags, _msg.c.modseq)
+    .where(_msg.c.mailbox_id == bindparam("mailbox_id"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_msg.c.uid)
+)
+#: messages changed and UIDs expunged with ``after < modseq <= upto``, in one statement
+_DELTA = union_all(
+    select(_msg.c.uid, _msg.c.flags, _msg.c.modseq, false().label("gone")).where(
+        _msg.c.mailbox_id == bindparam("mailbox_id"),
+        _msg.c.modseq > bindparam("after"),
+        _msg.c.modseq <= bindparam("upto"),
+    ),
+    select(_gone.c.uid, literal("").label("flags"), _gone.c.modseq, true().label("gone")).where(
+        _gone.c.mailbox_id == bindparam("mailbox_id"),
+        _gone.c.modseq > bindparam("after"),
+        _gone.c.modseq <= bindparam("upto"),
+    ),
+)
+_FETCH_COLUMNS = (
+    _msg.c.uid,
+    _msg.c.flags,
+    _msg.c.modseq,
+    _msg.c.internal_date,
+    _msg.c.size,
+    _msg.c.blob_id,
+    _msg.c.saved_at,
+)
+_FETCH_ROWS = (
+    select(*_FETCH_COLUMNS)
+    .where(_msg.c.mailbox_id == bindparam("mailbox_id"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_msg.c.uid)
+)
+#: a FETCH's messages with their blob's sealed metadata (and body) joined: one statement per batch
+_FETCH_META = (
+    select(*_FETCH_COLUMNS, _blob.c.account_id, _blob.c.meta, _blob.c.size)
+    .join_from(_msg, _blob, _blob.c.id == _msg.c.blob_id)
+    .where(_msg.c.mailbox_id == bindparam("mailbox_id"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_msg.c.uid)
+)
+_FETCH_BODY = (
+    select(
+        *_FETCH_COLUMNS,
+        _blob.c.account_id,
+        _blob.c.meta,
+        _blob.c.size,
+        func.coalesce(_blob.c.large_body, _blob.c.body),  # the sealed body wherever the row keeps it
+    )
+    .join_from(_msg, _blob, _blob.c.id == _msg.c.blob_id)
+    .where(_msg.c.mailbox_id == bindparam("mailbox_id"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_msg.c.uid)
+)
+#: compare-and-set: new flags only where they are still what the caller read
+_SET_FLAGS_IF = (
+    update(_msg)
+    .where(
+        _msg.c.mailbox_id == bindparam("mb"),
+        _msg.c.uid.in_(bindparam("uids", expanding=True)),
+        _msg.c.flags == bindparam("old"),
+    )
+    .values(flags=bindparam("new"), modseq=bindparam("ms"))
+    .returning(_msg.c.uid)
+)
+_SET_FLAGS = (
+    update(_msg)
+    .where(_msg.c.mailbox_id == bindparam("mb"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .values(flags=bindparam("new"), modseq=bindparam("ms"))
+    .returning(_msg.c.uid)
+)
+_EXPUNGE = (
+    delete(_msg)
+    .where(_msg.c.mailbox_id == bindparam("mb"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .returning(_msg.c.blob_id)
+)
+
+
+def _tombstones(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT DO UPDATE`` of tombstones (one ``executemany``), in the dialect's words."""
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_gone)
+    return ins.on_conflict_do_update(
+        index_elements=[_gone.c.mailbox_id, _gone.c.uid], set_={"modseq": ins.excluded.modseq}
+    )
+
+
+_TOMBSTONES = {name: _tombstones(name) for name in ("postgresql", "sqlite")}
+
+
+def _row(r: Any, key: MetadataSealer) -> MailboxRow:
+    """A ``_ROW`` as a MailboxRow, its name opened."""
+    name = open_mailbox_name(key, r[2], r[3])
+    return MailboxRow(int(r[0]), int(r[1]), name, r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]), bool(r[9]))
+
+
+def _chunks(items: Sequence[int]) -> Iterable[list[int]]:
+    for i in range(0, len(items), CHUNK):
+        yield list(items[i : i + CHUNK])
+
 
 #: SQLite: a sealed body past this is written into its row in pieces of ``PIECE`` octets (``BlobRepository``)
 LARGE_BODY = 2**20
@@ -82,6 +259,23 @@ class MailboxRepository(Repository):
 
     async def get_by_id(self, mailbox_id: int) -> Mailbox | None:
         return await self.session.get(Mailbox, mailbox_id, populate_existing=True)
+
+    async def row(self, mailbox_id: int) -> MailboxRow | None:
+        r = (await self.session.execute(_ROW_BY_ID, {"mailbox_id": mailbox_id})).first()
+        return None if r is None else _row(r, self._key())
+
+    async def row_by_name(self, account_id: int, name: str) -> MailboxRow | None:
+        params = {"account_id": account_id, "digest": self._digest(account_id, name)}
+        r = (await self.session.execute(_ROW_BY_NAME, params)).first()
+        return None if r is None else _row(r, self._key())
+
+    async def status(self, account_id: int, name: str) -> tuple[MailboxRow, int, int, int, int] | None:
+        """The row and (messages, unseen, recent, total size) of a mailbox, in one statement."""
+        params = {"account_id": account_id, "digest": self._digest(account_id, name)}
+        r = (await self.session.execute(_STATUS, params)).first()
+        if r is None:
+            return None
+        return _row(r, self._key()), int(r[10]), int(r[11]), int(r[12]), int(r[13])
 
     async def by_special_use(self, account_id: int, special_use: str) -> Mailbox | None:
         stmt = select(Mailbox).where(Mailbox.account_id == account_id, Mailbox.special_use == special_use)
@@ -168,7 +362,7 @@ class MailboxRepository(Repository):
         out: dict[int, tuple[int, int]] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            if self.session.get_bind().dialect.name == "postgresql":
+            if self.session.get_bind().dialect.name == "postgresql" and len(chunk) > 1:  # one: the UPDATE locks it
                 await self.session.execute(select(t.c.id).where(t.c.id.in_(chunk)).order_by(t.c.id).with_for_update())
             by_count: dict[int, list[int]] = {}
             for mailbox_id in chunk:
@@ -197,14 +391,18 @@ class MailboxRepository(Repository):
 
     async def bump_modseq(self, mailbox_id: int) -> int:
         """A new modseq for a change that adds no message (flags, expunge). Locks the row."""
-        t = _MAILBOXES
-        stmt = (
-            update(t)
-            .where(t.c.id == mailbox_id)
-            .values(highestmodseq=t.c.highestmodseq + 1)
-            .returning(t.c.highestmodseq)
-        )
-        return int((await self.session.execute(stmt)).scalar_one())
+        return int((await self.session.execute(_BUMP, {"mailbox_id": mailbox_id})).scalar_one())
+
+    async def bump_if_there(self, mailbox_id: int) -> int | None:
+        """``bump_modseq``, None if the mailbox no longer exists (the lock and the new modseq at once)."""
+        modseq = (await self.session.execute(_BUMP, {"mailbox_id": mailbox_id})).scalar_one_or_none()
+        return None if modseq is None else int(modseq)
+
+    async def claim_recent_from(self, mailbox_id: int, first: int) -> int | None:
+        """``claim_recent`` in one statement, if \\Recent still starts at ``first``: the new start (UIDNEXT);
+        None if it moved (or the mailbox is gone): use ``claim_recent``."""
+        uidnext = (await self.session.execute(_CLAIM_FROM, {"mailbox_id": mailbox_id, "first": first})).scalar()
+        return None if uidnext is None else int(uidnext)
 
     async def highest_modseqs(self, mailbox_ids: Iterable[int]) -> dict[int, int]:
         """HIGHESTMODSEQ of each of ``mailbox_ids`` that still exists."""
@@ -349,19 +547,54 @@ class MessageRepository(Repository):
         """Remove the messages, leave tombstones; returns the blob ids that may now be orphaned."""
         uid_list = sorted(set(uids))
         blob_ids: list[str] = []
-        for i in range(0, len(uid_list), 500):
-            chunk = uid_list[i : i + 500]
-            rows = await self.session.execute(
-                delete(Message)
-                .where(Message.mailbox_id == mailbox_id, Message.uid.in_(chunk))
-                .returning(Message.blob_id)
-                .execution_options(synchronize_session=False)
-            )
+        tombstones = _TOMBSTONES[self.session.get_bind().dialect.name]
+        for chunk in _chunks(uid_list):
+            rows = await self.session.execute(_EXPUNGE, {"mb": mailbox_id, "uids": chunk})
             blob_ids.extend(r for (r,) in rows.all())
-            for uid in chunk:
-                await self.session.merge(ExpungedMessage(mailbox_id=mailbox_id, uid=uid, modseq=modseq))
-        await self.session.flush()
+            await self.session.execute(
+                tombstones, [{"mailbox_id": mailbox_id, "uid": u, "modseq": modseq} for u in chunk]
+            )
         return blob_ids
+
+    async def states_of(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, tuple[str, int]]:
+        """uid -> (stored flags, modseq) of those of ``uids`` still there."""
+        out: dict[int, tuple[str, int]] = {}
+        for chunk in _chunks(sorted(set(uids))):
+            rows = await self.session.execute(_STATES_OF, {"mailbox_id": mailbox_id, "uids": chunk})
+            out.update({int(u): (f, int(m)) for u, f, m in rows.all()})
+        return out
+
+    async def set_flags(
+        self, mailbox_id: int, changes: Mapping[int, tuple[str | None, str]], modseq: int
+    ) -> builtins.list[int]:
+        """Set ``changes[uid] = (old, new)`` flags, stamped ``modseq``; with ``old`` only where the flags
+        still are ``old`` (compare-and-set; all or none of ``changes`` give one). One ``UPDATE ... WHERE uid IN
+        (...) RETURNING uid`` per CHUNK UIDs (a ``CASE`` on the UID when they get different flags); the UIDs
+        written."""
+        done: list[int] = []
+        for chunk in _chunks(sorted(changes)):
+            news = {changes[u][1] for u in chunk}
+            olds = {changes[u][0] for u in chunk}
+            params: dict[str, Any] = {"mb": mailbox_id, "uids": chunk, "ms": modseq}
+            if len(news) == 1 and olds == {None}:
+                stmt: Any = _SET_FLAGS
+                params["new"] = news.pop()
+            elif len(news) == 1 and len(olds) == 1:
+                stmt, params["new"], params["old"] = _SET_FLAGS_IF, news.pop(), olds.pop()
+            else:  # several flag strings: one statement still, a CASE on the UID
+                new = case({u: changes[u][1] for u in chunk}, value=_msg.c.uid)
+                stmt = (
+                    update(_msg)
+                    .where(_msg.c.mailbox_id == mailbox_id, _msg.c.uid.in_(chunk))
+                    .values(flags=new, modseq=modseq)
+                    .returning(_msg.c.uid)
+                )
+                params = {}
+                if olds != {None}:
+                    stmt = stmt.where(_msg.c.flags == case({u: changes[u][0] or "" for u in chunk}, value=_msg.c.uid))
+            rows = await self.session.execute(stmt, params) if params else await self.session.execute(stmt)
+            done.extend(int(u) for (u,) in rows.all())
+        return sorted(done)
 
 
 class BlobRepository(Repository):
@@ -443,12 +676,23 @@ class MessageViews(Repository):
 
     async def states(self, mailbox_id: int) -> builtins.list[tuple[int, str, int]]:
         """(uid, flags, modseq) of every message, by UID: what SELECT starts from."""
-        stmt = (
-            select(Message.uid, Message.flags, Message.modseq)
-            .where(Message.mailbox_id == mailbox_id)
-            .order_by(Message.uid)
-        )
-        return [(int(u), f, int(m)) for u, f, m in (await self.session.execute(stmt)).all()]
+        rows = await self.session.execute(_STATES, {"mailbox_id": mailbox_id})
+        return [(int(u), f, int(m)) for u, f, m in rows.all()]
+
+    async def delta(self, mailbox_id: int, after: int, upto: int) -> builtins.list[tuple[int, str, int, bool]]:
+        """(uid, flags, modseq, expunged) of the messages changed and the UIDs expunged with
+        ``after < modseq <= upto``, by modseq: ``changes_between`` and ``expunged_between`` in one statement."""
+        rows = await self.session.execute(_DELTA, {"mailbox_id": mailbox_id, "after": after, "upto": upto})
+        return sorted(((int(u), f, int(m), bool(g)) for u, f, m, g in rows.all()), key=lambda r: r[2])
+
+    async def fetch_rows(self, mailbox_id: int, uids: Iterable[int], *, meta: bool, body: bool) -> builtins.list[Any]:
+        """FETCH's rows, by UID: (uid, flags, modseq, internal_date, size, blob_id), then with ``meta``
+        (blob account id, sealed meta, blob size) and with ``body`` the sealed body; one statement per batch."""
+        stmt = _FETCH_BODY if body else _FETCH_META if meta else _FETCH_ROWS
+        out: list[Any] = []
+        for chunk in _chunks(sorted(set(uids))):
+            out.extend((await self.session.execute(stmt, {"mailbox_id": mailbox_id, "uids": chunk})).all())
+        return out
 
     async def changes_between(self, mailbox_id: int, after: int, upto: int) -> builtins.list[tuple[int, str, int]]:
         """(uid, flags, modseq) of messages added or changed with ``after < modseq <= upto``."""
