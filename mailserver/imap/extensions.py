@@ -29,10 +29,10 @@ from mailserver.imap.protocol.urls import parse_url
 from mailserver.store.repositories.mail import canonical_name
 
 
-def quota_response(root: quota.Root) -> r.Data:
+def quota_response(root: quota.Root, utf8: bool = False) -> r.Data:
     """``* QUOTA root (STORAGE used limit)`` (RFC 9208 §5.1: KiB)."""
     used, limit = root.storage
-    return r.Data((r.Atom("QUOTA"), mutf7.encode(root.name), (r.Atom("STORAGE"), used, limit)))
+    return r.Data((r.Atom("QUOTA"), mutf7.wire(root.name, utf8), (r.Atom("STORAGE"), used, limit)))
 
 
 class ExtensionHandlers(MailHandlers):
@@ -40,12 +40,13 @@ class ExtensionHandlers(MailHandlers):
         found = await self._store().quota_root(cmd.root)
         if found is None:
             raise NoSuchQuotaRoot(f"No quota root {cmd.root!r} here: GETQUOTAROOT names the roots of a mailbox")
-        return [quota_response(found), ok(cmd.tag, "GETQUOTA completed")]
+        return [quota_response(found, self.utf8), ok(cmd.tag, "GETQUOTA completed")]
 
     async def do_getquotaroot(self, cmd: c.GetQuotaRoot) -> list[r.Response]:
         name, roots = await self._store().quota_roots(cmd.mailbox)
-        listed = r.Data((r.Atom("QUOTAROOT"), mutf7.encode(name), *(mutf7.encode(x.name) for x in roots)))
-        return [listed, *(quota_response(x) for x in roots), ok(cmd.tag, "GETQUOTAROOT completed")]
+        wire = [mutf7.wire(n, self.utf8) for n in (name, *(x.name for x in roots))]
+        listed = r.Data((r.Atom("QUOTAROOT"), *wire))
+        return [listed, *(quota_response(x, self.utf8) for x in roots), ok(cmd.tag, "GETQUOTAROOT completed")]
 
     async def do_setquota(self, cmd: c.SetQuota) -> list[r.Response]:
         raise NoPermission("Quotas are set by the operator of this server, not from a mail client")

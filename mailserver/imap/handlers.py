@@ -69,8 +69,9 @@ class Bad(Exception):
         self.text = text
 
 
-#: what ENABLE turns on (RFC 5161); QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)
-ENABLABLE = ("CONDSTORE", "QRESYNC")
+#: what ENABLE turns on (RFC 5161), by upper-case name; QRESYNC implies CONDSTORE (RFC 7162 §3.2.3); IMAP4rev2
+#: (RFC 9051) and UTF8=ACCEPT (RFC 6855) put mailbox names in UTF-8, and IMAP4rev2 its own differences
+ENABLABLE = {"CONDSTORE": "CONDSTORE", "QRESYNC": "QRESYNC", "IMAP4REV2": "IMAP4rev2", "UTF8=ACCEPT": "UTF8=ACCEPT"}
 
 
 def view(snap: Snapshot, readonly: bool) -> Selected:
@@ -92,7 +93,9 @@ def view(snap: Snapshot, readonly: bool) -> Selected:
 CREATABLE_USES = {u.upper(): u for u in ("\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash")}
 
 
-def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...], mailbox_id: str | None = None) -> r.Data:
+def status_response(
+    mailbox: str, info: StatusInfo, items: tuple[str, ...], mailbox_id: str | None = None, *, utf8: bool = False
+) -> r.Data:
     """``* STATUS name (item value ...)`` (RFC 3501 §7.2.4), for STATUS and LIST-STATUS; MAILBOXID (RFC 8474 §4.2)."""
     values: dict[str, r.Value] = {
         "MAILBOXID": (r.Atom(mailbox_id),) if mailbox_id else None,
@@ -104,9 +107,10 @@ def status_response(mailbox: str, info: StatusInfo, items: tuple[str, ...], mail
         "SIZE": info.size,
         "HIGHESTMODSEQ": info.highestmodseq,
         "APPENDLIMIT": info.append_limit,
+        "DELETED": info.deleted,
     }
     pairs = tuple(v for name in items for v in (r.Atom(name), values[name]))
-    return r.Data((r.Atom("STATUS"), mutf7.encode(mailbox), pairs))
+    return r.Data((r.Atom("STATUS"), mutf7.wire(mailbox, utf8), pairs))
 
 
 def _matches(key: c.SearchKey, cands: list[msgs.Candidate], max_seq: int, max_uid: int) -> list[msgs.Candidate]:
@@ -170,7 +174,22 @@ class MailHandlers:
         if self.selected is not None:
             self.selected.condstore = "CONDSTORE" in self.enabled
             self.selected.qresync = "QRESYNC" in self.enabled
+        if fresh:
+            self.names_in_utf8(self.utf8)
         return fresh
+
+    @property
+    def utf8(self) -> bool:
+        """Mailbox names in UTF-8 both ways (RFC 9051 §5.1, RFC 6855 §3), not modified UTF-7."""
+        return "IMAP4rev2" in self.enabled or "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        """IMAP4rev2 behaviour (RFC 9051 Appendix E): no \\Recent, ESEARCH for SEARCH, a LIST in SELECT."""
+        return "IMAP4rev2" in self.enabled
+
+    def names_in_utf8(self, on: bool) -> None:
+        """The session reads mailbox names from then on as UTF-8 (its receiver: ``ImapReceiver.utf8``)."""
 
     async def send(self, *responses: r.Response) -> None:
         raise NotImplementedError  # the session writes
@@ -214,7 +233,7 @@ class MailHandlers:
     # --- authenticated -------------------------------------------------------------------------------
 
     async def do_enable(self, cmd: c.Enable) -> list[r.Response]:
-        asked = [x for x in cmd.capabilities if x in ENABLABLE]
+        asked = [ENABLABLE[x] for x in cmd.capabilities if x in ENABLABLE]
         # RFC 5161 §3.2: ENABLED names what was asked and is now on (as Dovecot: QRESYNC alone, though it
         # turns CONDSTORE on too)
         fresh = [x for x in self._enable(*asked) if x in asked]
@@ -234,8 +253,9 @@ class MailHandlers:
         sel = view(await self._store().select(cmd.mailbox, readonly=readonly), readonly)
         sel.condstore = "CONDSTORE" in self.enabled
         sel.qresync = "QRESYNC" in self.enabled
+        sel.rev2 = self.rev2
         self.selected = sel
-        out = sel.select_responses(cmd.tag, cmd.name)
+        out = sel.select_responses(cmd.tag, cmd.name, utf8=self.utf8)
         mid = r.Untagged("OK", "Mailbox id", f"MAILBOXID ({objectid.mailbox_id(sel.id, sel.uidvalidity)})")
         out.insert(-1, mid)  # RFC 8474 §4.1
         q = cmd.qresync
@@ -296,26 +316,26 @@ class MailHandlers:
     async def do_list(self, cmd: c.List) -> list[r.Response]:
         boxes = [] if cmd.patterns == ("",) and not cmd.select_options else await self._store().mailboxes()
         if not cmd.status_items:
-            return [*names.list_responses(boxes, cmd), ok(cmd.tag, "LIST completed")]
+            return [*names.list_responses(boxes, cmd, utf8=self.utf8), ok(cmd.tag, "LIST completed")]
         # RFC 5819 LIST-STATUS: each selectable mailbox listed is followed by its STATUS (the store's
         # ``status``: a scoped session sees the mailboxes of its grant only, as LIST itself)
         if "HIGHESTMODSEQ" in cmd.status_items:
             self._enable("CONDSTORE")
         out: list[r.Response] = []
         for entry in names.list_entries(boxes, cmd):
-            out.append(entry.response())
+            out.append(entry.response(self.utf8))
             if entry.selectable and not entry.childinfo:
                 try:
-                    info = await self._store().status(entry.name)
+                    info = await self._store().status(entry.name, deleted="DELETED" in cmd.status_items)
                     mid = await self._object_id(entry.name, cmd)
                 except MailboxNotFound:
                     continue  # deleted meanwhile: listed, no status (RFC 5819 §2 allows leaving it out)
-                out.append(status_response(entry.name, info, cmd.status_items, mid))
+                out.append(status_response(entry.name, info, cmd.status_items, mid, utf8=self.utf8))
         return [*out, ok(cmd.tag, "LIST completed")]
 
     async def do_lsub(self, cmd: c.Lsub) -> list[r.Response]:
         boxes = [] if cmd.pattern == "" else await self._store().mailboxes()
-        return [*names.lsub_responses(boxes, cmd), ok(cmd.tag, "LSUB completed")]
+        return [*names.lsub_responses(boxes, cmd, utf8=self.utf8), ok(cmd.tag, "LSUB completed")]
 
     async def _object_id(self, mailbox: str, cmd: c.Status | c.List) -> str | None:
         """The MAILBOXID of ``mailbox`` when the command asks for it (RFC 8474 §4.2)."""
@@ -325,11 +345,12 @@ class MailHandlers:
         return objectid.mailbox_id(m.id, m.uidvalidity)
 
     async def do_status(self, cmd: c.Status) -> list[r.Response]:
-        info = await self._store().status(cmd.mailbox)
+        info = await self._store().status(cmd.mailbox, deleted="DELETED" in cmd.items)
         if "HIGHESTMODSEQ" in cmd.items:
             self._enable("CONDSTORE")
         mid = await self._object_id(cmd.mailbox, cmd)
-        return [status_response(cmd.mailbox, info, cmd.items, mid), ok(cmd.tag, "STATUS completed")]
+        response = status_response(cmd.mailbox, info, cmd.items, mid, utf8=self.utf8)
+        return [response, ok(cmd.tag, "STATUS completed")]
 
     async def do_append(self, cmd: c.Append) -> list[r.Response]:
         """APPEND, of several messages with MULTIAPPEND (RFC 3502): all or none, one APPENDUID with a UID set."""
@@ -423,8 +444,9 @@ class MailHandlers:
             self.saved = searchres.to_save(cmd, uids)
             if cmd.returns == ("SAVE",):  # RFC 5182 §2.1: SAVE alone gets no ESEARCH
                 return [ok(cmd.tag, "SEARCH completed, result saved")]
-        # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them
-        if cmd.returns is not None:
+        # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them;
+        # RFC 9051 §6.4.4: under IMAP4rev2 a SEARCH without RETURN is answered ESEARCH ALL
+        if cmd.returns is not None or self.rev2:
             return [esearch(cmd, found, top[0] if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
         tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top[0]),) if by_modseq and found else ()
         return [r.Data((r.Atom("SEARCH"), *found, *tail)), ok(cmd.tag, "SEARCH completed")]

@@ -171,6 +171,7 @@ class StatusInfo:
     size: int
     highestmodseq: int = 1
     append_limit: int = 0  # RFC 7889: the largest APPEND this mailbox takes
+    deleted: int = 0  # RFC 9051: messages marked \\Deleted (read only when asked: ``status(deleted=True)``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,14 +269,17 @@ class MailStore:
 
         await _retrying(work)
 
-    async def status(self, name: str) -> StatusInfo:
+    async def status(self, name: str, *, deleted: bool = False) -> StatusInfo:
         async with self.ctx.uow(readonly=True) as uow:
             found = await uow.mailboxes.status(self.account.id, name)
-        if found is None:
-            raise MailboxNotFound(canonical_name(name))
-        m, n, unseen, recent, size = found
+            if found is None:
+                raise MailboxNotFound(canonical_name(name))
+            m, n, unseen, recent, size = found
+            marked = await uow.message_views.deleted_count(m.id) if deleted else 0
         limit = min(self.ctx.config.limits.max_message_size, self.ctx.config.imap.max_literal)
-        return StatusInfo(n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit)
+        return StatusInfo(
+            n, recent, m.uidnext, m.uidvalidity, unseen, size, max(1, m.highestmodseq), limit, deleted=marked
+        )
 
     async def info(self, name: str) -> MailboxInfo:
         """One mailbox's row, as LIST sees it (RFC 8474 MAILBOXID); MailboxNotFound if there is none."""

@@ -98,12 +98,13 @@ class ScopedMailStore(MailStore):
         self._write()
         await super().subscribe(name, subscribed)
 
-    async def status(self, name: str) -> StatusInfo:
+    async def status(self, name: str, *, deleted: bool = False) -> StatusInfo:
         self._need(name)
-        info = await super().status(name)
+        info = await super().status(name, deleted=deleted)
         if self.scope.kind == KIND_GRANT:
+            mailbox_id = (await super().info(name)).id  # an id in the audit: a mailbox's name is health data
             async with self.ctx.uow() as uow:
-                uow.audit(self.actor, "imap.status", f"{self.account.owner_id}/mailbox:{name}", "ok")
+                uow.audit(self.actor, "imap.status", f"{self.account.owner_id}/mailbox:{mailbox_id}", "ok")
                 await uow.commit()
         return info
 

@@ -153,6 +153,9 @@ class ImapSession(ExtensionHandlers):
 
     # --- I/O ---------------------------------------------------------------------------------------------
 
+    def names_in_utf8(self, on: bool) -> None:
+        self.receiver.utf8 = on
+
     async def send(self, *responses: r.Response) -> None:
         if not responses:
             return

@@ -17,6 +17,7 @@ from mailserver.imap.protocol.states import ImapState
 
 BASE: tuple[str, ...] = (
     "IMAP4rev1",
+    "IMAP4rev2",
     "LITERAL+",
     "SASL-IR",
     "ID",

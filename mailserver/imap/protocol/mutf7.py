@@ -68,3 +68,9 @@ def decode(raw: bytes) -> str:
     if encode(result) != text:
         raise ValueError("non-canonical modified UTF-7")
     return result
+
+
+def wire(name: str, utf8: bool) -> str:
+    """A mailbox name as a response carries it: UTF-8 once IMAP4rev2 or UTF8=ACCEPT is enabled (RFC 9051 §5.1,
+    RFC 6855 §3), modified UTF-7 before."""
+    return name if utf8 else encode(name)

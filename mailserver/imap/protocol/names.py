@@ -81,8 +81,8 @@ def hierarchy_refusal(name: str) -> str | None:
     return None
 
 
-def _entry(kind: str, attrs: Iterable[str], name: str) -> r.Data:
-    return r.Data((r.Atom(kind), tuple(r.Atom(a) for a in attrs), DELIMITER, mutf7.encode(name)))
+def _entry(kind: str, attrs: Iterable[str], name: str, utf8: bool = False) -> r.Data:
+    return r.Data((r.Atom(kind), tuple(r.Atom(a) for a in attrs), DELIMITER, mutf7.wire(name, utf8)))
 
 
 def root(kind: str) -> r.Data:
@@ -102,8 +102,8 @@ class ListEntry:
     def selectable(self) -> bool:
         return "\\Noselect" not in self.attrs and "\\NonExistent" not in self.attrs
 
-    def response(self) -> r.Data:
-        out = _entry("LIST", self.attrs, self.name)
+    def response(self, utf8: bool = False) -> r.Data:
+        out = _entry("LIST", self.attrs, self.name, utf8)
         if self.childinfo:
             return r.Data((*out.values, ("CHILDINFO", ("SUBSCRIBED",))))
         return out
@@ -142,14 +142,15 @@ def list_entries(boxes: Sequence[Listable], command: c.List) -> list[ListEntry]:
     return out
 
 
-def list_responses(boxes: Sequence[Listable], command: c.List) -> list[r.Response]:
-    """The untagged LIST responses (``list_entries``; ``LIST "" ""`` answers the root)."""
+def list_responses(boxes: Sequence[Listable], command: c.List, *, utf8: bool = False) -> list[r.Response]:
+    """The untagged LIST responses (``list_entries``; ``LIST "" ""`` answers the root); names in UTF-8 with
+    ``utf8`` (``mutf7.wire``)."""
     if command.patterns == ("",) and not command.select_options:
         return [root("LIST")]
-    return [e.response() for e in list_entries(boxes, command)]
+    return [e.response(utf8) for e in list_entries(boxes, command)]
 
 
-def lsub_responses(boxes: Sequence[Listable], command: c.Lsub) -> list[r.Response]:
+def lsub_responses(boxes: Sequence[Listable], command: c.Lsub, *, utf8: bool = False) -> list[r.Response]:
     """The untagged LSUB responses (RFC 3501 §6.3.9)."""
     if command.pattern == "":
         return [root("LSUB")]
@@ -165,4 +166,4 @@ def lsub_responses(boxes: Sequence[Listable], command: c.Lsub) -> list[r.Respons
             if sup not in subscribed and sup not in listed and rx.fullmatch(sup):
                 listed[sup] = True
     order = sorted(listed, key=lambda n: (n != INBOX, n))
-    return [_entry("LSUB", ("\\Noselect",) if listed[n] else (), n) for n in order]
+    return [_entry("LSUB", ("\\Noselect",) if listed[n] else (), n, utf8) for n in order]

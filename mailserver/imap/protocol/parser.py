@@ -113,6 +113,9 @@ class ImapReceiver:
         self.max_literal = max_literal
         self.max_depth = max_depth
         self.max_literals = max_literals
+        #: mailbox names arrive in UTF-8, not modified UTF-7: IMAP4rev2 or UTF8=ACCEPT is enabled (RFC 9051
+        #: §5.1, RFC 6855 §3)
+        self.utf8 = False
         self._buf = bytearray()
         self._pos = 0
         self._scan = 0  # where to resume looking for LF
@@ -219,7 +222,7 @@ class ImapReceiver:
             if m is None:
                 parts = [*self._parts, line]
                 self._parts = []
-                return parse_command(parts, max_depth=self.max_depth)
+                return parse_command(parts, max_depth=self.max_depth, utf8=self.utf8)
             size, nonsync = int(m.group(1)), bool(m.group(2))
             first = self._parts[0] if self._parts else line
             tag, name = _guess_tag(first)
@@ -249,8 +252,9 @@ class ImapReceiver:
 class _Cursor:
     """Reads tokens across the text parts and literals of one command."""
 
-    def __init__(self, parts: list[bytes], max_depth: int) -> None:
+    def __init__(self, parts: list[bytes], max_depth: int, utf8: bool = False) -> None:
         self.parts = parts
+        self.utf8 = utf8
         self.i = 0
         self.text = parts[0]
         self.pos = 0
@@ -388,10 +392,10 @@ class _Cursor:
     def mailbox(self) -> str:
         raw = self.astring("a mailbox name")
         try:
-            return mutf7.decode(raw)
+            return raw.decode("utf-8") if self.utf8 else mutf7.decode(raw)
         except ValueError:
             # parse on: the command may still be malformed elsewhere (BAD); if not, it names no mailbox (NO)
-            self.bad_name = "Mailbox name is not valid modified UTF-7"
+            self.bad_name = "Mailbox name is not valid " + ("UTF-8" if self.utf8 else "modified UTF-7")
             return raw.decode("latin-1")
 
     def list_mailbox(self) -> str:
@@ -401,9 +405,9 @@ class _Cursor:
         else:
             raw = self.chars(_LIST_CHARS, "a mailbox pattern")
         try:
-            return mutf7.decode(raw)
+            return raw.decode("utf-8") if self.utf8 else mutf7.decode(raw)
         except ValueError:
-            raise self.error("Mailbox pattern is not valid modified UTF-7") from None
+            raise self.error("Mailbox pattern is not valid " + ("UTF-8" if self.utf8 else "modified UTF-7")) from None
 
     def flag(self) -> str:
         backslash = self.maybe(b"\\")
@@ -1266,9 +1270,10 @@ _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
 }
 
 
-def parse_command(parts: list[bytes], *, max_depth: int = 32) -> c.Command:
-    """One complete command (its lines and literals) to a Command, or ImapParseError."""
-    cur = _Cursor(parts, max_depth)
+def parse_command(parts: list[bytes], *, max_depth: int = 32, utf8: bool = False) -> c.Command:
+    """One complete command (its lines and literals) to a Command, or ImapParseError; ``utf8``: mailbox
+    names in UTF-8 (``ImapReceiver.utf8``)."""
+    cur = _Cursor(parts, max_depth, utf8)
     if cur.peek() is None and len(parts) == 1:
         raise cur.error("Empty command line")
     tag_bytes = cur.chars(c.TAG_CHARS, "a tag")

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from mailserver.imap.protocol import commands as c
+from mailserver.imap.protocol import mutf7
 from mailserver.imap.protocol import responses as r
 
 #: RFC 3501 §2.3.2: a client may create keywords (``\\*``)
@@ -112,6 +113,7 @@ class Selected:
         self.modseqs: dict[int, int] = dict(modseqs or {})  # uid -> mod-sequence (RFC 7162)
         self.condstore = False  # CONDSTORE enabled: unsolicited FETCH carry MODSEQ
         self.qresync = False  # QRESYNC enabled: VANISHED instead of EXPUNGE
+        self.rev2 = False  # IMAP4rev2 enabled: no \\Recent, no RECENT, no UNSEEN code, a LIST in SELECT
 
     # --- numbers -------------------------------------------------------------------------------------------
 
@@ -172,13 +174,19 @@ class Selected:
             ),
         ]
 
-    def select_responses(self, tag: str, command_name: str) -> list[r.Response]:
-        """What SELECT / EXAMINE answer (RFC 3501 §6.3.1, with errata 3032 for UNSEEN)."""
+    def select_responses(self, tag: str, command_name: str, *, utf8: bool = False) -> list[r.Response]:
+        """What SELECT / EXAMINE answer (RFC 3501 §6.3.1, with errata 3032 for UNSEEN; RFC 9051 §6.3.2 under
+        IMAP4rev2: a LIST with the mailbox's name as the server spells it, no RECENT, no UNSEEN)."""
         self.announced = set(self.keywords())
-        out = [*self.flags_responses(), r.exists(len(self.uids)), r.recent(len(self.recent))]
-        unseen = self.first_unseen()
-        if unseen is not None:
-            out.append(r.Untagged("OK", f"Message {unseen} is the first unseen", f"UNSEEN {unseen}"))
+        if self.rev2:
+            self.recent.clear()
+            listed = r.Data((r.Atom("LIST"), (), "/", mutf7.wire(self.name, utf8)))
+            out = [*self.flags_responses(), r.exists(len(self.uids)), listed]
+        else:
+            out = [*self.flags_responses(), r.exists(len(self.uids)), r.recent(len(self.recent))]
+            unseen = self.first_unseen()
+            if unseen is not None:
+                out.append(r.Untagged("OK", f"Message {unseen} is the first unseen", f"UNSEEN {unseen}"))
         out += [
             r.Untagged("OK", "UIDs valid", f"UIDVALIDITY {self.uidvalidity}"),
             r.Untagged("OK", "Predicted next UID", f"UIDNEXT {self.uidnext}"),
@@ -255,9 +263,10 @@ class Selected:
                 self.flags[uid] = flags
                 if uid in ch.modseqs:
                     self.modseqs[uid] = ch.modseqs[uid]
-            self.recent |= set(ch.recent) & set(self.flags)
             out.append(r.exists(len(self.uids)))
-            out.append(r.recent(len(self.recent)))
+            if not self.rev2:  # RFC 9051 has no \\Recent
+                self.recent |= set(ch.recent) & set(self.flags)
+                out.append(r.recent(len(self.recent)))
         self.modseq = max(self.modseq, ch.modseq)
         self.uidnext = max(self.uidnext, ch.uidnext)
         return out

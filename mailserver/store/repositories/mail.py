@@ -721,6 +721,13 @@ class MessageViews(Repository):
         n, unseen, recent, size = (await self.session.execute(stmt)).one()
         return int(n), int(unseen), int(recent), int(size)
 
+    async def deleted_count(self, mailbox_id: int) -> int:
+        """How many messages of the mailbox carry \\Deleted (RFC 9051 STATUS DELETED)."""
+        stmt = select(func.count()).where(
+            Message.mailbox_id == mailbox_id, Message.flags.contains("\\Deleted", autoescape=True)
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
     async def blob_parts(self, blob_ids: Iterable[str], *, body: bool) -> dict[str, Blob]:
         """Blobs by id; without ``body`` only the (small) sealed metadata is read."""
         ids = sorted(set(blob_ids))
