@@ -79,7 +79,8 @@ async def _seed(cfg: object) -> None:
         await ctx.close()
 
 
-async def _stored(cfg_file: Path) -> int:
+async def _stored(cfg_file: Path) -> tuple[int, int]:
+    """(messages in the recipients' INBOXes, copies filed elsewhere: a patient's vault gets each PDF too)."""
     from sqlalchemy import func, select
 
     from mailserver.config import load
@@ -89,7 +90,14 @@ async def _stored(cfg_file: Path) -> int:
     ctx = Context.open(load(cfg_file))
     try:
         async with ctx.uow(readonly=True) as uow:
-            return int((await uow.session.execute(select(func.count()).select_from(Message))).scalar_one())
+            everything = int((await uow.session.execute(select(func.count()).select_from(Message))).scalar_one())
+            inboxes = 0
+            for rcpt in RECIPIENTS:
+                account = await uow.accounts.by_address(rcpt)
+                inbox = await uow.mailboxes.get(account.id, "INBOX") if account is not None else None
+                if inbox is not None:
+                    inboxes += len(await uow.messages.list(inbox.id))
+            return inboxes, everything - inboxes
     finally:
         await ctx.close()
 
@@ -276,14 +284,17 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-        stored = asyncio.run(_stored(cfg))
+        stored, filed = asyncio.run(_stored(cfg))
     latencies = [r.latency * 1000 for r in results]
     print(f"smtp submission: {len(results)} messages ({total_mb:.1f} MB, 2 KB to 2 MB, ~half with a PDF)")
     print(f"  {args.clients} connections, database {'PostgreSQL' if args.pg else 'SQLite'}, TLS 1.3, AUTH PLAIN")
     print(f"  {len(results) / elapsed:8.1f} messages/s")
     print(f"  {total_mb / elapsed:8.2f} MB/s")
     print(f"  end of DATA -> 250: p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
-    print(f"  elapsed {elapsed:.1f} s; {stored} messages in the store (sealed), {args.messages} expected")
+    print(
+        f"  elapsed {elapsed:.1f} s; {stored} messages in the INBOXes (sealed), {args.messages} expected;"
+        f" {filed} documents filed in patients' vaults"
+    )
     if stored != args.messages:
         sys.exit("error: the store does not hold every accepted message")
 
