@@ -109,3 +109,16 @@ def test_imap4rev2_names_are_utf8_too(srv: ServerThread, m: imaplib.IMAP4_SSL, u
     joined = b"\r\n".join(selected)
     assert b'* LIST () "/" {' in joined and f"{RESULTS}/Biologie".encode() in joined, selected
     assert RESULTS_MUTF7 not in joined
+
+
+def test_append_utf8_stores_a_message_with_utf8_header_fields(
+    srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account
+) -> None:
+    enable(m, "UTF8=ACCEPT")
+    raw = f"From: {user.address}\r\nTo: {user.address}\r\nSubject: Résultats d'analyse\r\n\r\nbonjour\r\n".encode()
+    lines = raw_command(m, b"APPEND INBOX UTF8 (~{%d+}\r\n" % len(raw) + raw + b")")
+    assert lines[-1].split()[1] == b"OK" and b"APPENDUID" in lines[-1], lines
+    m.select("INBOX")
+    typ, data = m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK" and "Subject: Résultats d'analyse".encode() in data[0][1]
+    assert b" BAD " in raw_command(m, b"APPEND INBOX UTF8 ({%d+}\r\n" % len(raw) + raw + b")")[-1]  # literal8 only

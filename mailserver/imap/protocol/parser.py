@@ -944,8 +944,8 @@ def _parse_id(cur: _Cursor, tag: str) -> c.Command:
 
 
 def _parse_append(cur: _Cursor, tag: str) -> c.Command:
-    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal / literal8) (RFC 3501 §6.3.11, RFC 3502 §6,
-    RFC 3516 §6)."""
+    """APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal / literal8 / "UTF8 (" literal8 ")")
+    (RFC 3501 §6.3.11, RFC 3502 §6, RFC 3516 §6, RFC 6855 §4)."""
     cur.sp()
     mailbox = cur.mailbox()
     items = [_append_item(cur)]
@@ -967,6 +967,13 @@ def _append_item(cur: _Cursor) -> c.AppendItem:
         cur.sp()
     if cur.maybe_upper(b"CATENATE "):
         return c.AppendItem(flags, date, b"", _catenate(cur))
+    if cur.maybe_upper(b"UTF8 ("):  # RFC 6855 §4: a message with UTF-8 header fields, as a literal8 in parentheses
+        if not cur.maybe(b"~") or cur.peek() != 0x7B:
+            raise cur.error("APPEND UTF8 needs the message as a literal8 ~{size}")
+        message = cur.literal()
+        if not cur.maybe(b")"):
+            raise cur.error("APPEND UTF8 (~{size} message) needs its closing parenthesis")
+        return c.AppendItem(flags, date, message)
     cur.maybe(b"~")  # RFC 3516 §4.4: a literal8, which may hold any octet
     if cur.peek() != 0x7B:
         raise cur.error("APPEND needs the message as a literal {size}")
