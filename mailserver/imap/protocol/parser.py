@@ -828,19 +828,7 @@ def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
             break
     cur.close()
     cur.sp()
-    charset = cur.astring("a charset").decode("ascii", "replace").upper()
-    cur.sp()
-
-    def decode(data: bytes) -> str:
-        if charset in ("UTF-8", "US-ASCII"):
-            return cur.text_of(data, "The search string")
-        return data.decode("latin-1")  # the session refuses other charsets with NO [BADCHARSET]
-
-    keys = [_search_key(cur, decode)]
-    while cur.maybe(b" "):
-        _add_search_key(cur, decode, keys)
-    cur.end()
-    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+    charset, key = _charset_and_keys(cur)
     return c.Sort(tag, tuple(criteria), charset, key, uid, returns)
 
 
@@ -851,6 +839,12 @@ def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     if algorithm not in c.THREAD_ALGORITHMS:
         raise cur.error(f"Unknown threading algorithm {algorithm[:40]}")
     cur.sp()
+    charset, key = _charset_and_keys(cur)
+    return c.Thread(tag, algorithm, charset, key, uid)
+
+
+def _charset_and_keys(cur: _Cursor) -> tuple[str, c.SearchKey]:
+    """``charset SP search-keys`` to the end of the command, as SORT and THREAD take them (RFC 5256 §4)."""
     charset = cur.astring("a charset").decode("ascii", "replace").upper()
     cur.sp()
 
@@ -863,8 +857,7 @@ def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     while cur.maybe(b" "):
         _add_search_key(cur, decode, keys)
     cur.end()
-    key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Thread(tag, algorithm, charset, key, uid)
+    return charset, keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
 
 
 def _add_search_key(cur: _Cursor, decode: Callable[[bytes], str], keys: list[c.SearchKey]) -> None:
