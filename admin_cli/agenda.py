@@ -16,7 +16,6 @@ import click
 
 from admin_cli.common import actor, console, fail, run
 from directory.patients import PatientService
-from mailserver import agenda as A
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.mailboxes import AGENDA
@@ -44,6 +43,8 @@ def remind(ins: str, day: str, summary: str) -> None:
     if len(text) > 200:
         fail("--summary is at most 200 characters")
 
+    from mailserver import agenda as A  # icalendar, only for the agenda commands
+
     async def go(ctx: Context) -> tuple[str, int]:
         account = await PatientService(ctx).get(ins)
         now = ctx.clock()
@@ -62,6 +63,8 @@ def remind(ins: str, day: str, summary: str) -> None:
 @click.argument("ins")
 def export(ins: str) -> None:
     """Write every event of the Agenda of patient INS as one iCalendar (.ics) file on standard output."""
+
+    from mailserver import agenda as A
 
     async def go(ctx: Context) -> bytes:
         account = await PatientService(ctx).get(ins)

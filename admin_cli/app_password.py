@@ -9,7 +9,6 @@ from rich.table import Table
 
 from admin_cli.common import actor, console, print_table, run
 from directory.app_passwords import KIND_GRANT, AppPasswords, CredentialView, parse_protocols
-from directory.enrolment import set_contact
 from mailserver.context import Context
 
 
@@ -75,6 +74,8 @@ def revoke(address: str, name: str) -> None:
 @click.option("--phone", help="Where one-time codes are sent by SMS (international form, +33...).")
 def contact(address: str, email: str | None, phone: str | None) -> None:
     """Set where the one-time codes of ADDRESS's device enrolments are sent."""
+
+    from directory.enrolment import set_contact  # its notifiers (aiohttp), only for this command
 
     async def go(ctx: Context) -> None:
         await set_contact(ctx, address, email=email, phone=phone, actor=actor())

@@ -4,7 +4,6 @@ import click
 
 from admin_cli.common import console, run
 from mailserver.context import Context
-from mailserver.store import migrate
 
 
 @click.group()
@@ -15,6 +14,8 @@ def db() -> None:
 @db.command()
 def upgrade() -> None:
     """Apply every pending migration."""
+
+    from mailserver.store import migrate  # Alembic, only for the commands that need it
 
     async def go(ctx: Context) -> tuple[str | None, str | None]:
         before = await migrate.current_revision(ctx.db)
@@ -31,6 +32,8 @@ def upgrade() -> None:
 @db.command()
 def current() -> None:
     """Show the database's revision and the newest one this version knows."""
+
+    from mailserver.store import migrate
 
     async def go(ctx: Context) -> str | None:
         return await migrate.current_revision(ctx.db)

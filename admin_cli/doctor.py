@@ -32,7 +32,6 @@ from crypto.envelope import CryptoError, Kek, Keyring, load_keyring
 from directory.dkim import DkimKeys, KeyView
 from mailserver.config import Config, ConfigError, load
 from mailserver.context import Context
-from mailserver.store import migrate
 from mailserver.store.models import DomainKind
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
@@ -104,6 +103,8 @@ def check_tls(cfg: Config, now: dt.datetime) -> list[Check]:
 
 
 async def check_database(ctx: Context) -> list[Check]:
+    from mailserver.store import migrate  # Alembic, only for the commands that need it
+
     try:
         current = await migrate.current_revision(ctx.db)
     except Exception as exc:  # noqa: BLE001 - whatever the driver says, it is the finding

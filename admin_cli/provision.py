@@ -21,7 +21,6 @@ from directory.trust import TrustSpace
 from mailserver import config as config_mod
 from mailserver.config import Config
 from mailserver.context import Context
-from mailserver.store import migrate
 from mailserver.store.models import AccountKind, DomainKind
 
 DEMO_PRO_DOMAIN = "hopital.demo.masante.fr"
@@ -116,6 +115,8 @@ def ensure_tls(cfg: Config, report: Report) -> None:
 
 
 async def ensure_schema(ctx: Context, report: Report) -> None:
+    from mailserver.store import migrate  # Alembic, only for the commands that need it
+
     before = await migrate.current_revision(ctx.db)
     await migrate.upgrade(ctx.db)
     after = await migrate.current_revision(ctx.db)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crypto.audit import AuditKey, write_audit_key_file
 from crypto.envelope import Kek, write_key_file
@@ -183,3 +187,82 @@ def make_message(sender: str, rcpt: str, subject: str, body: str, **headers: str
     from tests.harness.messages import message
 
     return message(sender, rcpt, subject, body, crlf_endings=False, **headers)
+
+
+#: the console script ``pip install`` made next to this interpreter (``python -c`` of its entry point without one)
+_SCRIPT = Path(sys.executable).parent / "masante-admin"
+ADMIN_SCRIPT: list[str] = (
+    [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from admin_cli.main import main; main()"]
+)
+
+
+def admin_env(**extra: str) -> dict[str, str]:
+    """This process's environment without its ``MASANTE_*`` variables, plus ``extra``: what ``masante-admin``
+    sees when an operator runs it by hand (the default of ``run_admin``)."""
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}, **extra}
+
+
+def run_admin(
+    *args: str,
+    config: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | bytes | None = None,
+    text: bool = True,
+    process: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[Any]:
+    """``masante-admin [--config CONFIG] ARGS`` as a finished process: its exit code, standard output and error.
+
+    ``env`` is its whole environment (``admin_env()`` by default). It runs in this process through click's
+    ``CliRunner`` (no interpreter start-up, no imports again: a few milliseconds instead of seconds), with that
+    environment, that standard input and its own standard streams; an exception escaping the command is printed
+    to its standard error as the interpreter would (``Traceback ...``, exit code 1). ``process=True`` runs the
+    real console script in a subprocess instead: keep one such test per command group, so the entry point and
+    its exit codes stay tested for real. Never call it from a running event loop (the commands ``asyncio.run``):
+    an async test runs it with ``asyncio.to_thread``."""
+    import os
+
+    wanted = dict(admin_env() if env is None else env)
+    argv = [*(["--config", str(config)] if config is not None else []), *args]
+    if process:
+        return subprocess.run(
+            [*ADMIN_SCRIPT, *argv],
+            input=input,
+            capture_output=True,
+            text=text,
+            env=wanted,
+            timeout=timeout,
+            check=False,
+        )
+    import traceback
+    import warnings
+
+    from click.testing import CliRunner
+
+    from admin_cli import common
+    from admin_cli.main import cli
+
+    changes: dict[str, str | None] = {k: None for k in os.environ if k not in wanted}
+    changes.update({k: v for k, v in wanted.items() if os.environ.get(k) != v})
+    console_file = common.console._file  # ``--json`` sends the console to standard error, for that command only
+    try:
+        with warnings.catch_warnings():  # the interpreter's, not the suite's ``error``: as a process of its own
+            warnings.resetwarnings()
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            result = CliRunner(env=changes).invoke(cli, argv, input=input, prog_name="masante-admin")
+    finally:
+        common.console._file = console_file
+    stderr = result.stderr_bytes or b""
+    code = result.exit_code
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        assert result.exc_info is not None
+        stderr += "".join(traceback.format_exception(*result.exc_info)).encode()
+        code = 1
+    out: bytes | str = result.stdout_bytes
+    err: bytes | str = stderr
+    if text:
+        out, err = result.stdout_bytes.decode(), stderr.decode()
+    return subprocess.CompletedProcess([*ADMIN_SCRIPT, *argv], code, out, err)

@@ -92,13 +92,8 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path,
         dsn = support.new_pg_database(PG_ADMIN_DSN, "masante_logs")
         env["MASANTE_DATABASE_URL"] = dsn
     cfg = tmp_path / "masante.toml"
-    subprocess.run(
-        [sys.executable, "-c", "from admin_cli.main import main; main()", "--config", str(cfg), "init", "--demo"],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=120,
-    )
+    r = support.run_admin("init", "--demo", config=cfg, env=env)  # in this process
+    assert r.returncode == 0, r.stderr
     yield cfg, env
     if dsn is not None:
         support.drop_pg_database(PG_ADMIN_DSN, dsn)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,13 +56,9 @@ class Output:
 
 
 def init_demo(cfg: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-c", "from admin_cli.main import main; main()", "--config", str(cfg), "init", "--demo"],
-        check=True,
-        capture_output=True,
-        env=clean_env(),
-        timeout=120,
-    )
+    """The demo the server runs on, set up by ``masante-admin init --demo`` in this process."""
+    r = support.run_admin("init", "--demo", config=cfg, env=clean_env())
+    assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import imaplib
-import os
 import subprocess
-import sys
 import uuid
 
 import icalendar
@@ -21,14 +19,10 @@ from tests.smtp.conftest import site_fixture
 
 site_server = site_fixture(config_on_disk=True)  # on disk: masante-admin runs against the live server's store
 
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
 
-
-def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    return subprocess.run(
-        [*ADMIN, "--config", str(site.config.path), *args], capture_output=True, env=env, timeout=120, check=False
-    )
+def admin(site: ServerThread, *args: str, process: bool = False) -> subprocess.CompletedProcess[bytes]:
+    """In this process (``support.run_admin``), or with ``process`` by the real console script."""
+    return support.run_admin(*args, config=site.config.path, text=False, process=process)
 
 
 def _clock(site: ServerThread) -> FakeClock:
@@ -103,7 +97,7 @@ def test_remind_event_brings_a_reminder_the_day_before(site: ServerThread, pki: 
 
 
 def test_remind_and_export_say_what_is_wrong(site: ServerThread) -> None:
-    r = admin(site, "agenda", "remind", "279035121518989", "--date", "10/12/2026", "--summary", "x")
+    r = admin(site, "agenda", "remind", "279035121518989", "--date", "10/12/2026", "--summary", "x", process=True)
     assert r.returncode != 0 and b"YYYY-MM-DD" in r.stderr and b"Traceback" not in r.stderr
     r = admin(site, "agenda", "export", "166013344455508")
     assert r.returncode != 0 and b"no patient mailbox" in r.stderr and b"Traceback" not in r.stderr

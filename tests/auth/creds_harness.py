@@ -12,7 +12,6 @@ import json
 import os
 import ssl
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +24,7 @@ from tests.harness.server import ServerThread, server_fixture
 
 HOST = "127.0.0.1"
 TIMEOUT = 30
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
+ADMIN = support.ADMIN_SCRIPT
 _serial = itertools.count(1)
 
 
@@ -51,11 +50,11 @@ def patient(srv: ServerThread) -> Account:
     return srv.make_patient(new_ins())
 
 
-def admin(srv: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
-    """``masante-admin`` against the live server's store (its audit key and anchors in the environment)."""
+def admin(srv: ServerThread, *args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``masante-admin`` against the live server's store (its audit key and anchors in the environment): in this
+    process (``support.run_admin``), or with ``process`` by the real console script."""
     env = {k: v for k, v in support.audit_env(srv.config).items() if not k.startswith("MASANTE_CREDENTIAL")}
-    cmd = [*ADMIN, "--config", str(srv.config.path), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    return support.run_admin(*args, config=srv.config.path, env=env, process=process)
 
 
 def secret_of(r: subprocess.CompletedProcess[str]) -> str:

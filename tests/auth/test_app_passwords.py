@@ -40,7 +40,7 @@ def test_create_prints_the_password_once_on_the_last_line_and_it_opens_imap_and_
     srv: ServerThread, pki: support.TestPKI
 ) -> None:
     user = srv.make_pro()
-    r = admin(srv, "app-password", "create", user.address, "--name", "Téléphone")
+    r = admin(srv, "app-password", "create", user.address, "--name", "Téléphone", process=True)
     password = secret_of(r)
     assert SHAPE.match(password), r.stdout
     assert len(password.replace("-", "")) * 5 >= 128  # base32: 5 bits a letter

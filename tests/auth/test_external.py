@@ -11,11 +11,9 @@ from __future__ import annotations
 import base64
 import imaplib
 import itertools
-import os
 import smtplib
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,6 @@ from tests.harness.server import Databases, ServerThread, start_server
 
 HOST = "127.0.0.1"
 TIMEOUT = 30
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
 _numbers = itertools.count(1)
 
 
@@ -58,9 +55,8 @@ class Site:
 
     def admin(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in support.audit_env(self.server.config).items() if k.startswith("MASANTE_AUDIT")}
-        env.update({k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")})
-        cmd = [*ADMIN, "--config", str(self.server.config.path), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)  # noqa: S603
+        env.update(support.admin_env())
+        return support.run_admin(*args, config=self.server.config.path, env=env)
 
     def account(self, kind: AccountKind) -> Account:
         n = next(_numbers)

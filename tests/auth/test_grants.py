@@ -88,7 +88,7 @@ def test_revoke_stops_new_logins_and_open_sessions_at_their_next_command(
     password = grant(srv, p)
     m = imaps(srv, pki, p.address, password)
     assert m.select("Documents")[0] == "OK"
-    r = admin(srv, "app", "revoke", p.ins, "--app", APP)
+    r = admin(srv, "app", "revoke", p.ins, "--app", APP, process=True)
     assert r.returncode == 0, r.stderr
     with pytest.raises(imaplib.IMAP4.abort, match="revoked"):
         m.noop()

@@ -3,10 +3,10 @@ once, and closed after the grace period through the one closure path. Time moves
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import subprocess
-import sys
 
 from sqlalchemy import select
 
@@ -99,17 +99,16 @@ async def test_the_command_lists_warns_and_says_so(ctx: Context, config: support
     config.path.write_text(config.to_toml())
     env = {k: v for k, v in support.audit_env(config).items() if not k.startswith("MASANTE_CONFIG")}
 
-    def admin(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-c", "from admin_cli.main import main; main()", "--config", str(config.path), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    async def admin(*args: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(support.run_admin, *args, config=config.path, env=env)
 
-    dry = admin("retention", "inactive", "--days", "0", "--dry-run")
+    dry = await admin("retention", "inactive", "--days", "0", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert pro.address in dry.stdout and "would be warned" in dry.stdout and "never" in dry.stdout
     assert await _inbox(ctx, pro) == []
-    done = admin("retention", "inactive", "--days", "0", "--grace-days", "30")
+    done = await admin("retention", "inactive", "--days", "0", "--grace-days", "30")
     assert done.returncode == 0, done.stderr
     assert "warned / waiting / closed: 1 / 0 / 0" in done.stdout
     assert len(await _inbox(ctx, pro)) == 1
-    bad = admin("retention", "inactive", "--days", "-1")
+    bad = await admin("retention", "inactive", "--days", "-1")
     assert bad.returncode != 0 and "-1" in bad.stderr

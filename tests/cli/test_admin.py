@@ -1,26 +1,29 @@
-"""``masante-admin`` as an operator runs it: a real process, one readable line on every error."""
+"""``masante-admin`` as an operator runs it: one readable line on every error.
+
+The commands run in this process (``support.run_admin``); one test per command group here runs the real
+console script in a process of its own (``process=True``), for the entry point and its exit codes.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
+from tests import support
 
 
 def admin(
-    *args: str, config: Path | None = None, stdin: str | None = None, env: dict[str, str] | None = None
+    *args: str,
+    config: Path | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    full_env.update(env or {})
-    cmd = [*ADMIN, *(["--config", str(config)] if config else []), *args]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=full_env, timeout=120)
+    return support.run_admin(*args, config=config, input=stdin, env=support.admin_env(**(env or {})), process=process)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess[str], contains: str) -> None:
@@ -41,7 +44,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_init_demo_prints_accounts_ports_and_ca(demo: Path) -> None:
-    r = admin("init", "--demo", config=demo)  # a second run keeps everything
+    r = admin("init", "--demo", config=demo, process=True)  # a second run keeps everything
     assert r.returncode == 0, r.stderr
     out = r.stdout
     for expected in (
@@ -78,7 +81,7 @@ def test_second_init_keeps_data_and_passwords(tmp_path: Path) -> None:
 
 
 def test_domain_and_account_lifecycle(demo: Path) -> None:
-    r = admin("domain", "add", "cabinet.test", config=demo)
+    r = admin("domain", "add", "cabinet.test", config=demo, process=True)
     assert r.returncode == 0 and "cabinet.test added" in r.stdout
     r = admin(
         "account",
@@ -89,6 +92,7 @@ def test_domain_and_account_lifecycle(demo: Path) -> None:
         "--password-stdin",
         config=demo,
         stdin="pw-123\n",
+        process=True,
     )
     assert r.returncode == 0, r.stderr
     listing = admin("account", "list", "--domain", "cabinet.test", config=demo).stdout
@@ -133,7 +137,7 @@ def test_bad_input_is_one_clear_line(demo: Path, args: tuple[str, ...], stdin: s
 
 
 def test_missing_configuration(tmp_path: Path) -> None:
-    assert_one_line_error(admin("domain", "list", config=tmp_path / "absent.toml"), "masante-admin init")
+    assert_one_line_error(admin("domain", "list", config=tmp_path / "absent.toml", process=True), "masante-admin init")
     r = admin("domain", "list", env={"MASANTE_CONFIG": str(tmp_path / "env.toml")})
     assert_one_line_error(r, "env.toml not found")
 
@@ -165,7 +169,7 @@ def test_help_on_every_command() -> None:
 def test_keys_rotate_and_audit(demo: Path) -> None:
     kek = demo.parent / "keys" / "kek.key"
     before = kek.read_text()
-    r = admin("keys", "rotate", config=demo)
+    r = admin("keys", "rotate", config=demo, process=True)
     assert r.returncode == 0 and "re-wrapped" in r.stdout, r.stderr
     assert kek.read_text() != before and kek.stat().st_mode & 0o077 == 0
     assert admin("account", "list", config=demo).returncode == 0
@@ -179,7 +183,7 @@ def test_audit_verify_reports_tampering(tmp_path: Path) -> None:
     assert admin("init", "--demo", config=cfg).returncode == 0
     with sqlite3.connect(tmp_path / "masante.db") as db:
         db.execute("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2")
-    r = admin("audit", "verify", config=cfg)
+    r = admin("audit", "verify", config=cfg, process=True)
     assert r.returncode == 1 and "broken at entry 2" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -189,7 +193,7 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     env = {"MASANTE_KEK": "A" * 43 + "="}
     r = admin("db", "current", config=cfg, env=env)
     assert r.returncode == 0 and "needs `masante-admin db upgrade`" in r.stdout
-    r = admin("db", "upgrade", config=cfg, env=env)
+    r = admin("db", "upgrade", config=cfg, env=env, process=True)
     assert r.returncode == 0 and "upgraded from empty" in r.stdout
     assert "already at revision" in admin("db", "upgrade", config=cfg, env=env).stdout
 
@@ -208,8 +212,6 @@ def test_json_output_of_a_list_for_scripts(demo: Path) -> None:
 def test_shell_completion(demo: Path) -> None:
     script = admin("completion", "bash", config=demo)
     assert script.returncode == 0 and "_masante_admin_completion()" in script.stdout
-    exe = Path(sys.executable).parent / "masante-admin"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    env.update({"COMP_WORDS": "masante-admin tru", "COMP_CWORD": "1", "_MASANTE_ADMIN_COMPLETE": "bash_complete"})
-    r = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=60)
+    env = support.admin_env(COMP_WORDS="masante-admin tru", COMP_CWORD="1", _MASANTE_ADMIN_COMPLETE="bash_complete")
+    r = subprocess.run(support.ADMIN_SCRIPT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert "plain,trust" in r.stdout.splitlines(), r.stdout + r.stderr

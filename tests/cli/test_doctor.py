@@ -1,4 +1,7 @@
-"""``masante-admin doctor``: a healthy demo says so; each broken part is named with its fix and fails the exit."""
+"""``masante-admin doctor``: a healthy demo says so; each broken part is named with its fix and fails the exit.
+
+In this process (``tests.cli.test_admin.admin``), but for the healthy demo, checked by the real console script.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def problems(found: list[dict[str, str]]) -> list[tuple[str, str, str, str]]:
 
 
 def test_a_fresh_demo_is_healthy(demo: Path) -> None:
-    r = admin("doctor", config=demo)
+    r = admin("doctor", config=demo, process=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "everything checked is fine" in r.stdout
     code, found = findings(demo)

@@ -1,29 +1,30 @@
-"""``masante-admin trust|directory|patient|retention|account create-pro`` as an operator runs them (SQLite)."""
+"""``masante-admin trust|directory|patient|retention|account create-pro`` as an operator runs them (SQLite).
+
+In this process (``support.run_admin``), but for one command of each group, run by the real console script.
+"""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.data import generate as G
 
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
 DATA = Path(__file__).parent.parent / "data"
 WHITELIST = DATA / "listeblanchemssante-synthetic.xml"  # the real one is imported in test_trust.py
 
 
-def admin(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    cmd = [*ADMIN, "--config", str(config), *args]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=120)
+def admin(
+    config: Path, *args: str, stdin: str | None = None, process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    return support.run_admin(*args, config=config, input=stdin, process=process)
 
 
-def ok(config: Path, *args: str, stdin: str | None = None) -> str:
-    r = admin(config, *args, stdin=stdin)
+def ok(config: Path, *args: str, stdin: str | None = None, process: bool = False) -> str:
+    r = admin(config, *args, stdin=stdin, process=process)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     return r.stdout
@@ -47,7 +48,7 @@ def test_trust_space_commands(demo: Path, tmp_path: Path) -> None:
     out = ok(demo, "trust", "import", str(WHITELIST), "--dry-run", "--show", "2")
     assert "2602 domain(s) would be added" in out and "dry run: nothing was changed" in out
     assert "3 manual entries kept" in out  # the demo's own domains
-    r = admin(demo, "trust", "import", str(WHITELIST))
+    r = admin(demo, "trust", "import", str(WHITELIST), process=True)
     assert r.returncode == 0 and "2602 domain(s) were added" in r.stdout and "previous version is kept" in r.stdout
     assert "warning: entry 21: 'secretariat@not-a-domain.mssante.fr' skipped: not a domain name" in r.stderr
 
@@ -75,7 +76,7 @@ def test_directory_accounts_patients_and_retention(demo: Path, tmp_path: Path) -
         DATA / "PS_LibreAcces_Personne_activite_synthetic.txt",
         DATA / "Extraction_Correspondance_MSSante_synthetic.txt",
     )
-    r = admin(demo, "directory", "import", str(ps))
+    r = admin(demo, "directory", "import", str(ps), process=True)
     assert r.returncode == 0 and "professionals  30" in r.stdout and "2 line(s) rejected, 1 warning(s)" in r.stdout
     assert "warning: line 32: RPPS '10000000307' has a wrong check digit (Luhn)" in r.stderr
     assert "nothing changed" in ok(demo, "directory", "import", str(ps))
@@ -115,11 +116,11 @@ def test_directory_accounts_patients_and_retention(demo: Path, tmp_path: Path) -
     one_line_error(admin(demo, "patient", "open", "295109912611194"), "wrong key: 94 given, 93 expected")
     listing = tmp_path / "ins.txt"
     listing.write_text("\n".join(["# new patients", "253072A07300443", "253072B07300470", "bad", ins]) + "\n")
-    r = admin(demo, "patient", "open", "--file", str(listing))
+    r = admin(demo, "patient", "open", "--file", str(listing), process=True)
     assert r.returncode == 0 and "2 patient mailbox(es) opened, 1 already open, 1 invalid line(s)" in r.stdout
     assert "warning: line 4: INS 'bad' must have 15 characters" in r.stderr
     assert "is opposed" in ok(demo, "patient", "oppose", ins)
     assert "data kept until" in ok(demo, "patient", "close", "253072A07300443")
-    assert "0 mailbox key(s) destroyed" in ok(demo, "retention", "run")
+    assert "0 mailbox key(s) destroyed" in ok(demo, "retention", "run", process=True)
     assert "key is destroyed" in ok(demo, "patient", "close", "253072B07300470", "--erase", "--yes")
     assert "key destroyed" in ok(demo, "patient", "show", "253072B07300470")

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -164,7 +163,8 @@ async def test_bad_input_is_refused_before_any_copy(ctx: Context, subject: str, 
 
 
 def _admin(config: support.Config, *args: str) -> list[str]:
-    return [sys.executable, "-c", "from admin_cli.main import main; main()", "--config", str(config.path), *args]
+    """The real console script's command line (the process a test kills)."""
+    return [*support.ADMIN_SCRIPT, "--config", str(config.path), *args]
 
 
 def test_the_command_killed_mid_way_and_run_again_leaves_one_copy_each(config: support.Config, tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_the_command_killed_mid_way_and_run_again_leaves_one_copy_each(config: s
     killed_at = _delivered(config)
     assert killed_at >= 60
 
-    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    second = support.run_admin(*args[len(support.ADMIN_SCRIPT) :], env=env, process=True)  # run again, by hand
     assert second.returncode == 0, second.stderr
     if killed_at < KILLED:
         assert "resumed and finished" in second.stdout
@@ -199,7 +199,7 @@ def test_the_command_killed_mid_way_and_run_again_leaves_one_copy_each(config: s
     counts = with_context(config, inbox_counts)
     assert {a: counts.get(a, 0) for a in active} == {a: 1 for a in active}
 
-    listed = subprocess.run(_admin(config, "broadcast", "list"), env=env, capture_output=True, text=True, timeout=60)
+    listed = support.run_admin("broadcast", "list", config=config.path, env=env)
     assert listed.returncode == 0 and "finished" in listed.stdout and "unfinished" not in listed.stdout
 
 
@@ -225,12 +225,10 @@ def test_bad_input_from_the_command_line_is_one_line(config: support.Config, tmp
     config.path.write_text(config.to_toml())
     file = tmp_path / "bad.txt"
     file.write_bytes(b"\xff\xfe")
-    r = subprocess.run(
-        _admin(config, "broadcast", "send", "--to", "patients", "--subject", "x", str(file)),
+    r = support.run_admin(
+        *("broadcast", "send", "--to", "patients", "--subject", "x", str(file)),
+        config=config.path,
         env={**support.audit_env(config), **{k: "" for k in os.environ if k == "MASANTE_DEBUG"}},
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: the message file is not UTF-8 text (byte 0)"]

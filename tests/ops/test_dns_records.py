@@ -1,4 +1,7 @@
-"""``masante-admin dns records`` as an operator runs it, its output loaded by dnspython as a zone would be."""
+"""``masante-admin dns records`` as an operator runs it, its output loaded by dnspython as a zone would be.
+
+In this process (``tests.cli.test_admin.admin``), but for the first test, by the real console script.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def texts(zone: dns.zone.Zone, name: str) -> list[str]:
 
 
 def test_dns_records_parse_as_a_zone_with_the_right_values(demo: Path) -> None:
-    r = admin("dns", "records", DEMO_PRO_DOMAIN, config=demo)
+    r = admin("dns", "records", DEMO_PRO_DOMAIN, config=demo, process=True)
     assert r.returncode == 0, r.stderr
     d = DEMO_PRO_DOMAIN
     # every record line also parses on its own, as dig-style tools read it

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -17,18 +15,13 @@ from tests import support
 from tests.smtp.conftest import OTHER, PRO, SIGNING, SIGNING_SELECTOR, site_fixture
 from tests.smtp.harness import ServerThread, find, marker, message, submission
 
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
-
-
 #: the system clock: masante-admin, another process, reads it too (``queue retry`` makes a message due "now")
 site_server = site_fixture(queue={"first_retry": 3600}, config_on_disk=True, clock=SystemClock)
 
 
-def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    return subprocess.run(
-        [*ADMIN, "--config", str(site.config.path), *args], capture_output=True, text=True, env=env, timeout=120
-    )
+def admin(site: ServerThread, *args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """In this process (``support.run_admin``), or with ``process`` by the real console script."""
+    return support.run_admin(*args, config=site.config.path, process=process)
 
 
 def one_line_error(r: subprocess.CompletedProcess[str], contains: str) -> None:
@@ -64,7 +57,7 @@ def test_queue_list_retry_delete(site: ServerThread, pki: support.TestPKI) -> No
     s.quit()
     site.settle()  # the first attempt fails (nothing listens); the next is an hour away
     assert attempts(site, rcpt) == [1]
-    r = admin(site, "queue", "list", "--status", "queued")
+    r = admin(site, "queue", "list", "--status", "queued", process=True)
     assert r.returncode == 0 and re.search(rf"{re.escape(rcpt)}\s+queued\s+1\s", r.stdout), r.stdout
     assert "cannot connect" in r.stdout
     [qid] = queue_ids(site, rcpt)
@@ -84,7 +77,7 @@ def test_queue_list_retry_delete(site: ServerThread, pki: support.TestPKI) -> No
 
 @pytest.mark.slow
 def test_dkim_keygen_prints_the_txt_record_and_signs_from_then_on(site: ServerThread) -> None:
-    r = admin(site, "dkim", "keygen", support.PRO_DOMAIN, "--selector", "cli2026")
+    r = admin(site, "dkim", "keygen", support.PRO_DOMAIN, "--selector", "cli2026", process=True)
     assert r.returncode == 0, r.stderr
     m = re.fullmatch(rf'cli2026\._domainkey\.{re.escape(support.PRO_DOMAIN)}\. IN TXT \( (".*") \)\n', r.stdout)
     assert m, r.stdout
@@ -127,5 +120,5 @@ def test_dkim_add_list_remove(site: ServerThread, signing_key: dkimlib.KeyPair) 
 
 
 def test_admin_help_lists_the_new_groups() -> None:
-    r = subprocess.run([*ADMIN, "--help"], capture_output=True, text=True, timeout=60)
+    r = support.run_admin("--help")
     assert "queue" in r.stdout and "dkim" in r.stdout

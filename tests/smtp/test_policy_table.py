@@ -9,10 +9,8 @@ pharmacist a patient may write to first, a trust-space change made with
 
 from __future__ import annotations
 
-import os
 import smtplib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -240,14 +238,8 @@ def test_a_remote_patient_replies_through_the_mx_after_our_professional_wrote(
 
 
 def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    return subprocess.run(
-        [sys.executable, "-c", "from admin_cli.main import main; main()", "--config", str(site.config.path), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    """``masante-admin`` in this process (``support.run_admin``), on the running server's configuration."""
+    return support.run_admin(*args, config=site.config.path)
 
 
 def test_trust_space_changes_apply_to_the_running_server(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,17 +16,12 @@ from tests.smtp.harness import ServerThread, submission
 from tests.vault.test_filing import IMAGING, PDF, imap, package_message
 from tests.vault.test_upload import append, upload
 
-ADMIN = [sys.executable, "-c", "from admin_cli.main import main; main()"]
-
 site_server = site_fixture(config_on_disk=True, clock=SystemClock)
 
 
-def admin(site: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    env["COLUMNS"] = "240"
-    return subprocess.run(
-        [*ADMIN, "--config", str(site.config.path), *args], capture_output=True, text=True, env=env, timeout=120
-    )
+def admin(site: ServerThread, *args: str, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """In this process (``support.run_admin``), or with ``process`` by the real console script."""
+    return support.run_admin(*args, config=site.config.path, env=support.admin_env(COLUMNS="240"), process=process)
 
 
 def test_list_and_export_every_document_with_its_hash(site: ServerThread, pki: support.TestPKI, tmp_path: Path) -> None:
@@ -67,5 +60,5 @@ def test_list_and_export_every_document_with_its_hash(site: ServerThread, pki: s
 
 
 def test_an_unknown_patient_is_one_line(site: ServerThread) -> None:
-    r = admin(site, "vault", "list", support.OTHER_INS)
+    r = admin(site, "vault", "list", support.OTHER_INS, process=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error: "), r.stderr
