@@ -29,7 +29,7 @@ class DomainRepository(Repository):
 
     async def account_counts(self) -> dict[int, int]:
         rows = await self.session.execute(select(Account.domain_id, func.count()).group_by(Account.domain_id))
-        return {domain_id: count for domain_id, count in rows.tuples()}
+        return {int(domain_id): int(count) for domain_id, count in rows.all()}
 
 
 _ACCOUNTS = cast(Table, Account.__table__)
