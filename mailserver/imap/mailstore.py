@@ -48,8 +48,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import NoResultFound
-
 from crypto.envelope import DataKey
 from mailserver import mailboxes as mbx
 from mailserver import quota, vault
@@ -314,9 +312,10 @@ class MailStore:
             async with self.ctx.uow() as uow:
                 uidnext = await uow.mailboxes.claim_recent_from(m.id, m.first_recent_uid)
                 if uidnext is None:  # another session claimed meanwhile: claim what is left
-                    if not await uow.mailboxes.lock(m.id):
+                    claimed = await uow.mailboxes.claim_recent(m.id)
+                    if claimed is None:
                         raise MailboxNotFound(canonical_name(name))
-                    first, uidnext = await uow.mailboxes.claim_recent(m.id)
+                    first, uidnext = claimed
                 if uidnext != m.uidnext:  # mail arrived meanwhile: the snapshot must hold what was claimed
                     fresh = await uow.mailboxes.row(m.id)
                     if fresh is None:  # pragma: no cover - locked above
@@ -390,10 +389,10 @@ class MailStore:
                 claimed = cache.first_recent(mailbox_id)
                 if claimed is not None and claimed > newest:
                     return claimed
-                try:
-                    first, uidnext = await uow.mailboxes.claim_recent(mailbox_id)
-                except NoResultFound:
-                    raise MailboxGone("The selected mailbox was deleted") from None
+                left = await uow.mailboxes.claim_recent(mailbox_id)
+                if left is None:
+                    raise MailboxGone("The selected mailbox was deleted")
+                first, uidnext = left
             await uow.commit()
         cache.claimed_recent(mailbox_id, uidnext)
         return first

@@ -414,14 +414,17 @@ class MailboxRepository(Repository):
             out.update({int(mid): int(modseq) for mid, modseq in rows.all()})
         return out
 
-    async def claim_recent(self, mailbox_id: int) -> tuple[int, int]:
-        """RFC 3501 \\Recent: the UIDs [first, uidnext) are recent for the caller and for nobody after."""
+    async def claim_recent(self, mailbox_id: int) -> tuple[int, int] | None:
+        """RFC 3501 \\Recent: the UIDs [first, uidnext) are recent for the caller and for nobody after (the row
+        locked until the transaction ends); None if the mailbox is gone."""
         t = _MAILBOXES
         row = (
             await self.session.execute(
                 select(t.c.first_recent_uid, t.c.uidnext).where(t.c.id == mailbox_id).with_for_update()
             )
-        ).one()
+        ).first()
+        if row is None:
+            return None
         first, uidnext = int(row[0]), int(row[1])
         if first < uidnext:
             await self.session.execute(update(t).where(t.c.id == mailbox_id).values(first_recent_uid=uidnext))
