@@ -52,6 +52,14 @@ class OpenedName:
     def __set_name__(self, owner: type, name: str) -> None:
         self.key = f"_opened_{name}"
 
+    def __eq__(self, other: object) -> bool:
+        # ``Mailbox.name == "INBOX"`` in a query would silently be false: the column holds a digest and a seal
+        if other is self:
+            return True
+        raise TypeError("a sealed name is no column: look it up by its digest (MailboxRepository.get, get_many)")
+
+    __hash__ = object.__hash__
+
     @overload
     def __get__(self, obj: None, objtype: type | None = None) -> OpenedName: ...
 
