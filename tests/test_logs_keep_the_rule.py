@@ -132,7 +132,7 @@ def imap_literal_login(port: int, ca: Path, user: bytes, password: str) -> bytes
 def test_hostile_names_are_escaped_and_debug_logs_no_data(site: tuple[Path, dict[str, str]]) -> None:
     cfg, env = site
     ca = cfg.parent / "tls" / "ca.pem"
-    env = {**env, **{f"MASANTE_PORTS_{p}": "0" for p in ("MX", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS")}}
+    env = {**env, **{f"MASANTE_PORTS_{p}": "0" for p in ("MX", "SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "WEB")}}
     with subprocess.Popen(
         [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
