@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 
 from mailserver.context import Context
+from mailserver.store.models import AuditEntry
 
 
 @pytest.fixture
@@ -103,3 +105,30 @@ async def test_concurrent_writers_share_sealing_runs_and_the_chain_holds(pg: Con
     await asyncio.gather(*(writer(i) for i in range(20)))
     assert await report(pg) == (20, None, 0)
     assert 1 <= runs < 20
+
+
+async def test_verify_reads_one_snapshot_while_the_sealer_goes_on(pg: Context) -> None:
+    """``audit verify`` on a running server: entries chained after it read the head are not read either (the
+    crash campaign saw 'the log ends at entry 93 but its head records entry 90' from two snapshots)."""
+    for i in range(3):
+        async with pg.uow() as uow:
+            uow.audit("a@hopital.test", "login", f"account:{i}", "ok")
+            await uow.commit()
+    before, _, _ = await report(pg)
+    async with pg.uow(readonly=True) as uow:
+        walk = uow.audit_log._rows
+
+        async def racing(batch: int = 1000) -> AsyncIterator[AuditEntry]:
+            first = True
+            async for entry in walk(batch=1):
+                yield entry
+                if first:  # the head is read, the walk has begun: another writer's entry is chained now
+                    first = False
+                    async with pg.uow() as other:
+                        other.audit("b@hopital.test", "login", "account:9", "ok")
+                        await other.commit()
+
+        uow.audit_log._rows = racing  # type: ignore[method-assign]
+        r = await uow.audit_log.report()
+    assert (r.checked, r.broken) == (before, None)
+    assert (await report(pg))[:2] == (before + 1, None)

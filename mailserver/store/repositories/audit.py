@@ -220,7 +220,12 @@ class AuditRepository(Repository):
         return r.checked, r.broken
 
     async def report(self) -> AuditReport:
-        """Walk the chain with the key, check it against the anchors, and say what can be trusted."""
+        """Walk the chain with the key, check it against the anchors, and say what can be trusted.
+
+        Called first in its unit of work: on PostgreSQL the walk reads one snapshot (REPEATABLE READ), so a sealer
+        chaining entries meanwhile does not show a head older than the entries read after it."""
+        if self.session.get_bind().dialect.name == "postgresql" and not self.session.in_transaction():
+            await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         trail = self._key()
         head = (await self.session.execute(select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from))).one_or_none()
         keyed_from = 1 if head is None else int(head[2])
