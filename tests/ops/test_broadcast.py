@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
-import time
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -169,32 +169,56 @@ def _admin(config: support.Config, *args: str) -> list[str]:
     return [*support.ADMIN_SCRIPT, "--config", str(config.path), *args]
 
 
+#: run before ``masante-admin``: once a page has brought the broadcast to ``KILL_AT`` copies (committed: progress
+#: is told after each page's commit), say ``step`` and wait to be killed, so that the kill lands in an unfinished
+#: broadcast however fast the machine delivers (a finished one sent again is a new broadcast, by design)
+KILL_AT = 60
+HOOK = (
+    "import time\n"
+    "import mailserver.broadcast as b\n"
+    "real = b.BroadcastService.send\n"
+    "async def send(self, *a, progress=None, **k):\n"
+    "    def told(p):\n"
+    "        if progress is not None:\n"
+    "            progress(p)\n"
+    f"        if p.delivered >= {KILL_AT} and p.delivered < p.total:\n"
+    "            print('step', flush=True)\n"
+    "            time.sleep(3600)\n"
+    "    return await real(self, *a, progress=told, **k)\n"
+    "b.BroadcastService.send = send\n"
+)
+
+
 def test_the_command_killed_mid_way_and_run_again_leaves_one_copy_each(config: support.Config, tmp_path: Path) -> None:
-    """``broadcast send`` killed with SIGKILL at any point, then run again: exactly one copy per patient."""
+    """``broadcast send`` killed with SIGKILL between two pages, then run again: exactly one copy per patient."""
     config.path.write_text(config.to_toml())
     env = support.audit_env(config)
     with_context(config, lambda ctx: open_patients(ctx, KILLED))
     file = tmp_path / "grippe.txt"
     file.write_bytes(TEXT)
-    args = _admin(config, "broadcast", "send", "--to", "patients", "--subject", "Grippe", "--page", "10", str(file))
-
-    first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and first.poll() is None:  # until the first pages are in
-            if _delivered(config) >= 60:
-                break
-            time.sleep(0.02)
-        first.send_signal(signal.SIGKILL)
-    finally:
-        first.wait(timeout=30)
+    command = ["broadcast", "send", "--to", "patients", "--subject", "Grippe", "--page", "10", str(file)]
+    admin = "from admin_cli.main import main; main()"
+    with subprocess.Popen(  # noqa: S603 - our own command, with the test's hook
+        [sys.executable, "-c", HOOK + admin, "--config", str(config.path), *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as first:
+        try:
+            assert first.stdout is not None
+            while (line := first.stdout.readline()) and line != "step\n":  # the progress bar's lines, the mark
+                pass
+            assert line == "step\n", "the broadcast ended before it reached the kill point"
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
     killed_at = _delivered(config)
-    assert killed_at >= 60
+    assert KILL_AT <= killed_at < KILLED
 
-    second = support.run_admin(*args[len(support.ADMIN_SCRIPT) :], env=env, process=True)  # run again, by hand
+    second = support.run_admin(*command, config=config.path, env=env, process=True)  # run again, by hand
     assert second.returncode == 0, second.stderr
-    if killed_at < KILLED:
-        assert "resumed and finished" in second.stdout
+    assert "resumed and finished" in second.stdout
     assert f"{KILLED} patient mailbox(es)" in second.stdout
 
     active = with_context(config, patient_ids)
