@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -26,6 +28,20 @@ PATIENT_DOMAIN = "patient.masante.fr"
 PASSWORD = "correct horse battery staple"
 PATIENT_INS = "279035121518989"
 OTHER_INS = "185077505612323"
+
+
+def tool(command: str, package: str | None = None) -> str:
+    """The path of a Debian tool a test drives. Missing, the test skips with the install line, except in CI
+    (``CI=true``), where a missing tool is a failure: CI installs every tool the suite needs."""
+    path = shutil.which(command)
+    if path is None:
+        import pytest  # noqa: PLC0415 - the benchmarks import this module without pytest
+
+        install = f"apt-get install -y {package or command}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{command} is required in CI ({install})")
+        pytest.skip(f"{command} is not installed ({install})")
+    return path
 
 
 class PgUnavailable(Exception):

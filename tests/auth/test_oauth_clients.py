@@ -9,8 +9,6 @@ msmtp curl``), except in CI (``CI=true``), where they must run.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +25,7 @@ TIMEOUT = 60
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{name} is required in CI (apt-get install {name})")
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
-    return path
+    return support.tool(name)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import imaplib
 import os
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -24,12 +23,7 @@ N = 200
 
 
 def _mbsync() -> str:
-    path = shutil.which("mbsync")
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("mbsync (Debian package isync) is required in CI")
-        pytest.skip("mbsync (Debian package isync) is not installed")
-    return path
+    return support.tool("mbsync", "isync")
 
 
 def write_config(tmp: Path, srv: ServerThread, user: Account, ca: Path) -> Path:

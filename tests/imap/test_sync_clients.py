@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import imaplib
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -37,12 +36,7 @@ LOCAL_FOLDER_WIRE = "Donn&AOk-es"
 
 
 def _tool(command: str, package: str) -> str:
-    path = shutil.which(command)
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{command} (Debian package {package}) is required in CI")
-        pytest.skip(f"{command} (Debian package {package}) is not installed: apt-get install -y {package}")
-    return path
+    return support.tool(command, package)
 
 
 def run_client(argv: list[str], home: Path) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import imaplib
 import plistlib
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -119,18 +118,17 @@ def test_autoconfig_for_a_domain_that_is_not_ours_is_404(site: ServerThread, pki
 
 
 def test_curl_fetches_the_autoconfig_over_verified_tls(site: ServerThread, pki: support.TestPKI) -> None:
-    if shutil.which("curl") is None:
-        pytest.skip("curl is not installed (apt-get install curl)")
+    curl = support.tool("curl")
     url = f"https://127.0.0.1:{site.port('web')}/mail/config-v1.1.xml?emailaddress={PATIENT}"
     out = subprocess.run(  # noqa: S603
-        ["curl", "--silent", "--show-error", "--fail", "--cacert", str(pki.ca_file), "--tlsv1.2", url],  # noqa: S607
+        [curl, "--silent", "--show-error", "--fail", "--cacert", str(pki.ca_file), "--tlsv1.2", url],  # noqa: S607
         capture_output=True,
         timeout=60,
         check=True,
     )
     assert check_thunderbird(out.stdout, support.PATIENT_DOMAIN) == expected_doors(site)
     # without the CA, curl refuses the certificate: it is the server's TLS, not a plaintext port
-    bad = subprocess.run(["curl", "--silent", url], capture_output=True, timeout=60)  # noqa: S603, S607
+    bad = subprocess.run([curl, "--silent", url], capture_output=True, timeout=60)  # noqa: S603, S607
     assert bad.returncode == 60  # CURLE_PEER_FAILED_VERIFICATION
 
 

@@ -8,15 +8,11 @@ with the server's context, for setting up accounts and looking into the store.
 
 from __future__ import annotations
 
-import os
-import shutil
 import smtplib
 import socket
 import ssl
 import uuid
 from pathlib import Path
-
-import pytest
 
 from crypto.tls import client_context
 from mailserver.bodies import read_body
@@ -149,10 +145,7 @@ def copies(server: ServerThread, marker: str) -> int:
 
 def require_tool(name: str) -> None:
     """Skip when a Debian tool is missing, except in CI (``CI=true``), where that is a failure."""
-    if shutil.which(name) is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{name} is required in CI (apt-get install {name})")
-        pytest.skip(f"{name} is not installed (apt-get install {name})")
+    support.tool(name)
 
 
 def marker() -> str:
