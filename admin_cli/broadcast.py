@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from admin_cli.common import actor, console, fail, print_table, run
+from admin_cli.common import actor, console, fail, print_table, progress_bar, run
 from mailserver.broadcast import AUDIENCES, PAGE, BroadcastError, BroadcastService
 from mailserver.broadcast import Progress as Done
 from mailserver.context import Context
@@ -33,15 +32,7 @@ def send(audience: str, subject: str, sender: str | None, page: int, file: Path)
     Run again with the same FILE, subject and sender after an interruption: the broadcast
     resumes where it stopped, and no patient gets it twice."""
     text = file.read_bytes()
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
+    bar = progress_bar()
     started = time.monotonic()
 
     async def go(ctx: Context) -> Done:

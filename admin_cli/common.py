@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -55,6 +56,20 @@ def actor() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"admin:{user}"
+
+
+def progress_bar() -> Progress:
+    """The progress bar of a long command (import, broadcast, key rotation, export): drawn on a terminal only,
+    gone when the command ends, so that a pipe or a script sees the final line alone."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
 
 
 def json_wanted() -> bool:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import click
 
-from admin_cli.common import actor, console, run
+from admin_cli.common import actor, console, progress_bar, run
 from mailserver.context import Context
 from mailserver.keys import RotationError, RotationResult, rotate_kek
 
@@ -16,11 +16,17 @@ def keys() -> None:
 def rotate() -> None:
     """Re-wrap every account key under a new KEK (message bodies are not re-encrypted)."""
 
+    bar = progress_bar()
+
     async def go(ctx: Context) -> RotationResult:
-        try:
-            return await rotate_kek(ctx, actor=actor())
-        except RotationError as exc:
-            raise click.ClickException(str(exc)) from None
+        task = bar.add_task("re-wrapping keys", total=None)
+        with bar:
+            try:
+                return await rotate_kek(
+                    ctx, actor=actor(), progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+            except RotationError as exc:
+                raise click.ClickException(str(exc)) from None
 
     r = run(go)
     console.print(

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from admin_cli.common import actor, console, print_table, run
+from admin_cli.common import actor, console, print_table, progress_bar, run
 from directory.patients import PatientService
 from mailserver import vault as V
 from mailserver.context import Context
@@ -56,10 +56,20 @@ def list_(ins: str) -> None:
 def export(ins: str, directory: Path) -> None:
     """Write the documents of the patient INS under DIRECTORY, with an index.json of their metadata."""
 
+    bar = progress_bar()
+
     async def go(ctx: Context) -> tuple[str, int, Path]:
         account = await PatientService(ctx).get(ins)
         found = await V.entries(ctx, account)
-        index = V.export(found, directory, patient=account.address, when=ctx.clock())
+        task = bar.add_task("writing documents", total=len(found))
+        with bar:
+            index = V.export(
+                found,
+                directory,
+                patient=account.address,
+                when=ctx.clock(),
+                progress=lambda done, _total: bar.update(task, completed=done),
+            )
         await V.audit(ctx, account, "vault.export", actor=actor(), detail=f"{len(found)} documents")
         return account.address, len(found), index
 

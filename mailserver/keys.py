@@ -11,6 +11,7 @@ still opens, and the next rotation finishes step 3 first.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,11 @@ class RotationResult:
     queued: int
 
 
-async def rotate_kek(ctx: Context, *, actor: str) -> RotationResult:
+#: ``progress(done, total)``: keys re-wrapped so far out of all to re-wrap (for the CLI's bar)
+RotationProgress = Callable[[int, int], None]
+
+
+async def rotate_kek(ctx: Context, *, actor: str, progress: RotationProgress | None = None) -> RotationResult:
     if os.environ.get("MASANTE_KEK"):
         raise RotationError(
             "the KEK comes from MASANTE_KEK; rotation writes key files: unset it and use "
@@ -44,7 +49,7 @@ async def rotate_kek(ctx: Context, *, actor: str) -> RotationResult:
         pending = read_key_file(nxt)
         ring = Keyring(pending, [old])
         if await _count_wrapped_by(ctx, pending.kid.hex()) > 0:
-            await _rewrap_all(ctx, ring, actor, old.kid.hex())
+            await _rewrap_all(ctx, ring, actor, old.kid.hex(), progress)
             _promote(nxt, kek_file)
             old = pending
         else:
@@ -52,7 +57,7 @@ async def rotate_kek(ctx: Context, *, actor: str) -> RotationResult:
     new = Kek.generate()
     write_key_file(nxt, new)
     ring = Keyring(new, [old, *([] if ctx.keyring.current.kid == old.kid else [ctx.keyring.current])])
-    accounts, queued = await _rewrap_all(ctx, ring, actor, old.kid.hex())
+    accounts, queued = await _rewrap_all(ctx, ring, actor, old.kid.hex(), progress)
     _promote(nxt, kek_file)
     ctx.keyring = Keyring(new)
     return RotationResult(old.kid.hex(), new.kid.hex(), accounts, queued)
@@ -76,16 +81,28 @@ async def _count_wrapped_by(ctx: Context, kid: str) -> int:
     )
 
 
-async def _rewrap_all(ctx: Context, ring: Keyring, actor: str, old_kid: str) -> tuple[int, int]:
+async def _rewrap_all(
+    ctx: Context, ring: Keyring, actor: str, old_kid: str, progress: RotationProgress | None
+) -> tuple[int, int]:
     async with ctx.uow() as uow:
         accounts = await uow.accounts.with_wrapped_keys()
+        items = await uow.queue.wrapped()
+        total = len(accounts) + len(items)
+        done = 0
         for a in accounts:
             if a.wrapped_key is not None:
                 a.wrapped_key = ring.rewrap(a.wrapped_key, owner=a.owner_id)
-        items = await uow.queue.wrapped()
+            done += 1
+            if progress is not None and (done % 500 == 0 or done == total):
+                progress(done, total)
         for q in items:
             if q.wrapped_key is not None:
                 q.wrapped_key = ring.rewrap(q.wrapped_key, owner=q.owner_id)
+            done += 1
+            if progress is not None and (done % 500 == 0 or done == total):
+                progress(done, total)
+        if progress is not None and total == 0:
+            progress(0, 0)
         uow.audit(
             actor,
             "keys.rotate",

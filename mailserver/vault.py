@@ -36,6 +36,7 @@ import email.utils
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -388,12 +389,19 @@ def _file_name(entry: Entry) -> str:
     return f"{entry.uid:06d}-{name[:100]}"
 
 
-def export(found: list[Entry], directory: Path, *, patient: str, when: dt.datetime) -> Path:
+def export(
+    found: list[Entry],
+    directory: Path,
+    *,
+    patient: str,
+    when: dt.datetime,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Write each document under ``directory/<folder>/`` and ``index.json`` of their metadata; never overwrite
-    a file (``FileExistsError``). Returns the index's path."""
+    a file (``FileExistsError``). ``progress(done, total)`` after each document. Returns the index's path."""
     directory.mkdir(parents=True, exist_ok=True)
     index = []
-    for entry in found:
+    for done, entry in enumerate(found, start=1):
         child = directory.joinpath(*entry.folder.split(DELIMITER))
         child.mkdir(parents=True, exist_ok=True)
         path = child / _file_name(entry)
@@ -414,6 +422,8 @@ def export(found: list[Entry], directory: Path, *, patient: str, when: dt.dateti
                 "hash": entry.hash,
             }
         )
+        if progress is not None:
+            progress(done, len(found))
     target = directory / "index.json"
     with target.open("x", encoding="utf-8") as f:
         json.dump(

@@ -205,9 +205,11 @@ async def test_kek_rotation_rewraps_keys_without_touching_bodies(ctx: Context) -
     kek_file = ctx.config.resolve(ctx.config.keys.kek_file)
     old_kid = ctx.keyring.current.kid.hex()
 
-    result = await rotate_kek(ctx, actor="test")
+    steps: list[tuple[int, int]] = []
+    result = await rotate_kek(ctx, actor="test", progress=lambda done, total: steps.append((done, total)))
 
     assert result.old_kid == old_kid and result.new_kid != old_kid and result.accounts == 2
+    assert steps[-1] == (result.accounts + result.queued, result.accounts + result.queued)  # the CLI's bar ends full
     assert not pending_path(kek_file).exists()
     fresh = load_keyring(kek_file)  # what a restarted server loads: only the new KEK
     assert fresh.kids == [result.new_kid]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
+
+from mailserver import vault as V
 from mailserver.clock import SystemClock
 from tests import support
 from tests.directory.messages import CDA, xdm_zip
@@ -62,3 +66,31 @@ def test_list_and_export_every_document_with_its_hash(site: ServerThread, pki: s
 def test_an_unknown_patient_is_one_line(site: ServerThread) -> None:
     r = admin(site, "vault", "list", support.OTHER_INS, process=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.startswith("error: "), r.stderr
+
+
+def test_export_reports_its_progress_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    docs = [
+        V.Entry(
+            folder=f"Documents/{folder}",
+            uid=uid,
+            title=f"doc {uid}",
+            type="11502-2",
+            author="Gregory HOUSE",
+            date="20261201",
+            source="lab",
+            filename=f"doc{uid}.pdf",
+            content_type="application/pdf",
+            hash=f"sha256:{hashlib.sha256(data).hexdigest()}",
+            data=data,
+        )
+        for uid, folder, data in ((1, "Resultats", PDF), (2, "Imagerie", PDF + b"2"), (3, "Autres", CDA))
+    ]
+    steps: list[tuple[int, int]] = []
+    when = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+
+    index = V.export(docs, tmp_path, patient=PATIENT, when=when, progress=lambda d, t: steps.append((d, t)))
+
+    assert steps == [(1, 3), (2, 3), (3, 3)]  # what the CLI's bar shows, one step per document written
+    assert len(json.loads(index.read_text(encoding="utf-8"))["documents"]) == 3
+    with pytest.raises(FileExistsError):
+        V.export(docs, tmp_path, patient=PATIENT, when=when)
