@@ -30,12 +30,14 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.policy
 import email.utils
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -279,10 +281,17 @@ def _render(doc: Document, *, source: str, when: dt.datetime, received: ParsedMe
         lines.append(f"Reçu dans le message {source}.")
     m.set_content("\n".join(lines) + "\n", charset="utf-8", cte="quoted-printable")
     maintype, _, subtype = doc.content_type.partition("/")
+    # The email package writes the structure; the document's base64 goes in after, in place of a placeholder:
+    # its generator walks a body line by line in Python (a 2 MB PDF is 27,000 lines) and, with this policy's
+    # 200-column fields, would write 200-column base64 where RFC 2045 §6.8 allows 76.
+    placeholder = secrets.token_bytes(48)
     m.add_attachment(
-        doc.data, maintype=maintype or "application", subtype=subtype or "octet-stream", filename=doc.filename
+        placeholder, maintype=maintype or "application", subtype=subtype or "octet-stream", filename=doc.filename
     )
-    return m.as_bytes()
+    skeleton = m.as_bytes()
+    line = base64.b64encode(placeholder) + b"\r\n"
+    at = skeleton.index(line)
+    return b"".join((skeleton[:at], base64.encodebytes(doc.data).replace(b"\n", b"\r\n"), skeleton[at + len(line) :]))
 
 
 # --- what the patient files -------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
+import hashlib
 
 from mailserver import vault
 from mailserver.message import parse_message
@@ -89,3 +92,17 @@ def test_a_document_sent_as_octet_stream_is_judged_by_its_name() -> None:
         ("x.zip", "application/octet-stream", b"PK\x05\x06" + b"\0" * 18),
     )
     assert f.mailbox == "Documents/Imagerie" and f.document.content_type == "image/png"
+
+
+def test_the_filed_document_is_the_one_sent_in_76_column_base64_with_its_name() -> None:
+    big = PDF + bytes(range(256)) * 2000  # past one line of base64, every octet value
+    (f,) = filed(("compte-rendu é.pdf", "application/pdf", big))
+    m = email.message_from_bytes(f.message.raw, policy=email.policy.default)
+    (part,) = [p for p in m.iter_attachments()]
+    assert part.get_content() == big and part.get_filename() == "compte-rendu é.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert f.message.get("x-document-hash") == f"sha256:{hashlib.sha256(big).hexdigest()}"
+    body = f.message.raw[f.message.raw.index(b"base64\r\n") :]
+    lines = body.split(b"\r\n")
+    assert max(len(line) for line in lines) <= 76  # RFC 2045 §6.8
+    assert b"\n" not in f.message.raw.replace(b"\r\n", b"")  # CRLF only
