@@ -49,11 +49,14 @@ bench: bench-directory
 bench-directory: $(STAMP)
 	$(PY) -m bench.directory_bench $(BENCH_ARGS)
 
-## make bench-smtp: 20 connections submitting 400 messages (2 KB to 2 MB, PDFs) into the encrypted store
+## make bench-smtp: 20 connections submitting 400 messages (2 KB to 2 MB, PDFs) into the encrypted store, then 400
+## 4 KB letters over reused connections, then the same with a new connection (STARTTLS, AUTH) per message
 .PHONY: bench-smtp
 bench: bench-smtp
 bench-smtp: $(STAMP)
 	$(PY) bench/smtp_bench.py $(BENCH_ARGS)
+	$(PY) bench/smtp_bench.py --letters $(BENCH_ARGS)
+	$(PY) bench/smtp_bench.py --letters --reconnect $(BENCH_ARGS)
 
 ## make bench-peers: the IMAP and SMTP workloads on private Dovecot and Postfix->Dovecot instances (installed
 ## from Debian when missing; 127.0.0.1 high ports, never the system services) and on masante: figures and ratios

@@ -562,6 +562,12 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
     asyncio.run(imap_bench.seed_over_imap(dovecot, tls, args.clients))
     rng = random.Random(smtp_bench.SEED)
     work = [smtp_bench.make_message(i, rng) for i in range(400)]
+    letters = [smtp_bench.make_letter(i, rng) for i in range(400)]
+    smtp_workloads = (  # (key, label, messages, a new connection per message)
+        ("smtp", "SMTP 2 KB-2 MB msg/s", work, False),
+        ("letters", "SMTP 4 KB msg/s", letters, False),
+        ("reconnect", "SMTP 4 KB, new conn. msg/s", letters, True),
+    )
     print(f"setup in {time.monotonic() - t_setup:.0f} s, everything on 127.0.0.1 under {tmp}")
     print(f"  Dovecot {_version(['/usr/sbin/dovecot', '--version'])} (IMAPS :{peer.imaps}, LMTP :{peer.lmtp})")
     print(
@@ -579,11 +585,14 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
     print(f"  system ports {', '.join(map(str, SYSTEM_PORTS))}: none opened by this benchmark")
     print(
         f"  workloads: bench/imap_bench.py mix ({args.clients} clients, {imap_bench.SEED_MESSAGES} seed messages "
-        f"each) and bench/smtp_bench.py submission ({args.clients} connections, 2 KB-2 MB), {args.seconds:g} s "
+        f"each) and bench/smtp_bench.py submission ({args.clients} connections: 2 KB-2 MB; 4 KB; 4 KB with a "
+        f"new connection and AUTH per message), {args.seconds:g} s "
         f"each, {args.runs} runs; TLS everywhere (one throw-away CA)"
     )
 
-    figures: dict[str, list[float]] = {k: [] for k in ("imap peer", "imap ours", "smtp peer", "smtp ours")}
+    figures: dict[str, list[float]] = {
+        f"{k} {side}": [] for k in ("imap", *(w[0] for w in smtp_workloads)) for side in ("peer", "ours")
+    }
     logins: dict[str, list[float]] = {"imap peer": [], "imap ours": []}
     submitted = 0
     for run in range(1, args.runs + 1):
@@ -596,31 +605,39 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
             for line in result.table()[1:]:
                 print(f"    {line.strip()}")
         print(f"  IMAP ratio masante/Dovecot: {figures['imap ours'][-1] / figures['imap peer'][-1]:.2f}")
-        for key_, name, port in (("smtp peer", "Postfix->Dovecot", peer.smtp), ("smtp ours", "masante", submission)):
-            results, elapsed = asyncio.run(
-                smtp_bench.run_clients(
-                    smtp_bench.Target("127.0.0.1", port), ca, args.clients, work, seconds=args.seconds
+        for key, label, messages, reconnect in smtp_workloads:
+            for side, name, port in (("peer", "Postfix->Dovecot", peer.smtp), ("ours", "masante", submission)):
+                results, elapsed = asyncio.run(
+                    smtp_bench.run_clients(
+                        smtp_bench.Target("127.0.0.1", port),
+                        ca,
+                        args.clients,
+                        messages,
+                        seconds=args.seconds,
+                        reconnect=reconnect,
+                    )
                 )
-            )
-            rate = len(results) / elapsed
-            figures[key_].append(rate)
-            lat = sorted(r.latency * 1000 for r in results)
-            mb = sum(r.size for r in results) / 2**20 / elapsed
-            print(
-                f"  SMTP on {name:<20} {rate:8.1f} msg/s {mb:6.2f} MB/s ({len(results)} messages; end of DATA->250 "
-                f"p50 {statistics.median(lat):.1f} ms, p99 {smtp_bench.percentile(lat, 99):.1f} ms)"
-            )
-            if key_ == "smtp peer":
-                submitted += len(results)
-                drained = drain_postfix(peer, submitted)
-                print(f"    Postfix delivered all to Dovecot over LMTP {drained:.1f} s after the last 250")
-        print(f"  SMTP ratio masante/Postfix: {figures['smtp ours'][-1] / figures['smtp peer'][-1]:.2f}")
+                rate = len(results) / elapsed
+                figures[f"{key} {side}"].append(rate)
+                lat = sorted(r.latency * 1000 for r in results)
+                mb = sum(r.size for r in results) / 2**20 / elapsed
+                print(
+                    f"  {label.removesuffix(' msg/s')} on {name:<16} {rate:8.1f} msg/s {mb:6.2f} MB/s "
+                    f"({len(results)} messages; end of DATA->250 p50 {statistics.median(lat):.1f} ms, "
+                    f"p99 {smtp_bench.percentile(lat, 99):.1f} ms)"
+                )
+                if side == "peer":
+                    submitted += len(results)
+                    drained = drain_postfix(peer, submitted)
+                    print(f"    Postfix delivered all to Dovecot over LMTP {drained:.1f} s after the last 250")
+            ratio = figures[f"{key} ours"][-1] / figures[f"{key} peer"][-1]
+            print(f"  {label.removesuffix(' msg/s')} ratio masante/Postfix: {ratio:.2f}")
 
     print(f"\nsummary over {args.runs} runs (min / median / max), masante on {db}, TLS, durable acknowledgements")
     print(f"  {'workload':<34} {'peer':>26}   {'masante':>26}   {'ratio':>5}")
     rows = (
         ("IMAP mix ops/s (Dovecot)", "imap peer", "imap ours"),
-        ("SMTP msg/s (Postfix->Dovecot)", "smtp peer", "smtp ours"),
+        *((f"{label} (Postfix)", f"{key} peer", f"{key} ours") for key, label, _, _ in smtp_workloads),
     )
     for label, p, o in rows:
         ratio = statistics.median(figures[o]) / statistics.median(figures[p])
@@ -634,8 +651,11 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
             f"{statistics.median(lo):12.1f} {smtp_bench.percentile(lo, 99):13.1f}   "
             f"{statistics.median(lo) / statistics.median(lp):5.2f}"
         )
-    stored = asyncio.run(smtp_bench._stored(site / "masante.toml"))  # noqa: SLF001
-    print(f"  masante store: {stored} messages (seed, APPEND and SMTP together); Postfix delivered {submitted}")
+    inboxes, elsewhere = asyncio.run(smtp_bench._stored(site / "masante.toml"))  # noqa: SLF001
+    print(
+        f"  masante store: {inboxes} messages in the SMTP recipients' INBOXes and {elsewhere} other copies (IMAP "
+        f"seed and APPENDs, vault filings); Postfix delivered {submitted}"
+    )
 
 
 def drain_postfix(peer: Peer, submitted: int, timeout: float = 300) -> float:

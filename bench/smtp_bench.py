@@ -140,6 +140,18 @@ def make_message(i: int, rng: random.Random) -> tuple[str, bytes]:
     return rcpt, (head + parts).encode()
 
 
+def make_letter(i: int, rng: random.Random) -> tuple[str, bytes]:
+    """A 4 KB text letter (the issue's "SMTP 4 KB messages" workload)."""
+    rcpt = RECIPIENTS[i % len(RECIPIENTS)]
+    head = (
+        f"From: Dr Bench <{SENDER}>\r\nTo: <{rcpt}>\r\nSubject: lettre {i}\r\n"
+        f"Date: Mon, 23 Nov 2026 09:30:00 +0100\r\nMessage-ID: <letter{i}.{SEED}@{DOMAIN}>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    text = ("Bonjour, voici le compte rendu de la consultation du jour. " * 80)[: 4096 - len(head) - rng.randint(0, 64)]
+    return rcpt, (head + "\r\n".join(text[j : j + 72] for j in range(0, len(text), 72)) + "\r\n").encode()
+
+
 # --- a minimal pipelining SMTP client --------------------------------------------------------------------
 
 
@@ -223,9 +235,17 @@ class Client:
 
 
 async def run_clients(
-    target: Target, ca: Path, clients: int, work: list[tuple[str, bytes]], *, seconds: float | None = None
+    target: Target,
+    ca: Path,
+    clients: int,
+    work: list[tuple[str, bytes]],
+    *,
+    seconds: float | None = None,
+    reconnect: bool = False,
 ) -> tuple[list[Result], float]:
-    """``clients`` connections submit ``work`` once each; with ``seconds``, they cycle over it until then."""
+    """``clients`` connections submit ``work`` once each; with ``seconds``, they cycle over it until then. With
+    ``reconnect``, each message has its own connection (TCP, EHLO, STARTTLS, AUTH, QUIT), as a client that sends
+    one message and leaves; its latency is still the end of DATA to the ``250``."""
     tls = ssl.create_default_context(cafile=str(ca))
     results: list[Result] = []
     items = iter(work) if seconds is None else itertools.cycle(work)
@@ -239,6 +259,9 @@ async def run_clients(
                 item = next(items, None)
                 if item is None:
                     return
+                if reconnect and results:
+                    await c.close()
+                    c = await Client.open(target, tls)
                 results.append(await c.send(*item))
         finally:
             await c.close()
@@ -257,10 +280,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="parallel connections (default 20)")
     parser.add_argument("--messages", type=int, default=400, help="messages to submit (default 400)")
     parser.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database (postgresql://...) instead of SQLite")
+    parser.add_argument("--letters", action="store_true", help="4 KB text letters instead of the 2 KB-2 MB mix")
+    parser.add_argument("--reconnect", action="store_true", help="a new connection (STARTTLS, AUTH) per message")
     args = parser.parse_args()
 
     rng = random.Random(SEED)
-    work = [make_message(i, rng) for i in range(args.messages)]
+    work = [(make_letter if args.letters else make_message)(i, rng) for i in range(args.messages)]
     total_mb = sum(len(raw) for _, raw in work) / 2**20
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as d:
         tmp = Path(d)
@@ -280,14 +305,20 @@ def main() -> None:
                     break
             else:
                 sys.exit("the server did not start")
-            results, elapsed = asyncio.run(run_clients(Target("127.0.0.1", port), ca, args.clients, work))
+            results, elapsed = asyncio.run(
+                run_clients(Target("127.0.0.1", port), ca, args.clients, work, reconnect=args.reconnect)
+            )
         finally:
             server.terminate()
             server.wait(30)
         stored, filed = asyncio.run(_stored(cfg))
     latencies = [r.latency * 1000 for r in results]
-    print(f"smtp submission: {len(results)} messages ({total_mb:.1f} MB, 2 KB to 2 MB, ~half with a PDF)")
-    print(f"  {args.clients} connections, database {'PostgreSQL' if args.pg else 'SQLite'}, TLS 1.3, AUTH PLAIN")
+    kind = "4 KB letters" if args.letters else "2 KB to 2 MB, ~half with a PDF"
+    print(f"smtp submission: {len(results)} messages ({total_mb:.1f} MB, {kind})")
+    how = "a new connection per message" if args.reconnect else "connections reused"
+    print(
+        f"  {args.clients} connections ({how}), database {'PostgreSQL' if args.pg else 'SQLite'}, TLS 1.3, AUTH PLAIN"
+    )
     print(f"  {len(results) / elapsed:8.1f} messages/s")
     print(f"  {total_mb / elapsed:8.2f} MB/s")
     print(f"  end of DATA -> 250: p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
