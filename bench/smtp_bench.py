@@ -270,6 +270,13 @@ async def run_clients(
     return results, time.perf_counter() - start
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` and its threads so far (``/proc/PID/stat``): what a message
+    costs the server, which a loaded machine changes far less than it changes a rate."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -305,9 +312,11 @@ def main() -> None:
                     break
             else:
                 sys.exit("the server did not start")
+            cpu_before = cpu_seconds(server.pid)
             results, elapsed = asyncio.run(
                 run_clients(Target("127.0.0.1", port), ca, args.clients, work, reconnect=args.reconnect)
             )
+            cpu = cpu_seconds(server.pid) - cpu_before
         finally:
             server.terminate()
             server.wait(30)
@@ -322,6 +331,7 @@ def main() -> None:
     print(f"  {len(results) / elapsed:8.1f} messages/s")
     print(f"  {total_mb / elapsed:8.2f} MB/s")
     print(f"  end of DATA -> 250: p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
+    print(f"  server CPU: {cpu * 1000 / len(results):.1f} ms per message ({cpu:.1f} s in all)")
     print(
         f"  elapsed {elapsed:.1f} s; {stored} messages in the INBOXes (sealed), {args.messages} expected;"
         f" {filed} documents filed in patients' vaults"
