@@ -18,7 +18,9 @@ Invariants:
   COMMIT fails, every unit committed in the batch gets that error.
 - What a commit promises beyond the database happens after the COMMIT returns, never before: the audit
   head handed to ``AuditTrail.committed`` (anchoring), and IDLE watchers woken (``ChangeNotifier.publish``).
-  Audit entries are chained in the batch's transaction, unit after unit, in the order they commit.
+  Audit entries are chained in the batch's transaction, unit after unit, in the order they commit: a unit
+  chains from the head the batch's earlier units left (read from its row by the first one only), and the
+  head row is written once, just before the batch's COMMIT.
 - The COMMIT runs in a task of its own: a caller cancelled while it waits does not cancel its neighbours.
 - A unit used again after its ``commit()`` queues for the writer again at its next statement (the session's
   ``get_bind``) and works in a new savepoint of whichever batch is open then.
@@ -54,6 +56,7 @@ from mailserver import metrics
 from mailserver.store.auditchain import Checkpoint
 from mailserver.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from mailserver.store.errors import StoreBusy
+from mailserver.store.repositories.audit import head_row_update
 
 #: committed units of work after which a batch commits even if more are waiting
 MAX_UNITS = 64
@@ -79,11 +82,16 @@ class _Batch:
     shares: list[_Share] = field(default_factory=list)
     first_commit: float = 0.0
     broken: BaseException | None = None  # a unit could not be rolled back to its savepoint: roll back all
+    #: the audit chain's head as the batch's committed units left it, written into its row once, before the
+    #: COMMIT (a unit chains from it without reading the row; a failed unit's entries never reach it)
+    audit_head: Checkpoint | None = None
 
     def add(self, share: _Share) -> None:
         if not self.shares:
             self.first_commit = time.perf_counter()
         self.shares.append(share)
+        if share.head is not None:
+            self.audit_head = share.head
 
     def full(self) -> bool:
         if not self.shares:
@@ -116,6 +124,19 @@ class Turn:
             raise RuntimeError("the batch's connection is closed")
         return conn
 
+    async def hold(self) -> None:
+        """Hold the writer (queue for it if this unit does not hold it yet)."""
+        if not self.holding:
+            await self.group.acquire(self)
+
+    def audit_head(self) -> Checkpoint | None:
+        """The audit head the open batch's earlier units left (None: none chained yet; read the row). Only
+        while this unit holds the writer: the head is the batch's, and no other writer can move it meanwhile
+        (the batch holds SQLite's write lock)."""
+        if not self.holding:
+            raise RuntimeError("only the holder of the writer knows the batch's audit head")
+        return self.group.batch_audit_head()
+
     async def committed(self, head: Checkpoint | None, touched: Sequence[int]) -> None:
         """The unit's savepoint is released: hand the writer on and return once the batch has committed."""
         if not self.holding:  # nothing ran since the last commit: nothing to wait for
@@ -146,6 +167,9 @@ class GroupWriter:
     def waiting(self) -> int:
         """Units of work queued for the writer."""
         return sum(1 for _, granted in self._waiting if not granted.done())
+
+    def batch_audit_head(self) -> Checkpoint | None:
+        return None if self._batch is None else self._batch.audit_head
 
     def connection(self) -> AsyncConnection:
         if self._batch is None:
@@ -218,6 +242,8 @@ class GroupWriter:
         error: BaseException | None = batch.broken
         try:
             if batch.shares and error is None:
+                if batch.audit_head is not None:
+                    await batch.conn.execute(head_row_update(batch.audit_head))
                 await batch.conn.commit()
             else:
                 await batch.conn.rollback()

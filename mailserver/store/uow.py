@@ -162,6 +162,11 @@ class UnitOfWork:
             # no lock shared by every writer: the entries wait in audit_pending, chained after the commit
             staged = await self.audit_log.stage(self._pending_audit)
             head = None
+        elif self._turn is not None and self._pending_audit:
+            # one head row per group-commit batch: chained from the batch's head, written once before COMMIT
+            staged = False
+            await self._turn.hold()
+            head = await self.audit_log.append(self._pending_audit, known=self._turn.audit_head(), write_head=False)
         else:
             staged = False
             head = await self.audit_log.append(self._pending_audit)

@@ -272,6 +272,32 @@ async def test_the_audit_chain_verifies_after_a_batch(ctx: Context) -> None:
     assert ours == [f"unit:audit{i}.test" for i in range(4)], "chained in the order the units committed"
 
 
+async def test_a_batch_reads_and_writes_the_audit_head_row_once(ctx: Context) -> None:
+    if not ctx.db.is_sqlite:
+        pytest.skip("PostgreSQL units stage their entries; one sealer chains them (test_audit_sealer.py)")
+    await support.add_domains(ctx)
+    seen: list[str] = []
+
+    def on_statement(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "audit_head" in statement:
+            seen.append(statement.split()[0].upper())
+
+    works = [add_domain(f"head{i}.test") for i in range(4)]
+    works.insert(1, add_domain(support.PRO_DOMAIN))  # fails after the first: the head moves on without it
+    event.listen(ctx.db.engine.sync_engine, "before_cursor_execute", on_statement)
+    try:
+        outcomes = await in_one_batch(ctx, *works)
+    finally:
+        event.remove(ctx.db.engine.sync_engine, "before_cursor_execute", on_statement)
+
+    assert [o is None for o in outcomes] == [True, False, True, True, True]
+    assert seen == ["SELECT", "UPDATE"], "six audited units, one batch: the head row read once, written once"
+    async with ctx.uow(readonly=True) as uow:
+        report = await uow.audit_log.report()
+    assert report.intact, report.sentence()
+    assert report.checked == len(await audited(ctx))
+
+
 async def test_a_failed_commit_is_every_unit_of_the_batch(ctx: Context) -> None:
     if not ctx.db.is_sqlite:
         pytest.skip("PostgreSQL commits each unit alone: a failed COMMIT is its own unit's")

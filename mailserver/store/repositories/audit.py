@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Update, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
@@ -30,6 +30,11 @@ HEAD_ID = 1
 SEALER_LOCK = 0x6D6175646974
 #: pending entries chained per sealing transaction
 SEAL_BATCH = 1000
+
+
+def head_row_update(head: Checkpoint) -> Update:
+    """The statement that makes ``head`` the chain's head row."""
+    return update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=head.seq, hash=head.hash)
 
 
 class AuditKeyMissing(StoreError):
@@ -118,13 +123,18 @@ class AuditRepository(Repository):
             )
         return self.trail
 
-    async def append(self, pending: Sequence[PendingAudit]) -> Checkpoint | None:
+    async def append(
+        self, pending: Sequence[PendingAudit], *, known: Checkpoint | None = None, write_head: bool = True
+    ) -> Checkpoint | None:
         r"""Chain and insert ``pending``; the new head. Takes the head row's lock: call it last in a transaction.
 
-        The SQLite path (one writer at a time anyway); on PostgreSQL a unit of work ``stage``\ s instead."""
+        The SQLite path (one writer at a time anyway); on PostgreSQL a unit of work ``stage``\ s instead.
+        ``known``: the head as this transaction already left it (an earlier unit of the same group-commit
+        batch), so it is not read again; without ``write_head`` the head row is left for the caller to write
+        (``head_row_update``) once for the whole batch, before its COMMIT."""
         if not pending:
             return None
-        return await self._chain([_escaped(p) for p in pending])
+        return await self._chain([_escaped(p) for p in pending], known=known, write_head=write_head)
 
     async def stage(self, pending: Sequence[PendingAudit]) -> bool:
         """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any."""
@@ -165,21 +175,26 @@ class AuditRepository(Repository):
     async def pending_count(self) -> int:
         return int((await self.session.execute(select(func.count()).select_from(AuditPending))).scalar_one())
 
-    async def _chain(self, pending: Sequence[PendingAudit]) -> Checkpoint:
+    async def _chain(
+        self, pending: Sequence[PendingAudit], *, known: Checkpoint | None = None, write_head: bool = True
+    ) -> Checkpoint:
         trail = self._key()
-        head = (
-            await self.session.execute(
-                select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from)
-                .where(AuditHead.id == HEAD_ID)
-                .with_for_update()
-            )
-        ).one_or_none()
-        if head is None:
-            seq, prev, keyed_from = 0, GENESIS, 1
-            self.session.add(AuditHead(id=HEAD_ID, seq=0, hash=GENESIS, keyed_from=1))
-            await self.session.flush()
+        if known is not None:
+            seq, prev, keyed_from = known.seq, known.hash, known.keyed_from
         else:
-            seq, prev, keyed_from = int(head[0]), str(head[1]), int(head[2])
+            head = (
+                await self.session.execute(
+                    select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from)
+                    .where(AuditHead.id == HEAD_ID)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if head is None:
+                seq, prev, keyed_from = 0, GENESIS, 1
+                self.session.add(AuditHead(id=HEAD_ID, seq=0, hash=GENESIS, keyed_from=1))
+                await self.session.flush()
+            else:
+                seq, prev, keyed_from = int(head[0]), str(head[1]), int(head[2])
         values = []
         for p in pending:
             seq += 1
@@ -199,8 +214,10 @@ class AuditRepository(Repository):
             )
             prev = h
         await self.session.execute(insert(AuditEntry), values)
-        await self.session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
-        return Checkpoint(seq, prev, keyed_from)
+        new = Checkpoint(seq, prev, keyed_from)
+        if write_head:
+            await self.session.execute(head_row_update(new))
+        return new
 
     async def _rows(self, batch: int = 1000) -> AsyncIterator[AuditEntry]:
         last = 0
