@@ -69,7 +69,7 @@ def list_() -> None:
     if not rows:
         console.print("no broadcast yet")
         return
-    table = Table("id", "started (UTC)", "to", "subject", "delivered", "state", box=None)
+    table = Table("id", "started (UTC)", "to", "subject", "delivered", "skipped (full)", "state", box=None)
     for b in rows:
         table.add_row(
             b.id,
@@ -77,6 +77,7 @@ def list_() -> None:
             b.audience,
             b.subject,
             str(b.delivered),
+            str(b.skipped),
             "finished" if b.finished_at else "unfinished (send again to resume)",
         )
     print_table(table)

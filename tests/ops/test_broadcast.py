@@ -307,3 +307,6 @@ def test_full_mailboxes_are_skipped_and_counted_across_a_resume(
     counts = with_context(config, inbox_counts)
     active = with_context(config, patient_ids)
     assert {a: counts.get(a, 0) for a in active} == {a: FULL_AT if a in full else 1 for a in active}
+    listed = support.run_admin("broadcast", "list", config=config.path, env=env)
+    assert listed.returncode == 0 and "skipped (full)" in listed.stdout and " 30 " in listed.stdout
+    assert " 10 " in listed.stdout
