@@ -2,7 +2,8 @@
 
 - ``remind INS --date YYYY-MM-DD --summary TEXT``: an all-day event with no
   organiser (a vaccination, a check-up) stored in the patient's ``Agenda``
-  through the one delivery path; its reminder comes 24 hours before.
+  through the one delivery path; its reminder comes 24 hours before. Bounded
+  by the patient's quota (``mailserver.quota``): a full mailbox fails clearly.
 - ``export INS``: every event of the patient's ``Agenda`` as one iCalendar file
   on standard output (written by ``icalendar``); audited (ids and a count only).
 """
@@ -18,6 +19,7 @@ from admin_cli.common import actor, console, fail, run
 from directory.patients import PatientService
 from mailserver.context import Context
 from mailserver.delivery import deliver
+from mailserver.errors import OverQuota
 from mailserver.mailboxes import AGENDA
 from mailserver.text import escape
 
@@ -51,7 +53,19 @@ def remind(ins: str, day: str, summary: str) -> None:
         cal = A.reminder_event(when, text, hostname=ctx.config.server.hostname, now=now)
         raw = A.event_message(cal, to=account.address, sender=None, hostname=ctx.config.server.hostname, now=now)
         async with ctx.uow() as uow:
-            result = await deliver(uow, ctx.keyring, raw, [account], mailbox=AGENDA, actor=actor(), source="admin")
+            try:
+                result = await deliver(
+                    uow,
+                    ctx.keyring,
+                    raw,
+                    [account],
+                    mailbox=AGENDA,
+                    actor=actor(),
+                    source="admin",
+                    limits=ctx.config.limits,
+                )
+            except OverQuota as exc:
+                fail(f"nothing stored for {escape(account.address)}: its quota is full ({escape(str(exc))})")
             await uow.commit()
         return account.address, result.delivered[0].uid
 

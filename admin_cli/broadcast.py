@@ -39,7 +39,8 @@ def send(audience: str, subject: str, sender: str | None, page: int, file: Path)
         task = bar.add_task("delivering", total=None)
 
         def update(p: Done) -> None:
-            bar.update(task, completed=p.delivered, total=p.total, description=f"broadcast {p.broadcast_id[:8]}")
+            done = p.delivered + p.skipped
+            bar.update(task, completed=done, total=p.total, description=f"broadcast {p.broadcast_id[:8]}")
 
         with bar:
             try:
@@ -53,6 +54,8 @@ def send(audience: str, subject: str, sender: str | None, page: int, file: Path)
     seconds = time.monotonic() - started
     how = "resumed and finished" if done.resumed else "sent"
     console.print(f"broadcast {done.broadcast_id} {how}: {done.delivered} patient mailbox(es) ({seconds:.1f} s)")
+    if done.skipped:
+        console.print(f"{done.skipped} full mailbox(es) skipped (their quota left no room): they did not get it")
 
 
 @broadcast.command("list")
@@ -66,7 +69,7 @@ def list_() -> None:
     if not rows:
         console.print("no broadcast yet")
         return
-    table = Table("id", "started (UTC)", "to", "subject", "delivered", "state", box=None)
+    table = Table("id", "started (UTC)", "to", "subject", "delivered", "skipped (full)", "state", box=None)
     for b in rows:
         table.add_row(
             b.id,
@@ -74,6 +77,7 @@ def list_() -> None:
             b.audience,
             b.subject,
             str(b.delivered),
+            str(b.skipped),
             "finished" if b.finished_at else "unfinished (send again to resume)",
         )
     print_table(table)

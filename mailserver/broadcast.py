@@ -19,6 +19,9 @@ Invariants:
   same content by itself.
 - Patients opened while a broadcast runs get it if their id is above the cursor when their
   page comes; closed, suspended or opposed mailboxes get nothing.
+- Quotas (``mailserver.quota``, the account root): a patient whose mailbox has no room for the
+  copy is skipped, not waited for, and counted (``skipped``) in the page's unit of work with its
+  copies and cursor: the count at the end covers every run of a resumed broadcast.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ class BroadcastError(ValueError):
 class Progress:
     broadcast_id: str
     delivered: int  # copies delivered so far, this broadcast (all runs)
-    total: int  # delivered + patients still to serve
+    total: int  # delivered + skipped + patients still to serve
     resumed: bool
+    skipped: int = 0  # patients skipped so far (all runs): their mailbox was full
 
 
 def content_digest(audience: str, sender: str, subject: str, text: bytes) -> str:
@@ -156,15 +160,33 @@ class BroadcastService:
                     raise BroadcastError(f"broadcast {broadcast_id} vanished")
                 patients = await uow.broadcasts.patients_after(row.cursor, self.page)
                 if patients:
-                    await delivery.deliver(uow, self.ctx.keyring, message, patients, actor=actor, source="broadcast")
+                    result = await delivery.deliver(
+                        uow,
+                        self.ctx.keyring,
+                        message,
+                        patients,
+                        actor=actor,
+                        source="broadcast",
+                        limits=self.ctx.config.limits,
+                        skip_full=True,
+                    )
+                    for account_id in result.skipped:
+                        uow.audit(actor, "broadcast-skip", f"broadcast:{row.id}", "fail", f"account:{account_id} full")
                     row.cursor = patients[-1].id
-                    row.delivered += len(patients)
+                    row.delivered += len(patients) - len(result.skipped)
+                    row.skipped += len(result.skipped)
                     left = await uow.broadcasts.patients_left(row.cursor)
                 else:
                     left = 0
                     row.finished_at = self.ctx.clock()
-                    uow.audit(actor, "broadcast-end", f"broadcast:{row.id}", "ok", f"{row.delivered} copies")
-                state = Progress(row.id, row.delivered, row.delivered + left, resumed)
+                    uow.audit(
+                        actor,
+                        "broadcast-end",
+                        f"broadcast:{row.id}",
+                        "ok",
+                        f"{row.delivered} copies, {row.skipped} full mailbox(es) skipped",
+                    )
+                state = Progress(row.id, row.delivered, row.delivered + row.skipped + left, resumed, row.skipped)
                 await uow.commit()
             if progress is not None:
                 progress(state)

@@ -140,6 +140,12 @@ class LimitsSection:
     quota_professional: int = 5 * 1024 * 1024 * 1024
     quota_organisation: int = 10 * 1024 * 1024 * 1024
     quota_application: int = 10 * 1024 * 1024 * 1024
+    #: messages an account may hold, all its mailboxes together (RFC 9208 MESSAGE), by kind of account; 0: no
+    #: limit on the count. Enforced at the same doors as the octets above, with the same replies
+    quota_messages_patient: int = 0
+    quota_messages_professional: int = 0
+    quota_messages_organisation: int = 0
+    quota_messages_application: int = 0
 
 
 @dataclass

@@ -24,6 +24,13 @@ Invariants:
   work and the same ordered UID allocation: both or neither. A recipient in
   ``unfiled`` (a package its vault cannot integrate, ``mailserver.mdn``) gets the
   INBOX copy only.
+- Quotas (``limits`` given: ``mailserver.quota.admit``): checked in the caller's
+  transaction, after the recipients' anchors and target mailbox rows are locked
+  and before any row is added, so that no concurrent delivery can overshoot. A
+  copy that does not fit refuses the whole delivery (``OverQuota``), or with
+  ``skip_full`` leaves that recipient out (``DeliveryResult.skipped``). Without
+  ``limits`` (reports, reminders, notices the server writes itself) nothing is
+  bounded.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from crypto.envelope import Keyring
-from mailserver import agenda, metrics, vault
+from mailserver import agenda, metrics, quota, vault
 from mailserver.bodies import account_key, seal_blob
+from mailserver.config import LimitsSection
 from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
 from mailserver.message.offload import in_thread
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox
@@ -66,6 +74,7 @@ class Delivered:
 @dataclass
 class DeliveryResult:
     delivered: list[Delivered] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # account ids left out, their quota full (``skip_full``)
 
 
 def encode_flags(flags: Iterable[str]) -> str:
@@ -145,12 +154,16 @@ async def deliver(
     file_documents: bool = False,
     unfiled: Collection[int] = (),
     sealed: Sealed | None = None,
+    limits: LimitsSection | None = None,
+    skip_full: bool = False,
 ) -> DeliveryResult:
     """Add one copy of ``message`` per recipient to the unit of work. ``mailbox`` forces the
     target (APPEND); otherwise ``classify`` chooses. ``file_documents``: the message comes from a
     professional, an organisation or an application, and its documents go to patients' vaults too, except the
     vaults of ``unfiled`` (account ids: a package their vault cannot integrate, told by an MDN).
     ``sealed``: what ``seal`` made of the same arguments beforehand (else it is done here).
+    ``limits``: bound the copies by the recipients' quotas (the vault's root too when ``mailbox`` forces a
+    target: the owner filing); ``skip_full``: a recipient they do not fit is skipped rather than refusing all.
     The caller commits."""
     if sealed is None:
         sealed = await seal(
@@ -174,13 +187,22 @@ async def deliver(
         if mb is None:
             raise MailboxMissing(f"mailbox {name} does not exist for account {account.id}")
         targets.append((account, mb, blob, size, how))
+    result = DeliveryResult()
+    if limits is not None:
+        over = await quota.admit(
+            uow, limits, [(t[0], t[1], t[3]) for t in targets], vault_too=mailbox is not None, skip_full=skip_full
+        )
+        if over:
+            targets = [t for t in targets if t[0].id not in over]
+            result.skipped = sorted(over)
+        if not targets:
+            return result
     await uow.blobs.add_many([t[2] for t in targets])
 
     targets.sort(key=lambda t: t[1].id)  # stable: copies into one mailbox keep their order
     allocated = await uow.mailboxes.allocate_many(Counter(t[1].id for t in targets))
     next_uid = {mailbox_id: first for mailbox_id, (first, _) in allocated.items()}
     rows = []
-    result = DeliveryResult()
     for account, mb, blob, size, how in targets:
         uid, modseq = next_uid[mb.id], allocated[mb.id][1]
         next_uid[mb.id] += 1

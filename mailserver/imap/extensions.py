@@ -6,7 +6,7 @@ Implementation notes (invariants):
   and follows its rules: responses returned, tagged one last; a ``MailError``
   answers NO with its code.
 - Quotas are the operator's (``[limits] quota_<kind>``, ``vault_quota``): GETQUOTA
-  and GETQUOTAROOT report them (STORAGE in KiB, ``mailserver.quota``), SETQUOTA
+  and GETQUOTAROOT report them (STORAGE in KiB, MESSAGE a count, ``mailserver.quota``), SETQUOTA
   is answered ``NO [NOPERM]`` and QUOTASET is not advertised (RFC 9208 §4.1.3).
 - CATENATE: each message is put together from its TEXT literals and the
   octets its URLs name (``BODY[section]`` of a message this session may read:
@@ -30,9 +30,11 @@ from mailserver.store.repositories.mail import canonical_name
 
 
 def quota_response(root: quota.Root, utf8: bool = False) -> r.Data:
-    """``* QUOTA root (STORAGE used limit)`` (RFC 9208 §5.1: KiB)."""
-    used, limit = root.storage
-    return r.Data((r.Atom("QUOTA"), mutf7.wire(root.name, utf8), (r.Atom("STORAGE"), used, limit)))
+    """``* QUOTA root (STORAGE used limit MESSAGE used limit)`` (RFC 9208 §5.1: KiB; §5.2: a count)."""
+    listed: list[r.Atom | int] = []
+    for resource, used, limit in root.resources:
+        listed += [r.Atom(resource), used, limit]
+    return r.Data((r.Atom("QUOTA"), mutf7.wire(root.name, utf8), tuple(listed)))
 
 
 class ExtensionHandlers(MailHandlers):

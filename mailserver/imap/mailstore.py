@@ -33,7 +33,8 @@ Invariants:
   (ids only). Stored content never changes: only flags do.
 - APPEND and COPY/MOVE are bounded by the quota roots over their target
   (``mailserver.quota``: the account's, and the vault's ``limits.vault_quota``),
-  NO [OVERQUOTA] past them.
+  NO [OVERQUOTA] past them; checked again in the writing transaction, under
+  the account's quota lock (``quota.admit``, ``quota.lock_anchor``): no overshoot.
 - ``$MDNSent`` (RFC 3503): set by a patient's client on a message that asks for a
   read receipt, it makes the server send that MDN (``mailserver.mdn``) in the
   STORE's unit of work; once set it stays (a STORE cannot remove it), so one copy
@@ -652,7 +653,9 @@ class MailStore:
             async with self.ctx.uow() as uow:
                 source = await self._check_owner(uow, mailbox_id)
                 dest = await self._mailbox(uow, dest_name, try_create=True)
-                # lock mailbox rows in ascending id order, as delivery does, then read the messages
+                # lock mailbox rows in ascending id order, as delivery does, then read the messages; the account's
+                # quota anchor with them, so that the check below cannot be outrun (``mailserver.quota``)
+                await quota.lock_anchor(uow, self.account.id, {source.id, dest.id})
                 for mid in sorted({source.id, dest.id}):
                     if not await uow.mailboxes.lock(mid):  # deleted meanwhile
                         if mid == source.id:
@@ -667,6 +670,7 @@ class MailStore:
                     self.account,
                     dest.name,
                     sum(r.size for r in rows),
+                    messages=len(rows),
                     moved_from=source.name if move else None,
                 )
                 src_modseq = 0
@@ -720,7 +724,8 @@ class MailStore:
 
     async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
         """APPEND through the one delivery path, after admission's ``check_append``: every message of a
-        MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together."""
+        MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together, in that unit of
+        work (``deliver``'s ``limits``: the bound cannot be outrun)."""
         limit = self.ctx.config.limits.max_message_size
         for item in items:
             if len(item.raw) > limit:
@@ -731,8 +736,6 @@ class MailStore:
             if await uow.mailboxes.row_by_name(self.account.id, name) is None:
                 raise MailboxNotFound(target, try_create=True)
             account = await uow.accounts.get(self.account.id)
-            if account is not None:
-                await quota.check(uow, self.ctx.config.limits, account, target, sum(len(i.raw) for i in items))
         if account is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
         ready: list[tuple[NewMessage, list[str], Sealed]] = []
@@ -767,6 +770,7 @@ class MailStore:
                             actor=self.actor,
                             source="imap-append",
                             sealed=sealed,
+                            limits=self.ctx.config.limits,  # the bound itself, atomic with the rows
                         )
                     except MailboxMissing:
                         raise MailboxNotFound(target, try_create=True) from None

@@ -11,7 +11,7 @@ The path (docs/DESIGN.md "The path of a message"):
    doors: the From believable (``policies.origin``), or ``550 5.7.1``;
 3. trace and identity: Message-ID and Date added when missing, our Received on top;
 4. ``Admission.check_content`` per recipient (size for patients, attachments...), then
-   ``Admission.check_room`` for local ones (their storage quota: ``552 5.2.2``);
+   ``Admission.check_room`` for local ones (their quota: ``552 5.2.2``);
 5. one unit of work: local recipients through ``delivery.deliver`` then
    ``Admission.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
    queued (one sealed row each); DSNs asked for (NOTIFY=SUCCESS for a local
@@ -19,7 +19,10 @@ The path (docs/DESIGN.md "The path of a message"):
    automatic MDN (``mailserver.mdn``) for a patient whose vault cannot integrate
    the message's package (delivered to INBOX unfiled);
 6. ``250`` only after the commit; any failure on the way answers ``451 4.3.0``
-   and nothing is stored: the client keeps the message and retries.
+   and nothing is stored: the client keeps the message and retries. A quota
+   outrun since step 4 (``delivery.deliver`` bounds it again, atomically):
+   ``552 5.2.2`` for a message to one local recipient, else ``452 4.2.2`` (the
+   retry refuses that recipient alone at step 4).
 
 Invariants: a message is stored once per local recipient (duplicate RCPTs of
 one account are one delivery); no body, address list or key is logged.
@@ -37,6 +40,7 @@ from mailserver import agenda, logs, metrics
 from mailserver.admission import VAULT_INTEGRATION_FAILED, Admission
 from mailserver.context import Context
 from mailserver.delivery import deliver, seal
+from mailserver.errors import OverQuota
 from mailserver.mdn import Notifier
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.smtp import dsn, spool
@@ -190,6 +194,9 @@ class Intake:
             result = await self._store(
                 m, msg, msg_id, now, list(local.values()), list(remote.values()), refused, decisions
             )
+        except OverQuota:  # outrun since check_room by another delivery: nothing stored
+            log.info("smtp.over-quota", extra={"fields": {"door": m.door, "local": len(local)}})
+            return Accepted(P.MAILBOX_NO_ROOM if len(local) == 1 and not remote else R.MAILBOX_FULL_RETRY)
         except Exception as exc:  # storage, keys, a bug: the client keeps the message and retries
             log.error("smtp.store-failed", extra={"fields": R.error_fields(exc)})
             return Accepted(R.STORAGE_FAILURE)
@@ -254,6 +261,7 @@ class Intake:
                     file_documents=file_documents,
                     unfiled={a.id for a in unfiled},
                     sealed=sealed,
+                    limits=self.ctx.config.limits,  # the quota bound itself, atomic with the rows
                 )
             mdn_queued = 0
             for account in unfiled:  # the ANS layout: a document the vault could not integrate is told by an MDN

@@ -17,7 +17,10 @@ from tests.agenda.harness import calendar, fetch_all, imap, imip, people, send, 
 from tests.harness.server import ServerThread
 from tests.smtp.conftest import site_fixture
 
-site_server = site_fixture(config_on_disk=True)  # on disk: masante-admin runs against the live server's store
+#: messages a patient may hold here (a quota the other tests stay far below)
+PATIENT_MESSAGES = 12
+# on disk: masante-admin runs against the live server's store
+site_server = site_fixture(config_on_disk=True, limits={"quota_messages_patient": PATIENT_MESSAGES})
 
 
 def admin(site: ServerThread, *args: str, process: bool = False) -> subprocess.CompletedProcess[bytes]:
@@ -101,3 +104,16 @@ def test_remind_and_export_say_what_is_wrong(site: ServerThread) -> None:
     assert r.returncode != 0 and b"YYYY-MM-DD" in r.stderr and b"Traceback" not in r.stderr
     r = admin(site, "agenda", "export", "166013344455508")
     assert r.returncode != 0 and b"no patient mailbox" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_remind_into_a_full_mailbox_fails_clearly_and_stores_nothing(site: ServerThread, pki: support.TestPKI) -> None:
+    _pro, patient = people(site)
+    for n in range(PATIENT_MESSAGES):
+        site.deliver(patient, support.make_message("a@b.test", patient.address, f"earlier {n}", "hello\n"))
+    ins = patient.address.split("@")[0]
+    day = (_clock(site)() + dt.timedelta(days=5)).date()
+    r = admin(site, "agenda", "remind", ins, "--date", day.isoformat(), "--summary", "Rappel vaccin DTP")
+    assert r.returncode != 0
+    said = r.stderr.decode() + r.stdout.decode()
+    assert "its quota is full" in said and f"of {PATIENT_MESSAGES} messages" in said, said
+    assert fetch_all(site, pki, patient, "Agenda") == []

@@ -1,15 +1,19 @@
 """QUOTA (RFC 9208) through real sockets and TLS: GETQUOTA, GETQUOTAROOT, SETQUOTA refused, and the quota
-enforced on IMAP APPEND and COPY (``NO [OVERQUOTA]``) and on SMTP delivery (``552 5.2.2`` at RCPT or DATA).
+enforced on IMAP APPEND and COPY (``NO [OVERQUOTA]``) and on SMTP delivery (``552 5.2.2`` at RCPT or DATA), for
+both resources (STORAGE, MESSAGE), and without overshoot under concurrent APPENDs and deliveries.
 
-The module's server gives a professional 40,000 octets and a patient 60,000, of which 10,000 for the vault.
-Usage is said in KiB, rounded up; the limits in KiB, rounded down.
+The module's server gives a professional 40,000 octets and 8 messages, a patient 60,000 octets (no limit on
+the count), of which 10,000 for the vault. Usage is said in KiB, rounded up; the limits in KiB, rounded down.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import imaplib
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import imapclient
 import pytest
@@ -20,14 +24,21 @@ from tests.harness.server import server_fixture
 from tests.imap.conftest import HOST, TIMEOUT, ServerThread, domains, imaps, message, raw_command
 from tests.smtp.harness import inbox, submission
 
+T = TypeVar("T")
 PRO_QUOTA = 40_000
+PRO_MESSAGES = 8
 PATIENT_QUOTA = 60_000
 VAULT_QUOTA = 10_000
 
 quota_server = server_fixture(
     domains,
     name="quota_server",
-    limits={"quota_professional": PRO_QUOTA, "quota_patient": PATIENT_QUOTA, "vault_quota": VAULT_QUOTA},
+    limits={
+        "quota_professional": PRO_QUOTA,
+        "quota_messages_professional": PRO_MESSAGES,
+        "quota_patient": PATIENT_QUOTA,
+        "vault_quota": VAULT_QUOTA,
+    },
     policy={"rate_professional_per_hour": 0},
 )
 
@@ -61,15 +72,16 @@ def storage_used(srv: ServerThread, user: Account) -> int:
 def test_quota_is_advertised_and_reported(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
     listed = raw_command(m, "CAPABILITY")[0].split()
     assert b"QUOTA" in listed and b"QUOTA=RES-STORAGE" in listed and b"QUOTASET" not in listed
+    assert b"QUOTA=RES-MESSAGE" in listed  # RFC 9208 §5.2
     lines = raw_command(m, "GETQUOTAROOT INBOX")
-    assert lines[:2] == [b'* QUOTAROOT "INBOX" ""', b'* QUOTA "" (STORAGE 0 39)']
+    assert lines[:2] == [b'* QUOTAROOT "INBOX" ""', b'* QUOTA "" (STORAGE 0 39 MESSAGE 0 8)']
     assert lines[-1].endswith(b"OK GETQUOTAROOT completed") and len(lines) == 3
     srv.deliver(user, sized("a@b.test", user.address, "one", 5000))
     srv.deliver(user, sized("a@b.test", user.address, "two", 3000), mailbox="Sent")
     used = storage_used(srv, user)
     assert 7900 < used < 8200
     lines = raw_command(m, 'GETQUOTA ""')
-    assert lines[0] == f'* QUOTA "" (STORAGE {kib(used)} 39)'.encode()
+    assert lines[0] == f'* QUOTA "" (STORAGE {kib(used)} 39 MESSAGE 2 8)'.encode()
     assert lines[-1].endswith(b"OK GETQUOTA completed")
     assert b"NO [NONEXISTENT]" in raw_command(m, "GETQUOTA Documents")[-1]  # a professional has no vault root
     assert b"NO [NONEXISTENT]" in raw_command(m, "GETQUOTAROOT Nowhere")[-1]
@@ -84,8 +96,9 @@ def test_imapclient_reads_the_quota_roots(srv: ServerThread, tls_client: ssl.SSL
         assert c.has_capability("QUOTA")
         roots, quotas = c.get_quota_root("INBOX")
         assert roots.mailbox == "INBOX" and roots.quota_roots == [""]
-        (q,) = quotas
+        q, n = quotas
         assert (q.quota_root, q.resource, q.usage, q.limit) == ("", "STORAGE", kib(storage_used(srv, user)), 39)
+        assert (n.quota_root, n.resource, n.usage, n.limit) == ("", "MESSAGE", 1, PRO_MESSAGES)
         assert c.get_quota("INBOX") == quotas and c._get_quota("") == quotas
 
 
@@ -155,3 +168,90 @@ def test_smtp_refuses_a_full_mailbox_at_rcpt_and_a_message_too_big_for_it_at_dat
         s.quit()
     assert len(inbox(srv, nearly.address)) == 2
     assert len(inbox(srv, full.address)) == 1
+
+
+def messages_held(srv: ServerThread, user: Account) -> int:
+    async def read(ctx: object) -> int:
+        from mailserver.store.repositories.quota import UsageViews
+
+        async with srv.ctx.uow(readonly=True) as uow:
+            return (await UsageViews(uow.session).usage(user.id)).messages
+
+    return srv.call(read)
+
+
+def test_the_message_count_is_bounded_on_append_and_smtp(
+    srv: ServerThread, pki: support.TestPKI, m: imaplib.IMAP4_SSL, user: Account
+) -> None:
+    for i in range(PRO_MESSAGES - 1):
+        srv.deliver(user, sized("a@b.test", user.address, f"small {i}", 300))
+    one = sized(user.address, user.address, "last one", 300)
+    wire = b"{%d+}\r\n" % len(one) + one
+    assert b"NO [OVERQUOTA]" in raw_command(m, b"APPEND Drafts " + wire + b" " + wire)[-1]  # two: counted whole
+    assert messages_held(srv, user) == PRO_MESSAGES - 1
+    assert m.append("Drafts", "", None, one)[0] == "OK"  # the last one fits
+    typ, data = m.append("INBOX", "", None, one)
+    assert typ == "NO" and data[0].startswith(b"[OVERQUOTA] The mailbox is full")
+    assert f"of {PRO_MESSAGES} messages".encode() in data[0]
+    assert raw_command(m, 'GETQUOTA ""')[0].endswith(f"MESSAGE {PRO_MESSAGES} {PRO_MESSAGES})".encode())
+    sender = srv.make_pro("sender")
+    s = submission(srv, pki, sender.address)
+    try:
+        s.mail(sender.address)
+        code, text = s.rcpt(user.address)
+        assert code == 552 and text.startswith(b"5.2.2 The recipient's mailbox is full")
+    finally:
+        s.quit()
+    assert messages_held(srv, user) == PRO_MESSAGES
+
+
+def _at_once(n: int, one: Callable[[int, threading.Barrier], T]) -> list[T]:
+    """``one(i, barrier)`` in ``n`` threads, which meet at the barrier before their last command."""
+    barrier = threading.Barrier(n, timeout=TIMEOUT)
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda i: one(i, barrier), range(n)))
+
+
+RACERS = 10
+ROOM = 3
+
+
+def test_concurrent_appends_never_overshoot(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> None:
+    for i in range(PRO_MESSAGES - ROOM):
+        srv.deliver(user, sized("a@b.test", user.address, f"held {i}", 300))
+
+    def append(i: int, barrier: threading.Barrier) -> str:
+        c = imaps(srv, tls_client, user)
+        try:
+            barrier.wait()
+            typ, data = c.append("INBOX", "", None, sized(user.address, user.address, f"racer {i}", 300))
+            return typ if typ == "OK" else data[0].decode()
+        finally:
+            c.logout()
+
+    answers = _at_once(RACERS, append)
+    assert answers.count("OK") == ROOM, answers
+    assert all(a.startswith("[OVERQUOTA]") for a in answers if a != "OK")
+    assert messages_held(srv, user) == PRO_MESSAGES
+
+
+def test_concurrent_deliveries_never_overshoot(srv: ServerThread, pki: support.TestPKI, user: Account) -> None:
+    for i in range(PRO_MESSAGES - ROOM):
+        srv.deliver(user, sized("a@b.test", user.address, f"held {i}", 300))
+    sender = srv.make_pro("racer")
+
+    def send(i: int, barrier: threading.Barrier) -> tuple[int, bytes]:
+        s = submission(srv, pki, sender.address)
+        try:
+            s.mail(sender.address)
+            assert s.rcpt(user.address)[0] == 250  # not full yet: all of them get this far
+            barrier.wait()
+            code, text = s.data(sized(sender.address, user.address, f"racer {i}", 300))
+            return code, text
+        finally:
+            s.quit()
+
+    answers = _at_once(RACERS, send)
+    assert [code for code, _ in answers].count(250) == ROOM, answers
+    assert all(code == 552 and text.startswith(b"5.2.2") for code, text in answers if code != 250), answers
+    assert messages_held(srv, user) == PRO_MESSAGES

@@ -20,6 +20,7 @@ from directory.patients import PatientService
 from mailserver.bodies import account_key, open_body
 from mailserver.broadcast import BroadcastError, BroadcastService, Progress
 from mailserver.context import Context
+from mailserver.delivery import deliver
 from mailserver.store.models import Account, AccountKind, AccountStatus, Blob, DomainKind, Message
 from tests import support
 
@@ -258,3 +259,54 @@ def test_bad_input_from_the_command_line_is_one_line(config: support.Config, tmp
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == ["error: the message file is not UTF-8 text (byte 0)"]
+
+
+FULL_AT = 2  # messages a patient may hold, in the quota test below
+
+
+async def fill(ctx: Context, every: int) -> set[int]:
+    """Bring every ``every``-th patient to its message quota (``FULL_AT``); their ids."""
+    filled: set[int] = set()
+    async with ctx.uow() as uow:
+        patients = await uow.accounts.list(kind=AccountKind.PATIENT, status=AccountStatus.ACTIVE)
+        for account in sorted(patients, key=lambda a: a.id)[::every]:
+            for n in range(FULL_AT):
+                raw = f"From: a@b.test\r\nTo: {account.address}\r\nSubject: earlier {n}\r\n\r\nhello\r\n".encode()
+                await deliver(uow, ctx.keyring, raw, [account])
+            filled.add(account.id)
+        await uow.commit()
+    return filled
+
+
+def test_full_mailboxes_are_skipped_and_counted_across_a_resume(
+    db_url: str, tmp_path: Path, pki: support.TestPKI
+) -> None:
+    """A patient whose quota is full is skipped, not waited for; the count said at the end covers every run."""
+    config = support.make_config(tmp_path, db_url, pki, limits={"quota_messages_patient": FULL_AT})
+    config.path.write_text(config.to_toml())
+    env = support.audit_env(config)
+    with_context(config, lambda ctx: open_patients(ctx, 40))
+    full = with_context(config, lambda ctx: fill(ctx, 4))  # 10 of 40, spread over every page
+
+    async def first_pages(ctx: Context) -> None:
+        with pytest.raises(Interrupted):
+            await BroadcastService(ctx, page=10).send(subject="Grippe", text=TEXT, progress=stop_after(2))
+
+    with_context(config, first_pages)
+    (row,) = with_context(config, lambda ctx: BroadcastService(ctx).list())
+    assert row.finished_at is None and (row.delivered, row.skipped) == (15, 5)
+
+    file = tmp_path / "grippe.txt"
+    file.write_bytes(TEXT)
+    done = support.run_admin(
+        "broadcast", "send", "--to", "patients", "--subject", "Grippe", str(file), config=config.path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resumed and finished: 30 patient mailbox(es)" in done.stdout
+    assert "10 full mailbox(es) skipped" in done.stdout
+    counts = with_context(config, inbox_counts)
+    active = with_context(config, patient_ids)
+    assert {a: counts.get(a, 0) for a in active} == {a: FULL_AT if a in full else 1 for a in active}
+    listed = support.run_admin("broadcast", "list", config=config.path, env=env)
+    assert listed.returncode == 0 and "skipped (full)" in listed.stdout and " 30 " in listed.stdout
+    assert " 10 " in listed.stdout

@@ -39,6 +39,8 @@ A_DN = "CN=mx.hopital.a.test,O=Operateur A,C=FR"
 B_DN = "CN=mx.b.test,O=Operateur B,C=FR"
 PRO_A = f"dr.martin@{A_DOMAIN}"
 PATIENT_B = f"{support.PATIENT_INS}@{B_PATIENTS}"
+FULL_B = f"200000000000787@{B_PATIENTS}"  # a patient whose mailbox is full
+PATIENT_QUOTA = 200_000  # octets a patient may hold at either operator
 
 
 @dataclass
@@ -81,6 +83,7 @@ def make_operator(name: str, hostname: str, dn: str, tmp: Path, db_url: str, pki
         ports={"mx": mx_port},
         tls={"cert": str(cert), "key": str(key), "client_cert": str(cert), "client_key": str(key)},
         policy={"remote_patient_domains": [B_PATIENTS], "rate_professional_per_hour": 0},
+        limits={"quota_patient": PATIENT_QUOTA},
         queue={"poll_interval": 0.2, "first_retry": 1, "backoff_factor": 1.0, "connect_timeout": 5,
                "command_timeout": 30},
     )  # fmt: skip
@@ -258,3 +261,18 @@ def test_the_queue_survives_a_restart_while_the_other_operator_is_down(
     assert find(b.up, PATIENT_B, f"patience {tag}") == []  # not before its retry is due
     a.up.advance(1)  # first_retry: the restarted worker tries again, and B is back
     assert find(b.up, PATIENT_B, f"patience {tag}") != [] and a.up.call(queued_attempts, PATIENT_B) == []
+
+
+def test_a_full_mailbox_at_the_other_operator_bounces_with_5_2_2(
+    operators: tuple[Operator, Operator], pki: support.TestPKI
+) -> None:
+    a, b = operators
+    tag = marker()
+    full = b.up.call(support.make_patient, FULL_B.partition("@")[0])
+    b.up.deliver(full, message("x@y.test", FULL_B, "bulky", ("x" * 70 + "\n") * (PATIENT_QUOTA // 70)))
+    submit(a, pki, PRO_A, message(PRO_A, FULL_B, f"trop plein {tag}"), FULL_B)
+    a.up.settle()  # B refused it (552 5.2.2): A's queue bounces at once, the DSN says the mailbox is full
+    [report] = find(a.up, PRO_A, f"trop plein {tag}")
+    text = report.decode()
+    assert "Action: failed" in text and "Status: 5.2.2" in text and f"Final-Recipient: rfc822; {FULL_B}" in text
+    assert "Diagnostic-Code: smtp; 552 5.2.2" in text and "mailbox is full" in text

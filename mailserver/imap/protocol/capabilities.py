@@ -38,6 +38,7 @@ BASE: tuple[str, ...] = (
     "CREATE-SPECIAL-USE",
     "SORT",
     "QUOTA",
+    "QUOTA=RES-MESSAGE",  # RFC 9208 §5.2
     "QUOTA=RES-STORAGE",
     "MULTIAPPEND",
     "BINARY",

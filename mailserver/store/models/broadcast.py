@@ -33,4 +33,5 @@ class Broadcast(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     cursor: Mapped[int] = mapped_column(Integer, default=0)  # largest account id served
     delivered: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # full mailboxes (quota)
     finished_at: Mapped[dt.datetime | None]
