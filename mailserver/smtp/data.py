@@ -26,6 +26,8 @@ Invariants:
   between calls (``.``/``.CR`` at a line's start, or a CR waiting for its LF).
 - ``refuse(reply)`` (the caller cannot take the message just now: ``smtp.gate``)
   stops storing at once; the reader still reads to the terminator.
+- A spool that fails (``OSError``: disk full, directory gone) is a ``refuse(SPOOL_FAILURE)``
+  (``451 4.3.1``): the rest is read to the terminator, never taken as commands.
 - When several problems meet, the reply is: too big, then bare CR/LF, then NUL,
   then an overlong line, then the caller's ``refuse``. ``DataError`` (feeding after the end, or an end of
   stream before the terminator) is the only exception ``feed`` raises.
@@ -203,14 +205,26 @@ class DataReader:
             if self._line_start and out.startswith(b"."):
                 out = out[1:]
             if self._spool is not None:
-                self._spool.write(out)
+                self._to_spool(out)
             else:
                 self._kept.write(out)
                 if self._spill is not None and self._kept.tell() > self.spill_at:
-                    self._spool = self._spill()
-                    self._spool.write(self._kept.getbuffer())
-                    self._kept = io.BytesIO()
+                    self._to_spool(self._kept.getbuffer())
         self._line_start = seg.endswith(b"\r\n")
+
+    def _to_spool(self, out: bytes | memoryview) -> None:
+        """Write to the spool (made on first use); if the disk fails, keep nothing more and answer 451 4.3.1."""
+        try:
+            if self._spool is None:
+                self._spool = self._spill() if self._spill is not None else None
+                if self._spool is None:
+                    raise RuntimeError("DataReader: no spill to spool to")
+                self._spool.write(out)
+                self._kept = io.BytesIO()
+            else:
+                self._spool.write(out)
+        except OSError:  # the spool's disk (full, gone): the rest is read without keeping it, never run as commands
+            self.refuse(R.SPOOL_FAILURE)
 
     def _finish(self) -> None:
         problem: Reply | None = None

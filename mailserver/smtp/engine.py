@@ -122,6 +122,7 @@ ENGINE_REFUSALS: dict[Reply, str] = {
     R.BARE_LINEFEED: "bare-linefeed",
     R.NUL_IN_DATA: "nul-in-data",
     R.LINE_TOO_LONG: "line-too-long",
+    R.SPOOL_FAILURE: "spool-failed",
 }
 #: the stream reader's limit while DATA is read: how much is buffered before the socket is paused
 DATA_PIECE = 256 * 1024

@@ -173,3 +173,27 @@ def test_the_spool_files_of_a_dead_process_are_removed_at_startup(
         assert not dead.exists() and other.exists()
     finally:
         server.stop()
+
+
+def test_a_spool_that_cannot_be_written_is_a_451_and_the_rest_is_never_taken_as_commands(
+    site: ServerThread, pki: support.TestPKI
+) -> None:
+    tag = marker()
+    d = spool_dir(site)
+    d.rmdir()  # the spool directory gone (a disk failure, an operator's mistake)
+    try:
+        s = submission(site, pki, PRO)
+        try:
+            assert s.mail(PRO)[0] == 250 and s.rcpt(PRO2)[0] == 250
+            lines = b"RSET\r\n" * 2_000  # what must never run as commands (each would answer 250 2.0.0 Reset)
+            code, text = s.data(large(tag, 200_000) + lines)
+            assert (code, text.decode()[:6]) == (451, "4.3.1 ")
+            # the next reply is the NOOP's, not a RSET's: the data was read to its end, as data
+            assert s.noop() == (250, b"2.0.0 OK, nothing done")
+        finally:
+            s.quit()
+    finally:
+        d.mkdir(mode=0o700)
+    assert find(site, PRO2, tag) == []
+    assert send(site, pki, large(tag, 200_000)) == {}  # the directory back: spooled again
+    assert spooled(site) == []
