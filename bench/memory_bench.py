@@ -5,14 +5,15 @@ empty PostgreSQL one) with a fresh PKI, KEK and accounts (``bench/site.py``, ``b
 A sampler thread reads the server's ``/proc/PID/status`` (VmRSS, every 10 ms) while clients submit
 ~49 MB messages (a text part and a PDF-like base64 attachment) over submission with STARTTLS and
 AUTH PLAIN to a professional of the server: first one message alone, then ``--parallel`` (default 8)
-at once, each on its own connection. Every message is delivered, sealed, before its 250.
+at once (``--parallel 4,8``: a round of 4, then one of 8), each on its own connection. Every message is
+delivered, sealed, before its 250.
 
 Prints, per round, the server's RSS before, its peak during the round, and the peak above the
 idle figure divided by the messages in flight ("per message"), against the ceiling of the issue
 (2x the message size per message in flight). The peak is reset between rounds through
 ``/proc/PID/clear_refs`` when the kernel allows it (VmHWM), and read from the samples otherwise.
 
-    .venv/bin/python bench/memory_bench.py [--size-mb 49] [--parallel 8] [--pg postgresql://...]
+    .venv/bin/python bench/memory_bench.py [--size-mb 49] [--parallel 4,8] [--pg postgresql://...]
 """
 
 from __future__ import annotations
@@ -139,7 +140,11 @@ async def submit(target: Target, ca: Path, messages: list[bytes]) -> list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=49, help="size of each message in MB (default 49)")
-    parser.add_argument("--parallel", type=int, default=8, help="messages in flight in the second round (default 8)")
+    parser.add_argument(
+        "--parallel",
+        default="8",
+        help="messages in flight in the rounds after the first, comma-separated (default 8; e.g. 4,8)",
+    )
     parser.add_argument(
         "--large-message-size", type=int, metavar="OCTETS", help="the server's limits.large_message_size (0: no gate)"
     )
@@ -150,7 +155,7 @@ def main() -> None:
     rng = random.Random(20261202)
     overhead = len(make_message(0, 0, b"")) + 64
     pdf = _pdf((size - overhead) * 76 * 3 // (78 * 4), rng)  # base64: 4 octets per 3, plus CRLF per 76
-    rounds = [1, args.parallel]
+    rounds = [1, *(int(n) for n in args.parallel.split(","))]
     results: list[tuple[int, int, int, float]] = []
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as d:
         tmp = Path(d)

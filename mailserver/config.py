@@ -117,6 +117,9 @@ class LimitsSection:
     #: octets/s a large message must average once it holds a slot (after smtp.data_rate_grace): a slot is
     #: not held for hours by a client trickling 50 MB; below it, 421 4.4.2 and the slot is free again
     large_message_min_rate: int = 16 * 1024
+    #: a DATA keeping more than this many octets goes on to an encrypted temporary file under smtp.spool_dir
+    #: (``mailserver.smtp.dataspool``), not memory; 0: always in memory
+    spool_threshold: int = 1024 * 1024
     #: octets a patient's vault (``Documents/`` and below) may hold; an APPEND past it is NO [OVERQUOTA]
     vault_quota: int = 1024 * 1024 * 1024
     #: failed logins from one source address (any account) before it is locked out (``directory.limits``)
@@ -210,6 +213,9 @@ class SmtpSection:
     dkim_dns: bool = False
     #: sign outbound mail from local domains that have a key in keys.dkim_dir
     dkim_sign: bool = True
+    #: where large DATA is spooled while read, encrypted under a per-message key held in memory only
+    #: (files 0600; leftovers removed at startup)
+    spool_dir: Path = Path("spool")
 
 
 @dataclass

@@ -17,11 +17,17 @@ Invariants:
   2045 §2.8), and BINARYMIME (RFC 3030) is not offered.
 - What is kept grows in one ``io.BytesIO``, whose ``getvalue()`` hands over its own
   buffer: a 49 MB message is never held twice (pieces and their join) while read.
+  With a ``spill`` (``smtp.dataspool``), once more than ``spill_at`` octets are kept they
+  move to the spool it makes and the rest goes there too: the result then carries the
+  spool and empty ``content``. The reader discards its spool whenever it keeps nothing
+  more (a problem, ``refuse``, ``discard``); the spool of a result belongs to the caller.
 - The result depends on the bytes only, never on how they were split across
   ``feed`` calls: a test feeds every split. At most two octets are held back
   between calls (``.``/``.CR`` at a line's start, or a CR waiting for its LF).
 - ``refuse(reply)`` (the caller cannot take the message just now: ``smtp.gate``)
   stops storing at once; the reader still reads to the terminator.
+- A spool that fails (``OSError``: disk full, directory gone) is a ``refuse(SPOOL_FAILURE)``
+  (``451 4.3.1``): the rest is read to the terminator, never taken as commands.
 - When several problems meet, the reply is: too big, then bare CR/LF, then NUL,
   then an overlong line, then the caller's ``refuse``. ``DataError`` (feeding after the end, or an end of
   stream before the terminator) is the only exception ``feed`` raises.
@@ -30,12 +36,25 @@ Invariants:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mailserver.smtp import replies as R
 from policies.reply import Reply
 
 TERMINATOR = b"\r\n.\r\n"
+
+
+class Spill(Protocol):
+    """Where a large DATA goes on (``smtp.dataspool.DataSpool``: the reader itself does no I/O)."""
+
+    @property
+    def size(self) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def flush(self) -> None: ...
+    def read_all(self) -> bytes: ...
+    def discard(self) -> None: ...
 
 
 class DataError(Exception):
@@ -47,12 +66,20 @@ class DataResult:
     content: bytes  # the message, dot-unstuffed; empty when ``problem`` is set
     size: int  # octets read, as sent, before unstuffing and without the final ``.CRLF``
     problem: Reply | None  # the refusal to send after the final dot, or None
+    spool: Spill | None = None  # the message, when it was spilled to disk (``content`` is then empty)
 
 
 class DataReader:
     """Feed the bytes that follow ``354``; ``feed`` returns whatever came after the terminator."""
 
-    def __init__(self, *, size_limit: int | None, max_line_length: int) -> None:
+    def __init__(
+        self,
+        *,
+        size_limit: int | None,
+        max_line_length: int,
+        spill_at: int = 0,
+        spill: Callable[[], Spill] | None = None,
+    ) -> None:
         self.size_limit = size_limit or 0
         # RFC 5321 §4.5.3.1.6: a line holds max_line_length octets with its CRLF; one more with a transparency dot
         self.max_text = max_line_length - 1
@@ -60,6 +87,9 @@ class DataReader:
         self._line_start = True  # the DATA command's CRLF precedes the first line
         self._line_len = 0  # octets of the current line so far (raw, CR of its CRLF excluded)
         self._kept = io.BytesIO()  # one growing buffer whose getvalue() is the message itself: never two copies
+        self.spill_at = spill_at
+        self._spill = spill
+        self._spool: Spill | None = None  # where what is kept goes once past spill_at
         self._size = 0
         self._storing = True
         self._too_big = self._bare = self._nul = self._long = False
@@ -78,7 +108,23 @@ class DataReader:
     @property
     def kept(self) -> int:
         """Octets of the message kept so far (dot-unstuffed); 0 once nothing more is stored."""
-        return self._kept.tell()
+        return self._kept.tell() + (self._spool.size if self._spool is not None else 0)
+
+    @property
+    def spool(self) -> Spill | None:
+        """The spool what is kept went to (None while in memory)."""
+        return self._spool
+
+    def discard(self) -> None:
+        """Let go of what was kept, on disk too (the data will not be finished: the client left)."""
+        self._storing = False
+        self._drop()
+
+    def _drop(self) -> None:
+        self._kept = io.BytesIO()
+        if self._spool is not None:
+            self._spool.discard()
+            self._spool = None
 
     @property
     def refused(self) -> bool:
@@ -89,8 +135,10 @@ class DataReader:
         """Keep nothing more, and answer ``reply`` after the final dot (unless a problem of the data comes first)."""
         self._refusal = self._refusal or reply
         self._storing = False
-        self._kept = io.BytesIO()
+        self._drop()
         if self._result is not None and self._result.problem is None:  # refused once read to the end
+            if self._result.spool is not None:
+                self._result.spool.discard()
             self._result = DataResult(b"", self._result.size, reply)
 
     def result(self) -> DataResult:
@@ -151,13 +199,32 @@ class DataReader:
             self._line_len = first if len(lines) == 1 else len(lines[-1])
         if self._too_big or self._bare or self._nul or self._long:
             self._storing = False
-            self._kept = io.BytesIO()
+            self._drop()
         if self._storing:
             out = seg.replace(b"\r\n.", b"\r\n")  # RFC 5321 §4.5.2
             if self._line_start and out.startswith(b"."):
                 out = out[1:]
-            self._kept.write(out)
+            if self._spool is not None:
+                self._to_spool(out)
+            else:
+                self._kept.write(out)
+                if self._spill is not None and self._kept.tell() > self.spill_at:
+                    self._to_spool(self._kept.getbuffer())
         self._line_start = seg.endswith(b"\r\n")
+
+    def _to_spool(self, out: bytes | memoryview) -> None:
+        """Write to the spool (made on first use); if the disk fails, keep nothing more and answer 451 4.3.1."""
+        try:
+            if self._spool is None:
+                self._spool = self._spill() if self._spill is not None else None
+                if self._spool is None:
+                    raise RuntimeError("DataReader: no spill to spool to")
+                self._spool.write(out)
+                self._kept = io.BytesIO()
+            else:
+                self._spool.write(out)
+        except OSError:  # the spool's disk (full, gone): the rest is read without keeping it, never run as commands
+            self.refuse(R.SPOOL_FAILURE)
 
     def _finish(self) -> None:
         problem: Reply | None = None
@@ -171,6 +238,15 @@ class DataReader:
             problem = R.LINE_TOO_LONG
         elif self._refusal is not None:
             problem = self._refusal
-        content = b"" if problem else self._kept.getvalue()  # the buffer itself, resized: not a copy
+        spool = self._spool
+        if problem:
+            self._drop()
+            content, spool = b"", None
+        elif spool is not None:
+            spool.flush()
+            content = b""
+        else:
+            content = self._kept.getvalue()  # the buffer itself, resized: not a copy
         self._kept = io.BytesIO()
-        self._result = DataResult(content, self._size, problem)
+        self._spool = None  # the result's now: the caller discards it
+        self._result = DataResult(content, self._size, problem, spool)

@@ -25,7 +25,9 @@ What this subclass adds or changes (aiosmtpd 1.4 lacks them):
   process's ``smtp.gate.LargeMessageGate`` (held until the message is stored or
   refused, given back on every path); the wait stops the reading and counts
   against neither the DATA rate nor the idle timer; no slot in time: the rest is
-  read, nothing kept, ``451 4.3.2``. Once handed to the handler the DATA bytes
+  read, nothing kept, ``451 4.3.2``. A DATA keeping more than ``spool_threshold`` octets goes on to
+  an encrypted temporary file (``smtp.dataspool``), deleted on every path once the DATA is answered
+  or the client is gone. Once handed to the handler the DATA bytes
   are referenced by the envelope alone (the handler takes them from there).
 - Every reply, multi-line ones included, is one write (``sslscan
   --starttls-smtp`` reads the EHLO reply as one segment).
@@ -52,12 +54,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import functools
 import logging
 import ssl
 import unicodedata
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AnyStr, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session, TLSSetupException
@@ -66,7 +70,8 @@ from crypto.tls import peer_key_type, peer_subject_dn
 from mailserver import logs, metrics
 from mailserver.admission import Resolved
 from mailserver.smtp import replies as R
-from mailserver.smtp.data import DataReader, DataResult
+from mailserver.smtp.data import DataReader, DataResult, Spill
+from mailserver.smtp.dataspool import DataSpool
 from mailserver.smtp.gate import BUSY, LargeMessageGate
 from mailserver.smtp.params import (
     MailParams,
@@ -117,6 +122,7 @@ ENGINE_REFUSALS: dict[Reply, str] = {
     R.BARE_LINEFEED: "bare-linefeed",
     R.NUL_IN_DATA: "nul-in-data",
     R.LINE_TOO_LONG: "line-too-long",
+    R.SPOOL_FAILURE: "spool-failed",
 }
 #: the stream reader's limit while DATA is read: how much is buffered before the socket is paused
 DATA_PIECE = 256 * 1024
@@ -170,6 +176,7 @@ class SmtpEnvelope(Envelope):
         self.recipients: list[Recipient] = []
         self.sender_party: Party | None = None
         self.content_bytes: bytes = b""
+        self.spool: Spill | None = None  # the message on disk instead of content_bytes (a large DATA)
 
 
 def ascii_line(text: str) -> str:
@@ -203,6 +210,8 @@ class MasanteSMTP(SMTP):
         gate: LargeMessageGate | None = None,
         client_key_types: Collection[str] | None = None,
         mechanisms_off: Collection[str] = (),
+        spool_dir: Path | None = None,
+        spool_threshold: int = 0,
     ) -> None:
         super().__init__(
             handler,
@@ -240,6 +249,9 @@ class MasanteSMTP(SMTP):
         self.gate = gate
         self._gated = False
         self._gate_waiting = False
+        #: a DATA keeping more than ``spool_threshold`` octets goes on to an encrypted file there (``smtp.dataspool``)
+        self.spool_dir = spool_dir
+        self.spool_threshold = spool_threshold
         self._pace_timer: asyncio.TimerHandle | None = None
         self._log_context: contextvars.Context | None = None
         # the disconnect line: the reason set where the server ends the session, logged once
@@ -558,11 +570,13 @@ class MasanteSMTP(SMTP):
         try:
             read = await self._read_data(data)
         except BaseException:
+            data.discard()  # the client left mid-DATA (or the session was cancelled): the spool file goes
             self._leave_gate()
             raise
         finally:
             self._end_data()
         del data  # its result holds the bytes too: only the envelope (then the handler's Inbound) keeps them
+        spool = read.spool
         try:
             if read.problem is not None:
                 self._leave_gate()
@@ -570,6 +584,7 @@ class MasanteSMTP(SMTP):
                 return
             envelope.content_bytes = read.content
             envelope.content = envelope.original_content = envelope.content_bytes
+            envelope.spool = spool
             del read  # the handler may let the bytes go once parsed: no reference to them kept here
             try:
                 status = await self._call_handler_hook("DATA")
@@ -579,6 +594,9 @@ class MasanteSMTP(SMTP):
                 self._leave_gate()
             await self.push(str(R.OK) if status is MISSING else status)
         finally:
+            if spool is not None:
+                spool.discard()  # stored, refused or failed: the file goes (the intake discards it once read)
+            envelope.spool = None
             self._set_post_data_state()  # type: ignore[no-untyped-call]
 
     async def _enter_gate(self, gate: LargeMessageGate, data: DataReader) -> None:
@@ -649,7 +667,15 @@ class MasanteSMTP(SMTP):
         super().data_received(data)
 
     def _start_data(self) -> DataReader:
-        self._data = DataReader(size_limit=self.data_size_limit, max_line_length=self.max_line_length)
+        spill = None
+        if self.spool_dir is not None and self.spool_threshold:
+            spill = functools.partial(DataSpool, self.spool_dir)
+        self._data = DataReader(
+            size_limit=self.data_size_limit,
+            max_line_length=self.max_line_length,
+            spill_at=self.spool_threshold,
+            spill=spill,
+        )
         self._data_started = self.loop.time()
         self._data_octets = 0
         self._line_started = None

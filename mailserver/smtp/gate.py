@@ -5,7 +5,8 @@ sealed; eight of them at once would cost gigabytes. The DATA reader asks the ``L
 for a slot as soon as a message grows past ``limits.large_message_size`` (smaller messages never
 wait): with a slot it reads on, and the slot is given back once the message is stored or refused.
 Without one it stops reading (the client's socket fills and its writes block: TCP is the queue),
-so a message waiting costs the server ``large_message_size`` at most.
+so a message waiting costs the server ``large_message_size`` at most (past ``limits.spool_threshold``
+that is on disk, encrypted: ``smtp.dataspool``).
 
 Invariants:
 - At most ``slots`` messages hold a slot at any time; ``peak`` is the most that ever did.

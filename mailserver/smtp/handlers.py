@@ -89,6 +89,7 @@ class _Doors:
             recipients=list(envelope.recipients),
             sender_party=envelope.sender_party,
             raw=envelope.content_bytes,
+            spool=envelope.spool,
             helo=session.host_name,
             peer_ip=server.peer_ip,
             tls=server.tls_info(),

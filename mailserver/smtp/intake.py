@@ -43,10 +43,12 @@ from mailserver.delivery import deliver, seal
 from mailserver.errors import OverQuota
 from mailserver.mdn import Notifier
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
+from mailserver.message.offload import in_thread
 from mailserver.smtp import dsn, spool
 from mailserver.smtp import message as M
 from mailserver.smtp import replies as R
 from mailserver.smtp.bounces import Bouncer
+from mailserver.smtp.data import Spill
 from mailserver.smtp.engine import Recipient, TlsInfo
 from mailserver.smtp.params import MailParams
 from mailserver.smtp.signing import (
@@ -74,7 +76,8 @@ class Inbound:
     params: MailParams
     recipients: list[Recipient]
     sender_party: Party
-    raw: bytes
+    raw: bytes  # empty when the message is in ``spool``
+    spool: Spill | None = None  # a large DATA, on disk and encrypted (``smtp.dataspool``): read once, here
     helo: str | None = None
     peer_ip: str | None = None
     tls: TlsInfo | None = None
@@ -121,6 +124,12 @@ class Intake:
         logs.message_id.set(msg_id)
         now = self.ctx.clock()
         raw, m.raw = m.raw, b""  # from here on the ParsedMessage holds the bytes: each edit lets the older go
+        if m.spool is not None:  # a large DATA comes back in memory once, just before it is parsed
+            spool, m.spool = m.spool, None
+            try:
+                raw = await in_thread(spool.read_all)
+            finally:
+                spool.discard()  # the file goes as soon as the bytes are in memory
         try:
             msg = await parse_message_async(raw)
             del raw

@@ -60,6 +60,8 @@ DKIM_REQUIRED = Reply(
 DKIM_TEMPFAIL = Reply(451, "4.7.5", "The sender's DKIM key cannot be checked just now: try again later")
 
 # --- mail system (X.3.X, X.4.X, X.5.3, X.6.X) -----------------------------------------------------------------
+#: a large DATA could not go on to its spool file (``smtp.dataspool``: the disk full, the directory gone)
+SPOOL_FAILURE = Reply(451, "4.3.1", "The server could not keep the message for processing: try again later")
 STORAGE_FAILURE = Reply(451, "4.3.0", "Temporary storage failure: the message was not accepted, try again later")
 #: a local recipient's quota filled up meanwhile, with other recipients in the transaction (``intake``)
 MAILBOX_FULL_RETRY = Reply(

@@ -37,6 +37,7 @@ from mailserver import metrics
 from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
+from mailserver.smtp import dataspool
 from mailserver.smtp import replies as R
 from mailserver.smtp.bounces import Bouncer
 from mailserver.smtp.engine import MasanteSMTP
@@ -159,6 +160,10 @@ class SmtpRuntime:
             wait=limits.large_message_wait,
             min_rate=limits.large_message_min_rate,
         )
+        #: large DATA spooled here, encrypted (``smtp.dataspool``); a dead process's files are removed now
+        self.spool_dir = ctx.config.resolve(ctx.config.smtp.spool_dir) if limits.spool_threshold else None
+        if self.spool_dir is not None:
+            dataspool.prepare(self.spool_dir)
         self.worker = QueueWorker(ctx, self.bouncer)
         self.intake = Intake(
             ctx,
@@ -220,6 +225,8 @@ class SmtpListener:
             data_min_rate=cfg.smtp.data_min_rate,
             data_rate_grace=cfg.smtp.data_rate_grace,
             gate=self.rt.gate,
+            spool_dir=self.rt.spool_dir,
+            spool_threshold=cfg.limits.spool_threshold,
             client_key_types=cfg.smtp.mx_client_key_types if mx else None,
             mechanisms_off=self.rt.mechanisms_off,
         )

@@ -10,7 +10,7 @@ Invariants:
   "what changed since modseq N" is answerable (IMAP sessions, CONDSTORE/QRESYNC).
 - ``Blob.body`` and ``Blob.meta`` are sealed with the owning account's data key,
   bound to the blob id; an account whose ``wrapped_key`` is NULL has been shredded.
-  On SQLite a large sealed body is in ``Blob.large_body`` (the row's last column) and
+  A large sealed body (written in pieces) is in ``Blob.large_body`` (the row's last column) and
   ``body`` is empty: ``Blob.sealed_body`` is the one to read.
 """
 
@@ -170,7 +170,7 @@ class Blob(Base):
     meta: Mapped[bytes | None] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    # SQLite: a large sealed body, written in pieces into the row's last column (``body`` is then empty)
+    # a large sealed body, written in pieces into the row's last column (``body`` is then empty; both databases)
     large_body: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     @property
