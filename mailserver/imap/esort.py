@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mailserver.imap import context
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import responses as r
 
@@ -29,8 +30,8 @@ def ordered_set(numbers: Sequence[int]) -> str:
 
 def esearch(cmd: c.Sort, ordered: Sequence[int]) -> r.Data | None:
     """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set``, or None for RETURN (SAVE) alone."""
-    returns = cmd.returns or ("ALL",)
-    if returns == ("SAVE",):
+    returns = context.result_items(cmd.returns)
+    if not returns:
         return None
     out: list[r.Value] = [r.Atom("ESEARCH"), (r.Atom("TAG"), cmd.tag)]
     if cmd.uid:
@@ -44,4 +45,6 @@ def esearch(cmd: c.Sort, ordered: Sequence[int]) -> r.Data | None:
         out += [r.Atom("COUNT"), len(ordered)]
     if ordered and "ALL" in returns:
         out += [r.Atom("ALL"), r.Atom(ordered_set(ordered))]
+    if cmd.partial is not None:  # RFC 5267 §4.4
+        out += context.partial_data(cmd.partial, ordered, ordered_set)
     return r.Data(tuple(out))

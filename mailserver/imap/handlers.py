@@ -26,11 +26,14 @@ Implementation notes (invariants):
   objects no other task touches: the event loop keeps serving other sessions.
 - ``$`` (RFC 5182) is replaced by the saved result before a handler runs
   (``_with_saved``, ``searchres.py``); ``saved`` starts empty at each SELECT.
+- RFC 5267 CONTEXT: PARTIAL answers a slice of the result; a SEARCH or SORT with
+  UPDATE is kept in ``contexts`` (``context.py``) and run again, after the news of
+  each command that may say EXPUNGE and in IDLE (``_news``), to say what changed.
 
 See Also: RFC 3501 §6.3 (authenticated state), §6.4 (selected state), RFC 4315, RFC 6851, RFC 7162,
 RFC 4731 (ESEARCH), RFC 5256 (SORT), RFC 5258/5819 (LIST-EXTENDED, LIST-STATUS), RFC 6154 §3, RFC 7889,
 RFC 5256 (THREAD), RFC 5182 (SEARCHRES), RFC 5032 (WITHIN), RFC 8474 (OBJECTID), RFC 8514 (SAVEDATE),
-RFC 8970 (PREVIEW), RFC 5267 (ESORT), RFC 5957 (SORT=DISPLAY).
+RFC 8970 (PREVIEW), RFC 5267 (ESORT, CONTEXT=SEARCH, CONTEXT=SORT), RFC 5957 (SORT=DISPLAY).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from mailserver import __version__
 from mailserver.errors import MailboxCannot, MailboxNotFound, ReadOnly, SpecialUseRefused
-from mailserver.imap import esort, objectid, searchres, within
+from mailserver.imap import context, esort, objectid, searchres, within
 from mailserver.imap import messages as msgs
 from mailserver.imap import sort as sorting
 from mailserver.imap import thread as threads
@@ -127,8 +130,8 @@ def _render(
 def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
     """``* ESEARCH (TAG "t") [UID] MIN a MAX b COUNT n ALL set [MODSEQ m]`` (RFC 4731 §3.1, RFC 7162 §3.1.5).
 
-    ``RETURN ()`` is ``RETURN (ALL)``; with nothing found only COUNT (0) is said."""
-    wanted = cmd.returns or ("ALL",)
+    ``RETURN ()`` is ``RETURN (ALL)``; with nothing found only COUNT (0) is said; PARTIAL: RFC 5267 §4.4."""
+    wanted = context.result_items(cmd.returns)
     out: list[r.Value] = [r.Atom("ESEARCH"), (r.Atom("TAG"), cmd.tag)]
     if cmd.uid:
         out.append(r.Atom("UID"))
@@ -141,6 +144,8 @@ def esearch(cmd: c.Search, found: list[int], modseq: int | None) -> r.Data:
         out += [r.Atom("COUNT"), len(found)]
     if found and "ALL" in wanted:
         out += [r.Atom("ALL"), r.Atom(str(c.SequenceSet.of(found)))]
+    if cmd.partial is not None:
+        out += context.partial_data(cmd.partial, found, lambda x: str(c.SequenceSet.of(x)))
     if found and modseq is not None:
         out += [r.Atom("MODSEQ"), modseq]
     return r.Data(tuple(out))
@@ -160,6 +165,14 @@ class MailHandlers:
     enabled: frozenset[str] = frozenset()
     #: RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) of this selection kept (``searchres``)
     saved: tuple[int, ...] = ()
+    _contexts: context.Contexts | None = None
+
+    @property
+    def contexts(self) -> context.Contexts:
+        """RFC 5267 §4.3: the searches of this session kept up to date (made on first use)."""
+        if self._contexts is None:
+            self._contexts = context.Contexts()
+        return self._contexts
 
     def _with_saved(self, cmd: c.Command) -> c.Command:
         """``cmd`` with each ``$`` replaced by the saved search result (RFC 5182)."""
@@ -196,7 +209,38 @@ class MailHandlers:
 
     async def _updates(self, cmd: c.Command) -> list[r.Response]:
         """Untagged news for the selected mailbox, before a tagged response."""
-        return await self._sync(allow_expunge=expunge_allowed(cmd))
+        return await self._news(allow_expunge=expunge_allowed(cmd))
+
+    async def _news(self, *, allow_expunge: bool) -> list[r.Response]:
+        """The mailbox's news, then (where EXPUNGE may be said) what changed in the kept searches (RFC 5267)."""
+        out = await self._sync(allow_expunge=allow_expunge)
+        if allow_expunge and self._contexts is not None:
+            for kept in self._contexts.due(self.selected):
+                update = self._contexts.record(kept, await self._result_uids(kept.cmd))
+                out += [update] if update is not None else []
+        return out
+
+    async def _result_uids(self, cmd: c.Search | c.Sort) -> list[int]:
+        """The UIDs ``cmd`` finds now, in its order (ascending for SEARCH, sorted for SORT)."""
+        if isinstance(cmd, c.Sort):
+            return [u for _, _, u in await self._sorted(cmd)]
+        uids: list[int] = []
+        await self._matching(cmd.key, lambda cand: uids.append(cand.uid))
+        return uids
+
+    def _keep(self, cmd: c.Search | c.Sort, uids: list[int]) -> list[r.Response]:
+        """RFC 5267 §4.3: keep a SEARCH or SORT with UPDATE; ``* NO [NOUPDATE]`` when it cannot be."""
+        if cmd.returns is None or "UPDATE" not in cmd.returns:
+            return []
+        refused = self.contexts.keep(cmd, self._sel(), uids)
+        return [refused] if refused is not None else []
+
+    async def do_cancelupdate(self, cmd: c.CancelUpdate) -> list[r.Response]:
+        """RFC 5267 §4.3.5: no more updates for those searches; a tag that names none is BAD."""
+        unknown = self.contexts.cancel(cmd.tags)
+        if unknown:
+            raise Bad(f"No search with tag {unknown[0][:40]!r} is kept up to date; nothing was cancelled")
+        return [ok(cmd.tag, "CANCELUPDATE completed")]
 
     async def _sync(self, *, allow_expunge: bool) -> list[r.Response]:
         sel, store = self.selected, self.store
@@ -440,14 +484,16 @@ class MailHandlers:
             top[0] = max(top[0], cand.modseq)
 
         await self._matching(cmd.key, keep)
+        kept = self._keep(cmd, uids)
         if searchres.saves(cmd):
             self.saved = searchres.to_save(cmd, uids)
-            if cmd.returns == ("SAVE",):  # RFC 5182 §2.1: SAVE alone gets no ESEARCH
+            if not context.result_items(cmd.returns):  # RFC 5182 §2.1: SAVE alone gets no ESEARCH
                 return [ok(cmd.tag, "SEARCH completed, result saved")]
         # RFC 7162 §3.1.5: with a MODSEQ key the highest mod-sequence of the messages found follows them;
         # RFC 9051 §6.4.4: under IMAP4rev2 a SEARCH without RETURN is answered ESEARCH ALL
         if cmd.returns is not None or self.rev2:
-            return [esearch(cmd, found, top[0] if by_modseq else None), ok(cmd.tag, "SEARCH completed")]
+            answer = esearch(cmd, found, top[0] if by_modseq else None)
+            return [answer, *kept, ok(cmd.tag, "SEARCH completed")]
         tail: tuple[r.Value, ...] = ((r.Atom("MODSEQ"), top[0]),) if by_modseq and found else ()
         return [r.Data((r.Atom("SEARCH"), *found, *tail)), ok(cmd.tag, "SEARCH completed")]
 
@@ -458,6 +504,18 @@ class MailHandlers:
             return [r.Tagged(cmd.tag, "NO", f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")]
         if msgs.uses_modseq(cmd.key):
             self._enable("CONDSTORE")
+        keyed = await self._sorted(cmd)
+        ordered = [n for _, n, _ in keyed]
+        if cmd.returns is None:
+            return [r.Data((r.Atom("SORT"), *ordered)), ok(cmd.tag, "SORT completed")]
+        kept = self._keep(cmd, [u for _, _, u in keyed])
+        if searchres.saves(cmd):
+            self.saved = searchres.to_save(cmd, [u for _, _, u in keyed])
+        answer = esort.esearch(cmd, ordered)
+        return [*([answer] if answer is not None else []), *kept, ok(cmd.tag, "SORT completed")]
+
+    async def _sorted(self, cmd: c.Sort) -> list[tuple[sorting.SortKey, int, int]]:
+        """(sort key, number as the command says it, UID) of each message found, in sort order."""
         keyed: list[tuple[sorting.SortKey, int, int]] = []
         meta = any(k not in ("ARRIVAL", "SIZE") for _, k in cmd.criteria)
 
@@ -466,13 +524,7 @@ class MailHandlers:
 
         await self._matching(cmd.key, keep, meta=meta, rows=True)
         keyed.sort(key=lambda x: x[0])
-        ordered = [n for _, n, _ in keyed]
-        if cmd.returns is None:
-            return [r.Data((r.Atom("SORT"), *ordered)), ok(cmd.tag, "SORT completed")]
-        if searchres.saves(cmd):
-            self.saved = searchres.to_save(cmd, [u for _, _, u in keyed])
-        answer = esort.esearch(cmd, ordered)
-        return [*([answer] if answer is not None else []), ok(cmd.tag, "SORT completed")]
+        return keyed
 
     async def do_thread(self, cmd: c.Thread) -> list[r.Response]:
         """RFC 5256 THREAD: the messages SEARCH would find, as threads (``thread.py``); REFERENCES reads headers."""

@@ -500,7 +500,7 @@ class ImapSession(ExtensionHandlers):
 
     async def do_idle(self, cmd: c.Idle) -> list[r.Response]:
         """RFC 2177: untagged updates as they happen, until the client sends DONE."""
-        await self.send(*await self._sync(allow_expunge=True), r.Continuation("idling"))
+        await self.send(*await self._news(allow_expunge=True), r.Continuation("idling"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.idle_timeout
         read_task: asyncio.Task[bytes] | None = None
@@ -511,7 +511,7 @@ class ImapSession(ExtensionHandlers):
                     line = self.receiver.next_line()
                     if not isinstance(line, NeedData):
                         if line.strip().upper() == b"DONE":
-                            return [*await self._sync(allow_expunge=True), ok(cmd.tag, "IDLE terminated")]
+                            return [*await self._news(allow_expunge=True), ok(cmd.tag, "IDLE terminated")]
                         raise Bad("Expected DONE to end IDLE")
                     read_task = read_task or asyncio.ensure_future(self._recv())
                     wait_task = wait_task or asyncio.ensure_future(sub.wait())
@@ -526,7 +526,7 @@ class ImapSession(ExtensionHandlers):
                         self.receiver.feed(data)
                     if wait_task in done:
                         wait_task = None
-                        await self.send(*await self._sync(allow_expunge=True))
+                        await self.send(*await self._news(allow_expunge=True))
             finally:
                 for t in (read_task, wait_task):
                     if t is not None and not t.done():
@@ -588,6 +588,7 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.GetQuotaRoot: ImapSession.do_getquotaroot,
     c.SetQuota: ImapSession.do_setquota,
     c.Compress: ImapSession.do_compress,
+    c.CancelUpdate: ImapSession.do_cancelupdate,
 }
 
 

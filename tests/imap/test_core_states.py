@@ -72,6 +72,7 @@ LINES = [
     b"a GETQUOTAROOT INBOX",
     b'a SETQUOTA "" (STORAGE 512)',
     b"a COMPRESS DEFLATE",
+    b'a CANCELUPDATE "s1" "s2"',
 ]
 COMMANDS = [parse(line + b"\r\n")[0] for line in LINES]
 

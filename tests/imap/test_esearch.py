@@ -51,4 +51,4 @@ def test_parse_search_return() -> None:
     assert isinstance(s, c.Search) and s.returns == ("MIN", "COUNT") and s.charset == "UTF-8" and s.uid
     assert parse(c.to_wire(s)) == [s]
     with pytest.raises(ImapParseError):
-        parse(b"b SEARCH RETURN (PARTIAL 1:10) ALL\r\n")
+        parse(b"b SEARCH RETURN (PARTIAL 0:10) ALL\r\n")  # positions start at 1 (RFC 5267 §4.4)

@@ -48,7 +48,7 @@ def test_esort(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
     assert raw_command(m, "SEARCH $")[0] == b"* SEARCH 1 3"
     assert esort(m, "SORT RETURN (SAVE MIN) (REVERSE SIZE) UTF-8 ALL") == b"MIN 1"
     assert raw_command(m, "SEARCH $")[0] == b"* SEARCH 1"
-    assert b" BAD " in raw_command(m, "SORT RETURN (PARTIAL 1:2) (SIZE) UTF-8 ALL")[-1]
+    assert b" BAD " in raw_command(m, "SORT RETURN (PARTIAL 1:2 ALL) (SIZE) UTF-8 ALL")[-1]  # RFC 5267 §4.4
 
 
 def test_ordered_set_and_parse() -> None:

@@ -53,6 +53,8 @@ BASE: tuple[str, ...] = (
     "PREVIEW",
     "ESORT",
     "SORT=DISPLAY",
+    "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

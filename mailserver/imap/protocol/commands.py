@@ -729,7 +729,26 @@ class Expunge(Command):
     uids: SequenceSet | None = None
 
 
-SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})  # SAVE: RFC 5182
+#: SAVE: RFC 5182; CONTEXT, UPDATE and PARTIAL: RFC 5267 §4 (CONTEXT=SEARCH, CONTEXT=SORT)
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"})
+
+
+def check_returns(what: str, returns: tuple[str, ...] | None, partial: tuple[int, int] | None) -> None:
+    """RETURN options of SEARCH and SORT: known ones; PARTIAL with its range (``partial``), never with ALL."""
+    if returns is None:
+        if partial is not None:
+            raise ValueError(f"{what} PARTIAL needs RETURN (PARTIAL low:high)")
+        return
+    if not set(returns) <= SEARCH_RETURN_OPTIONS:
+        raise ValueError(f"{what} RETURN options are " + ", ".join(sorted(SEARCH_RETURN_OPTIONS)))
+    if ("PARTIAL" in returns) != (partial is not None):
+        raise ValueError(f"{what} RETURN (PARTIAL) goes with its range low:high (RFC 5267 §4.4)")
+    if partial is not None:
+        low, high = partial
+        if not 1 <= low <= high < 2**32:
+            raise ValueError(f"{what} PARTIAL {low}:{high} is not a range of positions from 1 upwards")
+        if "ALL" in returns:
+            raise ValueError(f"{what} RETURN cannot ask for both PARTIAL and ALL (RFC 5267 §4.4)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,11 +760,11 @@ class Search(Command):
     charset: str | None = None
     uid: bool = False
     returns: tuple[str, ...] | None = None  # () is RETURN (): as ALL
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL low:high), RFC 5267 §4.4
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
-        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
-            raise ValueError("SEARCH RETURN options are MIN, MAX, COUNT, ALL and SAVE")
+        check_returns("SEARCH", self.returns, self.partial)
 
 
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"} | {"DISPLAYFROM", "DISPLAYTO"})
@@ -761,13 +780,26 @@ class Sort(Command):
     key: SearchKey = SearchAll()
     uid: bool = False
     returns: tuple[str, ...] | None = None  # RFC 5267 ESORT: SORT RETURN (...), answered ESEARCH
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL low:high), RFC 5267 §4.4
 
     def __post_init__(self) -> None:
         Command.__post_init__(self)
         if not self.criteria or not all(k in SORT_KEYS for _, k in self.criteria):
             raise ValueError("SORT criteria are among " + " ".join(sorted(SORT_KEYS)) + ", each maybe after REVERSE")
-        if self.returns is not None and not set(self.returns) <= SEARCH_RETURN_OPTIONS:
-            raise ValueError("SORT RETURN options are MIN, MAX, COUNT, ALL and SAVE")
+        check_returns("SORT", self.returns, self.partial)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelUpdate(Command):
+    """CANCELUPDATE "tag" ...: stop the updates of those searches (RFC 5267 §4.3.5)."""
+
+    name: ClassVar[str] = "CANCELUPDATE"
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if not self.tags:
+            raise ValueError("CANCELUPDATE names at least one tag")
 
 
 THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
@@ -919,10 +951,24 @@ COMMANDS: tuple[type[Command], ...] = (
     SetQuota,
     Compress,
     Thread,
+    CancelUpdate,
 )
 
 
 # --- the client's side: commands to bytes --------------------------------------------------------------------
+
+
+def _returns_wire(cmd: Search | Sort) -> bytes:
+    """``RETURN (options) `` as a client writes it (PARTIAL with its range), or nothing."""
+    if cmd.returns is None:
+        return b""
+    p = cmd.partial
+    opts = [f"PARTIAL {p[0]}:{p[1]}" if o == "PARTIAL" and p is not None else o for o in cmd.returns]
+    return b"RETURN (" + " ".join(opts).encode() + b") "
+
+
+def _quoted(value: str) -> bytes:
+    return b'"' + value.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
 
 
 def wire_string(value: str | bytes) -> bytes:
@@ -1121,8 +1167,7 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
         body = b"UID EXPUNGE " + str(cmd.uids).encode() if cmd.uids is not None else b"EXPUNGE"
     elif isinstance(cmd, Search):
         body = uid + b"SEARCH "
-        if cmd.returns is not None:
-            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
+        body += _returns_wire(cmd)
         if cmd.charset is not None:
             body += b"CHARSET " + wire_string(cmd.charset) + b" "
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
@@ -1130,11 +1175,11 @@ def to_wire(cmd: Command) -> bytes:  # noqa: C901 - one branch per command, as t
     elif isinstance(cmd, Sort):
         crit = " ".join(("REVERSE " if rev else "") + k for rev, k in cmd.criteria)
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
-        body = uid + b"SORT "
-        if cmd.returns is not None:
-            body += b"RETURN (" + " ".join(cmd.returns).encode() + b") "
+        body = uid + b"SORT " + _returns_wire(cmd)
         body += b"(" + crit.encode() + b") " + wire_string(cmd.charset) + b" "
         body += b" ".join(search_wire(k) for k in keys)
+    elif isinstance(cmd, CancelUpdate):
+        body = b"CANCELUPDATE " + b" ".join(_quoted(t) for t in cmd.tags)
     elif isinstance(cmd, Thread):
         keys = cmd.key.keys if isinstance(cmd.key, SearchAnd) else (cmd.key,)
         body = uid + b"THREAD " + cmd.algorithm.encode() + b" " + wire_string(cmd.charset) + b" "

@@ -782,12 +782,55 @@ def _list_return(cur: _Cursor) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(dict.fromkeys(opts)), status
 
 
+_PARTIAL_RANGE = re.compile(rb"([0-9]{1,10}):([0-9]{1,10})")
+
+
+def _partial_range(cur: _Cursor, what: str) -> tuple[int, int]:
+    """``low:high`` after PARTIAL (RFC 5267 §4.4): positions from 1; ``high:low`` is read as ``low:high``
+    (RFC 9394 §3.1)."""
+    start = cur.pos
+    token = cur.chars(c.ATOM_CHARS, f"a {what} PARTIAL range low:high")
+    m = _PARTIAL_RANGE.fullmatch(token)
+    shown = token[:40].decode("ascii", "replace")
+    if m is None:
+        cur.pos = start
+        raise cur.error(f"{what} PARTIAL takes a range of result positions low:high, such as 1:100, not {shown}")
+    a, b = int(m[1]), int(m[2])
+    if a == 0 or b == 0 or max(a, b) >= 2**32:
+        raise cur.error(f"{what} PARTIAL range {shown}: positions in a result run from 1 to 4294967295")
+    return min(a, b), max(a, b)
+
+
+def _search_returns(cur: _Cursor, what: str) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """RETURN (options) of SEARCH and SORT (RFC 4731, RFC 5267): PARTIAL with its range, once, not with ALL."""
+    cur.open()
+    opts: list[str] = []
+    partial: tuple[int, int] | None = None
+    while cur.peek() != 0x29:
+        if opts:
+            cur.sp()
+        o = cur.atom(f"a {what} RETURN option").upper()
+        if o not in c.SEARCH_RETURN_OPTIONS:
+            raise cur.error(f"Unsupported {what} RETURN option {o[:40]}")
+        if o == "PARTIAL":
+            if partial is not None:
+                raise cur.error(f"{what} RETURN names PARTIAL once at most (RFC 5267 §4.4)")
+            cur.sp()
+            partial = _partial_range(cur, what)
+        opts.append(o)
+    cur.close()
+    if partial is not None and "ALL" in opts:
+        raise cur.error(f"{what} RETURN cannot ask for both PARTIAL and ALL (RFC 5267 §4.4)")
+    return tuple(dict.fromkeys(opts)), partial
+
+
 def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     cur.sp()
     charset = None
     returns = None
-    if cur.maybe_upper(b"RETURN "):  # RFC 4731 ESEARCH
-        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SEARCH RETURN option")
+    partial = None
+    if cur.maybe_upper(b"RETURN "):  # RFC 4731 ESEARCH, RFC 5267 §4 CONTEXT=SEARCH
+        returns, partial = _search_returns(cur, "SEARCH")
         cur.sp()
     if cur.maybe_upper(b"CHARSET "):
         charset = cur.astring("a charset").decode("ascii", "replace").upper()
@@ -803,15 +846,16 @@ def _parse_search(cur: _Cursor, tag: str, uid: bool) -> c.Command:
         _add_search_key(cur, decode, keys)
     cur.end()
     key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-    return c.Search(tag, key, charset, uid, returns)
+    return c.Search(tag, key, charset, uid, returns, partial)
 
 
 def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     """[UID] SORT [RETURN (options)] (criteria) charset search-keys (RFC 5256 §3, RFC 5267 §3 ESORT)."""
     cur.sp()
     returns = None
-    if cur.maybe_upper(b"RETURN "):
-        returns = _options(cur, c.SEARCH_RETURN_OPTIONS, "SORT RETURN option")
+    partial = None
+    if cur.maybe_upper(b"RETURN "):  # RFC 5267 §3 ESORT, §4 CONTEXT=SORT
+        returns, partial = _search_returns(cur, "SORT")
         cur.sp()
     cur.open()
     criteria: list[tuple[bool, str]] = []
@@ -829,7 +873,7 @@ def _parse_sort(cur: _Cursor, tag: str, uid: bool) -> c.Command:
     cur.close()
     cur.sp()
     charset, key = _charset_and_keys(cur)
-    return c.Sort(tag, tuple(criteria), charset, key, uid, returns)
+    return c.Sort(tag, tuple(criteria), charset, key, uid, returns, partial)
 
 
 def _parse_thread(cur: _Cursor, tag: str, uid: bool) -> c.Command:
@@ -1213,6 +1257,19 @@ def _parse_setquota(cur: _Cursor, tag: str) -> c.Command:
     return c.SetQuota(tag, root, tuple(limits))
 
 
+def _parse_cancelupdate(cur: _Cursor, tag: str) -> c.Command:
+    """CANCELUPDATE 1*(SP quoted): the tags of searches whose updates stop (RFC 5267 §4.3.5)."""
+    tags: list[str] = []
+    while cur.maybe(b" "):
+        if cur.peek() != 0x22:
+            raise cur.error("CANCELUPDATE takes the tags of searches as quoted strings")
+        tags.append(cur.quoted().decode("ascii", "replace"))
+    if not tags:
+        raise cur.error("CANCELUPDATE takes the tags of searches as quoted strings")
+    cur.end()
+    return c.CancelUpdate(tag, tuple(tags))
+
+
 def _parse_compress(cur: _Cursor, tag: str) -> c.Command:
     cur.sp()
     mechanism = cur.atom("a compression mechanism").upper()
@@ -1257,6 +1314,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
     "SETQUOTA": _parse_setquota,
     "COMPRESS": _parse_compress,
+    "CANCELUPDATE": _parse_cancelupdate,
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,

@@ -67,6 +67,7 @@ SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Store,
     c.Copy,
     c.Move,
+    c.CancelUpdate,  # RFC 5267 §4.3.5
 }
 
 ALLOWED: Mapping[ImapState, frozenset[type[c.Command]]] = {
