@@ -8,15 +8,19 @@ with the server's context, for setting up accounts and looking into the store.
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 import ssl
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from crypto.tls import client_context
 from mailserver.bodies import read_body
 from mailserver.context import Context
+from mailserver.smtp.gate import LargeMessageGate
+from mailserver.smtp.service import SmtpListener
 from mailserver.store.models import Account
 from tests import support
 from tests.harness.messages import message
@@ -29,7 +33,9 @@ __all__ = [
     "copies",
     "databases",
     "find",
+    "holding_the_gate",
     "inbox",
+    "listener",
     "marker",
     "message",
     "mx",
@@ -150,3 +156,35 @@ def require_tool(name: str) -> None:
 
 def marker() -> str:
     return uuid.uuid4().hex
+
+
+def listener(server: ServerThread, door: str = "submission") -> SmtpListener:
+    """The server's SMTP listener of ``door``."""
+    return next(s for s in server.server.services if isinstance(s, SmtpListener) and s.name == door)
+
+
+@contextlib.contextmanager
+def holding_the_gate(server: ServerThread) -> Iterator[tuple[LargeMessageGate, Callable[[], None]]]:
+    """The submission door's large-message gate with its only slot held by the test until it calls
+    ``release()`` (or leaves the block): a large message waits at the gate, where the test looks at it."""
+    gate = listener(server).rt.gate
+
+    async def take() -> None:
+        assert await gate.enter()
+
+    async def give() -> None:
+        gate.leave()
+
+    server.call(take)
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            server.call(give)
+
+    try:
+        yield gate, release
+    finally:
+        release()

@@ -21,20 +21,15 @@ from pathlib import Path
 import pytest
 
 from mailserver.smtp.gate import LargeMessageGate
-from mailserver.smtp.service import SmtpListener
 from tests import support
 from tests.harness.server import Databases, ServerThread, start_server
 from tests.smtp.conftest import PRO, PRO2, SMTP_DEFAULTS, site_fixture
-from tests.smtp.harness import find, marker, message, submission
+from tests.smtp.harness import find, holding_the_gate, listener, marker, message, submission
 
 GATE = 2_600_000  # past two 1 MiB chunks: some of the message is sealed on disk while the session waits
 SPOOL = {"limits": {"spool_threshold": 1_000, "large_message_size": GATE, "large_messages_at_once": 1}}
 
 site_server = site_fixture(**SPOOL)
-
-
-def listener(server: ServerThread) -> SmtpListener:
-    return next(s for s in server.server.services if isinstance(s, SmtpListener) and s.name == "submission")
 
 
 def spool_dir(server: ServerThread) -> Path:
@@ -64,25 +59,8 @@ def until(server: ServerThread, predicate: Callable[[LargeMessageGate], bool]) -
 @pytest.fixture
 def held(site: ServerThread) -> Iterator[Callable[[], None]]:
     """The gate's only slot, held by the test until it calls the function it is given."""
-    gate = listener(site).rt.gate
-
-    async def take() -> None:
-        assert await gate.enter()
-
-    async def give() -> None:
-        gate.leave()
-
-    site.call(take)
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            site.call(give)
-
-    yield release
-    release()
+    with holding_the_gate(site) as (_, release):
+        yield release
 
 
 def send(site: ServerThread, pki: support.TestPKI, raw: bytes) -> dict[str, tuple[int, bytes]]:

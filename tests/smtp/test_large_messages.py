@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from mailserver.smtp.gate import LargeMessageGate
-from mailserver.smtp.service import SmtpListener
 from tests import support
 from tests.smtp.conftest import PRO, PRO2, site_fixture
-from tests.smtp.harness import ServerThread, find, marker, message, read_reply, submission
+from tests.smtp.harness import ServerThread, find, holding_the_gate, listener, marker, message, read_reply, submission
 
 LARGE = 2_000
 LIMIT = 60_000
@@ -38,8 +37,7 @@ site_server = site_fixture(
 
 
 def gate_of(server: ServerThread) -> LargeMessageGate:
-    listener = next(s for s in server.server.services if isinstance(s, SmtpListener) and s.name == "submission")
-    return listener.rt.gate
+    return listener(server).rt.gate
 
 
 def big(tag: str, n: int, size: int = 10_000) -> bytes:
@@ -57,25 +55,8 @@ def send(site: ServerThread, pki: support.TestPKI, raw: bytes) -> dict[str, tupl
 @pytest.fixture
 def held(site: ServerThread):  # type: ignore[no-untyped-def]
     """The gate's only slot, held by the test until it calls ``release()``."""
-    gate = gate_of(site)
-
-    async def take() -> None:
-        assert await gate.enter()
-
-    async def give() -> None:
-        gate.leave()
-
-    site.call(take)
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            site.call(give)
-
-    yield gate, release
-    release()
+    with holding_the_gate(site) as (gate, release):
+        yield gate, release
 
 
 def test_large_messages_wait_for_a_slot_one_at_a_time(site: ServerThread, pki: support.TestPKI, held) -> None:  # type: ignore[no-untyped-def]
