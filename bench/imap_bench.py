@@ -8,6 +8,9 @@ fresh PKI, KEK and accounts in a temporary directory), then:
    BODY.PEEK[], UID STORE, APPEND, UID SEARCH, UID STORE \\Deleted + UID
    EXPUNGE; each client also keeps a second connection in IDLE and times how
    long after its APPEND the IDLE connection hears EXISTS ("IDLE wake-up").
+   With ``--copy`` the mix also copies a message (UID COPY) and moves the
+   APPENDed one (UID MOVE) into another mailbox, instead of its STORE
+   \\Deleted + UID EXPUNGE.
    Prints operations per second and p50/p99 latency per command.
 2. One client logs in ``--logins`` times in a row, a new connection each
    time: the first LOGIN of a user, then the following ones.
@@ -21,7 +24,7 @@ the wake-up crosses processes), and the mix runs first against one process, then
 printing both and the ratio.
 
     .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000] [--logins 20]
-                                         [--pg [postgresql://...]] [--processes N]
+                                         [--pg [postgresql://...]] [--processes N] [--copy]
 """
 
 from __future__ import annotations
@@ -204,10 +207,14 @@ async def worker(
     until: float,
     lat: dict[str, list[float]],
     watch: Target | None = None,
+    copy: bool = False,
 ) -> None:
-    """Client ``i`` on ``target``, its IDLE connection on ``watch`` (default: the same server)."""
+    """Client ``i`` on ``target``, its IDLE connection on ``watch`` (default: the same server); with ``copy``,
+    UID COPY and UID MOVE into ``Kept`` in the mix."""
     user = target.user(i)
     c = await Client.open(target, tls, user, lat)
+    if copy:
+        await c.command("CREATE Kept")  # NO if another run made it: either way it is there
     watcher = await Client.open(watch or target, tls, user, lat)
     await watcher.command("SELECT INBOX")
     watcher.writer.write(b"w1 IDLE\r\n")
@@ -226,6 +233,8 @@ async def worker(
         await timed("FETCH FLAGS", "UID FETCH 1:* (FLAGS)")
         uid = random.randint(max(1, uidnext - SEED_MESSAGES), uidnext - 1)
         await timed("FETCH BODY[]", f"UID FETCH {uid} (BODY.PEEK[])")
+        if copy:
+            await timed("COPY", f"UID COPY {uid} Kept")
         await timed("STORE", f"UID STORE {uid} {random.choice('+-')}FLAGS.SILENT (\\Flagged)")
         t_append = time.perf_counter()
         lines = await timed("APPEND", "APPEND INBOX (\\Seen)", _message(f"bench {i}", 3000))
@@ -236,6 +245,9 @@ async def worker(
                 lat["IDLE wake-up"].append(time.perf_counter() - t_append)
                 break
         await timed("SEARCH", "UID SEARCH SUBJECT bench")
+        if copy:
+            await timed("MOVE", f"UID MOVE {new_uid} Kept")
+            continue
         await timed("STORE", f"UID STORE {new_uid} +FLAGS.SILENT (\\Deleted)")
         await timed("EXPUNGE", f"UID EXPUNGE {new_uid}")
     watcher.writer.write(b"DONE\r\n")
@@ -272,7 +284,7 @@ async def hold_idle(target: Target, tls: ssl.SSLContext, user: str, count: int, 
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-MIX = ("SELECT", "FETCH FLAGS", "FETCH BODY[]", "STORE", "APPEND", "SEARCH", "EXPUNGE")
+MIX = ("SELECT", "FETCH FLAGS", "FETCH BODY[]", "COPY", "STORE", "APPEND", "SEARCH", "EXPUNGE", "MOVE")
 NOT_IN_MIX = ("LOGIN", "IDLE wake-up")  # timed, but not counted as operations of the mix
 
 
@@ -302,7 +314,13 @@ class MixResult:
 
 
 async def run_mix(
-    target: Target, tls: ssl.SSLContext, clients: int, seconds: float, others: Sequence[Target] = ()
+    target: Target,
+    tls: ssl.SSLContext,
+    clients: int,
+    seconds: float,
+    others: Sequence[Target] = (),
+    *,
+    copy: bool = False,
 ) -> MixResult:
     """``clients`` workers (users 0..clients-1 of ``target``) loop over the mix for ``seconds``; with
     ``others`` (more processes on the same store), worker ``i`` uses server ``i`` mod N of them all and
@@ -312,7 +330,7 @@ async def run_mix(
     t0 = time.monotonic()
     await asyncio.gather(
         *(
-            worker(i, servers[i % len(servers)], tls, t0 + seconds, lat, servers[(i + 1) % len(servers)])
+            worker(i, servers[i % len(servers)], tls, t0 + seconds, lat, servers[(i + 1) % len(servers)], copy)
             for i in range(clients)
         )
     )
@@ -353,13 +371,13 @@ async def run(args: argparse.Namespace, cfg: Path, ca: Path, port: int, pid: int
     tls = ssl.create_default_context(cafile=str(ca))
     target = Target("127.0.0.1", port)
     database = "PostgreSQL" if args.pg else "SQLite"
-    result = await run_mix(target, tls, args.clients, args.seconds)
+    result = await run_mix(target, tls, args.clients, args.seconds, copy=args.copy)
     print(f"\nIMAP mix: {args.clients} clients for {result.elapsed:.1f} s on {database}, one process")
     print(f"  {result.ops} commands, {result.ops_per_s:.0f} ops/s")
     print("\n".join(result.table()))
     if more:
         others = [Target("127.0.0.1", p) for p in more]
-        spread = await run_mix(target, tls, args.clients, args.seconds, others)
+        spread = await run_mix(target, tls, args.clients, args.seconds, others, copy=args.copy)
         n = 1 + len(more)
         print(
             f"\nIMAP mix: {args.clients} clients for {spread.elapsed:.1f} s on {database}, {n} processes "
@@ -418,6 +436,7 @@ def main() -> None:
         help=f"a fresh database on this PostgreSQL server instead of SQLite (default {PG_ADMIN})",
     )
     parser.add_argument("--processes", type=int, default=1, help="masante-server processes on the one store (--pg)")
+    parser.add_argument("--copy", action="store_true", help="UID COPY and UID MOVE in the mix (see above)")
     args = parser.parse_args()
     if args.processes > 1 and not args.pg:
         parser.error("--processes N needs --pg: several processes share a PostgreSQL store")

@@ -18,6 +18,10 @@ Invariants:
   their own change after the commit. SELECT and STATUS read the store.
 - The hot path runs Core statements (``MailboxRow``, no ORM objects): one
   ``UPDATE ... RETURNING`` for the modseq and the row lock, one for the flags.
+  COPY and MOVE lock both rows with one ``SELECT ... FOR UPDATE`` (by id), copy
+  the message rows with one ``INSERT ... SELECT`` (the blobs shared, nothing
+  opened or sealed again) and, for a MOVE, take both modseqs in one ``UPDATE``;
+  they and APPEND hand their change to the process's view after the commit.
 - Reading message content (a body section, RFC822...) is audited, ids only:
   one entry per call with the mailbox id and the UIDs. Bodies are decrypted
   in a worker thread, outside any transaction, so the event loop goes on.
@@ -647,40 +651,44 @@ class MailStore:
         return await _retrying(work)
 
     async def copy(self, mailbox_id: int, uids: Sequence[int], dest_name: str, *, move: bool) -> CopyResult:
-        """COPY / MOVE (RFC 4315 COPYUID, RFC 6851): the copies share the source's blobs."""
+        """COPY / MOVE (RFC 4315 COPYUID, RFC 6851): the copies share the source's blobs (one account, one key:
+        nothing is opened or sealed again, large bodies included).
+
+        Both mailbox rows are read and locked by one statement, in ascending id order; the copies are one
+        ``INSERT ... SELECT``; a MOVE takes both new modseqs in one ``UPDATE``. After the commit the process's
+        view of both mailboxes takes the change without reading it back."""
 
         async def work() -> CopyResult:
+            cache = self._cache()
             async with self.ctx.uow() as uow:
-                source = await self._check_owner(uow, mailbox_id)
-                dest = await self._mailbox(uow, dest_name, try_create=True)
-                # lock mailbox rows in ascending id order, as delivery does, then read the messages; the account's
-                # quota anchor with them, so that the check below cannot be outrun (``mailserver.quota``)
-                await quota.lock_anchor(uow, self.account.id, {source.id, dest.id})
-                for mid in sorted({source.id, dest.id}):
-                    if not await uow.mailboxes.lock(mid):  # deleted meanwhile
-                        if mid == source.id:
-                            raise MailboxGone("The selected mailbox was deleted")
-                        raise MailboxNotFound(canonical_name(dest_name), try_create=True)
-                rows = list(await uow.messages.by_uids(mailbox_id, uids))
-                if not rows:
+                # the account's quota anchor first (its lowest mailbox row, below both of these), then both
+                # mailbox rows in one statement, ascending ids: the check below cannot be outrun (``mailserver.quota``)
+                await quota.lock_anchor(uow, self.account.id, ())
+                source, dest = await uow.mailboxes.lock_pair(mailbox_id, self.account.id, dest_name)
+                if source is None or source.account_id != self.account.id:
+                    raise MailboxGone("The selected mailbox was deleted")
+                if dest is None:
+                    raise MailboxNotFound(canonical_name(dest_name), try_create=True)
+                generations = {m: cache.generation(m) for m in (source.id, dest.id)}  # under both row locks
+                found = await uow.messages.copy_sources(source.id, uids)
+                if not found:
                     return CopyResult(dest.uidvalidity, [], [])
                 await quota.check(
                     uow,
                     self.ctx.config.limits,
                     self.account,
                     dest.name,
-                    sum(r.size for r in rows),
-                    messages=len(rows),
+                    sum(size for _, size, _ in found),
+                    messages=len(found),
                     moved_from=source.name if move else None,
                 )
+                source_uids = [uid for uid, _, _ in found]
                 src_modseq = 0
-                if move and source.id < dest.id:
-                    src_modseq = await uow.mailboxes.bump_modseq(source.id)
-                first, modseq = await uow.mailboxes.allocate(dest.id, len(rows))
-                if move and source.id >= dest.id:
-                    src_modseq = await uow.mailboxes.bump_modseq(source.id)
-                dest_uids = await uow.messages.add_copies(dest.id, rows, first, modseq)
-                source_uids = [r.uid for r in rows]
+                if move:
+                    first, modseq, src_modseq = await uow.mailboxes.allocate_move(source.id, dest.id, len(found))
+                else:
+                    first, modseq = await uow.mailboxes.allocate(dest.id, len(found))
+                dest_uids = await uow.messages.copy_into(source.id, source_uids, dest.id, first, modseq)
                 if move:
                     await uow.messages.expunge(source.id, source_uids, src_modseq)
                     uow.touch(source.id)
@@ -701,7 +709,13 @@ class MailStore:
                     f"uids {_compact(source_uids)} to mailbox:{dest.id} uids {_compact(dest_uids)}",
                 )
                 await uow.commit()
-                return CopyResult(dest.uidvalidity, source_uids, dest_uids)
+            copies = {uid: flags for uid, (_, _, flags) in zip(dest_uids, found, strict=True)}
+            gone = source_uids if move else []
+            if move and source.id != dest.id:
+                cache.applied(source.id, src_modseq, generations[source.id], expunged=gone)
+                gone = []
+            cache.applied(dest.id, modseq, generations[dest.id], flags=copies, expunged=gone, uidnext=dest_uids[-1] + 1)
+            return CopyResult(dest.uidvalidity, source_uids, dest_uids)
 
         return await _retrying(work)
 
@@ -733,12 +747,14 @@ class MailStore:
         target = canonical_name(name)
         in_vault = self.patient and vault.is_vault(target)
         async with self.ctx.uow(readonly=True) as uow:
-            if await uow.mailboxes.row_by_name(self.account.id, name) is None:
+            # the account as it is now and whether the mailbox exists, in one statement
+            account, box_id = await uow.mailboxes.account_and_box(self.account.id, name)
+            if account is not None and box_id is None:
                 raise MailboxNotFound(target, try_create=True)
-            account = await uow.accounts.get(self.account.id)
-        if account is None:  # pragma: no cover - the account was erased meanwhile
+        if account is None or box_id is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
         ready: list[tuple[NewMessage, list[str], Sealed]] = []
+        agenda = False  # an invitation may make the agenda change more in the same commit
         for item in items:
             try:
                 msg = await parse_message_async(item.raw)
@@ -751,12 +767,16 @@ class MailStore:
                 msg = vault.upload(msg, when=item.internal_date or self.ctx.clock())
             # parsed, filed and sealed before the unit of work: no writer waits on the cipher
             sealed = await seal(self.ctx.keyring, msg, [account], mailbox=target, internal_date=item.internal_date)
+            agenda = agenda or bool(msg.calendar_parts())
             ready.append((item, [f for f in item.flags if f != RECENT], sealed))
         cache = self._cache()
+        generation: int | None = None
 
         async def work() -> list[Delivered]:
+            nonlocal generation
             done: list[Delivered] = []
             async with self.ctx.uow() as uow:
+                generation = cache.generation(box_id)
                 for item, kept, sealed in ready:
                     try:
                         result = await deliver(
@@ -780,9 +800,15 @@ class MailStore:
 
         out: list[AppendResult] = []
         for (_, kept, _), d in zip(ready, await _retrying(work), strict=True):
-            # the agenda may have changed the mailbox further in the same commit: the cache reads it once more
+            # the process's view takes the new message without reading it back, unless the agenda may have
+            # changed the mailbox further in the same commit (then it reads it once more)
             cache.applied(
-                d.mailbox_id, d.modseq, None, flags={d.uid: encode_flags(kept)}, uidnext=d.uid + 1, alone=False
+                d.mailbox_id,
+                d.modseq,
+                generation if d.mailbox_id == box_id else None,
+                flags={d.uid: encode_flags(kept)},
+                uidnext=d.uid + 1,
+                alone=not agenda,
             )
             out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
         return out

@@ -5,9 +5,12 @@ on PostgreSQL the row stays locked until commit, so concurrent deliveries to one
 mailbox are serialised and commit in UID order; on SQLite the database write
 lock (``BEGIN IMMEDIATE``) does the same.
 
-The IMAP hot path (a mailbox's row, its changes, STORE, EXPUNGE, FETCH) runs
-Core statements built once below, with bound parameters: no ORM identity map,
-one round trip each.
+The IMAP hot path (a mailbox's row, its changes, STORE, EXPUNGE, FETCH, COPY and
+MOVE) runs Core statements built once below, with bound parameters: no ORM identity
+map, one round trip each. A COPY or MOVE reads and locks both mailbox rows in one
+statement (ascending id order, as every writer takes them), then copies the message
+rows with one ``INSERT ... SELECT`` per CHUNK UIDs: the copies share the source's
+blobs (same account, same key), nothing is opened or sealed again.
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
+    Integer,
     Table,
+    and_,
     bindparam,
     case,
     delete,
     exists,
     false,
     func,
+    insert,
     literal,
+    or_,
     select,
     text,
     true,
@@ -37,7 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
-from mailserver.store.models import Blob, ExpungedMessage, Mailbox, Message
+from mailserver.store.models import Account, Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.base import Repository, insert_many
 from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, open_mailbox_name, seal_mailbox_name
@@ -88,6 +96,33 @@ _ROW = (
 _ROW_BY_ID = select(*_ROW).where(_mb.c.id == bindparam("mailbox_id"))
 _ROW_BY_NAME = select(*_ROW).where(
     _mb.c.account_id == bindparam("account_id"), _mb.c.name_digest == bindparam("digest")
+)
+#: COPY / MOVE: the source (by id) and the destination (by name) read and locked at once, by ascending id
+_PAIR_FOR_UPDATE = (
+    select(*_ROW)
+    .where(
+        or_(
+            _mb.c.id == bindparam("source"),
+            and_(_mb.c.account_id == bindparam("account_id"), _mb.c.name_digest == bindparam("digest")),
+        )
+    )
+    .order_by(_mb.c.id)
+    .with_for_update()
+)
+#: APPEND: the account as it is now, and the id of its mailbox of that name (None: no such mailbox)
+_ACCOUNT_AND_BOX = select(
+    Account,
+    select(_mb.c.id).where(_mb.c.account_id == Account.id, _mb.c.name_digest == bindparam("digest")).scalar_subquery(),
+).where(Account.id == bindparam("account_id"))
+#: MOVE: the destination's UIDs and both rows' new modseq in one statement (both rows already locked)
+_ALLOCATE_MOVE = (
+    update(_mb)
+    .where(or_(_mb.c.id == bindparam("source"), _mb.c.id == bindparam("dest")))
+    .values(
+        uidnext=_mb.c.uidnext + case((_mb.c.id == bindparam("dest"), bindparam("n", type_=BigInteger)), else_=0),
+        highestmodseq=_mb.c.highestmodseq + 1,
+    )
+    .returning(_mb.c.id, _mb.c.uidnext, _mb.c.highestmodseq)
 )
 _BUMP = (
     update(_mb)
@@ -189,6 +224,25 @@ _SET_FLAGS = (
     .values(flags=bindparam("new"), modseq=bindparam("ms"))
     .returning(_msg.c.uid)
 )
+#: what a COPY needs of its source messages: their UIDs (the order of the copies), sizes (the quota) and flags
+_COPY_SOURCES = (
+    select(_msg.c.uid, _msg.c.size, _msg.c.flags)
+    .where(_msg.c.mailbox_id == bindparam("mb"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
+    .order_by(_msg.c.uid)
+)
+#: the copies, ``first``, ``first + 1``... in the order of the source UIDs; flags and blob copied as stored
+_COPY_INTO = insert(_msg).from_select(
+    ["mailbox_id", "uid", "modseq", "flags", "internal_date", "size", "blob_id"],
+    select(
+        bindparam("dest", type_=Integer),
+        bindparam("first", type_=BigInteger) + func.row_number().over(order_by=_msg.c.uid) - 1,
+        bindparam("ms", type_=BigInteger),
+        _msg.c.flags,
+        _msg.c.internal_date,
+        _msg.c.size,
+        _msg.c.blob_id,
+    ).where(_msg.c.mailbox_id == bindparam("mb"), _msg.c.uid.in_(bindparam("uids", expanding=True))),
+)
 _EXPUNGE = (
     delete(_msg)
     .where(_msg.c.mailbox_id == bindparam("mb"), _msg.c.uid.in_(bindparam("uids", expanding=True)))
@@ -282,6 +336,35 @@ class MailboxRepository(Repository):
         params = {"account_id": account_id, "digest": self._digest(account_id, name)}
         r = (await self.session.execute(_ROW_BY_NAME, params)).first()
         return None if r is None else _row(r, self._key())
+
+    async def lock_pair(
+        self, source_id: int, account_id: int, dest_name: str
+    ) -> tuple[MailboxRow | None, MailboxRow | None]:
+        """COPY / MOVE: the source mailbox (by id) and the account's mailbox ``dest_name``, both rows read and
+        locked in one statement, in ascending id order (mailbox rows by id, then messages); None for one
+        that does not exist. They may be one and the same row."""
+        params = {"source": source_id, "account_id": account_id, "digest": self._digest(account_id, dest_name)}
+        key = self._key()
+        rows = [_row(r, key) for r in (await self.session.execute(_PAIR_FOR_UPDATE, params)).all()]
+        source = next((r for r in rows if r.id == source_id), None)
+        dest = next((r for r in rows if r.account_id == account_id and r.name == canonical_name(dest_name)), None)
+        return source, dest
+
+    async def account_and_box(self, account_id: int, name: str) -> tuple[Account | None, int | None]:
+        """APPEND: the account as the store has it now and the id of its mailbox ``name``, in one statement."""
+        params = {"account_id": account_id, "digest": self._digest(account_id, name)}
+        found = (await self.session.execute(_ACCOUNT_AND_BOX, params)).first()
+        if found is None:
+            return None, None
+        return found[0], None if found[1] is None else int(found[1])
+
+    async def allocate_move(self, source_id: int, dest_id: int, count: int) -> tuple[int, int, int]:
+        """MOVE: ``count`` UIDs in ``dest_id`` and a new modseq for both mailboxes, their rows locked already
+        (``lock_pair``): (first uid, destination modseq, source modseq), one statement."""
+        rows = await self.session.execute(_ALLOCATE_MOVE, {"source": source_id, "dest": dest_id, "n": count})
+        got = {int(i): (int(u), int(m)) for i, u, m in rows.all()}
+        uidnext, modseq = got[dest_id]
+        return uidnext - count, modseq, got[source_id][1]
 
     async def status(self, account_id: int, name: str) -> tuple[MailboxRow, int, int, int, int] | None:
         """The row and (messages, unseen, recent, total size) of a mailbox, in one statement."""
@@ -498,6 +581,26 @@ class MessageRepository(Repository):
             uids.append(first_uid + i)
         await self.session.flush()
         return uids
+
+    async def copy_sources(self, mailbox_id: int, uids: Iterable[int]) -> builtins.list[tuple[int, int, str]]:
+        """(uid, size, stored flags) of those of ``uids`` still in the mailbox, by UID: what a COPY copies."""
+        out: list[tuple[int, int, str]] = []
+        for chunk in _chunks(sorted(set(uids))):
+            rows = await self.session.execute(_COPY_SOURCES, {"mb": mailbox_id, "uids": chunk})
+            out.extend((int(u), int(n), f) for u, n, f in rows.all())
+        return out
+
+    async def copy_into(
+        self, source_id: int, uids: Sequence[int], dest_id: int, first_uid: int, modseq: int
+    ) -> builtins.list[int]:
+        """Copies of the messages ``uids`` (ascending, all there: the caller holds both rows' locks) into
+        ``dest_id`` under ``first_uid``, ``first_uid + 1``... the caller allocated: same flags, date, size and
+        blob, one ``INSERT ... SELECT`` per CHUNK UIDs; their new UIDs, in order."""
+        for offset in range(0, len(uids), CHUNK):
+            chunk = list(uids[offset : offset + CHUNK])
+            params = {"dest": dest_id, "first": first_uid + offset, "ms": modseq, "mb": source_id, "uids": chunk}
+            await self.session.execute(_COPY_INTO, params)
+        return list(range(first_uid, first_uid + len(uids)))
 
     async def blob_ids(self, mailbox_id: int) -> Sequence[str]:
         """The blobs the mailbox's messages use, each once."""
