@@ -78,12 +78,8 @@ class DeliveryResult:
 
 
 def encode_flags(flags: Iterable[str]) -> str:
-    """Flags as stored: unique, sorted, space-separated."""
+    """Flags already in their stored form (``mailserver.flags``: keywords sealed) joined: unique, sorted."""
     return " ".join(sorted(set(flags)))
-
-
-def decode_flags(stored: str) -> frozenset[str]:
-    return frozenset(stored.split())
 
 
 def classify(message: ParsedMessage, account: Account) -> str:
@@ -158,7 +154,8 @@ async def deliver(
     skip_full: bool = False,
 ) -> DeliveryResult:
     """Add one copy of ``message`` per recipient to the unit of work. ``mailbox`` forces the
-    target (APPEND); otherwise ``classify`` chooses. ``file_documents``: the message comes from a
+    target (APPEND); otherwise ``classify`` chooses. ``flags``: in their stored form, the keywords sealed
+    (``mailserver.flags.FlagCodec``, one account: APPEND). ``file_documents``: the message comes from a
     professional, an organisation or an application, and its documents go to patients' vaults too, except the
     vaults of ``unfiled`` (account ids: a package their vault cannot integrate, told by an MDN).
     ``sealed``: what ``seal`` made of the same arguments beforehand (else it is done here).

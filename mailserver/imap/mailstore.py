@@ -59,7 +59,7 @@ from mailserver import quota, vault
 from mailserver.admission import Admission, role_of
 from mailserver.bodies import account_key, open_body, open_meta
 from mailserver.context import Context
-from mailserver.delivery import Delivered, MailboxMissing, Sealed, decode_flags, deliver, encode_flags, seal
+from mailserver.delivery import Delivered, MailboxMissing, Sealed, deliver, seal
 from mailserver.errors import (
     AccountGone,
     Busy,
@@ -69,6 +69,7 @@ from mailserver.errors import (
     SpecialUseRefused,
     TooBig,
 )
+from mailserver.flags import FlagCodec
 from mailserver.imap.mailboxcache import DeltaRow, MailboxCache, cache_of
 from mailserver.mdn import Notifier
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
@@ -81,17 +82,6 @@ from policies import mdn as P
 
 RECENT = "\\Recent"
 T = TypeVar("T")
-_FLAGSETS: dict[str, frozenset[str]] = {}
-
-
-def flagset(stored: str) -> frozenset[str]:
-    """Flags as a shared frozenset (a mailbox has few distinct combinations: keep one copy of each)."""
-    fs = _FLAGSETS.get(stored)
-    if fs is None:
-        fs = decode_flags(stored)
-        if len(_FLAGSETS) < 10_000:
-            _FLAGSETS[stored] = fs
-    return fs
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +200,8 @@ class MailStore:
         self.actor = account.address
         self.patient = account.kind is AccountKind.PATIENT
         self._key: DataKey | None = None
+        #: the account's flags to and from ``messages.flags`` (its keywords sealed: ``mailserver.flags``)
+        self.codec = FlagCodec(lambda: ctx.db.metadata_key, account.id)
 
     @property
     def key(self) -> DataKey:
@@ -335,7 +327,7 @@ class MailStore:
             self._cache().install(m, states, self._now())
         return Snapshot(
             MailboxInfo.of(m),
-            [(uid, flagset(flags)) for uid, flags, _ in states],
+            [(uid, self.codec.decode(flags)) for uid, flags, _ in states],
             frozenset(uid for uid, _, _ in states if uid >= first),
             modseq,
             {uid: ms for uid, _, ms in states},
@@ -372,7 +364,7 @@ class MailStore:
             first = await self._claim_recent(mailbox_id, row.first_recent_uid, newest)
             recent = frozenset(u for u, _, _ in changed if u >= first)
         return Changes(
-            [(u, flagset(f)) for u, f, _ in changed],
+            [(u, self.codec.decode(f)) for u, f, _ in changed],
             expunged,
             row.highestmodseq,
             row.uidnext,
@@ -451,7 +443,7 @@ class MailStore:
             out = await asyncio.to_thread(self._open, key, rows, meta, body)
         else:
             out = self._open(key, rows, meta, body)
-        unseen = {u: f for u, f in stored_flags.items() if "\\Seen" not in flagset(f)} if mark_seen else {}
+        unseen = {u: f for u, f in stored_flags.items() if "\\Seen" not in self.codec.decode(f)} if mark_seen else {}
         if not (unseen or (audit and rows)):
             return out, {}
 
@@ -466,18 +458,18 @@ class MailStore:
                     if not modseq:
                         raise MailboxGone("The selected mailbox was deleted")
                     # compare-and-set: a message whose flags changed since they were read is read again
-                    wanted = {u: (f, encode_flags(flagset(f) | {"\\Seen"})) for u, f in unseen.items()}
+                    wanted = {u: (f, self.codec.encode(self.codec.decode(f) | {"\\Seen"})) for u, f in unseen.items()}
                     written = set(await uow.messages.set_flags(mailbox_id, dict(wanted.items()), modseq))
                     missed = set(wanted) - written
                     if missed:
                         again = {
-                            u: (f, encode_flags(flagset(f) | {"\\Seen"}))
+                            u: (f, self.codec.encode(self.codec.decode(f) | {"\\Seen"}))
                             for u, (f, _) in (await uow.messages.states_of(mailbox_id, missed)).items()
                         }
                         written |= set(await uow.messages.set_flags(mailbox_id, again, modseq))
                         wanted.update(again)
                     for uid in written:
-                        new_flags[uid] = flagset(wanted[uid][1])
+                        new_flags[uid] = self.codec.decode(wanted[uid][1])
                     for d in out:
                         if d.uid in new_flags:
                             d.modseq = modseq
@@ -503,7 +495,9 @@ class MailStore:
         with ``key``."""
         out: list[MessageData] = []
         for r in rows:
-            data = MessageData(int(r[0]), flagset(r[1]), r[3], int(r[4]), modseq=int(r[2]), blob_id=r[5], saved=r[6])
+            data = MessageData(
+                int(r[0]), self.codec.decode(r[1]), r[3], int(r[4]), modseq=int(r[2]), blob_id=r[5], saved=r[6]
+            )
             if len(r) > 7 and r[7] == self.account.id:
                 blob = Blob(id=r[5], account_id=r[7], meta=r[8], size=r[9], body=r[10] if len(r) > 10 else None)
                 if body:
@@ -581,12 +575,12 @@ class MailStore:
                         modified.append(uid)
                         continue
                     modseqs[uid] = msg_modseq
-                    old = flagset(stored_flags)
+                    old = self.codec.decode(stored_flags)
                     new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
                     new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
-                    result[uid] = flagset(encode_flags(new))
+                    result[uid] = self.codec.decode(self.codec.encode(new))
                     if new != old:
-                        changed[uid] = (None, encode_flags(new))
+                        changed[uid] = (None, self.codec.encode(new))
                         if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
                             asked.append(uid)
                 if not changed:
@@ -631,7 +625,7 @@ class MailStore:
                     current = {u: known[u][0] for u in uids if u in known}
                 else:
                     current = {r.uid: r.flags for r in await uow.messages.by_uids(mailbox_id, uids)}
-                gone = sorted(u for u, f in current.items() if "\\Deleted" in flagset(f))
+                gone = sorted(u for u, f in current.items() if "\\Deleted" in self.codec.decode(f))
                 if not gone:
                     return []  # rolled back: the modseq is not used
                 blob_ids = await uow.messages.expunge(mailbox_id, gone, modseq)
@@ -753,7 +747,7 @@ class MailStore:
                 raise MailboxNotFound(target, try_create=True)
         if account is None or box_id is None:  # pragma: no cover - the account was erased meanwhile
             raise AccountGone("This account no longer exists")
-        ready: list[tuple[NewMessage, list[str], Sealed]] = []
+        ready: list[tuple[NewMessage, str, Sealed]] = []  # (item, its flags as stored, sealed)
         agenda = False  # an invitation may make the agenda change more in the same commit
         for item in items:
             try:
@@ -768,7 +762,7 @@ class MailStore:
             # parsed, filed and sealed before the unit of work: no writer waits on the cipher
             sealed = await seal(self.ctx.keyring, msg, [account], mailbox=target, internal_date=item.internal_date)
             agenda = agenda or bool(msg.calendar_parts())
-            ready.append((item, [f for f in item.flags if f != RECENT], sealed))
+            ready.append((item, self.codec.encode(f for f in item.flags if f != RECENT), sealed))
         cache = self._cache()
         generation: int | None = None
 
@@ -785,7 +779,7 @@ class MailStore:
                             sealed.message,
                             [account],
                             mailbox=target,
-                            flags=kept,
+                            flags=kept.split(),
                             internal_date=item.internal_date,
                             actor=self.actor,
                             source="imap-append",
@@ -806,7 +800,7 @@ class MailStore:
                 d.mailbox_id,
                 d.modseq,
                 generation if d.mailbox_id == box_id else None,
-                flags={d.uid: encode_flags(kept)},
+                flags={d.uid: kept},
                 uidnext=d.uid + 1,
                 alone=not agenda,
             )

@@ -23,6 +23,10 @@ class MetadataSealer(Protocol):
 
     def open(self, sealed: bytes, *, kind: str, bound_to: bytes) -> bytes: ...
 
+    def seal_fixed(self, plaintext: bytes, *, kind: str, bound_to: bytes) -> bytes: ...
+
+    def open_fixed(self, sealed: bytes, *, kind: str, bound_to: bytes) -> bytes: ...
+
 
 #: ``Session.info`` key of a callable giving the database's ``MetadataSealer`` (set by ``UnitOfWork``)
 SESSION_SEALER = "masante.metadata"

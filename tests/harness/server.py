@@ -38,6 +38,7 @@ from mailserver.clock import Clock, FakeClock, SystemClock
 from mailserver.config import Config
 from mailserver.context import Context
 from mailserver.delivery import deliver
+from mailserver.flags import FlagCodec
 from mailserver.resolver import DnsResolver, MemoryResolver, Resolver
 from mailserver.store.models import Account
 from tests import support
@@ -194,7 +195,8 @@ class ServerThread:
             async with ctx.uow() as uow:
                 acct = await uow.accounts.get(account.id)
                 assert acct is not None
-                result = await deliver(uow, ctx.keyring, raw, [acct], mailbox=mailbox, flags=flags)
+                stored = FlagCodec(lambda: ctx.db.metadata_key, acct.id).encode(flags).split()  # keywords sealed
+                result = await deliver(uow, ctx.keyring, raw, [acct], mailbox=mailbox, flags=stored)
                 await uow.commit()
             return result.delivered[0].uid
 

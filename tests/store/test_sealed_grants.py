@@ -33,7 +33,8 @@ OPENER = "secretariat.cardio-rare@hopital.test"
 def database_bytes(url: str) -> bytes:
     if url.startswith("sqlite"):
         path = Path(url.split("///", 1)[1])
-        return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
+        files = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+        return b"".join(p.read_bytes() for p in files if p.exists())
     dsn = "postgresql://" + url.split("://", 1)[1]
     return subprocess.run(["pg_dump", "--data-only", dsn], check=True, capture_output=True, timeout=60).stdout
 

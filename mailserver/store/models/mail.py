@@ -194,7 +194,7 @@ class Message(Base):
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
     uid: Mapped[int] = mapped_column(BigInteger)
     modseq: Mapped[int] = mapped_column(BigInteger)
-    flags: Mapped[str] = mapped_column(Text, default="")  # space-separated, sorted; see mailserver.flags
+    flags: Mapped[str] = mapped_column(Text, default="")  # space-separated, sorted, keywords sealed (mailserver.flags)
     internal_date: Mapped[dt.datetime]
     size: Mapped[int] = mapped_column(Integer)
     blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), index=True)
