@@ -68,7 +68,6 @@ from mailserver.errors import (
 from mailserver.imap.mailboxcache import DeltaRow, MailboxCache, cache_of
 from mailserver.mdn import Notifier
 from mailserver.message import ImapMeta, MessageError, ParsedMessage, parse_message_async, stored
-from mailserver.notify import account_channel
 from mailserver.store.errors import TransactionAborted
 from mailserver.store.models import Account, AccountKind, Blob, Mailbox, Message
 from mailserver.store.repositories.mail import MailboxRow, canonical_name
@@ -237,7 +236,6 @@ class MailStore:
                 if special_use is not None:
                     mailbox.special_use = special_use
                 uow.audit(self.actor, "imap.create", f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-                uow.touch(account_channel(self.account.id))  # NOTIFY MailboxName / SubscriptionChange
                 await uow.commit()
 
         await _retrying(work)
@@ -248,7 +246,6 @@ class MailStore:
                 mailbox = await mbx.delete_mailbox(uow, self.account.id, name, patient=self.patient)
                 action = "vault.delete" if self._in_vault(mailbox) else "imap.delete"
                 uow.audit(self.actor, action, f"{self.account.owner_id}/mailbox:{mailbox.id}", "ok")
-                uow.touch(account_channel(self.account.id))  # NOTIFY MailboxName / SubscriptionChange
                 await uow.commit()
 
         await _retrying(work)
@@ -259,7 +256,6 @@ class MailStore:
                 source = await self._mailbox(uow, old)
                 await mbx.rename_mailbox(uow, self.account.id, old, new, patient=self.patient)
                 uow.audit(self.actor, "imap.rename", f"{self.account.owner_id}/mailbox:{source.id}", "ok")
-                uow.touch(account_channel(self.account.id))  # NOTIFY MailboxName / SubscriptionChange
                 await uow.commit()
 
         await _retrying(work)
@@ -268,7 +264,6 @@ class MailStore:
         async def work() -> None:
             async with self.ctx.uow() as uow:
                 await mbx.set_subscribed(uow, self.account.id, name, subscribed)
-                uow.touch(account_channel(self.account.id))  # NOTIFY MailboxName / SubscriptionChange
                 await uow.commit()
 
         await _retrying(work)

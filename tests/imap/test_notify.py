@@ -193,3 +193,14 @@ def test_notify_none_stops_notifications(
     for _ in range(2):
         out = raw_command(m, "NOOP")
         assert out == [out[-1]] and out[-1].endswith(b"OK NOOP completed")
+
+
+def test_selected_mailbox_deleted_by_another_session(m: imaplib.IMAP4_SSL, other: imaplib.IMAP4_SSL) -> None:
+    assert other.create("Work")[0] == "OK"
+    assert m.select("Work")[0] == "OK"
+    spec = "SET (selected (MessageNew MessageExpunge FlagChange)) (personal (MailboxName))"
+    assert notify(m, spec)[-1].endswith(b"OK NOTIFY completed")
+    other.delete("Work")
+    got = pushed_until(m, b"BYE")
+    assert got[-1] == b"* BYE The selected mailbox was deleted by another session"
+    m.shutdown()
