@@ -15,6 +15,10 @@ Implementation notes (invariants):
   (``+ idling`` and its pushes), AUTHENTICATE (``+``), STARTTLS (its OK precedes
   the handshake), COMPRESS (its OK is the last octets in clear) and FETCH of
   more than ``handlers.FETCH_BATCH`` messages (memory) write before they return.
+- After NOTIFY SET (RFC 5465, ``imap.notify``), the session waits for the next
+  command and for the NOTIFY subscription at once, and writes the events in
+  between without waiting for the client to read them (``_push_news``: past
+  ``notify.MAX_BACKLOG`` unread octets, NOTIFICATIONOVERFLOW and NOTIFY off).
 - After COMPRESS DEFLATE (RFC 4978) every read goes through ``_recv`` (inflated)
   and every write through ``send`` (deflated): ``compress.Deflate``.
 - Every write of a selected session goes through ``Selected.announce``: a
@@ -161,13 +165,17 @@ class ImapSession(ExtensionHandlers):
     async def send(self, *responses: r.Response) -> None:
         if not responses:
             return
+        self._write(responses)
+        await self.writer.drain()
+
+    def _write(self, responses: tuple[r.Response, ...]) -> None:
+        """Put ``responses`` in the transport's buffer (``send`` then waits for the client to take them)."""
         out = self.selected.announce(responses) if self.selected is not None else responses
         for x in out:
             if isinstance(x, r.Tagged) and x.status in ("BAD", "NO"):
                 self._log_refusal(x)
         data = b"".join(x.to_bytes() for x in out)
         self.writer.write(self.deflate.deflate(data) if self.deflate is not None else data)
-        await self.writer.drain()
 
     def _log_refusal(self, resp: r.Tagged) -> None:
         """``imap.bad`` / ``imap.no``: the command name (ours once parsed) and the code, never the text."""
@@ -233,18 +241,21 @@ class ImapSession(ExtensionHandlers):
             await _cancelled(read_task)
 
     async def _push_news(self) -> None:
-        """Write what NOTIFY asked for; a client too far behind is told NOTIFICATIONOVERFLOW (RFC 5465 §5.8)."""
+        """Write what NOTIFY asked for, without waiting for the client to read it: one that leaves more than
+        ``MAX_BACKLOG`` octets unread is told NOTIFICATIONOVERFLOW and NOTIFY is off (RFC 5465 §5.8)."""
         if self.notify is None:
             return
         if self.writer.transport.get_write_buffer_size() > MAX_BACKLOG:
             self._notify_off()
-            await self.send(overflow())
+            log.info("imap.notify-overflow")
+            self._write((overflow(),))
             return
         try:
             news = await self.notify.news()
         except MailboxGone:
             await self._bye("mailbox-gone", "The selected mailbox was deleted by another session")
-        await self.send(*news)
+        if news:
+            self._write(tuple(news))
 
     def _notify_off(self) -> None:
         if self.notify is not None:

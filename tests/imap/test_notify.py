@@ -20,6 +20,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from mailserver import mailboxes
+from mailserver.context import Context
+from mailserver.imap.notify import MAX_BACKLOG, MAX_WATCHED
 from mailserver.store.models import Account
 from tests.imap.conftest import ServerThread, imaps, message, raw_command
 
@@ -204,3 +207,43 @@ def test_selected_mailbox_deleted_by_another_session(m: imaplib.IMAP4_SSL, other
     got = pushed_until(m, b"BYE")
     assert got[-1] == b"* BYE The selected mailbox was deleted by another session"
     m.shutdown()
+
+
+def test_too_many_watched_mailboxes_is_notificationoverflow(
+    srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account
+) -> None:
+    async def create_many(ctx: Context) -> None:
+        async with ctx.uow() as uow:
+            await mailboxes.create_mailbox(uow, user.id, "Lots")
+            for i in range(MAX_WATCHED):
+                await uow.mailboxes.create(user.id, f"Lots/{i}", uidvalidity=i + 1)
+            await uow.commit()
+
+    srv.call(create_many)
+    out = notify(m, "SET (personal (MessageNew MessageExpunge))")
+    assert out[-1].endswith(f"NO [NOTIFICATIONOVERFLOW] NOTIFY watches at most {MAX_WATCHED} mailboxes".encode())
+    assert notify(m, "SET (mailboxes Lots/1 (MessageNew MessageExpunge))")[-1].endswith(b"OK NOTIFY completed")
+
+
+def test_a_client_that_does_not_read_is_told_notificationoverflow(
+    srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account
+) -> None:
+    assert m.select("INBOX")[0] == "OK"
+    assert notify(m, "SET (selected (MessageNew (BODY.PEEK[]) MessageExpunge))")[-1].endswith(b"OK NOTIFY completed")
+    body = message("a@b.test", user.address, "big", ("y" * 76 + "\r\n") * (MAX_BACKLOG // 78 // 2))
+    # the client reads nothing while the server's buffers fill: MessageNew sends each message whole
+    for _ in range(64):
+        srv.deliver(user, body)
+    m.sock.settimeout(WAIT)
+    seen = 0
+    while True:
+        line = m.readline()
+        assert line, "connection closed"
+        seen += len(line)
+        if line.startswith(b"* OK [NOTIFICATIONOVERFLOW]"):
+            break
+    assert seen > MAX_BACKLOG
+    # NOTIFY is off: nothing more is pushed; the session still answers commands
+    srv.deliver(user, message("a@b.test", user.address, "after", "z"))
+    out = raw_command(m, "NOOP")
+    assert out[-1].endswith(b"OK NOOP completed") and not any(b"FETCH" in x for x in out)
