@@ -19,7 +19,8 @@ Implementation notes (invariants):
   SELECTED does. A selected mailbox without its own event group is left to the
   commands, as before NOTIFY.
 - The session's own CREATE, DELETE, RENAME and (UN)SUBSCRIBE are not told back
-  (RFC 5465 §5 SHOULD): after them the list is read again silently.
+  (RFC 5465 §5 SHOULD): after them the list is read again silently; after its
+  own APPEND, COPY or MOVE into a watched mailbox, that mailbox's STATUS.
 - Supported events: ``SUPPORTED``. Any other is ``NO [BADEVENT (...)]``, which
   lists them (§3.1). A NOTIFY SET watching more than ``MAX_WATCHED`` mailboxes is
   ``NO [NOTIFICATIONOVERFLOW]``; a client letting more than ``MAX_BACKLOG`` octets
@@ -57,6 +58,7 @@ MAX_BACKLOG = 1 << 20
 _SUPPORTED_UPPER = frozenset(e.upper() for e in SUPPORTED)
 _NAME_EVENTS = frozenset({"MAILBOXNAME", "SUBSCRIPTIONCHANGE"})
 _OWN_LIST_CHANGES = (c.Create, c.Delete, c.Rename, c.Subscribe, c.Unsubscribe)
+_OWN_MESSAGES_IN = (c.Append, c.Copy, c.Move)
 
 
 def badevent(cmd: c.Notify) -> r.Tagged | None:
@@ -177,6 +179,12 @@ class Notifications:
         if isinstance(cmd, _OWN_LIST_CHANGES) and self.session.store is not None:
             self.subscription().changed.discard(self.channel)
             self.boxes = {b.id: b for b in await self.session.store.mailboxes()}
+        elif isinstance(cmd, _OWN_MESSAGES_IN):  # its own APPEND, COPY, MOVE into a watched mailbox: the new
+            target = canonical_name(cmd.mailbox)  # values are read, not told
+            for mid, box in self.watched().items():
+                if box.name == target:
+                    self.subscription().changed.discard(mid)
+                    await self._status(mid, box, force=True)
         self.subscription()
 
     async def news(self) -> list[r.Response]:

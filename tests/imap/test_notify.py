@@ -83,6 +83,12 @@ def test_delivery_and_append_elsewhere_are_told_as_status(
     other.append("Archive", "(\\Seen)", None, message("a@b.test", user.address, "kept", "y"))
     got = pushed_until(m, b'* STATUS "Archive"')
     assert b"(MESSAGES 1 UIDNEXT 2 UIDVALIDITY" in got[-1] and b"UNSEEN 0)" in got[-1]
+    # its own APPEND is not told back (RFC 5465 §5); a pending one would come before the second NOOP's answer
+    assert m.append("Archive", "", None, message("a@b.test", user.address, "mine", "z"))[0] == "OK"
+    assert "STATUS" not in m.untagged_responses
+    for _ in range(2):
+        out = raw_command(m, "NOOP")
+        assert out == [out[-1]] and out[-1].endswith(b"OK NOOP completed")
     # FlagChange: the number of unseen messages moved
     other.select("INBOX")
     other.store("1", "+FLAGS", "(\\Seen)")
