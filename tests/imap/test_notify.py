@@ -253,3 +253,20 @@ def test_a_client_that_does_not_read_is_told_notificationoverflow(
     srv.deliver(user, message("a@b.test", user.address, "after", "z"))
     out = raw_command(m, "NOOP")
     assert out[-1].endswith(b"OK NOOP completed") and not any(b"FETCH" in x for x in out)
+
+
+def test_selected_news_carries_the_kept_search_updates(srv: ServerThread, m: imaplib.IMAP4_SSL, user: Account) -> None:
+    srv.deliver(user, message("alice@b.test", user.address, "first", "x"))
+    assert m.select("INBOX")[0] == "OK"
+    lines = raw_command(m, 'UID SEARCH RETURN (UPDATE) FROM "alice"')
+    tag = lines[-1].split()[0]
+    assert notify(m, "SET (selected (MessageNew (UID) MessageExpunge))")[-1].endswith(b"OK NOTIFY completed")
+    uid = srv.deliver(user, message("alice@b.test", user.address, "second", "y"))
+    got = pushed_until(m, b"FETCH")
+    # RFC 5465 §5.2: EXISTS, then ESEARCH ADDTO (RFC 5267), then the FETCH of MessageNew's attributes
+    assert got == [
+        b"* 2 EXISTS",
+        b"* 2 RECENT",
+        b'* ESEARCH (TAG "' + tag + b'") UID ADDTO (0 ' + str(uid).encode() + b")",
+        b"* 2 FETCH (UID " + str(uid).encode() + b")",
+    ]
