@@ -15,7 +15,9 @@ them in its unit of work). Invariants:
   another process or after a restart: the account row keeps the largest one it ever had
   (``accounts.uidvalidity_high``), raised in the transaction of the CREATE or DELETE;
 - locks are taken in one order on every path: the account row (UIDVALIDITY), then mailbox rows by id,
-  then messages, then the audit head.
+  then messages, then the audit head;
+- CREATE, DELETE, RENAME and SUBSCRIBE publish the account's channel
+  (``notify.account_channel``) after their commit: NOTIFY sessions list again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import time
 
 from mailserver.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound
+from mailserver.notify import account_channel
 from mailserver.store.models import Mailbox
 from mailserver.store.repositories.mail import INBOX, canonical_name
 from mailserver.store.uow import UnitOfWork
@@ -117,6 +120,7 @@ async def create_mailbox(uow: UnitOfWork, account_id: int, name: str) -> Mailbox
     if await uow.mailboxes.get(account_id, canonical) is not None:
         raise MailboxExists(f"Mailbox {canonical!r} already exists")
     await _create_missing(uow, account_id, parents(canonical))
+    uow.touch(account_channel(account_id))
     return await uow.mailboxes.create(account_id, canonical, uidvalidity=await next_uidvalidity(uow, account_id))
 
 
@@ -137,6 +141,7 @@ async def delete_mailbox(uow: UnitOfWork, account_id: int, name: str, *, patient
     await uow.mailboxes.delete(mailbox)
     await uow.blobs.delete_orphans(blob_ids)
     uow.touch(mailbox.id)
+    uow.touch(account_channel(account_id))
     return mailbox
 
 
@@ -150,6 +155,7 @@ async def rename_mailbox(uow: UnitOfWork, account_id: int, old: str, new: str, *
         raise MailboxExists(f"Mailbox {target!r} already exists")
     if target.startswith(source.name + DELIMITER):
         raise MailboxCannot("A mailbox cannot be moved under itself")
+    uow.touch(account_channel(account_id))  # published only if the unit commits
     if source.name == INBOX:
         await _create_missing(uow, account_id, parents(target))
         dest = await uow.mailboxes.create(account_id, target, uidvalidity=await next_uidvalidity(uow, account_id))
@@ -183,4 +189,5 @@ async def set_subscribed(uow: UnitOfWork, account_id: int, name: str, subscribed
     if mailbox is None:
         raise MailboxNotFound(canonical_name(name))
     mailbox.subscribed = subscribed
+    uow.touch(account_channel(account_id))
     await uow.mailboxes.flush()

@@ -7,6 +7,8 @@ Invariants:
 - A notification carries only a mailbox id; the listener reads what changed from
   the store (modseq), so a lost or duplicated notification costs a wake-up, never
   a wrong view.
+- An account's mailbox list changing publishes ``account_channel`` (a negative
+  id): NOTIFY sessions learn of CREATE, DELETE, RENAME and SUBSCRIBE that way.
 - Within one process, ``publish`` reaches every subscriber directly, and first
   every watcher (``watch``: the IMAP sessions' shared mailbox cache). Across
   processes on PostgreSQL, ``PgListener`` LISTENs on ``CHANNEL`` and republishes
@@ -28,6 +30,12 @@ CHANNEL = "masante_mailbox_changed"
 log = logging.getLogger(__name__)
 
 
+def account_channel(account_id: int) -> int:
+    """The id published when an account's list of mailboxes or subscriptions changes (CREATE, DELETE, RENAME,
+    SUBSCRIBE): minus the account id, which no mailbox id can be (RFC 5465 MailboxName, SubscriptionChange)."""
+    return -account_id
+
+
 class Subscription:
     """A handle whose ``wait()`` returns once one of its mailboxes changed since the last wait."""
 
@@ -35,9 +43,17 @@ class Subscription:
         self._notifier = notifier
         self.mailbox_ids = mailbox_ids
         self._event = asyncio.Event()
+        self.changed: set[int] = set()  # the mailboxes published since the last ``take_changed``
 
-    def _fire(self) -> None:
+    def _fire(self, mailbox_id: int | None = None) -> None:
+        if mailbox_id is not None:
+            self.changed.add(mailbox_id)
         self._event.set()
+
+    def take_changed(self) -> set[int]:
+        """The mailboxes that changed since the last call (RFC 5465 NOTIFY: which STATUS to tell)."""
+        out, self.changed = self.changed, set()
+        return out
 
     async def wait(self, seconds: float | None = None) -> bool:
         """True if woken by a change, False after ``seconds`` without one."""
@@ -92,7 +108,7 @@ class ChangeNotifier:
             watcher(ids, remote)
         for mid in ids:
             for sub in list(self._subs.get(mid, ())):
-                sub._fire()
+                sub._fire(mid)
 
     def publish_all(self) -> None:
         """Changes may have been missed (a listener was away): every watcher and subscriber is told."""

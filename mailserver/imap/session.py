@@ -15,6 +15,10 @@ Implementation notes (invariants):
   (``+ idling`` and its pushes), AUTHENTICATE (``+``), STARTTLS (its OK precedes
   the handshake), COMPRESS (its OK is the last octets in clear) and FETCH of
   more than ``handlers.FETCH_BATCH`` messages (memory) write before they return.
+- After NOTIFY SET (RFC 5465, ``imap.notify``), the session waits for the next
+  command and for the NOTIFY subscription at once, and writes the events in
+  between without waiting for the client to read them (``_push_news``: past
+  ``notify.MAX_BACKLOG`` unread octets, NOTIFICATIONOVERFLOW and NOTIFY off).
 - After COMPRESS DEFLATE (RFC 4978) every read goes through ``_recv`` (inflated)
   and every write through ``send`` (deflated): ``compress.Deflate``.
 - Every write of a selected session goes through ``Selected.announce``: a
@@ -62,6 +66,7 @@ from mailserver.imap.errors import response_code
 from mailserver.imap.extensions import ExtensionHandlers
 from mailserver.imap.handlers import Bad, ok
 from mailserver.imap.mailstore import MailStore
+from mailserver.imap.notify import MAX_BACKLOG, Notifications, badevent, overflow
 from mailserver.imap.protocol import capabilities as caps
 from mailserver.imap.protocol import commands as c
 from mailserver.imap.protocol import responses as r
@@ -132,6 +137,7 @@ class ImapSession(ExtensionHandlers):
         self.mechanisms = sasl_mechanisms(cfg)
         self.lease: Lease | None = None  # this connection's place in ``cfg.caps`` (set by the listener)
         self.deflate: Deflate | None = None  # COMPRESS=DEFLATE (RFC 4978) once the client asked for it
+        self.notify: Notifications | None = None  # RFC 5465 NOTIFY SET in effect (``imap.notify``)
 
     @property
     def state(self) -> ImapState:
@@ -159,13 +165,17 @@ class ImapSession(ExtensionHandlers):
     async def send(self, *responses: r.Response) -> None:
         if not responses:
             return
+        self._write(responses)
+        await self.writer.drain()
+
+    def _write(self, responses: tuple[r.Response, ...]) -> None:
+        """Put ``responses`` in the transport's buffer (``send`` then waits for the client to take them)."""
         out = self.selected.announce(responses) if self.selected is not None else responses
         for x in out:
             if isinstance(x, r.Tagged) and x.status in ("BAD", "NO"):
                 self._log_refusal(x)
         data = b"".join(x.to_bytes() for x in out)
         self.writer.write(self.deflate.deflate(data) if self.deflate is not None else data)
-        await self.writer.drain()
 
     def _log_refusal(self, resp: r.Tagged) -> None:
         """``imap.bad`` / ``imap.no``: the command name (ours once parsed) and the code, never the text."""
@@ -210,6 +220,64 @@ class ImapSession(ExtensionHandlers):
         if self._line_started is None:
             self._line_started = loop.time()
         return data
+
+    async def _read_notified(self) -> bytes:
+        """``_read``; meanwhile, between commands, the events NOTIFY asked for are written as they happen."""
+        if self.notify is None or self.receiver.buffered:
+            return await self._read()
+        read_task = asyncio.ensure_future(self._read())
+        try:
+            while self.notify is not None:
+                wait_task = asyncio.ensure_future(self.notify.subscription().wait())
+                try:
+                    done, _ = await asyncio.wait({read_task, wait_task}, return_when="FIRST_COMPLETED")
+                finally:
+                    await _cancelled(wait_task)
+                if read_task in done:
+                    break
+                await self._push_news()
+            return await read_task
+        finally:
+            await _cancelled(read_task)
+
+    async def _push_news(self) -> None:
+        """Write what NOTIFY asked for, without waiting for the client to read it: one that leaves more than
+        ``MAX_BACKLOG`` octets unread is told NOTIFICATIONOVERFLOW and NOTIFY is off (RFC 5465 §5.8)."""
+        if self.notify is None:
+            return
+        if self.writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+            self._notify_off()
+            log.info("imap.notify-overflow")
+            self._write((overflow(),))
+            return
+        try:
+            news = await self.notify.news()
+        except MailboxGone:
+            await self._bye("mailbox-gone", "The selected mailbox was deleted by another session")
+        if news:
+            self._write(tuple(news))
+
+    def _notify_off(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+
+    async def do_notify(self, cmd: c.Notify) -> list[r.Response]:
+        """RFC 5465: NOTIFY NONE, or NOTIFY SET replacing what was asked (the tagged OK implies a NOOP)."""
+        refused = badevent(cmd)
+        if refused is not None:
+            return [refused]
+        self._notify_off()
+        if cmd.groups is None or self.store is None:
+            return [ok(cmd.tag, "NOTIFY completed")]
+        notify = Notifications(cmd, self, self.store.account.id)
+        out = await notify.start(cmd.tag, cmd.status)
+        last = out[-1]
+        if isinstance(last, r.Tagged) and last.status == "OK":
+            self.notify = notify
+        else:
+            notify.close()
+        return out
 
     async def _recv(self) -> bytes:
         """The client's next octets, inflated once COMPRESS is on; b"" only at the end of the stream."""
@@ -259,6 +327,7 @@ class ImapSession(ExtensionHandlers):
             with contextlib.suppress(Exception):
                 await self.send(r.Untagged("BYE", "Internal server error, sorry", "SERVERBUG"))
         finally:
+            self._notify_off()
             await self._close_transport()
             log.info("imap.disconnect", extra={"fields": {"reason": "shutdown" if self._closing else self.reason}})
 
@@ -289,7 +358,7 @@ class ImapSession(ExtensionHandlers):
                 self._line_done()
                 continue
             if isinstance(event, NeedData):
-                self.receiver.feed(await self._read())
+                self.receiver.feed(await self._read_notified())
             elif isinstance(event, NeedLiteral):
                 if self.conn.literal_allowed(event.command):
                     await self.send(r.Continuation("Ready for literal data"))
@@ -323,6 +392,8 @@ class ImapSession(ExtensionHandlers):
             out.append(r.Untagged("BYE", "Too many invalid commands"))
             self.reason = "too-many-bad"
             await self._answer(out, True)
+        if self.notify is not None:
+            await self.notify.after(cmd)
         await self.send(*out)
 
     def _settle(self) -> None:
@@ -505,7 +576,7 @@ class ImapSession(ExtensionHandlers):
         deadline = loop.time() + self.cfg.idle_timeout
         read_task: asyncio.Task[bytes] | None = None
         wait_task: asyncio.Task[bool] | None = None
-        with self.ctx.db.notifier.subscribe([self.selected.id] if self.selected is not None else []) as sub:
+        with self.ctx.db.notifier.subscribe([self.selected.id] if self.selected is not None else []) as own:
             try:
                 while True:
                     line = self.receiver.next_line()
@@ -514,6 +585,8 @@ class ImapSession(ExtensionHandlers):
                             return [*await self._news(allow_expunge=True), ok(cmd.tag, "IDLE terminated")]
                         raise Bad("Expected DONE to end IDLE")
                     read_task = read_task or asyncio.ensure_future(self._recv())
+                    # RFC 5465 §4: with NOTIFY, IDLE tells exactly what NOTIFY asked for
+                    sub = self.notify.subscription() if self.notify is not None else own
                     wait_task = wait_task or asyncio.ensure_future(sub.wait())
                     left = deadline - loop.time()
                     if left <= 0:
@@ -526,13 +599,24 @@ class ImapSession(ExtensionHandlers):
                         self.receiver.feed(data)
                     if wait_task in done:
                         wait_task = None
-                        await self.send(*await self._news(allow_expunge=True))
+                        if self.notify is not None:
+                            await self._push_news()
+                        else:
+                            await self.send(*await self._news(allow_expunge=True))
             finally:
                 for t in (read_task, wait_task):
                     if t is not None and not t.done():
                         t.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
                             await t
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """``task`` cancelled (if still running) and awaited, its outcome dropped."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def sasl_mechanisms(cfg: SessionConfig) -> tuple[str, ...]:
@@ -589,6 +673,7 @@ HANDLERS: Mapping[type[c.Command], Handler] = {
     c.SetQuota: ImapSession.do_setquota,
     c.Compress: ImapSession.do_compress,
     c.CancelUpdate: ImapSession.do_cancelupdate,
+    c.Notify: ImapSession.do_notify,
 }
 
 

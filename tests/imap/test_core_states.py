@@ -73,6 +73,8 @@ LINES = [
     b'a SETQUOTA "" (STORAGE 512)',
     b"a COMPRESS DEFLATE",
     b'a CANCELUPDATE "s1" "s2"',
+    b"a NOTIFY SET (selected (MessageNew (UID) MessageExpunge))",
+    b"a NOTIFY NONE",
 ]
 COMMANDS = [parse(line + b"\r\n")[0] for line in LINES]
 

@@ -55,6 +55,7 @@ BASE: tuple[str, ...] = (
     "SORT=DISPLAY",
     "CONTEXT=SEARCH",
     "CONTEXT=SORT",
+    "NOTIFY",
 )
 
 #: SASL mechanisms, offered only over TLS (``mailserver.sasl`` decodes them)

@@ -914,6 +914,61 @@ class Compress(Command):
     mechanism: str = "DEFLATE"
 
 
+#: RFC 5465 mailbox filters: the selected mailbox's two, then the others'
+NOTIFY_SELECTED = frozenset({"SELECTED", "SELECTED-DELAYED"})
+NOTIFY_FILTERS = NOTIFY_SELECTED | {"INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES"}
+#: RFC 5465 §5 message events (upper case: event names are case-insensitive)
+NOTIFY_MESSAGE_EVENTS = frozenset({"MESSAGENEW", "MESSAGEEXPUNGE", "FLAGCHANGE", "ANNOTATIONCHANGE"})
+#: RFC 5465 §5 mailbox and user events: never for the selected filters (§6.1)
+NOTIFY_MAILBOX_EVENTS = frozenset(
+    {"MAILBOXNAME", "SUBSCRIPTIONCHANGE", "MAILBOXMETADATACHANGE", "SERVERMETADATACHANGE"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyGroup:
+    """One RFC 5465 event-group: a mailbox filter, its events (upper case; () is NONE) and MessageNew's
+    fetch-att (the selected filters only)."""
+
+    filter: str
+    mailboxes: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    fetch: tuple[FetchItem, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.filter not in NOTIFY_FILTERS:
+            raise ValueError(f"unknown mailbox filter {self.filter}")
+        if (self.filter in ("SUBTREE", "MAILBOXES")) != bool(self.mailboxes):
+            raise ValueError(f"{self.filter} takes no mailbox names" if self.mailboxes else "mailbox names missing")
+        ev = set(self.events)
+        # RFC 5465 §5: MessageNew and MessageExpunge go together; FlagChange and AnnotationChange need both
+        if ("MESSAGENEW" in ev) != ("MESSAGEEXPUNGE" in ev):
+            raise ValueError("MessageNew and MessageExpunge must be asked for together")
+        if ev & {"FLAGCHANGE", "ANNOTATIONCHANGE"} and "MESSAGENEW" not in ev:
+            raise ValueError("FlagChange needs MessageNew and MessageExpunge")
+        if self.filter in NOTIFY_SELECTED and ev & NOTIFY_MAILBOX_EVENTS:
+            raise ValueError("only message events apply to the selected mailbox")  # RFC 5465 §6.1
+        if self.fetch and self.filter not in NOTIFY_SELECTED:
+            raise ValueError("MessageNew's fetch attributes apply to the selected mailbox only")
+
+
+@dataclass(frozen=True, slots=True)
+class Notify(Command):
+    """RFC 5465: NOTIFY NONE (``groups`` None) or NOTIFY SET [STATUS] event-groups."""
+
+    name: ClassVar[str] = "NOTIFY"
+    groups: tuple[NotifyGroup, ...] | None = None
+    status: bool = False
+
+    def __post_init__(self) -> None:
+        Command.__post_init__(self)
+        if self.groups is not None:
+            if not self.groups:
+                raise ValueError("NOTIFY SET needs event groups")
+            if sum(g.filter in NOTIFY_SELECTED for g in self.groups) > 1:
+                raise ValueError("only one of SELECTED and SELECTED-DELAYED can be given")
+
+
 COMMANDS: tuple[type[Command], ...] = (
     Capability,
     Noop,
@@ -952,6 +1007,7 @@ COMMANDS: tuple[type[Command], ...] = (
     Compress,
     Thread,
     CancelUpdate,
+    Notify,
 )
 
 

@@ -1232,6 +1232,66 @@ def _parse_expunge(cur: _Cursor, tag: str) -> c.Command:
     return c.Expunge(tag, None)
 
 
+def _parse_notify(cur: _Cursor, tag: str) -> c.Command:
+    """RFC 5465 §8: ``NOTIFY NONE`` / ``NOTIFY SET [STATUS] event-group *(SP event-group)``."""
+    cur.sp()
+    word = cur.atom("SET or NONE").upper()
+    if word == "NONE":
+        cur.end()
+        return c.Notify(tag)
+    if word != "SET":
+        raise cur.error("NOTIFY takes SET or NONE")
+    cur.sp()
+    status = cur.peek() != 0x28 and cur.atom("STATUS or an event group").upper() == "STATUS"
+    if not status and cur.peek() != 0x28:
+        raise cur.error("Expected STATUS or an event group")
+    if status:
+        cur.sp()
+    groups = [_notify_group(cur)]
+    while cur.maybe(b" "):
+        groups.append(_notify_group(cur))
+    cur.end()
+    return c.Notify(tag, tuple(groups), status)
+
+
+def _notify_group(cur: _Cursor) -> c.NotifyGroup:
+    """``(filter-mailboxes SP events)``; events are ``NONE`` or a list, MessageNew with its fetch-att."""
+    cur.open()
+    kind = cur.atom("a mailbox filter").upper()
+    boxes: list[str] = []
+    if kind in ("SUBTREE", "MAILBOXES"):
+        cur.sp()
+        if cur.peek() == 0x28:
+            cur.open()
+            boxes.append(cur.mailbox())
+            while cur.maybe(b" "):
+                boxes.append(cur.mailbox())
+            cur.close()
+        else:
+            boxes.append(cur.mailbox())
+    elif kind not in c.NOTIFY_FILTERS:
+        raise cur.error(f"Unknown mailbox filter {kind[:40]}")
+    cur.sp()
+    events: list[str] = []
+    fetch: tuple[c.FetchItem, ...] = ()
+    if cur.peek() == 0x28:
+        cur.open()
+        while True:
+            event = cur.atom("an event").upper()
+            events.append(event)
+            if event == "MESSAGENEW" and cur.text[cur.pos : cur.pos + 2] == b" (":
+                cur.sp()
+                fetch = _fetch_items(cur)
+            if not cur.maybe(b" "):
+                break
+        cur.close()
+    else:  # NONE; a lone event without parentheses as in the RFC's own example (§3)
+        event = cur.atom("NONE or a list of events").upper()
+        events += [] if event == "NONE" else [event]
+    cur.close()
+    return c.NotifyGroup(kind, tuple(boxes), tuple(dict.fromkeys(events)), fetch)
+
+
 def _parse_getquota(cur: _Cursor, tag: str) -> c.Command:
     cur.sp()
     root = cur.text_of(cur.astring("a quota root"), "The quota root")
@@ -1315,6 +1375,7 @@ _PLAIN: dict[str, Callable[[_Cursor, str], c.Command]] = {
     "SETQUOTA": _parse_setquota,
     "COMPRESS": _parse_compress,
     "CANCELUPDATE": _parse_cancelupdate,
+    "NOTIFY": _parse_notify,
 }
 _UID: dict[str, Callable[[_Cursor, str, bool], c.Command]] = {
     "SEARCH": _parse_search,

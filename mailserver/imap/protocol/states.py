@@ -54,6 +54,7 @@ AUTHENTICATED: frozenset[type[c.Command]] = ANY_STATE | {
     c.GetQuotaRoot,
     c.SetQuota,
     c.Compress,
+    c.Notify,
 }
 SELECTED: frozenset[type[c.Command]] = AUTHENTICATED | {
     c.Check,
