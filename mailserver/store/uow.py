@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver import metrics
+from mailserver.clock import Clock, SystemClock
 from mailserver.notify import CHANNEL
 from mailserver.store.db import Database
 from mailserver.store.groupcommit import Turn, group_of
@@ -83,9 +84,11 @@ class UnitOfWork:
     broadcasts: BroadcastRepository
     agenda: AgendaRepository
 
-    def __init__(self, db: Database, *, readonly: bool = False) -> None:
+    def __init__(self, db: Database, *, readonly: bool = False, clock: Clock | None = None) -> None:
         self._turn: Turn | None = None
         self.db = db
+        #: the process's injected clock (``Context.uow`` passes ``ctx.clock``): what the work decides by time
+        self.clock: Clock = clock or SystemClock()
         self.readonly = readonly
         self._pending_audit: list[PendingAudit] = []
         self._touched: set[int] = set()
