@@ -49,14 +49,14 @@ import quopri
 import uuid
 from dataclasses import dataclass
 
-from crypto.envelope import DataKey
 from directory.addresses import Address
 from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
+from mailserver.bodies import seal_for_queue
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.message import ParsedMessage
-from mailserver.store.models import Account, AccountStatus, QueuedMessage, QueueStatus
+from mailserver.store.models import Account, AccountStatus
 from mailserver.store.uow import UnitOfWork
 from mailserver.text import escape
 from policies import mdn as P
@@ -254,43 +254,19 @@ class Notifier:
         if await self.trust.lookup(addr.domain) is None:
             log.info("mdn.not-sent", extra={"fields": {"reason": "outside the trust space", "kind": kind}})
             return None
-        row = _queued(self.ctx, report, rcpt=str(addr), now=now)
-        await uow.queue.add(row)
+        sealed = seal_for_queue(self.ctx.keyring, report)
+        row = await uow.queue.enqueue(  # with the null reverse-path (RFC 8098 §2.1)
+            sealed.id,
+            body=sealed.body,
+            wrapped_key=sealed.wrapped_key,
+            size=len(report),
+            mail_from="",
+            rcpt=str(addr),
+            now=now,
+            expires_at=now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after),
+            msg_id=str(uuid.uuid4()),
+            body_8bit=not report.isascii(),
+        )
         uow.audit(n.final_recipient, "mdn.send", f"queue:{row.id}", "ok", f"{kind}; {addr.domain}")
         log.info("mdn.queued", extra={"fields": {"domain": addr.domain, "kind": kind}})
         return "queued"
-
-
-def _queued(ctx: Context, raw: bytes, *, rcpt: str, now: dt.datetime) -> QueuedMessage:
-    """The outbound queue's row for ``raw`` (as ``smtp.spool.enqueue`` seals one: its own key, ``queue:<id>``),
-    with the null reverse-path. Built here because the services sit below the SMTP front end."""
-    qid = str(uuid.uuid4())
-    owner = f"queue:{qid}"
-    key = DataKey.generate()
-    return QueuedMessage(
-        id=qid,
-        account_id=None,
-        mail_from="",
-        rcpt_to=rcpt,
-        rcpt_domain=rcpt.rpartition("@")[2].lower(),
-        orcpt=None,
-        notify=None,
-        ret=None,
-        envid=None,
-        body=DataKey(key, owner=owner).seal(raw, object_id=owner, purpose="body"),
-        wrapped_key=ctx.keyring.wrap(key, owner=owner),
-        size=len(raw),
-        status=QueueStatus.QUEUED,
-        attempts=0,
-        next_attempt_at=now,
-        locked_until=None,
-        last_error=None,
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=ctx.config.queue.bounce_after),
-        updated_at=now,
-        msg_id=str(uuid.uuid4()),
-        body_8bit=not raw.isascii(),
-        smtputf8=False,
-        remote_mta=None,
-        delay_notified=False,
-    )
