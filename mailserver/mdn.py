@@ -45,7 +45,6 @@ import datetime as dt
 import email.header
 import email.utils
 import logging
-import quopri
 import uuid
 from dataclasses import dataclass
 
@@ -56,6 +55,7 @@ from mailserver.bodies import seal_for_queue
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.message import ParsedMessage
+from mailserver.message.report import build_report
 from mailserver.store.models import Account, AccountStatus
 from mailserver.store.uow import UnitOfWork
 from mailserver.text import escape
@@ -148,7 +148,6 @@ def _report_fields(n: Notification, original: ParsedMessage, reporting_ua: str) 
 
 def build(n: Notification, *, original: ParsedMessage, to: str, hostname: str, now: dt.datetime) -> bytes:
     """The MDN ``From: <n.final_recipient>`` ``To: <to>`` about ``original``."""
-    boundary = f"=_mdn_{uuid.uuid4().hex}"
     subject = _subject_of(original)
     date = field(original.get("date") or "") or "(date inconnue)"
     title = subject if n.error is None else f"[KO Intégration système !][{P.INTEGRATION_ERROR_CODE}] {subject}"
@@ -159,34 +158,20 @@ def build(n: Notification, *, original: ParsedMessage, to: str, hostname: str, n
         f"Date: {email.utils.format_datetime(now.astimezone(dt.UTC))}",
         f"Message-ID: <{uuid.uuid4().hex}@{hostname}>",
         "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=disposition-notification;\r\n boundary="{boundary}"',
     ]
     if (message_id := original.get("message-id")) is not None:
         head += [f"In-Reply-To: {field(message_id)}", f"References: {field(message_id)}"]
-    human = quopri.encodestring(_human(n, subject, date).encode("utf-8"))
-    human = human.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     whole = n.error is not None and original.size <= RETURN_LIMIT
-    returned_type, returned = ("message/rfc822", original.raw) if whole else ("text/rfc822-headers", original.header)
-    if not returned.endswith(b"\r\n"):
-        returned += b"\r\n"
-    parts = [
-        b"\r\n".join(h.encode("ascii") for h in head) + b"\r\n\r\n",
-        _CONTROL_TEXT.encode("utf-8") + b"\r\n\r\n",
-        f"--{boundary}\r\n".encode(),
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
-        human,
-        f"\r\n--{boundary}\r\n".encode(),
-        b"Content-Type: message/disposition-notification\r\n\r\n",
-        _report_fields(n, original, hostname).encode("utf-8"),
-        f"\r\n--{boundary}\r\n".encode(),
-        f"Content-Type: {returned_type}\r\n".encode(),
-        b"Content-Transfer-Encoding: 8bit\r\n" if not returned.isascii() else b"",
-        b"\r\n",
-        returned,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ]
-    return b"".join(parts)
+    return build_report(
+        head,
+        report_type="disposition-notification",
+        preamble=_CONTROL_TEXT,
+        human_text=_human(n, subject, date),
+        machine_part=_report_fields(n, original, hostname),
+        original=original.raw if whole else original.header,
+        whole=whole,
+        boundary_tag="mdn",
+    )
 
 
 def integration_error(original: ParsedMessage, account: Account) -> str | None:
