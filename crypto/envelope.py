@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -181,16 +181,17 @@ class DataKey:
     def generate() -> bytes:
         return secrets.token_bytes(KEY_BYTES)
 
-    def seal(self, plaintext: bytes, *, object_id: str, purpose: str = "body") -> bytes:
+    def seal(self, plaintext: bytes, *, object_id: str, purpose: str = "body") -> bytearray:
         """The sealed object, written once into one buffer (no concatenation: a 49 MB body is one copy, not
-        two). It is a ``bytearray`` typed as ``bytes``: read like bytes by every reader and taken as bytes by
-        both database drivers (buffer protocol), but not hashable."""
+        two; ``bytes(...)`` over it would be a second). A ``bytearray``, typed so: read like bytes and taken
+        as bytes by both database drivers (buffer protocol), but mutable and not hashable, so a caller that
+        keys on it or keeps it past the row converts it itself."""
         nonce = os.urandom(NONCE_BYTES)
         head = len(_SEAL_MAGIC) + NONCE_BYTES
         out = bytearray(head + len(plaintext) + TAG_BYTES)
         out[:head] = _SEAL_MAGIC + nonce
         self._aead.encrypt_into(nonce, plaintext, _seal_aad(self.owner, object_id, purpose), memoryview(out)[head:])
-        return cast(bytes, out)
+        return out
 
     def open(self, sealed: bytes, *, object_id: str, purpose: str = "body") -> bytes:
         if len(sealed) < 2 + NONCE_BYTES + 16 or sealed[:2] != _SEAL_MAGIC:

@@ -11,11 +11,32 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 
 from crypto.envelope import DataKey, Keyring
 from mailserver.message import ImapMeta
 from mailserver.store.models import Account, Blob, Message
 from mailserver.store.uow import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSeal:
+    """A message sealed for the outbound queue: its row id, the body under its own key (owner ``queue:<id>``),
+    that key wrapped. Deleting the row shreds the copy."""
+
+    id: str
+    body: bytearray = field(repr=False)
+    wrapped_key: bytes = field(repr=False)
+
+
+def seal_for_queue(keyring: Keyring, raw: bytes) -> QueueSeal:
+    """``raw`` sealed for one queue row (``QueueRepository.enqueue``)."""
+    qid = str(uuid.uuid4())
+    owner = f"queue:{qid}"
+    key = DataKey.generate()
+    return QueueSeal(
+        qid, DataKey(key, owner=owner).seal(raw, object_id=owner, purpose="body"), keyring.wrap(key, owner=owner)
+    )
 
 
 def account_key(keyring: Keyring, account: Account) -> DataKey:

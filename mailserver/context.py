@@ -56,7 +56,7 @@ class Context:
         )
 
     def uow(self, *, readonly: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.db, readonly=readonly)
+        return UnitOfWork(self.db, readonly=readonly, clock=self.clock)
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -217,7 +217,7 @@ async def deliver(
         uow.touch(mb.id)
         uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", how)
         result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
-        metrics.DELIVERIES.labels(how).inc()
+        uow.after_commit(metrics.DELIVERIES.labels(how).inc)  # once, when it commits (not once a retried run)
     await uow.messages.add_many(rows)
     # the agenda: invitations, updates, cancellations, replies, for the copies of the message itself (not the
     # vault's); after every copy, so mailbox rows stay locked in ascending order within each phase

@@ -22,8 +22,6 @@ them in its unit of work). Invariants:
 
 from __future__ import annotations
 
-import time
-
 from mailserver.errors import MailboxCannot, MailboxExists, MailboxHasChildren, MailboxNotFound
 from mailserver.notify import account_channel
 from mailserver.store.models import Mailbox
@@ -52,7 +50,8 @@ PATIENT_EXTRA: tuple[str, ...] = (
 
 
 async def next_uidvalidity(uow: UnitOfWork, account_id: int) -> int:
-    """A UIDVALIDITY larger than any this account's mailboxes ever had: the clock, or one more than the largest.
+    """A UIDVALIDITY larger than any this account's mailboxes ever had: the clock (``uow.clock``, the one the
+    server injects), or one more than the largest.
 
     RFC 3501 §2.3.1.1: a mailbox deleted and re-created under the same name must get a new one, and a
     client compares them as numbers, so they only grow. The account row's high-water mark is raised and
@@ -60,7 +59,8 @@ async def next_uidvalidity(uow: UnitOfWork, account_id: int) -> int:
     mailboxes that exist bound it from below too (accounts opened in bulk start at 0).
     """
     largest = await uow.mailboxes.largest_uidvalidity(account_id) or 0
-    return await uow.accounts.next_uidvalidity(account_id, at_least=max(int(time.time()), largest + 1))
+    now = int(uow.clock().timestamp())  # the injected clock (a test moves it; it never sleeps)
+    return await uow.accounts.next_uidvalidity(account_id, at_least=max(now, largest + 1))
 
 
 async def create_default_mailboxes(uow: UnitOfWork, account_id: int, *, patient: bool) -> list[Mailbox]:

@@ -45,18 +45,18 @@ import datetime as dt
 import email.header
 import email.utils
 import logging
-import quopri
 import uuid
 from dataclasses import dataclass
 
-from crypto.envelope import DataKey
 from directory.addresses import Address
 from directory.errors import InvalidAddress
 from directory.trust import TrustSpace
+from mailserver.bodies import seal_for_queue
 from mailserver.context import Context
 from mailserver.delivery import deliver
 from mailserver.message import ParsedMessage
-from mailserver.store.models import Account, AccountStatus, QueuedMessage, QueueStatus
+from mailserver.message.report import build_report
+from mailserver.store.models import Account, AccountStatus
 from mailserver.store.uow import UnitOfWork
 from mailserver.text import escape
 from policies import mdn as P
@@ -148,7 +148,6 @@ def _report_fields(n: Notification, original: ParsedMessage, reporting_ua: str) 
 
 def build(n: Notification, *, original: ParsedMessage, to: str, hostname: str, now: dt.datetime) -> bytes:
     """The MDN ``From: <n.final_recipient>`` ``To: <to>`` about ``original``."""
-    boundary = f"=_mdn_{uuid.uuid4().hex}"
     subject = _subject_of(original)
     date = field(original.get("date") or "") or "(date inconnue)"
     title = subject if n.error is None else f"[KO Intégration système !][{P.INTEGRATION_ERROR_CODE}] {subject}"
@@ -159,34 +158,20 @@ def build(n: Notification, *, original: ParsedMessage, to: str, hostname: str, n
         f"Date: {email.utils.format_datetime(now.astimezone(dt.UTC))}",
         f"Message-ID: <{uuid.uuid4().hex}@{hostname}>",
         "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=disposition-notification;\r\n boundary="{boundary}"',
     ]
     if (message_id := original.get("message-id")) is not None:
         head += [f"In-Reply-To: {field(message_id)}", f"References: {field(message_id)}"]
-    human = quopri.encodestring(_human(n, subject, date).encode("utf-8"))
-    human = human.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     whole = n.error is not None and original.size <= RETURN_LIMIT
-    returned_type, returned = ("message/rfc822", original.raw) if whole else ("text/rfc822-headers", original.header)
-    if not returned.endswith(b"\r\n"):
-        returned += b"\r\n"
-    parts = [
-        b"\r\n".join(h.encode("ascii") for h in head) + b"\r\n\r\n",
-        _CONTROL_TEXT.encode("utf-8") + b"\r\n\r\n",
-        f"--{boundary}\r\n".encode(),
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
-        human,
-        f"\r\n--{boundary}\r\n".encode(),
-        b"Content-Type: message/disposition-notification\r\n\r\n",
-        _report_fields(n, original, hostname).encode("utf-8"),
-        f"\r\n--{boundary}\r\n".encode(),
-        f"Content-Type: {returned_type}\r\n".encode(),
-        b"Content-Transfer-Encoding: 8bit\r\n" if not returned.isascii() else b"",
-        b"\r\n",
-        returned,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ]
-    return b"".join(parts)
+    return build_report(
+        head,
+        report_type="disposition-notification",
+        preamble=_CONTROL_TEXT,
+        human_text=_human(n, subject, date),
+        machine_part=_report_fields(n, original, hostname),
+        original=original.raw if whole else original.header,
+        whole=whole,
+        boundary_tag="mdn",
+    )
 
 
 def integration_error(original: ParsedMessage, account: Account) -> str | None:
@@ -254,43 +239,19 @@ class Notifier:
         if await self.trust.lookup(addr.domain) is None:
             log.info("mdn.not-sent", extra={"fields": {"reason": "outside the trust space", "kind": kind}})
             return None
-        row = _queued(self.ctx, report, rcpt=str(addr), now=now)
-        await uow.queue.add(row)
+        sealed = seal_for_queue(self.ctx.keyring, report)
+        row = await uow.queue.enqueue(  # with the null reverse-path (RFC 8098 §2.1)
+            sealed.id,
+            body=sealed.body,
+            wrapped_key=sealed.wrapped_key,
+            size=len(report),
+            mail_from="",
+            rcpt=str(addr),
+            now=now,
+            expires_at=now + dt.timedelta(seconds=self.ctx.config.queue.bounce_after),
+            msg_id=str(uuid.uuid4()),
+            body_8bit=not report.isascii(),
+        )
         uow.audit(n.final_recipient, "mdn.send", f"queue:{row.id}", "ok", f"{kind}; {addr.domain}")
         log.info("mdn.queued", extra={"fields": {"domain": addr.domain, "kind": kind}})
         return "queued"
-
-
-def _queued(ctx: Context, raw: bytes, *, rcpt: str, now: dt.datetime) -> QueuedMessage:
-    """The outbound queue's row for ``raw`` (as ``smtp.spool.enqueue`` seals one: its own key, ``queue:<id>``),
-    with the null reverse-path. Built here because the services sit below the SMTP front end."""
-    qid = str(uuid.uuid4())
-    owner = f"queue:{qid}"
-    key = DataKey.generate()
-    return QueuedMessage(
-        id=qid,
-        account_id=None,
-        mail_from="",
-        rcpt_to=rcpt,
-        rcpt_domain=rcpt.rpartition("@")[2].lower(),
-        orcpt=None,
-        notify=None,
-        ret=None,
-        envid=None,
-        body=DataKey(key, owner=owner).seal(raw, object_id=owner, purpose="body"),
-        wrapped_key=ctx.keyring.wrap(key, owner=owner),
-        size=len(raw),
-        status=QueueStatus.QUEUED,
-        attempts=0,
-        next_attempt_at=now,
-        locked_until=None,
-        last_error=None,
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=ctx.config.queue.bounce_after),
-        updated_at=now,
-        msg_id=str(uuid.uuid4()),
-        body_8bit=not raw.isascii(),
-        smtputf8=False,
-        remote_mta=None,
-        delay_notified=False,
-    )

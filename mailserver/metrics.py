@@ -27,7 +27,8 @@ CONNECTIONS = Counter("masante_connections", "Connections accepted, per door", [
 #: SMTP replies sent, by code class (2xx, 3xx, 4xx, 5xx)
 SMTP_REPLIES = Counter("masante_smtp_replies", "SMTP replies sent, by code class", ["code_class"], registry=REGISTRY)
 #: message copies filed into a mailbox, by the path they came in through (mx, submission, dsn, imap-append);
-#: counted as ``deliver`` adds them to the unit of work, so a delivery rolled back afterwards is counted too
+#: counted when the unit of work that ``deliver`` added them to commits (``uow.after_commit``): a delivery rolled
+#: back, or run again after a PostgreSQL conflict, is counted once or not at all
 DELIVERIES = Counter(
     "masante_deliveries", "Message copies delivered into a mailbox, per source", ["source"], registry=REGISTRY
 )

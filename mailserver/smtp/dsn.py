@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import quopri
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailserver.message.report import build_report
 from mailserver.smtp import message as M
 
 #: beyond this, only the original's header is returned (the sender has the message in their Sent folder)
@@ -157,7 +156,6 @@ def build(
     action = recipients[0].action
     success = action in (Action.DELIVERED, Action.RELAYED)
     headers_only = ret == "HDRS" or (ret is None and success) or len(original) > RETURN_LIMIT
-    boundary = f"=_dsn_{uuid.uuid4().hex}"
     original_ids = M.values(original, "message-id")
     head = [
         f"From: Mail Delivery System <{sender}>",
@@ -166,34 +164,17 @@ def build(
         f"Date: {_date(now)}",
         f"Message-ID: {M.message_id(reporting_mta)}",
         "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status;\r\n boundary="{boundary}"',
     ]
     if original_ids:
         head.append(f"In-Reply-To: {original_ids[0]}")
         head.append(f"References: {original_ids[0]}")
-    human = quopri.encodestring(_human(action, recipients, reporting_mta, headers_only).encode("utf-8"))
-    human = human.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    if headers_only:
-        returned_type, returned = "text/rfc822-headers", M.split(original)[0]
-    else:
-        returned_type, returned = "message/rfc822", original
-    if not returned.endswith(b"\r\n"):
-        returned += b"\r\n"
-    parts = [
-        b"\r\n".join(h.encode("utf-8") for h in head) + b"\r\n\r\n",
-        b"This is a MIME-encapsulated message: a delivery status notification (RFC 3464).\r\n\r\n",
-        f"--{boundary}\r\n".encode(),
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
-        human,
-        f"\r\n--{boundary}\r\n".encode(),
-        b"Content-Type: message/delivery-status\r\n\r\n",
-        _report_fields(reporting_mta, envid, arrival, recipients).encode("utf-8"),
-        f"\r\n--{boundary}\r\n".encode(),
-        f"Content-Type: {returned_type}\r\n".encode(),
-        b"Content-Transfer-Encoding: 8bit\r\n" if not returned.isascii() else b"",
-        b"\r\n",
-        returned,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ]
-    return b"".join(parts)
+    return build_report(
+        head,
+        report_type="delivery-status",
+        preamble="This is a MIME-encapsulated message: a delivery status notification (RFC 3464).",
+        human_text=_human(action, recipients, reporting_mta, headers_only),
+        machine_part=_report_fields(reporting_mta, envid, arrival, recipients),
+        original=M.split(original)[0] if headers_only else original,
+        whole=not headers_only,
+        boundary_tag="dsn",
+    )

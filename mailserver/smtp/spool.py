@@ -11,11 +11,11 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from crypto.envelope import DataKey, Keyring
+from mailserver.bodies import seal_for_queue
 from mailserver.smtp.params import MailParams, RcptParams
-from mailserver.store.models import QueuedMessage, QueueStatus
+from mailserver.store.models import QueuedMessage
 from mailserver.store.uow import UnitOfWork
 
 
@@ -33,39 +33,26 @@ async def enqueue(
     params: MailParams | None = None,
     rcpt_params: RcptParams | None = None,
 ) -> QueuedMessage:
-    qid = str(uuid.uuid4())
-    owner = f"queue:{qid}"
-    key = DataKey.generate()
     params = params or MailParams(body_8bit=not raw.isascii())
-    row = QueuedMessage(
-        id=qid,
-        account_id=account_id,
+    sealed = seal_for_queue(keyring, raw)
+    return await uow.queue.enqueue(
+        sealed.id,
+        body=sealed.body,
+        wrapped_key=sealed.wrapped_key,
+        size=len(raw),
         mail_from=mail_from,
-        rcpt_to=rcpt,
-        rcpt_domain=rcpt.rpartition("@")[2].lower(),
+        rcpt=rcpt,
+        now=now,
+        expires_at=expires_at,
+        msg_id=msg_id,
+        body_8bit=params.body_8bit or not raw.isascii(),
+        smtputf8=params.smtputf8,
+        account_id=account_id,
         orcpt=rcpt_params.orcpt if rcpt_params else None,
         notify=rcpt_params.notify_text if rcpt_params else None,
         ret=params.ret,
         envid=params.envid,
-        body=DataKey(key, owner=owner).seal(raw, object_id=owner, purpose="body"),
-        wrapped_key=keyring.wrap(key, owner=owner),
-        size=len(raw),
-        status=QueueStatus.QUEUED,
-        attempts=0,
-        next_attempt_at=now,
-        locked_until=None,
-        last_error=None,
-        created_at=now,
-        expires_at=expires_at,
-        updated_at=now,
-        msg_id=msg_id,
-        body_8bit=params.body_8bit or not raw.isascii(),
-        smtputf8=params.smtputf8,
-        remote_mta=None,
-        delay_notified=False,
     )
-    await uow.queue.add(row)
-    return row
 
 
 def open_body(keyring: Keyring, row: QueuedMessage) -> bytes:

@@ -28,12 +28,14 @@ import asyncio
 import datetime as dt
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver import metrics
+from mailserver.clock import Clock, SystemClock
 from mailserver.notify import CHANNEL
 from mailserver.store.db import Database
 from mailserver.store.groupcommit import Turn, group_of
@@ -83,12 +85,15 @@ class UnitOfWork:
     broadcasts: BroadcastRepository
     agenda: AgendaRepository
 
-    def __init__(self, db: Database, *, readonly: bool = False) -> None:
+    def __init__(self, db: Database, *, readonly: bool = False, clock: Clock | None = None) -> None:
         self._turn: Turn | None = None
         self.db = db
+        #: the process's injected clock (``Context.uow`` passes ``ctx.clock``): what the work decides by time
+        self.clock: Clock = clock or SystemClock()
         self.readonly = readonly
         self._pending_audit: list[PendingAudit] = []
         self._touched: set[int] = set()
+        self._after_commit: list[Callable[[], None]] = []
 
     async def __aenter__(self) -> UnitOfWork:
         if not self.readonly and self.db.is_sqlite:
@@ -154,6 +159,11 @@ class UnitOfWork:
         """Say that a mailbox changed: its watchers are woken after the commit."""
         self._touched.add(mailbox_id)
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once this unit commits (a metric of what it did); dropped if it rolls back, so a unit
+        run again after a conflict (``retry``) counts once, not once a run."""
+        self._after_commit.append(fn)
+
     async def commit(self) -> None:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
@@ -185,6 +195,9 @@ class UnitOfWork:
         )
         self._pending_audit.clear()
         self._touched.clear()
+        done, self._after_commit = self._after_commit, []
+        for fn in done:
+            fn()
         if self._turn is None:
             if head is not None and self.db.audit is not None:
                 self.db.audit.committed(head)  # anchored outside the database if due (never before the commit)
@@ -196,6 +209,7 @@ class UnitOfWork:
         await self.session.rollback()
         self._pending_audit.clear()
         self._touched.clear()
+        self._after_commit.clear()
 
 
 class AuditSealer:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from mailserver import metrics
 from mailserver.store import retry
 from mailserver.store.models import Account
 from mailserver.store.repositories.base import Repository
@@ -84,5 +85,27 @@ def test_a_deadlock_in_a_mailbox_command_is_retried(
             assert b'"old"' not in names and b" old" not in names
         if command == "APPEND":
             assert m.select("INBOX")[1] == [b"1"]
+    finally:
+        m.logout()
+
+
+def _delivered() -> float:
+    """Every copy ``masante_deliveries`` counted, whatever its label (the registry /metrics serves)."""
+    return sum(s.value for f in metrics.REGISTRY.collect() for s in f.samples if s.name == "masante_deliveries_total")
+
+
+def test_a_retried_append_counts_one_delivery(
+    pg: ServerThread, user: Account, tls_client: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The aborted run had already filed the copy in its unit of work: only the run that commits counts."""
+    m = imaps(pg, tls_client, user)
+    try:
+        before, retried = _delivered(), retry.retried
+        _abort_once(monkeypatch, MessageRepository, "add_many")
+        typ, data = _append(m, user)
+        monkeypatch.undo()
+        assert typ == "OK", data
+        assert retry.retried == retried + 1
+        assert _delivered() == before + 1
     finally:
         m.logout()

@@ -15,12 +15,14 @@ blobs (same account, same key), nothing is opened or sealed again.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
+import aiosqlite
 from sqlalchemy import (
     BigInteger,
     Integer,
@@ -761,13 +763,21 @@ class BlobRepository(Repository):
         is copied twice by SQLite (the binding, then the row's record), which made a 49 MB message cost two more
         copies of itself while it was stored (issue 14 point 3).
 
-        aiosqlite has no ``blobopen``: the work runs on its connection's own thread through its ``_execute``."""
+        aiosqlite (0.22) has no ``blobopen`` and no public way to run on its thread, so the ``sqlite3.Connection``
+        is taken through its public ``Cursor.connection`` and used on a worker thread (``asyncio.to_thread``):
+        the database opens SQLite connections with ``check_same_thread=False`` for this (``store.db``), and
+        the session holds this connection while it awaits, so nothing else uses it meanwhile (SQLite itself
+        is serialized). The body is still written from a ``memoryview``, ``PIECE`` octets at a time: no copy."""
         conn = await self.session.connection()
         raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection  # aiosqlite.Connection
+        driver: aiosqlite.Connection = raw.driver_connection  # type: ignore[assignment]
+        cursor = await driver.cursor()
+        try:
+            db = cursor.connection  # the sqlite3.Connection under aiosqlite's proxy
+        finally:
+            await cursor.close()
 
         def write() -> None:
-            db = driver._conn  # the sqlite3.Connection, used on the thread that owns it
             for b in blobs:
                 body = memoryview(b.body)
                 (rowid,) = db.execute("SELECT rowid FROM blobs WHERE id = ?", (b.id,)).fetchone()
@@ -776,7 +786,7 @@ class BlobRepository(Repository):
                     for start in range(0, len(body), PIECE):
                         out.write(body[start : start + PIECE])
 
-        await driver._execute(write)
+        await asyncio.to_thread(write)
 
     async def _write_in_pieces_pg(self, blobs: Sequence[Blob]) -> None:
         """PostgreSQL: each body sent in ``PIECE``-octet parameters into a large object created for it

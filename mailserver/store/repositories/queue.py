@@ -18,6 +18,58 @@ class QueueRepository(Repository):
         await self.session.flush()
         return item
 
+    async def enqueue(
+        self,
+        qid: str,
+        *,
+        body: bytes | bytearray,
+        wrapped_key: bytes,
+        size: int,
+        mail_from: str,
+        rcpt: str,
+        now: dt.datetime,
+        expires_at: dt.datetime,
+        msg_id: str,
+        body_8bit: bool,
+        smtputf8: bool = False,
+        account_id: int | None = None,
+        orcpt: str | None = None,
+        notify: str | None = None,
+        ret: str | None = None,
+        envid: str | None = None,
+    ) -> QueuedMessage:
+        """A new row, due now, for one recipient of a message already sealed under ``queue:<qid>``
+        (``bodies.seal_for_queue``): the one place a queued message starts its life (SMTP, bounces, MDNs)."""
+        return await self.add(
+            QueuedMessage(
+                id=qid,
+                account_id=account_id,
+                mail_from=mail_from,
+                rcpt_to=rcpt,
+                rcpt_domain=rcpt.rpartition("@")[2].lower(),
+                orcpt=orcpt,
+                notify=notify,
+                ret=ret,
+                envid=envid,
+                body=body,
+                wrapped_key=wrapped_key,
+                size=size,
+                status=QueueStatus.QUEUED,
+                attempts=0,
+                next_attempt_at=now,
+                locked_until=None,
+                last_error=None,
+                created_at=now,
+                expires_at=expires_at,
+                updated_at=now,
+                msg_id=msg_id,
+                body_8bit=body_8bit,
+                smtputf8=smtputf8,
+                remote_mta=None,
+                delay_notified=False,
+            )
+        )
+
     async def get(self, item_id: str, *, for_update: bool = False) -> QueuedMessage | None:
         if not for_update:
             return await self.session.get(QueuedMessage, item_id)
