@@ -14,6 +14,8 @@ Invariants:
   256 KiB read buffer per connection by default; this process lowers it to
   ``TLS_READ_BUFFER`` (a TLS record carries at most 16 KiB, so reads still
   take whole records). 10,000 idle IMAPS clients would otherwise cost 2.5 GiB.
+  Once a handshake is done, that buffer is the one shared by the connections
+  of the event loop (``tlsbuffer.share_tls_read_buffer``, issue 10).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mailserver.admission import Admission
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.imap.session import ImapSession, SessionConfig, tls_reason
+from mailserver.imap.tlsbuffer import share_tls_read_buffer
 
 log = logging.getLogger("masante.imap")
 
@@ -104,6 +107,7 @@ class ImapListener:
             # awaited directly, not in wait_for's task: start_tls must pause the plain reading before the
             # loop polls the socket again, or a ClientHello already sent would land in the StreamReader
             await writer.start_tls(tls, ssl_handshake_timeout=timeout)
+            share_tls_read_buffer(writer)
             return True
         except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as exc:
             # asyncio ends a handshake that outlives ssl_handshake_timeout with ConnectionAbortedError

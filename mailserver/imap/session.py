@@ -74,6 +74,7 @@ from mailserver.imap.protocol.parser import ImapParseError, ImapReceiver, NeedDa
 from mailserver.imap.protocol.selected import Selected, SequenceError
 from mailserver.imap.protocol.states import Connection, ImapState
 from mailserver.imap.scoped import open_store, still_valid
+from mailserver.imap.tlsbuffer import share_tls_read_buffer
 
 if TYPE_CHECKING:
     from directory.app_passwords import Scope
@@ -208,7 +209,9 @@ class ImapSession(ExtensionHandlers):
             if left < timeout:
                 timeout, deadline_bound = max(left, 0.0), True
         try:
-            data = await asyncio.wait_for(self._recv(), timeout)
+            # a timeout scope, not wait_for: no task of its own per read of every idle connection (issue 10)
+            async with asyncio.timeout(timeout):
+                data = await self._recv()
         except TimeoutError:
             if deadline_bound:  # issue 14: silence is not the only way to hold a connection
                 await self._bye(
@@ -464,6 +467,7 @@ class ImapSession(ExtensionHandlers):
             log.info("imap.tls-failed", extra={"fields": {"endpoint": "starttls", "reason": reason}})
             self.reason = "tls-failed"
             raise Closing from None
+        share_tls_read_buffer(self.writer)
         self.tls_active = True
         return []
 
