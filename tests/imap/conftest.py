@@ -73,12 +73,17 @@ def raw_command(m: imaplib.IMAP4, line: str | bytes) -> list[bytes]:
             return out
 
 
-@pytest.fixture
-def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
-    """A client logged in over IMAPS as ``user``, logged out after the test (if it still can be)."""
+def logged_in(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
+    """A client logged in over IMAPS as ``user`` for a fixture to yield, logged out after (if it still can be)."""
     client = imaps(srv, tls_client, user)
     yield client
     try:
         client.logout()
     except (imaplib.IMAP4.error, OSError):
         pass
+
+
+@pytest.fixture
+def m(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
+    """A client logged in over IMAPS as ``user``, logged out after the test (if it still can be)."""
+    yield from logged_in(srv, tls_client, user)

@@ -24,7 +24,7 @@ from mailserver import mailboxes
 from mailserver.context import Context
 from mailserver.imap.notify import MAX_BACKLOG, MAX_WATCHED
 from mailserver.store.models import Account
-from tests.imap.conftest import ServerThread, imaps, message, raw_command
+from tests.imap.conftest import ServerThread, logged_in, message, raw_command
 
 #: seconds a pushed response may take to arrive
 WAIT = 15
@@ -33,12 +33,7 @@ WAIT = 15
 @pytest.fixture
 def other(srv: ServerThread, tls_client: ssl.SSLContext, user: Account) -> Iterator[imaplib.IMAP4_SSL]:
     """A second session of the same account: the one that makes the changes."""
-    client = imaps(srv, tls_client, user)
-    yield client
-    try:
-        client.logout()
-    except (imaplib.IMAP4.error, OSError):
-        pass
+    yield from logged_in(srv, tls_client, user)
 
 
 def pushed_until(m: imaplib.IMAP4, needle: bytes, within: float = WAIT) -> list[bytes]:

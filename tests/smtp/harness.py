@@ -25,6 +25,7 @@ from mailserver.store.models import Account
 from tests import support
 from tests.harness.messages import message
 from tests.harness.server import Databases, ServerThread, databases
+from tests.smtp.conftest import PRO, PRO2
 
 __all__ = [
     "Databases",
@@ -41,6 +42,7 @@ __all__ = [
     "mx",
     "read_reply",
     "require_tool",
+    "send",
     "submission",
     "text",
     "tls_client",
@@ -63,6 +65,15 @@ def submission(
     if user is not None:
         s.login(user, password)
     return s
+
+
+def send(server: ServerThread, pki: support.TestPKI, raw: bytes) -> dict[str, tuple[int, bytes]]:
+    """``raw`` submitted by the professional ``PRO`` to ``PRO2`` in a session of its own: the refused recipients."""
+    s = submission(server, pki, PRO)
+    try:
+        return s.sendmail(PRO, [PRO2], raw)
+    finally:
+        s.quit()
 
 
 def mx(server: ServerThread, pki: support.TestPKI, cert: tuple[Path, Path] | None) -> smtplib.SMTP:

@@ -24,7 +24,7 @@ from mailserver.smtp.gate import LargeMessageGate
 from tests import support
 from tests.harness.server import Databases, ServerThread, start_server
 from tests.smtp.conftest import PRO, PRO2, SMTP_DEFAULTS, site_fixture
-from tests.smtp.harness import find, holding_the_gate, listener, marker, message, submission
+from tests.smtp.harness import find, holding_the_gate, listener, marker, message, send, submission
 
 GATE = 2_600_000  # past two 1 MiB chunks: some of the message is sealed on disk while the session waits
 SPOOL = {"limits": {"spool_threshold": 1_000, "large_message_size": GATE, "large_messages_at_once": 1}}
@@ -61,14 +61,6 @@ def held(site: ServerThread) -> Iterator[Callable[[], None]]:
     """The gate's only slot, held by the test until it calls the function it is given."""
     with holding_the_gate(site) as (_, release):
         yield release
-
-
-def send(site: ServerThread, pki: support.TestPKI, raw: bytes) -> dict[str, tuple[int, bytes]]:
-    s = submission(site, pki, PRO)
-    try:
-        return s.sendmail(PRO, [PRO2], raw)
-    finally:
-        s.quit()
 
 
 def in_flight(site: ServerThread, tag: str) -> Path:

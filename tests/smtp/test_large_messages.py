@@ -19,7 +19,17 @@ import pytest
 from mailserver.smtp.gate import LargeMessageGate
 from tests import support
 from tests.smtp.conftest import PRO, PRO2, site_fixture
-from tests.smtp.harness import ServerThread, find, holding_the_gate, listener, marker, message, read_reply, submission
+from tests.smtp.harness import (
+    ServerThread,
+    find,
+    holding_the_gate,
+    listener,
+    marker,
+    message,
+    read_reply,
+    send,
+    submission,
+)
 
 LARGE = 2_000
 LIMIT = 60_000
@@ -42,14 +52,6 @@ def gate_of(server: ServerThread) -> LargeMessageGate:
 
 def big(tag: str, n: int, size: int = 10_000) -> bytes:
     return message(PRO, PRO2, f"large {tag} {n}", ("Compte rendu d'imagerie. " * (size // 25 + 1))[:size] + "\n")
-
-
-def send(site: ServerThread, pki: support.TestPKI, raw: bytes) -> dict[str, tuple[int, bytes]]:
-    s = submission(site, pki, PRO)
-    try:
-        return s.sendmail(PRO, [PRO2], raw)
-    finally:
-        s.quit()
 
 
 @pytest.fixture
