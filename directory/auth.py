@@ -14,7 +14,15 @@ Invariants:
   refused attempt is not checked (and so not audited as a login; the lockout
   that caused it is).
 - A success keeps the account's last login (``account_activity``, for
-  ``masante-admin retention inactive``), in the audit's transaction.
+  ``masante-admin retention inactive``), in the audit's transaction, to the
+  minute: it is written when the stored one is ``LAST_LOGIN_EVERY`` old, or
+  older than the inactivity warning (so a login after a warning voids it at
+  once). The account and its activity are read in one statement
+  (``AccountRepository.for_login``).
+- A login that needs no memory-hard hash (a pair the cache holds, an app
+  password) is one unit of work: read, check, audit and record, one commit. If
+  the row read no longer backs the cache entry, that unit leaves without
+  committing and the ordinary path (read, hash in a thread, write) decides.
 - The memory-hard hash runs in a worker thread, not on the event loop.
 - Verified credentials are remembered for a short while (``security.auth_cache_ttl``
   seconds on the context's clock, ``security.auth_cache_size`` entries at most),
@@ -307,7 +315,15 @@ class Authenticator:
     # --- bearer tokens and client certificates ------------------------------------------------------------------
 
     async def _record(
-        self, ok: bool, attempt: Attempt, account: Account | None, actor: str, detail: str, why: str, protocol: str
+        self,
+        ok: bool,
+        attempt: Attempt,
+        account: Account | None,
+        actor: str,
+        detail: str,
+        why: str,
+        protocol: str,
+        found: LoginFacts | None = None,
     ) -> AuthResult:
         async with self.ctx.uow() as uow:
             uow.audit(
@@ -317,8 +333,11 @@ class Authenticator:
                 "ok" if ok else "fail",
                 f"{detail}; {why}",
             )
-            if ok and account is not None:
-                await uow.activity.logged_in(account.id, self.ctx.clock())
+            now = self.ctx.clock()
+            # ``found``: the account's row as read for this attempt, with its activity (None: write it)
+            last, warned = (found.last_login_at, found.warned_at) if found is not None else (None, None)
+            if ok and account is not None and last_login_due(last, warned, now):
+                await uow.activity.logged_in(account.id, now)
             await self.limits.record(attempt, ok, account=account, uow=uow)
             await uow.commit()
         if ok:
@@ -333,6 +352,7 @@ class Authenticator:
         if attempt.refusal is not None:
             return AuthResult(None, refusal=attempt.refusal)
         account: Account | None = None
+        found: LoginFacts | None = None
         who = ""
         if self.bearer is None:
             why = "oauth-off"
@@ -347,11 +367,12 @@ class Authenticator:
                 who = f"; professional {identity.national_id}"
                 if canonical.isprintable():
                     async with self.ctx.uow(readonly=True) as uow:
-                        account = await uow.accounts.by_address(canonical)
+                        found = await uow.accounts.for_login(canonical)
+                    account = found.account if found is not None else None
                 why = _bearer_refusal(account, identity.rpps)
         ok = why == "ok" and account is not None
         return await self._record(
-            ok, attempt, account, canonical, f"{protocol} from {peer}; bearer{who}", why, protocol
+            ok, attempt, account, canonical, f"{protocol} from {peer}; bearer{who}", why, protocol, found
         )
 
     async def authenticate_certificate(
