@@ -16,6 +16,7 @@ from mailserver.context import Context
 from mailserver.store.models import Account
 from tests import support
 
+
 class StillClock:
     """A clock that moves only when told to, and reads the same until then (``FakeClock`` ticks at each read)."""
 
@@ -30,8 +31,9 @@ class StillClock:
 
 
 #: statements a warm LOGIN may cost, every one counted (the limits' and the audit chain's too); before this
-#: path: SQLite 9 (a read transaction, then a write one), PostgreSQL 15
-BOUNDS = {"sqlite": 7, "postgresql": 14}
+#: path: SQLite 9 (a read transaction, then a write one), PostgreSQL 15 (14 with the read in the unit, 13 since the
+#: limits' record no longer makes its counters again)
+BOUNDS = {"sqlite": 7, "postgresql": 13}
 
 
 @contextlib.contextmanager
