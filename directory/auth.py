@@ -200,7 +200,7 @@ class Authenticator:
             async with self.ctx.uow() as uow:
                 found = await uow.accounts.for_login(canonical)
                 verdict = await self._app_password(uow, found, password, protocol)
-                matches = self._quick_match(canonical, password, found, verdict, protocol)
+                matches = self._quick_match(canonical, password, found, verdict)
                 if matches is not None:
                     ok, why = await self._settle(
                         uow, attempt, canonical, password, found, verdict, matches, protocol, peer
@@ -214,7 +214,7 @@ class Authenticator:
             async with self.ctx.uow(readonly=True) as uow:
                 found = await uow.accounts.for_login(canonical)
                 verdict = await self._app_password(uow, found, password, protocol)
-        matches = self._quick_match(canonical, password, found, verdict, protocol)
+        matches = self._quick_match(canonical, password, found, verdict)
         if matches is None:
             stored = found.account.password_hash if found is not None else None
             matches = await asyncio.to_thread(verify_password, password, stored)
@@ -228,9 +228,7 @@ class Authenticator:
             return NOT_APP_PASSWORD
         return await self.app_passwords.check(uow, found.account, password, protocol)
 
-    def _quick_match(
-        self, canonical: str, password: str, found: LoginFacts | None, verdict: Verdict, protocol: str
-    ) -> bool | None:
+    def _quick_match(self, canonical: str, password: str, found: LoginFacts | None, verdict: Verdict) -> bool | None:
         """Whether ``password`` opens the account, when that is known without the memory-hard hash (None: run it)."""
         if verdict is not NOT_APP_PASSWORD:  # one of this account's app credentials: its verdict, no hash
             return verdict.scope is not None
