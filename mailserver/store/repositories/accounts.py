@@ -1,13 +1,22 @@
+"""Domains and accounts. ``AccountRepository.for_login`` is the one statement a login reads: the account and
+its activity (``account_activity``), through a Core statement built once.
+
+Invariants:
+- ``for_login`` reads the row as it is now (no cache of account rows): a disabled, closed or changed account
+  is seen by the very next login.
+"""
+
 from __future__ import annotations
 
 import builtins
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
 
-from mailserver.store.models import Account, AccountKind, AccountStatus, Domain, DomainKind
+from mailserver.store.models import Account, AccountActivity, AccountKind, AccountStatus, Domain, DomainKind
 from mailserver.store.repositories.base import Repository
 
 
@@ -33,6 +42,24 @@ class DomainRepository(Repository):
 
 
 _ACCOUNTS = cast(Table, Account.__table__)
+_ACTIVITY = cast(Table, AccountActivity.__table__)
+#: what a login reads, in one statement: the account row and its last login and warning (outer join: an account
+#: never logged in nor warned has no activity row)
+_FOR_LOGIN = (
+    select(_ACCOUNTS, _ACTIVITY.c.last_login_at, _ACTIVITY.c.warned_at)
+    .outerjoin(_ACTIVITY, _ACTIVITY.c.account_id == _ACCOUNTS.c.id)
+    .where(_ACCOUNTS.c.address == bindparam("address"))
+)
+_ACCOUNT_COLUMNS = tuple(c.key for c in _ACCOUNTS.c)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFacts:
+    """An account as a login reads it (``AccountRepository.for_login``)."""
+
+    account: Account  # not attached to any session: read its columns, do not load through it
+    last_login_at: dt.datetime | None
+    warned_at: dt.datetime | None
 
 
 class AccountRepository(Repository):
@@ -44,6 +71,16 @@ class AccountRepository(Repository):
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def for_login(self, address: str) -> LoginFacts | None:
+        """The account at ``address`` (already canonical) and its activity, in one Core statement."""
+        conn = await self.session.connection()
+        row = (await conn.execute(_FOR_LOGIN, {"address": address.lower()})).first()
+        if row is None:
+            return None
+        values = row._mapping
+        account = Account(**{key: values[key] for key in _ACCOUNT_COLUMNS})
+        return LoginFacts(account, values["last_login_at"], values["warned_at"])
 
     async def by_ins(self, ins: str) -> Account | None:
         return (await self.session.execute(select(Account).where(Account.ins == ins))).scalar_one_or_none()
