@@ -15,7 +15,9 @@ Invariants:
   only when a notification says the mailbox moved, once for all the sessions;
   STORE, EXPUNGE and FETCH take the messages' current flags from it under the
   row lock when it holds the mailbox just before their modseq, and hand it
-  their own change after the commit. SELECT and STATUS read the store.
+  their own change after the commit. SELECT reads the mailbox row from the store
+  and takes the messages from the cache when it holds them at that row's
+  HIGHESTMODSEQ (``states_at``), else from the store; STATUS reads the store.
 - The hot path runs Core statements (``MailboxRow``, no ORM objects): one
   ``UPDATE ... RETURNING`` for the modseq and the row lock, one for the flags.
   COPY and MOVE lock both rows with one ``SELECT ... FOR UPDATE`` (by id), copy
@@ -202,6 +204,9 @@ class MailStore:
         self._key: DataKey | None = None
         #: the account's flags to and from ``messages.flags`` (its keywords sealed: ``mailserver.flags``)
         self.codec = FlagCodec(lambda: ctx.db.metadata_key, account.id)
+        #: mailbox id -> UIDs whose \\Recent this session's APPEND claimed (``append_many(recent_for=...)``),
+        #: until its next look at that mailbox (``changes``, ``select``) reports them as recent
+        self._own_recent: dict[int, set[int]] = {}
 
     @property
     def key(self) -> DataKey:
@@ -303,7 +308,9 @@ class MailStore:
             m = await uow.mailboxes.row_by_name(self.account.id, name)
             if m is None:
                 raise MailboxNotFound(canonical_name(name))
-            states = await uow.message_views.states(m.id)
+            # the messages from the process's view when it holds the mailbox at the row's modseq
+            cached = self._cache().states_at(m)
+            states = cached if cached is not None else await uow.message_views.states(m.id)
         first = m.first_recent_uid
         if not readonly and m.first_recent_uid < m.uidnext:
             async with self.ctx.uow() as uow:
@@ -322,13 +329,14 @@ class MailStore:
                 await uow.commit()
             m = m.recent_from(max(m.first_recent_uid, uidnext))
             self._cache().claimed_recent(m.id, uidnext)
+        own = self._own_recent.pop(m.id, set())
         modseq = max([m.highestmodseq, *(s[2] for s in states)])
         if modseq == m.highestmodseq:  # the row and the messages agree (PostgreSQL reads them at two instants)
             self._cache().install(m, states, self._now())
         return Snapshot(
             MailboxInfo.of(m),
             [(uid, self.codec.decode(flags)) for uid, flags, _ in states],
-            frozenset(uid for uid, _, _ in states if uid >= first),
+            frozenset(uid for uid, _, _ in states if uid >= first or uid in own),
             modseq,
             {uid: ms for uid, _, ms in states},
         )
@@ -363,6 +371,9 @@ class MailStore:
         if claim_recent and newest >= row.first_recent_uid:
             first = await self._claim_recent(mailbox_id, row.first_recent_uid, newest)
             recent = frozenset(u for u, _, _ in changed if u >= first)
+        own = self._own_recent.pop(mailbox_id, None)
+        if own and claim_recent:  # this session's APPEND claimed them in its own unit of work
+            recent |= {u for u, _, _ in changed if u in own}
         return Changes(
             [(u, self.codec.decode(f)) for u, f, _ in changed],
             expunged,
@@ -725,15 +736,29 @@ class MailStore:
             return await quota.root(uow, self.ctx.config.limits, self.account, root)
 
     async def append(
-        self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
+        self,
+        name: str,
+        raw: bytes,
+        flags: Iterable[str],
+        internal_date: dt.datetime | None,
+        *,
+        recent_for: int | None = None,
     ) -> AppendResult:
         """APPEND of one message: ``append_many`` of one."""
-        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)]))[0]
+        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)], recent_for=recent_for))[0]
 
-    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+    async def append_many(
+        self, name: str, items: Sequence[NewMessage], *, recent_for: int | None = None
+    ) -> list[AppendResult]:
         """APPEND through the one delivery path, after admission's ``check_append``: every message of a
         MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together, in that unit of
-        work (``deliver``'s ``limits``: the bound cannot be outrun)."""
+        work (``deliver``'s ``limits``: the bound cannot be outrun).
+
+        ``recent_for``: the mailbox the session has selected read-write. An APPEND into it claims \\Recent
+        (RFC 3501 §2.3.2: this session is the first told of the new messages) in the same unit of work, if
+        \\Recent started at its first new UID (nothing older unclaimed): no second unit of work for the
+        claim, and no other session of the process tries for it; the session's next ``changes`` reports them
+        as recent."""
         limit = self.ctx.config.limits.max_message_size
         for item in items:
             if len(item.raw) > limit:
@@ -765,10 +790,12 @@ class MailStore:
             ready.append((item, self.codec.encode(f for f in item.flags if f != RECENT), sealed))
         cache = self._cache()
         generation: int | None = None
+        claimed: int | None = None  # UIDNEXT after this APPEND's own \\Recent claim (``recent_for``)
 
         async def work() -> list[Delivered]:
-            nonlocal generation
+            nonlocal generation, claimed
             done: list[Delivered] = []
+            claimed = None
             async with self.ctx.uow() as uow:
                 generation = cache.generation(box_id)
                 for item, kept, sealed in ready:
@@ -789,6 +816,9 @@ class MailStore:
                     except MailboxMissing:
                         raise MailboxNotFound(target, try_create=True) from None
                     done.append(result.delivered[0])
+                mine = [d.uid for d in done if d.mailbox_id == box_id]
+                if recent_for == box_id and mine and not agenda:  # an invitation may have added more
+                    claimed = await uow.mailboxes.claim_recent_from(box_id, min(mine))
                 await uow.commit()
             return done
 
@@ -805,6 +835,9 @@ class MailStore:
                 alone=not agenda,
             )
             out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
+        if claimed is not None:
+            cache.claimed_recent(box_id, claimed)
+            self._own_recent.setdefault(box_id, set()).update(r.uid for r in out if r.mailbox_id == box_id)
         return out
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import ssl
 import sys
@@ -184,3 +185,55 @@ async def test_an_entry_is_read_again_after_the_revalidation_delay_and_dropped_w
     store.row = None
     assert await cache.current(7, 2 * REVALIDATE_AFTER, store.read) is None
     assert len(cache) == 0
+
+
+def test_select_takes_the_messages_from_the_cache_only_when_it_holds_the_store_s_modseq(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account
+) -> None:
+    """A SELECT answered from the cache (the mailbox row read, the messages not) still sees a message another
+    process delivered without this one being told: the row's HIGHESTMODSEQ moved, so the messages are read."""
+    srv.deliver(user, message("lab@lab.test", user.address, "one"))
+    a, b = imaps(srv, tls_client, user), imaps(srv, tls_client, user)
+    try:
+        assert a.select("INBOX") == ("OK", [b"1"])  # in the cache now
+        assert b.select("INBOX") == ("OK", [b"1"])  # from it
+        a.logout()
+        b.logout()
+        _deliver_from_another_process(srv, user)
+        c = imaps(srv, tls_client, user)
+        assert c.select("INBOX") == ("OK", [b"2"])
+        typ, data = c.fetch("1:*", "(FLAGS)")
+        assert typ == "OK" and len(data) == 2, data
+        c.logout()
+    finally:
+        for x in (a, b):
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                x.logout()
+
+
+def test_an_append_into_the_selected_mailbox_is_recent_for_the_appending_session_alone(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account
+) -> None:
+    """The APPEND claims \\Recent in its own unit of work: its session is told first (RFC 3501 §2.3.2); another
+    session with the mailbox selected sees the message, not as recent."""
+    srv.deliver(user, message("lab@lab.test", user.address, "one"))
+    a, b = imaps(srv, tls_client, user), imaps(srv, tls_client, user)
+    try:
+        a.select("INBOX")
+        b.select("INBOX")
+        typ, data = a.append("INBOX", "", None, message(user.address, "x@y.test", "appended"))
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        a.noop()
+        assert a.untagged_responses.pop("EXISTS")[-1] == b"2"
+        assert a.untagged_responses.pop("RECENT")[-1] == b"2"  # the delivered one, claimed by its SELECT, too
+        typ, data = a.fetch("2", "(FLAGS)")
+        assert typ == "OK" and b"\\Recent" in data[0], data
+        b.noop()
+        assert b.untagged_responses.pop("EXISTS")[-1] == b"2"
+        assert b.untagged_responses.pop("RECENT", [b"0"])[-1] == b"0"
+        typ, data = b.fetch("2", "(FLAGS)")
+        assert typ == "OK" and b"\\Recent" not in data[0], data
+    finally:
+        for x in (a, b):
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                x.logout()

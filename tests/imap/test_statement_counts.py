@@ -39,7 +39,8 @@ MESSAGES = 20
 #: statements per command the code may not exceed (before issue 10 point 4: SQLite / PostgreSQL, audit left out)
 BOUNDS = {
     "SELECT": 3,  # 6 / 6
-    "SELECT again": 2,  # 3 / 3
+    # 3 / 3; 2 / 2 before the messages came from the process's view when it holds the mailbox at the row's modseq
+    "SELECT again": 1,
     "UID FETCH FLAGS": 0,  # 1 / 1
     "UID FETCH BODY.PEEK": 1,  # 4 / 4
     "UID FETCH BODY (sets \\Seen)": 3,  # 10 / 11
@@ -62,6 +63,9 @@ BOUNDS = {
     # can reach the writer before either is applied to the shared view, and the loser reads the row again
     "IDLE wake-up of two sessions after a delivery": 5,
 }
+#: units of work that write, per command, on SQLite (each one a SAVEPOINT of a group commit's batch): an APPEND
+#: into the selected mailbox claims its \Recent in its own unit (2 before: the claim was a unit of its own)
+UNITS = {"APPEND": 1, "UID STORE": 1, "UID EXPUNGE": 1, "UID FETCH BODY.PEEK": 1, "SELECT again": 0, "STATUS": 0}
 #: PostgreSQL sends every commit back through LISTEN; a write that hears its own echo before it can say it was its
 #: own (its commit still sealing audit entries, a loaded machine) reads the mailbox row once more
 PG_ECHO = {
@@ -137,6 +141,10 @@ def _check(counts: dict[str, list[str]], postgresql: bool) -> None:
     }
     over = {name: (n, bounds[name]) for name, n in figures.items() if n > bounds[name]}
     assert not over, {name: (n, bound, counts[name]) for name, (n, bound) in over.items()}
+    if not postgresql:
+        units = {name: sum(x.lstrip().startswith("SAVEPOINT") for x in counts[name]) for name in UNITS}
+        more = {name: (n, UNITS[name]) for name, n in units.items() if n > UNITS[name]}
+        assert not more, {name: (n, bound, counts[name]) for name, (n, bound) in more.items()}
 
 
 async def _marker(ctx: Context) -> None:
