@@ -15,15 +15,20 @@ Invariants:
   only when a notification says the mailbox moved, once for all the sessions;
   STORE, EXPUNGE and FETCH take the messages' current flags from it under the
   row lock when it holds the mailbox just before their modseq, and hand it
-  their own change after the commit. SELECT reads the mailbox row from the store
-  and takes the messages from the cache when it holds them at that row's
-  HIGHESTMODSEQ (``states_at``), else from the store; STATUS reads the store.
+  their own change after the commit. A STORE the cache says changes nothing is
+  confirmed by reading the mailbox row (at the cache's HIGHESTMODSEQ the cache
+  is the store) and answered without taking the writer. SELECT reads the
+  mailbox row from the store and takes the messages from the cache when it
+  holds them at that row's HIGHESTMODSEQ (``states_at``), else from the store;
+  STATUS reads the store.
 - The hot path runs Core statements (``MailboxRow``, no ORM objects): one
   ``UPDATE ... RETURNING`` for the modseq and the row lock, one for the flags.
   COPY and MOVE lock both rows with one ``SELECT ... FOR UPDATE`` (by id), copy
   the message rows with one ``INSERT ... SELECT`` (the blobs shared, nothing
   opened or sealed again) and, for a MOVE, take both modseqs in one ``UPDATE``;
-  they and APPEND hand their change to the process's view after the commit.
+  they and APPEND hand their change to the process's view after the commit. An
+  APPEND into the mailbox its session has selected read-write claims the new
+  messages' \\Recent in its own unit of work (``recent_for``), not in a second one.
 - Reading message content (a body section, RFC822...) is audited, ids only:
   one entry per call with the mailbox id and the UIDs. Bodies are decrypted
   in a worker thread, outside any transaction, so the event loop goes on.
@@ -190,6 +195,11 @@ class AppendResult:
     uidvalidity: int
     uid: int
     mailbox_id: int
+
+
+#: what a STORE would do to messages of the given (stored flags, modseq): its answer if nothing changes, the
+#: new stored flags of those that change (compare-and-set: None) and those of them that newly ask for an MDN
+_StorePlan = tuple[StoreResult, dict[int, tuple[str | None, str]], list[int]]
 
 
 class MailStore:
@@ -563,8 +573,42 @@ class MailStore:
 
         Under the row lock (a new modseq taken first) the current flags come from the process's cache when
         it holds the mailbox just before that modseq, else from the store; nothing changed, nothing is kept
-        (the new modseq rolls back)."""
+        (the new modseq rolls back).
+
+        A STORE the process's view says changes nothing (``+FLAGS`` of flags already set...) is confirmed
+        by reading the mailbox row alone, outside the writer: at the view's HIGHESTMODSEQ the view is the
+        store's state, and the STORE is answered from it without a writing unit of work."""
         wanted = frozenset(flags) - {RECENT}
+
+        def plan(
+            current: dict[int, tuple[str, int]],
+        ) -> tuple[StoreResult, dict[int, tuple[str | None, str]], list[int]]:
+            """The result if nothing changes, the new stored flags of the messages that do change, and those
+            of them that newly ask for an MDN (``$MDNSent``)."""
+            result: dict[int, frozenset[str]] = {}
+            modseqs: dict[int, int] = {}
+            modified: list[int] = []
+            changed: dict[int, tuple[str | None, str]] = {}
+            asked: list[int] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
+            for uid in sorted(current):
+                stored_flags, msg_modseq = current[uid]
+                if unchanged_since is not None and msg_modseq > unchanged_since:
+                    modified.append(uid)
+                    continue
+                modseqs[uid] = msg_modseq
+                old = self.codec.decode(stored_flags)
+                new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
+                new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
+                result[uid] = self.codec.decode(self.codec.encode(new))
+                if new != old:
+                    changed[uid] = (None, self.codec.encode(new))
+                    if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
+                        asked.append(uid)
+            return StoreResult(result, modseqs, modified), changed, asked
+
+        unchanged = await self._unchanged_store(mailbox_id, uids, plan)
+        if unchanged is not None:
+            return unchanged
 
         async def work() -> StoreResult:
             cache = self._cache()
@@ -575,27 +619,10 @@ class MailStore:
                     current = {u: known[u] for u in uids if u in known}
                 else:
                     current = {r.uid: (r.flags, r.modseq) for r in await uow.messages.by_uids(mailbox_id, uids)}
-                result: dict[int, frozenset[str]] = {}
-                modseqs: dict[int, int] = {}
-                modified: list[int] = []
-                changed: dict[int, tuple[str | None, str]] = {}
-                asked: list[int] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
-                for uid in sorted(current):
-                    stored_flags, msg_modseq = current[uid]
-                    if unchanged_since is not None and msg_modseq > unchanged_since:
-                        modified.append(uid)
-                        continue
-                    modseqs[uid] = msg_modseq
-                    old = self.codec.decode(stored_flags)
-                    new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
-                    new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
-                    result[uid] = self.codec.decode(self.codec.encode(new))
-                    if new != old:
-                        changed[uid] = (None, self.codec.encode(new))
-                        if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
-                            asked.append(uid)
+                planned, changed, asked = plan(current)
+                result, modseqs, modified = planned.flags, planned.modseqs, planned.modified
                 if not changed:
-                    return StoreResult(result, modseqs, modified)  # rolled back: the modseq is not used
+                    return planned  # rolled back: the modseq is not used
                 written = set(await uow.messages.set_flags(mailbox_id, changed, modseq))
                 for uid in set(changed) - written:  # expunged meanwhile
                     del result[uid]
@@ -611,6 +638,32 @@ class MailStore:
             return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
+
+    async def _unchanged_store(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        plan: Callable[[dict[int, tuple[str, int]]], _StorePlan],
+    ) -> StoreResult | None:
+        """STORE's answer when it changes nothing, known without the writer: the process's view of the
+        mailbox says so and the mailbox row, read now, is at the view's HIGHESTMODSEQ (so the view holds the
+        store's flags). None: it may change something, or the view cannot say (take the writer)."""
+        cache = self._cache()
+        entry = cache.peek(mailbox_id, self._now())
+        if entry is None:
+            return None
+        at = entry.row
+        current = {u: entry.messages[u] for u in uids if u in entry.messages}
+        planned, changed, _ = plan(current)
+        if changed:
+            return None
+        async with self.ctx.uow(readonly=True) as uow:
+            row = await uow.mailboxes.row(mailbox_id)
+        if row is None or row.account_id != self.account.id:
+            raise MailboxGone("The selected mailbox was deleted")
+        if row.uidvalidity != at.uidvalidity or row.highestmodseq != at.highestmodseq:
+            return None
+        return planned
 
     async def _notify_displayed(self, uow: UnitOfWork, messages: Sequence[Message]) -> None:
         """The read receipts (``mailserver.mdn``) the client asked for by setting ``$MDNSent``, patients only."""

@@ -21,10 +21,14 @@ import ssl
 import sys
 
 import pytest
+from sqlalchemy import select, update
 
+from mailserver.context import Context
+from mailserver.flags import FlagCodec
 from mailserver.imap.mailboxcache import REVALIDATE_AFTER, DeltaRow, MailboxCache
 from mailserver.notify import ChangeNotifier
-from mailserver.store.models import Account
+from mailserver.store.db import null_pool_engine
+from mailserver.store.models import Account, Mailbox, Message
 from mailserver.store.repositories.mail import MailboxRow
 from tests import support
 from tests.imap.conftest import ServerThread, imaps, message
@@ -237,3 +241,49 @@ def test_an_append_into_the_selected_mailbox_is_recent_for_the_appending_session
         for x in (a, b):
             with contextlib.suppress(imaplib.IMAP4.error, OSError):
                 x.logout()
+
+
+def test_a_store_the_cache_thinks_changes_nothing_still_changes_what_it_missed(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account
+) -> None:
+    """A STORE the process's view says is a no-op is answered without the writer only once the mailbox row
+    confirms the view is at the store's modseq: a flag set behind the view's back (another process, no
+    notification) is still removed by ``-FLAGS``."""
+    srv.deliver(user, message("lab@lab.test", user.address, "one"))
+    a = imaps(srv, tls_client, user)
+    try:
+        a.select("INBOX")
+        a.noop()  # the mailbox is in the cache, current
+
+        async def flag_behind_the_cache(ctx: Context) -> None:
+            engine = null_pool_engine(ctx.db.url)
+            try:
+                async with engine.begin() as conn:
+                    box = (await conn.execute(select(Mailbox.id).where(Mailbox.account_id == user.id))).scalars()
+                    mid = next(iter(box))
+                    ms = (
+                        await conn.execute(
+                            update(Mailbox)
+                            .where(Mailbox.id == mid)
+                            .values(highestmodseq=Mailbox.highestmodseq + 1)
+                            .returning(Mailbox.highestmodseq)
+                        )
+                    ).scalar_one()
+                    flags = FlagCodec(lambda: ctx.db.metadata_key, user.id).encode({"\\Flagged"})
+                    first = (Message.mailbox_id == mid) & (Message.uid == 1)
+                    await conn.execute(update(Message).where(first).values(flags=flags, modseq=ms))
+            finally:
+                await engine.dispose()
+
+        srv.call(flag_behind_the_cache)
+        typ, _ = a.uid("STORE", "1", "-FLAGS.SILENT", "(\\Flagged)")  # the view still says: not flagged
+        assert typ == "OK"
+        b = imaps(srv, tls_client, user)
+        try:
+            b.select("INBOX")
+            typ, data = b.fetch("1", "(FLAGS)")
+            assert typ == "OK" and b"\\Flagged" not in data[0], data
+        finally:
+            b.logout()
+    finally:
+        a.logout()
