@@ -164,7 +164,9 @@ class ScopedMailStore(MailStore):
         self._write()
         return await super().copy(mailbox_id, uids, dest_name, move=move)
 
-    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+    async def append_many(
+        self, name: str, items: Sequence[NewMessage], *, recent_for: int | None = None
+    ) -> list[AppendResult]:
         self._need(name)
         self._write()
-        return await super().append_many(name, items)
+        return await super().append_many(name, items, recent_for=recent_for)
