@@ -457,7 +457,13 @@ class MailHandlers:
             data: dict[int, MessageData] = {}
             if want_rows:
                 found, _ = await self._store().fetch(
-                    sel.id, [u for _, u in batch], meta=want_meta, body=want_body, mark_seen=False, audit=want_body
+                    sel.id,
+                    [u for _, u in batch],
+                    meta=want_meta,
+                    body=want_body,
+                    mark_seen=False,
+                    audit=want_body,
+                    envelope=meta,  # SORT and THREAD read it; matching a key does not
                 )
                 data = {d.uid: d for d in found}
             cands = [

@@ -423,8 +423,8 @@ class MailStore:
 
     # --- messages ------------------------------------------------------------------------------------------
 
-    def _meta(self, blob: Blob, data: MessageData) -> ImapMeta:
-        meta = open_meta(self.key, blob)
+    def _meta(self, blob: Blob, data: MessageData, envelope: bool = True) -> ImapMeta:
+        meta = open_meta(self.key, blob, envelope=envelope)
         if meta is None:  # none, or of a layout no longer read: derive it again from the body
             if data.raw is None:
                 data._parsed = stored(open_body(self.key, blob))
@@ -448,9 +448,12 @@ class MailStore:
         body: bool,
         mark_seen: bool,
         audit: bool,
+        envelope: bool = True,
     ) -> tuple[list[MessageData], dict[int, frozenset[str]]]:
         """The messages ``uids`` (those still there), with metadata and/or plaintext; with ``mark_seen``
-        \\Seen is set on them (new flags returned); with ``audit`` the read is recorded."""
+        \\Seen is set on them (new flags returned); with ``audit`` the read is recorded. Without
+        ``envelope`` the metadata's envelope is left empty, its addresses not decoded (SEARCH's matching
+        reads only the decoded fields and the sent date)."""
         async with self.ctx.uow(readonly=True) as uow:
             in_vault = self._in_vault(await self._owned(uow, mailbox_id))
             rows = await uow.message_views.fetch_rows(mailbox_id, uids, meta=meta and not body, body=body)
@@ -461,9 +464,9 @@ class MailStore:
         stored_flags = {int(r[0]): r[1] for r in rows}
         key = self.key
         if body:
-            out = await asyncio.to_thread(self._open, key, rows, meta, body)
+            out = await asyncio.to_thread(self._open, key, rows, meta, body, envelope)
         else:
-            out = self._open(key, rows, meta, body)
+            out = self._open(key, rows, meta, body, envelope)
         unseen = {u: f for u, f in stored_flags.items() if "\\Seen" not in self.codec.decode(f)} if mark_seen else {}
         if not (unseen or (audit and rows)):
             return out, {}
@@ -511,7 +514,9 @@ class MailStore:
         new_flags = await _retrying(work)
         return out, new_flags
 
-    def _open(self, key: DataKey, rows: Sequence[Any], meta: bool, body: bool) -> list[MessageData]:
+    def _open(
+        self, key: DataKey, rows: Sequence[Any], meta: bool, body: bool, envelope: bool = True
+    ) -> list[MessageData]:
         """FETCH rows (``MessageViews.fetch_rows``) as MessageData, with their metadata and/or bodies opened
         with ``key``."""
         out: list[MessageData] = []
@@ -524,7 +529,7 @@ class MailStore:
                 if body:
                     data.raw = open_body(key, blob)
                 if meta:
-                    data.meta = self._meta(blob, data)
+                    data.meta = self._meta(blob, data, envelope)
             out.append(data)
         return out
 

@@ -136,9 +136,16 @@ class ScopedMailStore(MailStore):
         body: bool,
         mark_seen: bool,
         audit: bool,
+        envelope: bool = True,
     ) -> tuple[list[MessageData], dict[int, frozenset[str]]]:
         return await super().fetch(
-            mailbox_id, uids, meta=meta, body=body, mark_seen=mark_seen and not self.scope.read_only, audit=audit
+            mailbox_id,
+            uids,
+            meta=meta,
+            body=body,
+            mark_seen=mark_seen and not self.scope.read_only,
+            audit=audit,
+            envelope=envelope,
         )
 
     async def store(
