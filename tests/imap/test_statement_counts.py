@@ -68,7 +68,15 @@ BOUNDS = {
 }
 #: units of work that write, per command, on SQLite (each one a SAVEPOINT of a group commit's batch): an APPEND
 #: into the selected mailbox claims its \Recent in its own unit (2 before: the claim was a unit of its own)
-UNITS = {"APPEND": 1, "UID STORE": 1, "UID STORE, nothing changed": 0, "UID EXPUNGE": 1, "UID FETCH BODY.PEEK": 1, "SELECT again": 0, "STATUS": 0}
+UNITS = {
+    "APPEND": 1,
+    "UID STORE": 1,
+    "UID STORE, nothing changed": 0,
+    "UID EXPUNGE": 1,
+    "UID FETCH BODY.PEEK": 1,
+    "SELECT again": 0,
+    "STATUS": 0,
+}
 #: PostgreSQL sends every commit back through LISTEN; a write that hears its own echo before it can say it was its
 #: own (its commit still sealing audit entries, a loaded machine) reads the mailbox row once more
 PG_ECHO = {
