@@ -62,15 +62,16 @@ def open_body(key: DataKey, blob: Blob) -> bytes:
     return key.open(blob.sealed_body, object_id=blob.object_id, purpose="body")
 
 
-def open_meta(key: DataKey, blob: Blob) -> ImapMeta | None:
-    """The sealed metadata, or None when there is none or it is of a layout no longer read."""
+def open_meta(key: DataKey, blob: Blob, *, envelope: bool = True) -> ImapMeta | None:
+    """The sealed metadata, or None when there is none or it is of a layout no longer read (``envelope``:
+    ``ImapMeta.from_json``'s)."""
     if blob.meta is None:
         return None
     try:
         data = json.loads(key.open(blob.meta, object_id=blob.object_id, purpose="meta"))
     except ValueError:
         return None
-    return ImapMeta.from_json(data) if isinstance(data, dict) else None
+    return ImapMeta.from_json(data, envelope=envelope) if isinstance(data, dict) else None
 
 
 async def read_body(uow: UnitOfWork, keyring: Keyring, account: Account, message: Message) -> bytes:

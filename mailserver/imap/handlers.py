@@ -403,7 +403,10 @@ class MailHandlers:
         if not all(item.message for item in cmd.items):
             raise Bad("An empty message cannot be appended")
         items = [NewMessage(item.message, item.flags, item.date) for item in cmd.items]
-        done = await self._store().append_many(cmd.mailbox, items)
+        sel = self.selected  # an APPEND into the mailbox selected read-write claims its \\Recent at once
+        done = await self._store().append_many(
+            cmd.mailbox, items, recent_for=sel.id if sel is not None and not sel.readonly else None
+        )
         uids = c.SequenceSet.of([d.uid for d in done])
         return [ok(cmd.tag, "APPEND completed", f"APPENDUID {done[0].uidvalidity} {uids}")]
 
@@ -454,7 +457,13 @@ class MailHandlers:
             data: dict[int, MessageData] = {}
             if want_rows:
                 found, _ = await self._store().fetch(
-                    sel.id, [u for _, u in batch], meta=want_meta, body=want_body, mark_seen=False, audit=want_body
+                    sel.id,
+                    [u for _, u in batch],
+                    meta=want_meta,
+                    body=want_body,
+                    mark_seen=False,
+                    audit=want_body,
+                    envelope=meta,  # SORT and THREAD read it; matching a key does not
                 )
                 data = {d.uid: d for d in found}
             cands = [

@@ -22,8 +22,11 @@ Implementation notes (invariants):
   meanwhile the entry stays due for a read. This rests on one ``publish`` per
   committed unit of work (``UnitOfWork.commit``): a publication covering two
   units' changes to one mailbox would pass for the writer's own alone.
-- SELECT still reads the mailbox from the store (the moment a session's view is
-  built from the truth) and hands that read to the cache when it is newer.
+- SELECT still reads the mailbox row from the store (the moment a session's view
+  is built from the truth); its messages come from the entry when the entry is
+  at that row's UIDVALIDITY and HIGHESTMODSEQ (``states_at``: every change to a
+  message takes a new modseq, so the two cannot differ), else from the store,
+  and that read is handed to the cache when it is newer.
 - Bounded: at most ``MAX_MESSAGES`` messages in all, the least recently used
   mailboxes dropped first (a dropped mailbox is read again when next looked at).
 """
@@ -176,6 +179,16 @@ class MailboxCache:
         self._entries[row.id] = entry
         self._size += len(entry.messages)
         self._trim()
+
+    def states_at(self, row: MailboxRow) -> list[tuple[int, str, int]] | None:
+        """(uid, stored flags, modseq) of every message, by UID, if the entry holds the mailbox exactly as
+        ``row`` (just read from the store) says it is: same UIDVALIDITY and HIGHESTMODSEQ (every change to a
+        message takes a new modseq, so nothing can differ); None otherwise (read the store)."""
+        entry = self._entries.get(row.id)
+        if entry is None or entry.row.uidvalidity != row.uidvalidity or entry.highestmodseq != row.highestmodseq:
+            return None
+        self._entries.move_to_end(row.id)
+        return sorted((u, f, m) for u, (f, m) in entry.messages.items())
 
     def generation(self, mailbox_id: int) -> int | None:
         """The entry's generation if it is current, to hand to ``applied`` after a write."""

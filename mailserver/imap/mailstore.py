@@ -15,13 +15,20 @@ Invariants:
   only when a notification says the mailbox moved, once for all the sessions;
   STORE, EXPUNGE and FETCH take the messages' current flags from it under the
   row lock when it holds the mailbox just before their modseq, and hand it
-  their own change after the commit. SELECT and STATUS read the store.
+  their own change after the commit. A STORE the cache says changes nothing is
+  confirmed by reading the mailbox row (at the cache's HIGHESTMODSEQ the cache
+  is the store) and answered without taking the writer. SELECT reads the
+  mailbox row from the store and takes the messages from the cache when it
+  holds them at that row's HIGHESTMODSEQ (``states_at``), else from the store;
+  STATUS reads the store.
 - The hot path runs Core statements (``MailboxRow``, no ORM objects): one
   ``UPDATE ... RETURNING`` for the modseq and the row lock, one for the flags.
   COPY and MOVE lock both rows with one ``SELECT ... FOR UPDATE`` (by id), copy
   the message rows with one ``INSERT ... SELECT`` (the blobs shared, nothing
   opened or sealed again) and, for a MOVE, take both modseqs in one ``UPDATE``;
-  they and APPEND hand their change to the process's view after the commit.
+  they and APPEND hand their change to the process's view after the commit. An
+  APPEND into the mailbox its session has selected read-write claims the new
+  messages' \\Recent in its own unit of work (``recent_for``), not in a second one.
 - Reading message content (a body section, RFC822...) is audited, ids only:
   one entry per call with the mailbox id and the UIDs. Bodies are decrypted
   in a worker thread, outside any transaction, so the event loop goes on.
@@ -190,6 +197,11 @@ class AppendResult:
     mailbox_id: int
 
 
+#: what a STORE would do to messages of the given (stored flags, modseq): its answer if nothing changes, the
+#: new stored flags of those that change (compare-and-set: None) and those of them that newly ask for an MDN
+_StorePlan = tuple[StoreResult, dict[int, tuple[str | None, str]], list[int]]
+
+
 class MailStore:
     """One logged-in account's view of the store."""
 
@@ -202,6 +214,9 @@ class MailStore:
         self._key: DataKey | None = None
         #: the account's flags to and from ``messages.flags`` (its keywords sealed: ``mailserver.flags``)
         self.codec = FlagCodec(lambda: ctx.db.metadata_key, account.id)
+        #: mailbox id -> UIDs whose \\Recent this session's APPEND claimed (``append_many(recent_for=...)``),
+        #: until its next look at that mailbox (``changes``, ``select``) reports them as recent
+        self._own_recent: dict[int, set[int]] = {}
 
     @property
     def key(self) -> DataKey:
@@ -303,7 +318,9 @@ class MailStore:
             m = await uow.mailboxes.row_by_name(self.account.id, name)
             if m is None:
                 raise MailboxNotFound(canonical_name(name))
-            states = await uow.message_views.states(m.id)
+            # the messages from the process's view when it holds the mailbox at the row's modseq
+            cached = self._cache().states_at(m)
+            states = cached if cached is not None else await uow.message_views.states(m.id)
         first = m.first_recent_uid
         if not readonly and m.first_recent_uid < m.uidnext:
             async with self.ctx.uow() as uow:
@@ -322,13 +339,14 @@ class MailStore:
                 await uow.commit()
             m = m.recent_from(max(m.first_recent_uid, uidnext))
             self._cache().claimed_recent(m.id, uidnext)
+        own = self._own_recent.pop(m.id, set())
         modseq = max([m.highestmodseq, *(s[2] for s in states)])
         if modseq == m.highestmodseq:  # the row and the messages agree (PostgreSQL reads them at two instants)
             self._cache().install(m, states, self._now())
         return Snapshot(
             MailboxInfo.of(m),
             [(uid, self.codec.decode(flags)) for uid, flags, _ in states],
-            frozenset(uid for uid, _, _ in states if uid >= first),
+            frozenset(uid for uid, _, _ in states if uid >= first or uid in own),
             modseq,
             {uid: ms for uid, _, ms in states},
         )
@@ -363,6 +381,9 @@ class MailStore:
         if claim_recent and newest >= row.first_recent_uid:
             first = await self._claim_recent(mailbox_id, row.first_recent_uid, newest)
             recent = frozenset(u for u, _, _ in changed if u >= first)
+        own = self._own_recent.pop(mailbox_id, None)
+        if own and claim_recent:  # this session's APPEND claimed them in its own unit of work
+            recent |= {u for u, _, _ in changed if u in own}
         return Changes(
             [(u, self.codec.decode(f)) for u, f, _ in changed],
             expunged,
@@ -402,8 +423,8 @@ class MailStore:
 
     # --- messages ------------------------------------------------------------------------------------------
 
-    def _meta(self, blob: Blob, data: MessageData) -> ImapMeta:
-        meta = open_meta(self.key, blob)
+    def _meta(self, blob: Blob, data: MessageData, envelope: bool = True) -> ImapMeta:
+        meta = open_meta(self.key, blob, envelope=envelope)
         if meta is None:  # none, or of a layout no longer read: derive it again from the body
             if data.raw is None:
                 data._parsed = stored(open_body(self.key, blob))
@@ -427,9 +448,12 @@ class MailStore:
         body: bool,
         mark_seen: bool,
         audit: bool,
+        envelope: bool = True,
     ) -> tuple[list[MessageData], dict[int, frozenset[str]]]:
         """The messages ``uids`` (those still there), with metadata and/or plaintext; with ``mark_seen``
-        \\Seen is set on them (new flags returned); with ``audit`` the read is recorded."""
+        \\Seen is set on them (new flags returned); with ``audit`` the read is recorded. Without
+        ``envelope`` the metadata's envelope is left empty, its addresses not decoded (SEARCH's matching
+        reads only the decoded fields and the sent date)."""
         async with self.ctx.uow(readonly=True) as uow:
             in_vault = self._in_vault(await self._owned(uow, mailbox_id))
             rows = await uow.message_views.fetch_rows(mailbox_id, uids, meta=meta and not body, body=body)
@@ -440,9 +464,9 @@ class MailStore:
         stored_flags = {int(r[0]): r[1] for r in rows}
         key = self.key
         if body:
-            out = await asyncio.to_thread(self._open, key, rows, meta, body)
+            out = await asyncio.to_thread(self._open, key, rows, meta, body, envelope)
         else:
-            out = self._open(key, rows, meta, body)
+            out = self._open(key, rows, meta, body, envelope)
         unseen = {u: f for u, f in stored_flags.items() if "\\Seen" not in self.codec.decode(f)} if mark_seen else {}
         if not (unseen or (audit and rows)):
             return out, {}
@@ -490,7 +514,9 @@ class MailStore:
         new_flags = await _retrying(work)
         return out, new_flags
 
-    def _open(self, key: DataKey, rows: Sequence[Any], meta: bool, body: bool) -> list[MessageData]:
+    def _open(
+        self, key: DataKey, rows: Sequence[Any], meta: bool, body: bool, envelope: bool = True
+    ) -> list[MessageData]:
         """FETCH rows (``MessageViews.fetch_rows``) as MessageData, with their metadata and/or bodies opened
         with ``key``."""
         out: list[MessageData] = []
@@ -503,7 +529,7 @@ class MailStore:
                 if body:
                     data.raw = open_body(key, blob)
                 if meta:
-                    data.meta = self._meta(blob, data)
+                    data.meta = self._meta(blob, data, envelope)
             out.append(data)
         return out
 
@@ -552,8 +578,42 @@ class MailStore:
 
         Under the row lock (a new modseq taken first) the current flags come from the process's cache when
         it holds the mailbox just before that modseq, else from the store; nothing changed, nothing is kept
-        (the new modseq rolls back)."""
+        (the new modseq rolls back).
+
+        A STORE the process's view says changes nothing (``+FLAGS`` of flags already set...) is confirmed
+        by reading the mailbox row alone, outside the writer: at the view's HIGHESTMODSEQ the view is the
+        store's state, and the STORE is answered from it without a writing unit of work."""
         wanted = frozenset(flags) - {RECENT}
+
+        def plan(
+            current: dict[int, tuple[str, int]],
+        ) -> tuple[StoreResult, dict[int, tuple[str | None, str]], list[int]]:
+            """The result if nothing changes, the new stored flags of the messages that do change, and those
+            of them that newly ask for an MDN (``$MDNSent``)."""
+            result: dict[int, frozenset[str]] = {}
+            modseqs: dict[int, int] = {}
+            modified: list[int] = []
+            changed: dict[int, tuple[str | None, str]] = {}
+            asked: list[int] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
+            for uid in sorted(current):
+                stored_flags, msg_modseq = current[uid]
+                if unchanged_since is not None and msg_modseq > unchanged_since:
+                    modified.append(uid)
+                    continue
+                modseqs[uid] = msg_modseq
+                old = self.codec.decode(stored_flags)
+                new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
+                new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
+                result[uid] = self.codec.decode(self.codec.encode(new))
+                if new != old:
+                    changed[uid] = (None, self.codec.encode(new))
+                    if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
+                        asked.append(uid)
+            return StoreResult(result, modseqs, modified), changed, asked
+
+        unchanged = await self._unchanged_store(mailbox_id, uids, plan)
+        if unchanged is not None:
+            return unchanged
 
         async def work() -> StoreResult:
             cache = self._cache()
@@ -564,27 +624,10 @@ class MailStore:
                     current = {u: known[u] for u in uids if u in known}
                 else:
                     current = {r.uid: (r.flags, r.modseq) for r in await uow.messages.by_uids(mailbox_id, uids)}
-                result: dict[int, frozenset[str]] = {}
-                modseqs: dict[int, int] = {}
-                modified: list[int] = []
-                changed: dict[int, tuple[str | None, str]] = {}
-                asked: list[int] = []  # $MDNSent newly set: the MDN the patient's client asks the server for
-                for uid in sorted(current):
-                    stored_flags, msg_modseq = current[uid]
-                    if unchanged_since is not None and msg_modseq > unchanged_since:
-                        modified.append(uid)
-                        continue
-                    modseqs[uid] = msg_modseq
-                    old = self.codec.decode(stored_flags)
-                    new = wanted if mode == "" else (old | wanted if mode == "+" else old - wanted)
-                    new |= {f for f in old if P.is_mdn_sent(f)}  # RFC 3503 §3.1: never unset, one MDN per copy
-                    result[uid] = self.codec.decode(self.codec.encode(new))
-                    if new != old:
-                        changed[uid] = (None, self.codec.encode(new))
-                        if any(P.is_mdn_sent(f) for f in new) and not any(P.is_mdn_sent(f) for f in old):
-                            asked.append(uid)
+                planned, changed, asked = plan(current)
+                result, modseqs, modified = planned.flags, planned.modseqs, planned.modified
                 if not changed:
-                    return StoreResult(result, modseqs, modified)  # rolled back: the modseq is not used
+                    return planned  # rolled back: the modseq is not used
                 written = set(await uow.messages.set_flags(mailbox_id, changed, modseq))
                 for uid in set(changed) - written:  # expunged meanwhile
                     del result[uid]
@@ -600,6 +643,32 @@ class MailStore:
             return StoreResult(result, modseqs, modified)
 
         return await _retrying(work)
+
+    async def _unchanged_store(
+        self,
+        mailbox_id: int,
+        uids: Sequence[int],
+        plan: Callable[[dict[int, tuple[str, int]]], _StorePlan],
+    ) -> StoreResult | None:
+        """STORE's answer when it changes nothing, known without the writer: the process's view of the
+        mailbox says so and the mailbox row, read now, is at the view's HIGHESTMODSEQ (so the view holds the
+        store's flags). None: it may change something, or the view cannot say (take the writer)."""
+        cache = self._cache()
+        entry = cache.peek(mailbox_id, self._now())
+        if entry is None:
+            return None
+        at = entry.row
+        current = {u: entry.messages[u] for u in uids if u in entry.messages}
+        planned, changed, _ = plan(current)
+        if changed:
+            return None
+        async with self.ctx.uow(readonly=True) as uow:
+            row = await uow.mailboxes.row(mailbox_id)
+        if row is None or row.account_id != self.account.id:
+            raise MailboxGone("The selected mailbox was deleted")
+        if row.uidvalidity != at.uidvalidity or row.highestmodseq != at.highestmodseq:
+            return None
+        return planned
 
     async def _notify_displayed(self, uow: UnitOfWork, messages: Sequence[Message]) -> None:
         """The read receipts (``mailserver.mdn``) the client asked for by setting ``$MDNSent``, patients only."""
@@ -725,15 +794,29 @@ class MailStore:
             return await quota.root(uow, self.ctx.config.limits, self.account, root)
 
     async def append(
-        self, name: str, raw: bytes, flags: Iterable[str], internal_date: dt.datetime | None
+        self,
+        name: str,
+        raw: bytes,
+        flags: Iterable[str],
+        internal_date: dt.datetime | None,
+        *,
+        recent_for: int | None = None,
     ) -> AppendResult:
         """APPEND of one message: ``append_many`` of one."""
-        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)]))[0]
+        return (await self.append_many(name, [NewMessage(raw, tuple(flags), internal_date)], recent_for=recent_for))[0]
 
-    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+    async def append_many(
+        self, name: str, items: Sequence[NewMessage], *, recent_for: int | None = None
+    ) -> list[AppendResult]:
         """APPEND through the one delivery path, after admission's ``check_append``: every message of a
         MULTIAPPEND (RFC 3502) in one unit of work, all or none; the quota counts them together, in that unit of
-        work (``deliver``'s ``limits``: the bound cannot be outrun)."""
+        work (``deliver``'s ``limits``: the bound cannot be outrun).
+
+        ``recent_for``: the mailbox the session has selected read-write. An APPEND into it claims \\Recent
+        (RFC 3501 §2.3.2: this session is the first told of the new messages) in the same unit of work, if
+        \\Recent started at its first new UID (nothing older unclaimed): no second unit of work for the
+        claim, and no other session of the process tries for it; the session's next ``changes`` reports them
+        as recent."""
         limit = self.ctx.config.limits.max_message_size
         for item in items:
             if len(item.raw) > limit:
@@ -765,10 +848,12 @@ class MailStore:
             ready.append((item, self.codec.encode(f for f in item.flags if f != RECENT), sealed))
         cache = self._cache()
         generation: int | None = None
+        claimed: int | None = None  # UIDNEXT after this APPEND's own \\Recent claim (``recent_for``)
 
         async def work() -> list[Delivered]:
-            nonlocal generation
+            nonlocal generation, claimed
             done: list[Delivered] = []
+            claimed = None
             async with self.ctx.uow() as uow:
                 generation = cache.generation(box_id)
                 for item, kept, sealed in ready:
@@ -789,6 +874,9 @@ class MailStore:
                     except MailboxMissing:
                         raise MailboxNotFound(target, try_create=True) from None
                     done.append(result.delivered[0])
+                mine = [d.uid for d in done if d.mailbox_id == box_id]
+                if recent_for == box_id and mine and not agenda:  # an invitation may have added more
+                    claimed = await uow.mailboxes.claim_recent_from(box_id, min(mine))
                 await uow.commit()
             return done
 
@@ -805,6 +893,9 @@ class MailStore:
                 alone=not agenda,
             )
             out.append(AppendResult(d.uidvalidity, d.uid, d.mailbox_id))
+        if claimed is not None:
+            cache.claimed_recent(box_id, claimed)
+            self._own_recent.setdefault(box_id, set()).update(r.uid for r in out if r.mailbox_id == box_id)
         return out
 
 

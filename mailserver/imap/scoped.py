@@ -136,9 +136,16 @@ class ScopedMailStore(MailStore):
         body: bool,
         mark_seen: bool,
         audit: bool,
+        envelope: bool = True,
     ) -> tuple[list[MessageData], dict[int, frozenset[str]]]:
         return await super().fetch(
-            mailbox_id, uids, meta=meta, body=body, mark_seen=mark_seen and not self.scope.read_only, audit=audit
+            mailbox_id,
+            uids,
+            meta=meta,
+            body=body,
+            mark_seen=mark_seen and not self.scope.read_only,
+            audit=audit,
+            envelope=envelope,
         )
 
     async def store(
@@ -164,7 +171,9 @@ class ScopedMailStore(MailStore):
         self._write()
         return await super().copy(mailbox_id, uids, dest_name, move=move)
 
-    async def append_many(self, name: str, items: Sequence[NewMessage]) -> list[AppendResult]:
+    async def append_many(
+        self, name: str, items: Sequence[NewMessage], *, recent_for: int | None = None
+    ) -> list[AppendResult]:
         self._need(name)
         self._write()
-        return await super().append_many(name, items)
+        return await super().append_many(name, items, recent_for=recent_for)

@@ -299,13 +299,15 @@ class ImapMeta:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | None) -> ImapMeta | None:
-        """The stored meta (version 2 or 3); None if it must be derived again."""
+    def from_json(cls, data: Mapping[str, Any] | None, *, envelope: bool = True) -> ImapMeta | None:
+        """The stored meta (version 2 or 3); None if it must be derived again. Without ``envelope`` the
+        envelope is left empty (``EMPTY_ENVELOPE``, its addresses not decoded): for SEARCH's matching only,
+        which reads ``search`` and ``sent``."""
         if not data or data.get("v") not in READABLE_VERSIONS:
             return None
         try:
             structure = structure_of(data["bodystructure"])
-            envelope = Envelope.of_value(data.get("envelope"))
+            env = Envelope.of_value(data.get("envelope")) if envelope else EMPTY_ENVELOPE
             search = {str(k): str(v) for k, v in (data.get("search") or {}).items()}
             if data.get("v") == 2:  # version 2 listed every field, present or not
                 headers = data.get("headers") or {}
@@ -314,4 +316,4 @@ class ImapMeta:
             size = int(data.get("size") or 0)
         except (KeyError, TypeError, ValueError, IndexError):
             return None
-        return cls(envelope, structure, size, search, sent)
+        return cls(env, structure, size, search, sent)

@@ -137,3 +137,19 @@ def test_a_login_name_of_another_account_does_not_take_my_app_password(srv: Serv
     m = imaps(srv, pki)
     assert b"OK" in tagged(m, f'LOGIN "{mine.address}" "{password.upper()}"')  # typed in capitals: same letters
     m.logout()
+
+
+def test_an_app_password_session_appends_into_its_selected_mailbox(srv: ServerThread, pki: support.TestPKI) -> None:
+    """The scoped store takes the APPEND's claim of \\Recent for the mailbox selected read-write
+    (``MailStore.append_many(recent_for=...)``) as the plain one does."""
+    user = srv.make_pro()
+    password = secret_of(admin(srv, "app-password", "create", user.address, "--name", "Poste", process=True))
+    m = imaps(srv, pki, user.address, password)
+    try:
+        assert m.select("INBOX")[0] == "OK"
+        typ, data = m.append("INBOX", "", None, b"From: a@b.test\r\nSubject: kept\r\n\r\nbody\r\n")
+        assert typ == "OK" and b"APPENDUID" in data[0], data
+        m.noop()
+        assert m.untagged_responses.pop("RECENT")[-1] == b"1"
+    finally:
+        m.logout()

@@ -15,15 +15,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import ssl
 import sys
 
 import pytest
+from sqlalchemy import select, update
 
+from mailserver.context import Context
+from mailserver.flags import FlagCodec
 from mailserver.imap.mailboxcache import REVALIDATE_AFTER, DeltaRow, MailboxCache
 from mailserver.notify import ChangeNotifier
-from mailserver.store.models import Account
+from mailserver.store.db import null_pool_engine
+from mailserver.store.models import Account, Mailbox, Message
 from mailserver.store.repositories.mail import MailboxRow
 from tests import support
 from tests.imap.conftest import ServerThread, imaps, message
@@ -184,3 +189,101 @@ async def test_an_entry_is_read_again_after_the_revalidation_delay_and_dropped_w
     store.row = None
     assert await cache.current(7, 2 * REVALIDATE_AFTER, store.read) is None
     assert len(cache) == 0
+
+
+def test_select_takes_the_messages_from_the_cache_only_when_it_holds_the_store_s_modseq(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account
+) -> None:
+    """A SELECT answered from the cache (the mailbox row read, the messages not) still sees a message another
+    process delivered without this one being told: the row's HIGHESTMODSEQ moved, so the messages are read."""
+    srv.deliver(user, message("lab@lab.test", user.address, "one"))
+    a, b = imaps(srv, tls_client, user), imaps(srv, tls_client, user)
+    try:
+        assert a.select("INBOX") == ("OK", [b"1"])  # in the cache now
+        assert b.select("INBOX") == ("OK", [b"1"])  # from it
+        a.logout()
+        b.logout()
+        _deliver_from_another_process(srv, user)
+        c = imaps(srv, tls_client, user)
+        assert c.select("INBOX") == ("OK", [b"2"])
+        typ, data = c.fetch("1:*", "(FLAGS)")
+        assert typ == "OK" and len(data) == 2, data
+        c.logout()
+    finally:
+        for x in (a, b):
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                x.logout()
+
+
+def test_an_append_into_the_selected_mailbox_is_recent_for_the_appending_session_alone(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account
+) -> None:
+    """The APPEND claims \\Recent in its own unit of work: its session is told first (RFC 3501 §2.3.2); another
+    session with the mailbox selected sees the message, not as recent."""
+    srv.deliver(user, message("lab@lab.test", user.address, "one"))
+    a, b = imaps(srv, tls_client, user), imaps(srv, tls_client, user)
+    try:
+        a.select("INBOX")
+        b.select("INBOX")
+        typ, data = a.append("INBOX", "", None, message(user.address, "x@y.test", "appended"))
+        assert typ == "OK" and b"APPENDUID" in data[0]
+        a.noop()
+        assert a.untagged_responses.pop("EXISTS")[-1] == b"2"
+        assert a.untagged_responses.pop("RECENT")[-1] == b"2"  # the delivered one, claimed by its SELECT, too
+        typ, data = a.fetch("2", "(FLAGS)")
+        assert typ == "OK" and b"\\Recent" in data[0], data
+        b.noop()
+        assert b.untagged_responses.pop("EXISTS")[-1] == b"2"
+        assert b.untagged_responses.pop("RECENT", [b"0"])[-1] == b"0"
+        typ, data = b.fetch("2", "(FLAGS)")
+        assert typ == "OK" and b"\\Recent" not in data[0], data
+    finally:
+        for x in (a, b):
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                x.logout()
+
+
+def test_a_store_the_cache_thinks_changes_nothing_still_changes_what_it_missed(
+    srv: ServerThread, tls_client: ssl.SSLContext, user: Account
+) -> None:
+    """A STORE the process's view says is a no-op is answered without the writer only once the mailbox row
+    confirms the view is at the store's modseq: a flag set behind the view's back (another process, no
+    notification) is still removed by ``-FLAGS``."""
+    srv.deliver(user, message("lab@lab.test", user.address, "one"))
+    a = imaps(srv, tls_client, user)
+    try:
+        a.select("INBOX")
+        a.noop()  # the mailbox is in the cache, current
+
+        async def flag_behind_the_cache(ctx: Context) -> None:
+            engine = null_pool_engine(ctx.db.url)
+            try:
+                async with engine.begin() as conn:
+                    box = (await conn.execute(select(Mailbox.id).where(Mailbox.account_id == user.id))).scalars()
+                    mid = next(iter(box))
+                    ms = (
+                        await conn.execute(
+                            update(Mailbox)
+                            .where(Mailbox.id == mid)
+                            .values(highestmodseq=Mailbox.highestmodseq + 1)
+                            .returning(Mailbox.highestmodseq)
+                        )
+                    ).scalar_one()
+                    flags = FlagCodec(lambda: ctx.db.metadata_key, user.id).encode({"\\Flagged"})
+                    first = (Message.mailbox_id == mid) & (Message.uid == 1)
+                    await conn.execute(update(Message).where(first).values(flags=flags, modseq=ms))
+            finally:
+                await engine.dispose()
+
+        srv.call(flag_behind_the_cache)
+        typ, _ = a.uid("STORE", "1", "-FLAGS.SILENT", "(\\Flagged)")  # the view still says: not flagged
+        assert typ == "OK"
+        b = imaps(srv, tls_client, user)
+        try:
+            b.select("INBOX")
+            typ, data = b.fetch("1", "(FLAGS)")
+            assert typ == "OK" and b"\\Flagged" not in data[0], data
+        finally:
+            b.logout()
+    finally:
+        a.logout()
