@@ -61,6 +61,7 @@ from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
 from mailserver.store.repositories.mail import INBOX
+from mailserver.store.repositories.quota import Usage
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
@@ -157,23 +158,27 @@ class Admission:
             return await self._resolve(uow, addr)
 
     async def _resolve(self, uow: UnitOfWork, addr: Address) -> Resolved:
-        domain = await uow.domains.get(addr.domain)
-        if domain is not None:
-            account = await uow.accounts.by_address(str(addr))
-            if account is None:
-                return Resolved(Party(str(addr), Role.UNKNOWN, local=True), None)
-            return Resolved(self.party_of(account), account)
-        operator = await uow.trust.get(addr.domain)
-        if operator is None:
-            return Resolved(Party(str(addr), Role.OUTSIDE, local=False), None)
-        status = Status.ACTIVE if operator.status is OperatorStatus.ACTIVE else Status.SUSPENDED
+        return (await self._lookup(uow, addr))[0]
+
+    async def _lookup(self, uow: UnitOfWork, addr: Address, *, usage: bool = False) -> tuple[Resolved, Usage | None]:
+        """``addr`` resolved: one statement for an address of our domains, two for another domain's (the
+        first finds it is not ours). With ``usage``, what a local account holds in its root (``quota``), read
+        by that same statement (``AccountRepository.local``)."""
+        local = await uow.accounts.local(str(addr), addr.domain, usage=usage)
+        if local is not None:
+            if local.account is None:
+                return Resolved(Party(str(addr), Role.UNKNOWN, local=True), None), None
+            return Resolved(self.party_of(local.account), local.account), local.usage
+        remote = await uow.trust.remote(str(addr), addr.domain)
+        if remote is None:
+            return Resolved(Party(str(addr), Role.OUTSIDE, local=False), None), None
+        status = Status.ACTIVE if remote.status is OperatorStatus.ACTIVE else Status.SUSPENDED
         remote_patients = {d.lower() for d in self.ctx.config.policy.remote_patient_domains}
         if addr.domain in remote_patients:
-            return Resolved(Party(str(addr), Role.PATIENT, local=False, status=status), None)
-        published = await uow.directory.mailbox(str(addr))
-        role = Role.APPLICATION if published is not None and published.kind == "APP" else Role.PROFESSIONAL
-        code = published.profession_code if published is not None else None
-        return Resolved(Party(str(addr), role, local=False, status=status, profession_code=code), None)
+            return Resolved(Party(str(addr), Role.PATIENT, local=False, status=status), None), None
+        role = Role.APPLICATION if remote.published_kind == "APP" else Role.PROFESSIONAL
+        party = Party(str(addr), role, local=False, status=status, profession_code=remote.profession_code)
+        return Resolved(party, None), None
 
     # --- MAIL FROM ----------------------------------------------------------------------------------------
 
@@ -223,20 +228,25 @@ class Admission:
     # --- RCPT TO --------------------------------------------------------------------------------------------
 
     async def check_recipient(self, sender: Party, recipient: str) -> tuple[Decision, Resolved | None]:
+        """May ``sender`` write to ``recipient``: who it is, the policy (with the patient's grant), a full
+        account, the sender's rate. One read-only unit of work: one statement for a local recipient (its
+        domain, account and usage), two for another operator's, and the grant's for a patient sender."""
         try:
-            resolved = await self.resolve(recipient)
+            addr = Address.parse(recipient)
         except InvalidAddress:
             return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-recipient-syntax"), None
+        limits = self.ctx.config.limits
+        async with self.ctx.uow(readonly=True) as uow:
+            resolved, usage = await self._lookup(uow, addr, usage=quota.bounds_accounts(limits))
+            granted = await self._has_grant(uow, sender, resolved.party)
         decision = may_send(
             sender,
             resolved.party,
-            patient_has_grant=await self.patient_has_grant(sender, resolved.party),
+            patient_has_grant=granted,
             patient_first_professions=self.ctx.config.policy.patient_first_professions,
         )
-        if decision.allowed and resolved.account is not None:
-            async with self.ctx.uow(readonly=True) as uow:
-                full = await quota.is_full(uow, self.ctx.config.limits, resolved.account)
-            if full:
+        if decision.allowed and resolved.account is not None and usage is not None:
+            if quota.is_full(limits, resolved.account, usage):
                 return Decision.refuse(R.MAILBOX_FULL, "mailbox-full"), resolved
         if decision.allowed:
             limited = self._rate(sender)
@@ -263,7 +273,13 @@ class Admission:
         if sender.role is not Role.PATIENT or not recipient.address:
             return False
         async with self.ctx.uow(readonly=True) as uow:
-            return await uow.grants.has(sender.address, recipient.address)
+            return await self._has_grant(uow, sender, recipient)
+
+    @staticmethod
+    async def _has_grant(uow: UnitOfWork, sender: Party, recipient: Party) -> bool:
+        if sender.role is not Role.PATIENT or not recipient.address:
+            return False
+        return await uow.grants.has(sender.address, recipient.address)
 
     # --- DATA ------------------------------------------------------------------------------------------------
 

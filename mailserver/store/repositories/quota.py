@@ -2,7 +2,9 @@
 
 Invariants:
 - Usage is read from the message rows of the account's mailboxes (their RFC822 sizes: each copy counts,
-  as in RFC 9208 §5.1), never from a counter that could drift; one aggregate query per quota root.
+  as in RFC 9208 §5.1), never from a counter that could drift; one aggregate query per quota root. SMTP
+  RCPT's read of the account root is the same aggregate, folded into its read of the recipient's account
+  (``AccountRepository.local``): change one, change both.
 - Built on the unit of work's session (``UsageViews(uow.session)``): it reads in that transaction.
 - ``lock_anchors`` locks mailbox rows only, in ascending id order, as every writer takes them (PostgreSQL;
   SQLite's writer holds the whole database already): an account's anchor is its lowest mailbox row.
