@@ -60,8 +60,10 @@ from mailserver.message.addresses import mailboxes
 from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
+from mailserver.store.repositories.accounts import LocalAddress
 from mailserver.store.repositories.mail import INBOX
 from mailserver.store.repositories.quota import Usage
+from mailserver.store.repositories.trust import RemoteAddress
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
@@ -166,19 +168,24 @@ class Admission:
         by that same statement (``AccountRepository.local``)."""
         local = await uow.accounts.local(str(addr), addr.domain, usage=usage)
         if local is not None:
-            if local.account is None:
-                return Resolved(Party(str(addr), Role.UNKNOWN, local=True), None), None
-            return Resolved(self.party_of(local.account), local.account), local.usage
-        remote = await uow.trust.remote(str(addr), addr.domain)
+            return Resolved(self._local_party(addr, local), local.account), local.usage
+        return Resolved(self._remote_party(addr, await uow.trust.remote(str(addr), addr.domain)), None), None
+
+    def _local_party(self, addr: Address, local: LocalAddress) -> Party:
+        if local.account is None:
+            return Party(str(addr), Role.UNKNOWN, local=True)
+        return self.party_of(local.account)
+
+    def _remote_party(self, addr: Address, remote: RemoteAddress | None) -> Party:
+        """Another domain's address: its operator's (``remote``; None: outside the trust space)."""
         if remote is None:
-            return Resolved(Party(str(addr), Role.OUTSIDE, local=False), None), None
+            return Party(str(addr), Role.OUTSIDE, local=False)
         status = Status.ACTIVE if remote.status is OperatorStatus.ACTIVE else Status.SUSPENDED
         remote_patients = {d.lower() for d in self.ctx.config.policy.remote_patient_domains}
         if addr.domain in remote_patients:
-            return Resolved(Party(str(addr), Role.PATIENT, local=False, status=status), None), None
+            return Party(str(addr), Role.PATIENT, local=False, status=status)
         role = Role.APPLICATION if remote.published_kind == "APP" else Role.PROFESSIONAL
-        party = Party(str(addr), role, local=False, status=status, profession_code=remote.profession_code)
-        return Resolved(party, None), None
+        return Party(str(addr), role, local=False, status=status, profession_code=remote.profession_code)
 
     # --- MAIL FROM ----------------------------------------------------------------------------------------
 
@@ -198,32 +205,41 @@ class Admission:
         """MX: the sender's domain is in the trust space and lists the peer's certificate DN (compared in
         canonical form); a suspended operator gets a temporary refusal. A null reverse path (bounces) needs
         a peer DN listed for some operator."""
+        return (await self.mx_sender(mail_from, peer_dn))[0]
+
+    async def mx_sender(self, mail_from: str, peer_dn: str | None) -> tuple[Decision, Party | None]:
+        """``check_mx_sender``, and when it allows, the sender as the policies see it (``resolve``; the null
+        reverse path of a DSN from a listed operator MTA: mail from that operator), in one read-only unit of
+        work: three statements for a named sender (its operator, the DNs it lists, whether it is ours)."""
         if peer_dn is None:
-            return Decision.refuse(R.PEER_CERTIFICATE_REQUIRED, "no-client-certificate")
+            return Decision.refuse(R.PEER_CERTIFICATE_REQUIRED, "no-client-certificate"), None
         key = dn_key(peer_dn)
         if mail_from == "":
             async with self.ctx.uow(readonly=True) as uow:
                 listed = await uow.trust.domains_with_dn_key(key, active_only=False)
                 active = await uow.trust.domains_with_dn_key(key, active_only=True)
             if not listed:
-                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
+                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed"), None
             if not active:
-                return Decision.refuse(R.OPERATOR_SUSPENDED, "peer-operator-suspended")
-            return Decision.allow("null-sender-from-operator", R.SENDER_OK)
+                return Decision.refuse(R.OPERATOR_SUSPENDED, "peer-operator-suspended"), None
+            return Decision.allow("null-sender-from-operator", R.SENDER_OK), Party("", Role.PROFESSIONAL, local=False)
         try:
             addr = Address.parse(mail_from)
         except InvalidAddress:
-            return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-sender-syntax")
+            return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-sender-syntax"), None
         async with self.ctx.uow(readonly=True) as uow:
-            operator = await uow.trust.get(addr.domain)
+            operator = await uow.trust.remote(str(addr), addr.domain)
             keys = await uow.trust.dn_keys(addr.domain) if operator is not None else []
-        if operator is None:
-            return Decision.refuse(R.SENDER_OUTSIDE_TRUST_SPACE, "sender-outside-trust-space")
-        if key not in keys:
-            return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
-        if operator.status is not OperatorStatus.ACTIVE:
-            return Decision.refuse(R.OPERATOR_SUSPENDED, "sender-operator-suspended")
-        return Decision.allow("operator-sender", R.SENDER_OK)
+            if operator is None:
+                return Decision.refuse(R.SENDER_OUTSIDE_TRUST_SPACE, "sender-outside-trust-space"), None
+            if key not in keys:
+                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed"), None
+            if operator.status is not OperatorStatus.ACTIVE:
+                return Decision.refuse(R.OPERATOR_SUSPENDED, "sender-operator-suspended"), None
+            # resolved as ``resolve`` does: one of our domains first (the whitelist may list ours too)
+            local = await uow.accounts.local(str(addr), addr.domain)
+        party = self._local_party(addr, local) if local is not None else self._remote_party(addr, operator)
+        return Decision.allow("operator-sender", R.SENDER_OK), party
 
     # --- RCPT TO --------------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""How many SQL statements one RCPT TO costs, on SQLite and PostgreSQL (issue 10 point 4, "a lean hot path").
+"""How many SQL statements one RCPT TO (and an MX's MAIL FROM) costs, on SQLite and PostgreSQL (issue 10 point 4,
+"a lean hot path").
 
 Each figure is an upper bound: a RCPT that costs more fails the test, so a change that adds round trips to
 the aiosqlite thread (or to PostgreSQL) on the hot path is seen. Statements are counted at the driver
@@ -10,6 +11,8 @@ are the queue worker's looks at its queue (it runs in the background whatever th
 - Another domain's address is two: ours or not, then its operator with the directory's published mailbox
   (``TrustRepository.remote``).
 - A patient sender's conversation grant is one more, in the same read transaction.
+- An operator's MAIL FROM on the MX is three, in one read transaction: its operator (with the directory's
+  word on the sender), the DNs it lists, whether the sender's domain is ours.
 
 Every reply is asserted too: the policy decides exactly as before, whatever the statements.
 """
@@ -20,14 +23,15 @@ import contextlib
 import smtplib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from tests import support
-from tests.smtp.conftest import OTHER, PATIENT, PRO, PRO2
-from tests.smtp.harness import ServerThread, submission
+from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, PRO2
+from tests.smtp.harness import ServerThread, mx, submission
 
 #: (sender, recipient) -> (expected reply code, statements it may cost); before issue 10 point 4: 3, 3, 2, 3, 2, 3
 CASES = {
@@ -100,3 +104,23 @@ def test_statements_per_rcpt_stay_within_their_bounds(
     print("statements per RCPT:", figures)  # noqa: T201 - pytest -s
     over = {name: (n, CASES[name][3], counts[name]) for name, n in figures.items() if n > CASES[name][3]}
     assert not over, over
+
+
+#: statements of an operator's MAIL FROM on the MX, and of its RCPT to our professional (before: 5, 3)
+MX_MAIL, MX_RCPT = 3, 1
+
+
+def test_statements_of_an_operators_mail_from_and_rcpt_on_the_mx(
+    site: ServerThread, pki: support.TestPKI, client_certs: dict[str, tuple[Path, Path]], counter: Counter
+) -> None:
+    s = mx(site, pki, client_certs[OTHER_DN])
+    try:
+        with counter.counting() as mail:
+            assert s.mail(f"dr.someone@{OTHER}")[0] == 250
+        with counter.counting() as rcpt:
+            assert s.rcpt(PRO2)[0] == 250
+        assert s.rcpt(f"dr.elsewhere@{OTHER}")[0] == 550  # an MX relays nothing, resolved or not
+    finally:
+        s.quit()
+    print("statements of MAIL FROM and RCPT on the MX:", len(mail), len(rcpt))  # noqa: T201 - pytest -s
+    assert len(mail) <= MX_MAIL and len(rcpt) <= MX_RCPT, (mail, rcpt)
