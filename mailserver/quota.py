@@ -19,9 +19,9 @@ Invariants:
   counted only against the roots its target has and its source has not.
 - Mail from others (SMTP, the broadcast) is bounded by the account root only:
   the vault's root bounds what the patient files there (APPEND, COPY, MOVE).
-- ``is_full`` (SMTP RCPT) and ``check`` (SMTP DATA, before the message is
-  sealed) are the early looks, each on usage read in a read-only transaction of
-  its own (RCPT's: the one that resolves the recipient): they can be outrun. ``admit`` is the
+- ``check`` (SMTP DATA, before the message is sealed) and ``is_full`` (RCPT, on
+  the usage read with the recipient's account) are the early looks, each in a
+  read transaction of its own: they can be outrun. ``admit`` is the
   bound itself, run by ``delivery.deliver`` in the writing transaction, right
   before the rows are added: on PostgreSQL it first locks the account's
   *anchor* (its lowest mailbox row) with the target mailbox rows, all in
