@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 
 from mailserver.store.models import Mailbox, Message
 from mailserver.store.repositories.base import Repository
@@ -27,17 +27,21 @@ class Usage:
     messages: int
 
 
+#: the sizes and number of an account's messages, over every mailbox (the account's root)
+_USAGE = (
+    select(func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
+    .join(Mailbox, Message.mailbox_id == Mailbox.id)
+    .where(Mailbox.account_id == bindparam("account_id"))
+)
+
+
 class UsageViews(Repository):
     async def usage(self, account_id: int, *, mailbox_ids: Collection[int] | None = None) -> Usage:
         """The sizes and number of the account's messages; with ``mailbox_ids``, of those mailboxes only."""
-        stmt = (
-            select(func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
-            .join(Mailbox, Message.mailbox_id == Mailbox.id)
-            .where(Mailbox.account_id == account_id)
-        )
+        stmt = _USAGE
         if mailbox_ids is not None:
             stmt = stmt.where(Mailbox.id.in_(sorted(mailbox_ids)))
-        octets, count = (await self.session.execute(stmt)).one()
+        octets, count = (await self.session.execute(stmt, {"account_id": account_id})).one()
         return Usage(int(octets), int(count))
 
     async def usage_many(self, account_ids: Sequence[int]) -> dict[int, Usage]:
