@@ -14,7 +14,15 @@ Invariants:
   refused attempt is not checked (and so not audited as a login; the lockout
   that caused it is).
 - A success keeps the account's last login (``account_activity``, for
-  ``masante-admin retention inactive``), in the audit's transaction.
+  ``masante-admin retention inactive``), in the audit's transaction, to the
+  minute: it is written when the stored one is ``LAST_LOGIN_EVERY`` old, or
+  older than the inactivity warning (so a login after a warning voids it at
+  once). The account and its activity are read in one statement
+  (``AccountRepository.for_login``).
+- A login that needs no memory-hard hash (a pair the cache holds, an app
+  password) is one unit of work: read, check, audit and record, one commit. If
+  the row read no longer backs the cache entry, that unit leaves without
+  committing and the ordinary path (read, hash in a thread, write) decides.
 - The memory-hard hash runs in a worker thread, not on the event loop.
 - Verified credentials are remembered for a short while (``security.auth_cache_ttl``
   seconds on the context's clock, ``security.auth_cache_size`` entries at most),
@@ -54,11 +62,13 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from crypto.credentials import looks_like_app_password
 from crypto.passwords import verify_password
 from crypto.tls import certificate_facts
 from directory.addresses import Address
-from directory.app_passwords import NOT_APP_PASSWORD, AppPasswords, Scope
+from directory.app_passwords import NOT_APP_PASSWORD, AppPasswords, Scope, Verdict
 from directory.certificates import CERTIFICATE_KINDS
 from directory.errors import InvalidAddress
 from directory.limits import Attempt, LoginLimits
@@ -66,6 +76,21 @@ from directory.oauth import BearerRefused, BearerVerifier, OauthSettings
 from mailserver import metrics
 from mailserver.context import Context
 from mailserver.store.models import Account, AccountKind, AccountStatus
+from mailserver.store.repositories.accounts import LoginFacts
+
+if TYPE_CHECKING:
+    from mailserver.store.uow import UnitOfWork
+
+#: a login writes the account's last login only when the one stored is older than this (or older than the
+#: inactivity warning): it is kept to the minute, not to the second (``mailserver.inactivity`` counts days)
+LAST_LOGIN_EVERY = dt.timedelta(minutes=1)
+
+
+def last_login_due(last: dt.datetime | None, warned: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether a login at ``now`` writes ``account_activity.last_login_at`` (see ``LAST_LOGIN_EVERY``)."""
+    if last is None or not last <= now < last + LAST_LOGIN_EVERY:
+        return True  # never written, a minute old, or from a clock that has since gone back
+    return warned is not None and warned > last  # a login after the warning voids it: say so now
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,13 @@ class CredentialCache:
 
     def _name(self, address: str, password: str) -> bytes:
         return hmac.new(self._key, f"{address}\0{password}".encode(), hashlib.sha256).digest()
+
+    def knows(self, address: str, password: str) -> bool:
+        """True if this pair has an unexpired entry (a hint: only ``hit`` against the account row counts)."""
+        if not self.enabled:
+            return False
+        entry = self._entries.get(self._name(address, password))
+        return entry is not None and self.clock() < entry.expires
 
     def hit(self, address: str, password: str, account: Account) -> bool:
         """True if this pair verified against the account's current password hash less than ``ttl`` ago."""
@@ -160,30 +192,78 @@ class Authenticator:
         attempt = await self.limits.guard(canonical, peer=peer, protocol=protocol)
         if attempt.refusal is not None:
             return AuthResult(None, refusal=attempt.refusal)
-        account = None
-        verdict = NOT_APP_PASSWORD
-        if canonical.isprintable():  # no address holds a control character (and PostgreSQL text cannot hold NUL)
+        # no address holds a control character (and PostgreSQL text cannot hold NUL)
+        lookup = canonical.isprintable()
+        if lookup and (self.cache.knows(canonical, password) or looks_like_app_password(password)):
+            # no memory-hard hash to wait for (a pair verified lately, or an app password's keyed hash): the
+            # account read, the check and the record in one unit of work, one round of the writer
+            async with self.ctx.uow() as uow:
+                found = await uow.accounts.for_login(canonical)
+                verdict = await self._app_password(uow, found, password, protocol)
+                matches = self._quick_match(canonical, password, found, verdict)
+                if matches is not None:
+                    ok, why = await self._settle(
+                        uow, attempt, canonical, password, found, verdict, matches, protocol, peer
+                    )
+                    await uow.commit()
+                    return self._result(ok, why, found, verdict, protocol)
+            # the hash decides (the cache entry no longer holds, the account is not active...): nothing was
+            # written, the unit left without committing; the ordinary path below, which audits the attempt
+        found, verdict = None, NOT_APP_PASSWORD
+        if lookup:
             async with self.ctx.uow(readonly=True) as uow:
-                account = await uow.accounts.by_address(canonical)
-                if account is not None:
-                    verdict = await self.app_passwords.check(uow, account, password, protocol)
-        active = account is not None and account.status is AccountStatus.ACTIVE
-        if verdict is not NOT_APP_PASSWORD:  # one of this account's app credentials: its verdict, no hash
-            matches = verdict.scope is not None
-        elif account is not None and active and self.cache.hit(canonical, password, account):
-            matches = True  # verified against this very stored hash less than a TTL ago
-        else:
-            stored = account.password_hash if account is not None else None
+                found = await uow.accounts.for_login(canonical)
+                verdict = await self._app_password(uow, found, password, protocol)
+        matches = self._quick_match(canonical, password, found, verdict)
+        if matches is None:
+            stored = found.account.password_hash if found is not None else None
             matches = await asyncio.to_thread(verify_password, password, stored)
-        ok = account is not None and matches and active
-        second_factor = (
-            ok
-            and verdict.scope is None
+        async with self.ctx.uow() as uow:
+            ok, why = await self._settle(uow, attempt, canonical, password, found, verdict, matches, protocol, peer)
+            await uow.commit()
+        return self._result(ok, why, found, verdict, protocol)
+
+    async def _app_password(self, uow: UnitOfWork, found: LoginFacts | None, password: str, protocol: str) -> Verdict:
+        if found is None:
+            return NOT_APP_PASSWORD
+        return await self.app_passwords.check(uow, found.account, password, protocol)
+
+    def _quick_match(self, canonical: str, password: str, found: LoginFacts | None, verdict: Verdict) -> bool | None:
+        """Whether ``password`` opens the account, when that is known without the memory-hard hash (None: run it)."""
+        if verdict is not NOT_APP_PASSWORD:  # one of this account's app credentials: its verdict, no hash
+            return verdict.scope is not None
+        if found is None or found.account.status is not AccountStatus.ACTIVE:
+            return None  # the hash runs for an unknown or inactive account too: its answer takes as long
+        if self.cache.hit(canonical, password, found.account):
+            return True  # verified against this very stored hash less than a TTL ago
+        return None
+
+    def _second_factor(self, account: Account, verdict: Verdict, protocol: str) -> bool:
+        """A patient's account password does not open IMAP with ``[security] patient_second_factor``."""
+        return (
+            verdict.scope is None
             and protocol == "imap"
-            and account is not None
             and account.kind is AccountKind.PATIENT
             and self.ctx.config.security.patient_second_factor
         )
+
+    async def _settle(
+        self,
+        uow: UnitOfWork,
+        attempt: Attempt,
+        canonical: str,
+        password: str,
+        found: LoginFacts | None,
+        verdict: Verdict,
+        matches: bool,
+        protocol: str,
+        peer: str,
+    ) -> tuple[bool, str]:
+        """The outcome of a checked attempt, recorded in ``uow`` (the caller commits): audit, activity, limits."""
+        account = found.account if found is not None else None
+        active = account is not None and account.status is AccountStatus.ACTIVE
+        ok = account is not None and matches and active
+        second_factor = ok and account is not None and self._second_factor(account, verdict, protocol)
         ok = ok and not second_factor
         if account is not None:
             if ok or second_factor:
@@ -208,29 +288,40 @@ class Authenticator:
         )
         if ok and verdict.scope is not None:
             why = f"ok; via {verdict.scope.label}"
-        async with self.ctx.uow() as uow:
-            uow.audit(
-                canonical,
-                "login",
-                account.owner_id if account else f"address:{canonical}",
-                "ok" if ok else "fail",
-                f"{protocol} from {peer}; {why}",
-            )
-            if ok and verdict.scope is not None:
-                await uow.credentials.touch(verdict.scope.credential_id, self.ctx.clock())
-            if ok and account is not None:
-                await uow.activity.logged_in(account.id, self.ctx.clock())
-            await self.limits.record(attempt, ok, account=account, uow=uow)
-            await uow.commit()
-        if ok:
-            return AuthResult(account, verdict.scope)
+        uow.audit(
+            canonical,
+            "login",
+            account.owner_id if account else f"address:{canonical}",
+            "ok" if ok else "fail",
+            f"{protocol} from {peer}; {why}",
+        )
+        now = self.ctx.clock()
+        if ok and verdict.scope is not None:
+            await uow.credentials.touch(verdict.scope.credential_id, now)
+        if ok and found is not None and last_login_due(found.last_login_at, found.warned_at, now):
+            await uow.activity.logged_in(found.account.id, now)
+        await self.limits.record(attempt, ok, account=account, uow=uow)
+        return ok, why
+
+    @staticmethod
+    def _result(ok: bool, why: str, found: LoginFacts | None, verdict: Verdict, protocol: str) -> AuthResult:
+        if ok and found is not None:
+            return AuthResult(found.account, verdict.scope)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()
         return AuthResult(None)
 
     # --- bearer tokens and client certificates ------------------------------------------------------------------
 
     async def _record(
-        self, ok: bool, attempt: Attempt, account: Account | None, actor: str, detail: str, why: str, protocol: str
+        self,
+        ok: bool,
+        attempt: Attempt,
+        account: Account | None,
+        actor: str,
+        detail: str,
+        why: str,
+        protocol: str,
+        found: LoginFacts | None = None,
     ) -> AuthResult:
         async with self.ctx.uow() as uow:
             uow.audit(
@@ -240,8 +331,11 @@ class Authenticator:
                 "ok" if ok else "fail",
                 f"{detail}; {why}",
             )
-            if ok and account is not None:
-                await uow.activity.logged_in(account.id, self.ctx.clock())
+            now = self.ctx.clock()
+            # ``found``: the account's row as read for this attempt, with its activity (None: write it)
+            last, warned = (found.last_login_at, found.warned_at) if found is not None else (None, None)
+            if ok and account is not None and last_login_due(last, warned, now):
+                await uow.activity.logged_in(account.id, now)
             await self.limits.record(attempt, ok, account=account, uow=uow)
             await uow.commit()
         if ok:
@@ -256,6 +350,7 @@ class Authenticator:
         if attempt.refusal is not None:
             return AuthResult(None, refusal=attempt.refusal)
         account: Account | None = None
+        found: LoginFacts | None = None
         who = ""
         if self.bearer is None:
             why = "oauth-off"
@@ -270,11 +365,12 @@ class Authenticator:
                 who = f"; professional {identity.national_id}"
                 if canonical.isprintable():
                     async with self.ctx.uow(readonly=True) as uow:
-                        account = await uow.accounts.by_address(canonical)
+                        found = await uow.accounts.for_login(canonical)
+                    account = found.account if found is not None else None
                 why = _bearer_refusal(account, identity.rpps)
         ok = why == "ok" and account is not None
         return await self._record(
-            ok, attempt, account, canonical, f"{protocol} from {peer}; bearer{who}", why, protocol
+            ok, attempt, account, canonical, f"{protocol} from {peer}; bearer{who}", why, protocol, found
         )
 
     async def authenticate_certificate(

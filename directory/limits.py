@@ -389,7 +389,9 @@ class LoginLimits:
         lockouts: list[tuple[str, _Row, int]] | None,
     ) -> None:
         if lockouts is None:
-            lockouts = self._settle(attempt, ok, await uow.login_counters.lock(attempt.keys))
+            # the guard made these rows and counted the attempt in them: a row gone since (an administrator's
+            # reset) has nothing to give back nor to lock out, so none is made again
+            lockouts = self._settle(attempt, ok, await uow.login_counters.lock(attempt.keys, create=False))
         for scope, row, seconds in lockouts:
             self._audit_lockout(uow, attempt, scope, row, seconds, account)
 

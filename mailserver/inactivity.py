@@ -5,8 +5,8 @@
 Invariants:
 - A mailbox is unused when its account is ``active`` and its last successful
   login (``account_activity.last_login_at``, kept by ``directory.auth`` at every
-  login on every door) or, never logged in, its creation is older than ``days``
-  on the context's clock.
+  login on every door, to the minute: ``directory.auth.LAST_LOGIN_EVERY``) or,
+  never logged in, its creation is older than ``days`` on the context's clock.
 - Its owner is warned once: a message delivered into its INBOX
   (``mailserver.delivery.deliver``, in the unit of work that records
   ``warned_at`` and audits ``account.inactivity-warning``), saying when the

@@ -118,6 +118,11 @@ async def test_an_account_no_longer_active_is_refused_at_once(
     assert await _login(auth, pro.address)
     await change(ctx, pro.address)
     assert not await _login(auth, pro.address)
+    # the warm path saw the account no longer active and left without writing: the refusal audited once
+    async with ctx.uow(readonly=True) as uow:
+        logins = [e for e in await uow.audit_log.tail(20) if e.action == "login"]
+    assert [e.outcome for e in logins] == ["ok", "fail"]
+    assert logins[-1].detail is not None and "; status-" in logins[-1].detail
     if change is not _close:  # back to active: the cache was dropped, scrypt runs again
         await AccountService(ctx).set_status(pro.address, AccountStatus.ACTIVE, actor="t")
         assert await _login(auth, pro.address)

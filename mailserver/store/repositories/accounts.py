@@ -1,9 +1,13 @@
-"""Local domains and their accounts.
+"""Domains and accounts. ``AccountRepository.for_login`` is the one statement a login reads: the account and
+its activity (``account_activity``), through a Core statement built once; ``local`` is the one statement
+SMTP admission reads of an address of our domains.
 
 Invariants:
-- A read of an address for admission (``local``) is one statement, built once at import: the domain's row
-  decides whether the address is ours, the account row (outer-joined, by address) who it is; with
-  ``usage``, the same statement sums what the account's messages weigh, as ``UsageViews.usage`` does.
+- ``for_login`` reads the row as it is now (no cache of account rows): a disabled, closed or changed account
+  is seen by the very next login.
+- ``local`` (SMTP RCPT, a resolved sender) is one statement, built once at import, read as it is now: the
+  domain's row decides whether the address is ours, the account row (outer-joined, by address) who it is;
+  with ``usage``, the same statement sums what the account's messages weigh, as ``UsageViews.usage`` does.
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ from typing import cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
 
-from mailserver.store.models import Account, AccountKind, AccountStatus, Domain, DomainKind, Mailbox, Message
+from mailserver.store.models import (
+    Account,
+    AccountActivity,
+    AccountKind,
+    AccountStatus,
+    Domain,
+    DomainKind,
+    Mailbox,
+    Message,
+)
 from mailserver.store.repositories.base import Repository
 from mailserver.store.repositories.quota import Usage
 
@@ -70,6 +83,24 @@ class DomainRepository(Repository):
 
 
 _ACCOUNTS = cast(Table, Account.__table__)
+_ACTIVITY = cast(Table, AccountActivity.__table__)
+#: what a login reads, in one statement: the account row and its last login and warning (outer join: an account
+#: never logged in nor warned has no activity row)
+_FOR_LOGIN = (
+    select(_ACCOUNTS, _ACTIVITY.c.last_login_at, _ACTIVITY.c.warned_at)
+    .outerjoin(_ACTIVITY, _ACTIVITY.c.account_id == _ACCOUNTS.c.id)
+    .where(_ACCOUNTS.c.address == bindparam("address"))
+)
+_ACCOUNT_COLUMNS = tuple(c.key for c in _ACCOUNTS.c)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFacts:
+    """An account as a login reads it (``AccountRepository.for_login``)."""
+
+    account: Account  # not attached to any session: read its columns, do not load through it
+    last_login_at: dt.datetime | None
+    warned_at: dt.datetime | None
 
 
 class AccountRepository(Repository):
@@ -90,6 +121,16 @@ class AccountRepository(Repository):
             return None if found is None else LocalAddress(found[1])
         row = (await self.session.execute(_LOCAL_WITH_USAGE, params)).first()
         return None if row is None else LocalAddress(row[1], Usage(int(row[2]), int(row[3])))
+
+    async def for_login(self, address: str) -> LoginFacts | None:
+        """The account at ``address`` (already canonical) and its activity, in one Core statement."""
+        conn = await self.session.connection()
+        row = (await conn.execute(_FOR_LOGIN, {"address": address.lower()})).first()
+        if row is None:
+            return None
+        values = row._mapping
+        account = Account(**{key: values[key] for key in _ACCOUNT_COLUMNS})
+        return LoginFacts(account, values["last_login_at"], values["warned_at"])
 
     async def by_ins(self, ins: str) -> Account | None:
         return (await self.session.execute(select(Account).where(Account.ins == ins))).scalar_one_or_none()

@@ -20,13 +20,14 @@ class _Upserts(Repository):
 
 
 class LoginCounterRepository(_Upserts):
-    async def lock(self, keys: Sequence[str]) -> dict[str, LoginCounter]:
-        """The counters of ``keys``, created at zero where missing, locked until the end of the transaction
-        (``FOR UPDATE`` on PostgreSQL, in key order so that two attempts never wait on each other in a cycle;
-        on SQLite the unit of work is already the only writer)."""
+    async def lock(self, keys: Sequence[str], *, create: bool = True) -> dict[str, LoginCounter]:
+        """The counters of ``keys``, created at zero where missing (unless not ``create``: those that exist),
+        locked until the end of the transaction (``FOR UPDATE`` on PostgreSQL, in key order so that two
+        attempts never wait on each other in a cycle; on SQLite the unit of work is already the only writer)."""
         ordered = sorted(set(keys))
-        stmt = self._insert(LoginCounter).values([{"key": k, "failures": 0, "lockouts": 0} for k in ordered])
-        await self.session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+        if create:
+            stmt = self._insert(LoginCounter).values([{"key": k, "failures": 0, "lockouts": 0} for k in ordered])
+            await self.session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
         rows = await self.session.execute(
             select(LoginCounter).where(LoginCounter.key.in_(ordered)).order_by(LoginCounter.key).with_for_update()
         )
