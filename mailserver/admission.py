@@ -60,7 +60,10 @@ from mailserver.message.addresses import mailboxes
 from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
+from mailserver.store.repositories.accounts import LocalAddress
 from mailserver.store.repositories.mail import INBOX
+from mailserver.store.repositories.quota import Usage
+from mailserver.store.repositories.trust import RemoteAddress
 from mailserver.store.uow import UnitOfWork
 from policies import Decision, Party, Role, Status, may_send
 from policies import content as C
@@ -157,23 +160,32 @@ class Admission:
             return await self._resolve(uow, addr)
 
     async def _resolve(self, uow: UnitOfWork, addr: Address) -> Resolved:
-        domain = await uow.domains.get(addr.domain)
-        if domain is not None:
-            account = await uow.accounts.by_address(str(addr))
-            if account is None:
-                return Resolved(Party(str(addr), Role.UNKNOWN, local=True), None)
-            return Resolved(self.party_of(account), account)
-        operator = await uow.trust.get(addr.domain)
-        if operator is None:
-            return Resolved(Party(str(addr), Role.OUTSIDE, local=False), None)
-        status = Status.ACTIVE if operator.status is OperatorStatus.ACTIVE else Status.SUSPENDED
+        return (await self._lookup(uow, addr))[0]
+
+    async def _lookup(self, uow: UnitOfWork, addr: Address, *, usage: bool = False) -> tuple[Resolved, Usage | None]:
+        """``addr`` resolved: one statement for an address of our domains, two for another domain's (the
+        first finds it is not ours). With ``usage``, what a local account holds in its root (``quota``), read
+        by that same statement (``AccountRepository.local``)."""
+        local = await uow.accounts.local(str(addr), addr.domain, usage=usage)
+        if local is not None:
+            return Resolved(self._local_party(addr, local), local.account), local.usage
+        return Resolved(self._remote_party(addr, await uow.trust.remote(str(addr), addr.domain)), None), None
+
+    def _local_party(self, addr: Address, local: LocalAddress) -> Party:
+        if local.account is None:
+            return Party(str(addr), Role.UNKNOWN, local=True)
+        return self.party_of(local.account)
+
+    def _remote_party(self, addr: Address, remote: RemoteAddress | None) -> Party:
+        """Another domain's address: its operator's (``remote``; None: outside the trust space)."""
+        if remote is None:
+            return Party(str(addr), Role.OUTSIDE, local=False)
+        status = Status.ACTIVE if remote.status is OperatorStatus.ACTIVE else Status.SUSPENDED
         remote_patients = {d.lower() for d in self.ctx.config.policy.remote_patient_domains}
         if addr.domain in remote_patients:
-            return Resolved(Party(str(addr), Role.PATIENT, local=False, status=status), None)
-        published = await uow.directory.mailbox(str(addr))
-        role = Role.APPLICATION if published is not None and published.kind == "APP" else Role.PROFESSIONAL
-        code = published.profession_code if published is not None else None
-        return Resolved(Party(str(addr), role, local=False, status=status, profession_code=code), None)
+            return Party(str(addr), Role.PATIENT, local=False, status=status)
+        role = Role.APPLICATION if remote.published_kind == "APP" else Role.PROFESSIONAL
+        return Party(str(addr), role, local=False, status=status, profession_code=remote.profession_code)
 
     # --- MAIL FROM ----------------------------------------------------------------------------------------
 
@@ -193,50 +205,64 @@ class Admission:
         """MX: the sender's domain is in the trust space and lists the peer's certificate DN (compared in
         canonical form); a suspended operator gets a temporary refusal. A null reverse path (bounces) needs
         a peer DN listed for some operator."""
+        return (await self.mx_sender(mail_from, peer_dn))[0]
+
+    async def mx_sender(self, mail_from: str, peer_dn: str | None) -> tuple[Decision, Party | None]:
+        """``check_mx_sender``, and when it allows, the sender as the policies see it (``resolve``; the null
+        reverse path of a DSN from a listed operator MTA: mail from that operator), in one read-only unit of
+        work: three statements for a named sender (its operator, the DNs it lists, whether it is ours)."""
         if peer_dn is None:
-            return Decision.refuse(R.PEER_CERTIFICATE_REQUIRED, "no-client-certificate")
+            return Decision.refuse(R.PEER_CERTIFICATE_REQUIRED, "no-client-certificate"), None
         key = dn_key(peer_dn)
         if mail_from == "":
             async with self.ctx.uow(readonly=True) as uow:
                 listed = await uow.trust.domains_with_dn_key(key, active_only=False)
                 active = await uow.trust.domains_with_dn_key(key, active_only=True)
             if not listed:
-                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
+                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed"), None
             if not active:
-                return Decision.refuse(R.OPERATOR_SUSPENDED, "peer-operator-suspended")
-            return Decision.allow("null-sender-from-operator", R.SENDER_OK)
+                return Decision.refuse(R.OPERATOR_SUSPENDED, "peer-operator-suspended"), None
+            return Decision.allow("null-sender-from-operator", R.SENDER_OK), Party("", Role.PROFESSIONAL, local=False)
         try:
             addr = Address.parse(mail_from)
         except InvalidAddress:
-            return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-sender-syntax")
+            return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-sender-syntax"), None
         async with self.ctx.uow(readonly=True) as uow:
-            operator = await uow.trust.get(addr.domain)
+            operator = await uow.trust.remote(str(addr), addr.domain)
             keys = await uow.trust.dn_keys(addr.domain) if operator is not None else []
-        if operator is None:
-            return Decision.refuse(R.SENDER_OUTSIDE_TRUST_SPACE, "sender-outside-trust-space")
-        if key not in keys:
-            return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed")
-        if operator.status is not OperatorStatus.ACTIVE:
-            return Decision.refuse(R.OPERATOR_SUSPENDED, "sender-operator-suspended")
-        return Decision.allow("operator-sender", R.SENDER_OK)
+            if operator is None:
+                return Decision.refuse(R.SENDER_OUTSIDE_TRUST_SPACE, "sender-outside-trust-space"), None
+            if key not in keys:
+                return Decision.refuse(R.PEER_NOT_LISTED, "peer-not-listed"), None
+            if operator.status is not OperatorStatus.ACTIVE:
+                return Decision.refuse(R.OPERATOR_SUSPENDED, "sender-operator-suspended"), None
+            # resolved as ``resolve`` does: one of our domains first (the whitelist may list ours too)
+            local = await uow.accounts.local(str(addr), addr.domain)
+        party = self._local_party(addr, local) if local is not None else self._remote_party(addr, operator)
+        return Decision.allow("operator-sender", R.SENDER_OK), party
 
     # --- RCPT TO --------------------------------------------------------------------------------------------
 
     async def check_recipient(self, sender: Party, recipient: str) -> tuple[Decision, Resolved | None]:
+        """May ``sender`` write to ``recipient``: who it is, the policy (with the patient's grant), a full
+        account, the sender's rate. One read-only unit of work: one statement for a local recipient (its
+        domain, account and usage), two for another operator's, and the grant's for a patient sender."""
         try:
-            resolved = await self.resolve(recipient)
+            addr = Address.parse(recipient)
         except InvalidAddress:
             return Decision.refuse(R.BAD_ADDRESS_SYNTAX, "bad-recipient-syntax"), None
+        limits = self.ctx.config.limits
+        async with self.ctx.uow(readonly=True) as uow:
+            resolved, usage = await self._lookup(uow, addr, usage=quota.bounds_accounts(limits))
+            granted = await self._has_grant(uow, sender, resolved.party)
         decision = may_send(
             sender,
             resolved.party,
-            patient_has_grant=await self.patient_has_grant(sender, resolved.party),
+            patient_has_grant=granted,
             patient_first_professions=self.ctx.config.policy.patient_first_professions,
         )
-        if decision.allowed and resolved.account is not None:
-            async with self.ctx.uow(readonly=True) as uow:
-                full = await quota.is_full(uow, self.ctx.config.limits, resolved.account)
-            if full:
+        if decision.allowed and resolved.account is not None and usage is not None:
+            if quota.is_full(limits, resolved.account, usage):
                 return Decision.refuse(R.MAILBOX_FULL, "mailbox-full"), resolved
         if decision.allowed:
             limited = self._rate(sender)
@@ -263,7 +289,13 @@ class Admission:
         if sender.role is not Role.PATIENT or not recipient.address:
             return False
         async with self.ctx.uow(readonly=True) as uow:
-            return await uow.grants.has(sender.address, recipient.address)
+            return await self._has_grant(uow, sender, recipient)
+
+    @staticmethod
+    async def _has_grant(uow: UnitOfWork, sender: Party, recipient: Party) -> bool:
+        if sender.role is not Role.PATIENT or not recipient.address:
+            return False
+        return await uow.grants.has(sender.address, recipient.address)
 
     # --- DATA ------------------------------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ Invariants:
   under it. A limit of 0 is no limit on that resource; a root with no resource
   limited does not exist.
 - Usage is what the messages weigh and how many they are (``UsageViews``: their
-  RFC822 sizes, each copy counted), read when asked; no counter to drift.
+  RFC822 sizes, each copy counted), read when asked; no counter to drift. SMTP
+  RCPT reads the account root's usage with the recipient's account, in the same
+  statement (``AccountRepository.local``), and asks ``is_full`` with it.
 - One rule for every door (``check``, ``admit``): a message goes into a mailbox
   only if every root over that mailbox keeps each resource at or below its
   limit once the message is in; refused whole otherwise (``OverQuota``: IMAP
@@ -17,8 +19,9 @@ Invariants:
   counted only against the roots its target has and its source has not.
 - Mail from others (SMTP, the broadcast) is bounded by the account root only:
   the vault's root bounds what the patient files there (APPEND, COPY, MOVE).
-- ``check`` is the early look (SMTP RCPT and DATA, before the message is
-  sealed), in a transaction of its own: it can be outrun. ``admit`` is the
+- ``check`` (SMTP DATA, before the message is sealed) and ``is_full`` (RCPT, on
+  the usage read with the recipient's account) are the early looks, each in a
+  read transaction of its own: they can be outrun. ``admit`` is the
   bound itself, run by ``delivery.deliver`` in the writing transaction, right
   before the rows are added: on PostgreSQL it first locks the account's
   *anchor* (its lowest mailbox row) with the target mailbox rows, all in
@@ -186,10 +189,17 @@ async def check(
             raise OverQuota(why)
 
 
-async def is_full(uow: UnitOfWork, limits: LimitsSection, account: Account) -> bool:
-    """No room left in the account's root: not one more octet or message (SMTP RCPT, before the message)."""
-    r = await root(uow, limits, account, ACCOUNT_ROOT)
-    return r is not None and r.full
+def bounds_accounts(limits: LimitsSection) -> bool:
+    """Does any kind of account have a root (``is_full`` could say yes)?"""
+    return any(account_limit(limits, k) or account_message_limit(limits, k) for k in AccountKind)
+
+
+def is_full(limits: LimitsSection, account: Account, usage: Usage) -> bool:
+    """No room left in the account's root, which holds ``usage``: not one more octet or message (SMTP RCPT,
+    before the message). ``usage`` is read by the caller in its own unit of work (``AccountRepository.local``
+    reads it with the account, in the same statement), as ``root`` would read it."""
+    limit = limit_of(limits, account, ACCOUNT_ROOT)
+    return bool(limit) and Root(ACCOUNT_ROOT, limit, usage).full
 
 
 async def lock_anchor(uow: UnitOfWork, account_id: int, mailbox_ids: Collection[int]) -> None:

@@ -1,6 +1,6 @@
 """The aiosmtpd handlers of the two doors: thin hooks that ask the directory and answer its reply.
 
-- ``MxHandler`` (port 25, other operators): MAIL asks ``Admission.check_mx_sender``
+- ``MxHandler`` (port 25, other operators): MAIL asks ``Admission.mx_sender``
   with the subject DN of the verified client certificate; RCPT asks
   ``Admission.check_recipient`` and accepts only our own recipients (an MX never
   relays); DATA hands the message to ``Intake``.
@@ -33,7 +33,7 @@ from mailserver.smtp.engine import MasanteSMTP, Recipient, SmtpEnvelope, SmtpSes
 from mailserver.smtp.intake import Inbound, Intake
 from mailserver.smtp.params import MailParams, RcptParams
 from mailserver.store.models import Account
-from policies import Decision, Party, Role
+from policies import Decision
 
 log = logging.getLogger("masante.smtp")
 
@@ -111,13 +111,8 @@ class MxHandler(_Doors):
         self, server: MasanteSMTP, session: SmtpSession, envelope: SmtpEnvelope, address: str, params: MailParams
     ) -> str:
         info = server.tls_info()
-        decision = await self.admission.check_mx_sender(address, info.peer_dn if info else None)
-        if decision.allowed:
-            if address:
-                party = (await self.admission.resolve(address)).party
-            else:
-                # the null reverse-path of a DSN from a listed operator MTA: mail from that operator
-                party = Party("", Role.PROFESSIONAL, local=False)
+        decision, party = await self.admission.mx_sender(address, info.peer_dn if info else None)
+        if decision.allowed and party is not None:
             envelope.mail_from, envelope.params, envelope.sender_party = address, params, party
         _refusal("mail", decision)
         return str(decision.reply)

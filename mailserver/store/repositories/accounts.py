@@ -1,9 +1,13 @@
 """Domains and accounts. ``AccountRepository.for_login`` is the one statement a login reads: the account and
-its activity (``account_activity``), through a Core statement built once.
+its activity (``account_activity``), through a Core statement built once; ``local`` is the one statement
+SMTP admission reads of an address of our domains.
 
 Invariants:
 - ``for_login`` reads the row as it is now (no cache of account rows): a disabled, closed or changed account
   is seen by the very next login.
+- ``local`` (SMTP RCPT, a resolved sender) is one statement, built once at import, read as it is now: the
+  domain's row decides whether the address is ours, the account row (outer-joined, by address) who it is;
+  with ``usage``, the same statement sums what the account's messages weigh, as ``UsageViews.usage`` does.
 """
 
 from __future__ import annotations
@@ -16,8 +20,45 @@ from typing import cast
 
 from sqlalchemy import Table, bindparam, case, func, insert, select, update
 
-from mailserver.store.models import Account, AccountActivity, AccountKind, AccountStatus, Domain, DomainKind
+from mailserver.store.models import (
+    Account,
+    AccountActivity,
+    AccountKind,
+    AccountStatus,
+    Domain,
+    DomainKind,
+    Mailbox,
+    Message,
+)
 from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.quota import Usage
+
+#: the domain named ``domain`` and the account of ``address`` if there is one (SMTP RCPT, a resolved sender)
+_LOCAL = (
+    select(Domain.id, Account)
+    .select_from(Domain)
+    .outerjoin(Account, Account.address == bindparam("address"))
+    .where(Domain.name == bindparam("domain"))
+)
+#: the same, and the sizes and number of the account's messages (``UsageViews.usage``, the account's root)
+_LOCAL_WITH_USAGE = (
+    select(Domain.id, Account, func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
+    .select_from(Domain)
+    .outerjoin(Account, Account.address == bindparam("address"))
+    .outerjoin(Mailbox, Mailbox.account_id == Account.id)
+    .outerjoin(Message, Message.mailbox_id == Mailbox.id)
+    .where(Domain.name == bindparam("domain"))
+    .group_by(Domain.id, Account.id)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAddress:
+    """An address of one of our domains: its account (None: no such account), and with ``usage`` asked for,
+    what that account holds (``Usage(0, 0)`` when there is no account)."""
+
+    account: Account | None
+    usage: Usage | None = None
 
 
 class DomainRepository(Repository):
@@ -71,6 +112,15 @@ class AccountRepository(Repository):
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def local(self, address: str, domain: str, *, usage: bool = False) -> LocalAddress | None:
+        """``address`` if ``domain`` (its domain) is one of ours, else None; one statement (``_LOCAL``)."""
+        params = {"address": address.lower(), "domain": domain.lower()}
+        if not usage:
+            found = (await self.session.execute(_LOCAL, params)).first()
+            return None if found is None else LocalAddress(found[1])
+        row = (await self.session.execute(_LOCAL_WITH_USAGE, params)).first()
+        return None if row is None else LocalAddress(row[1], Usage(int(row[2]), int(row[3])))
 
     async def for_login(self, address: str) -> LoginFacts | None:
         """The account at ``address`` (already canonical) and its activity, in one Core statement."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver.store.errors import Conflict
@@ -189,6 +189,10 @@ class Grant:
     refreshed_at: dt.datetime
 
 
+#: the grant of one (patient, contact) pair, by its digest
+_GRANT_OF_PAIR = select(ConversationGrant.id).where(ConversationGrant.pair_digest == bindparam("pair"))
+
+
 class GrantRepository(Repository):
     """Conversation grants, kept under the metadata key (``crypto.metadata``): addresses are lower-cased,
     looked up by digest and read back only by opening the sealed part."""
@@ -210,8 +214,8 @@ class GrantRepository(Repository):
         return self._key().seal(text, kind=self.KIND, bound_to=pair)
 
     async def has(self, patient: str, contact: str) -> bool:
-        stmt = select(ConversationGrant.id).where(ConversationGrant.pair_digest == self._pair(patient, contact))
-        return (await self.session.execute(stmt)).first() is not None
+        """Does ``patient`` hold a grant for ``contact``? (A patient's SMTP RCPT: one statement, built once.)"""
+        return (await self.session.execute(_GRANT_OF_PAIR, {"pair": self._pair(patient, contact)})).first() is not None
 
     async def grant(self, patient: str, contact: str, *, granted_by: str, at: dt.datetime) -> bool:
         """Record (or refresh) the grant; True if it is new."""

@@ -2,7 +2,9 @@
 
 Invariants:
 - Usage is read from the message rows of the account's mailboxes (their RFC822 sizes: each copy counts,
-  as in RFC 9208 §5.1), never from a counter that could drift; one aggregate query per quota root.
+  as in RFC 9208 §5.1), never from a counter that could drift; one aggregate query per quota root. SMTP
+  RCPT's read of the account root is the same aggregate, folded into its read of the recipient's account
+  (``AccountRepository.local``): change one, change both.
 - Built on the unit of work's session (``UsageViews(uow.session)``): it reads in that transaction.
 - ``lock_anchors`` locks mailbox rows only, in ascending id order, as every writer takes them (PostgreSQL;
   SQLite's writer holds the whole database already): an account's anchor is its lowest mailbox row.
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 
 from mailserver.store.models import Mailbox, Message
 from mailserver.store.repositories.base import Repository
@@ -25,17 +27,21 @@ class Usage:
     messages: int
 
 
+#: the sizes and number of an account's messages, over every mailbox (the account's root)
+_USAGE = (
+    select(func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
+    .join(Mailbox, Message.mailbox_id == Mailbox.id)
+    .where(Mailbox.account_id == bindparam("account_id"))
+)
+
+
 class UsageViews(Repository):
     async def usage(self, account_id: int, *, mailbox_ids: Collection[int] | None = None) -> Usage:
         """The sizes and number of the account's messages; with ``mailbox_ids``, of those mailboxes only."""
-        stmt = (
-            select(func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
-            .join(Mailbox, Message.mailbox_id == Mailbox.id)
-            .where(Mailbox.account_id == account_id)
-        )
+        stmt = _USAGE
         if mailbox_ids is not None:
             stmt = stmt.where(Mailbox.id.in_(sorted(mailbox_ids)))
-        octets, count = (await self.session.execute(stmt)).one()
+        octets, count = (await self.session.execute(stmt, {"account_id": account_id})).one()
         return Usage(int(octets), int(count))
 
     async def usage_many(self, account_ids: Sequence[int]) -> dict[int, Usage]:

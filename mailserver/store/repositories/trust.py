@@ -1,16 +1,43 @@
+"""The trust space: operator domains, the certificate DNs they list, and the history of its changes.
+
+Invariants:
+- Read as it is in the database, every time: nothing here caches an operator, a DN or a status.
+- ``remote`` reads an address of another domain for admission in one statement, built once at import: the
+  operator's status, and the directory's published mailbox of that address (outer-joined) if there is one.
+"""
+
 from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import bindparam, delete, insert, select, text, update
 
-from mailserver.store.models import OperatorStatus, TrustedOperator, TrustedOperatorDN, TrustImport
+from mailserver.store.models import OperatorStatus, PublishedMailbox, TrustedOperator, TrustedOperatorDN, TrustImport
 from mailserver.store.repositories.base import Repository
 
 #: a DN as stored: (as written, canonical key)
 DN = tuple[str, str]
+
+#: the operator of ``domain`` and the directory's published mailbox ``address``, if any (SMTP RCPT)
+_REMOTE = (
+    select(TrustedOperator.status, PublishedMailbox.kind, PublishedMailbox.profession_code)
+    .select_from(TrustedOperator)
+    .outerjoin(PublishedMailbox, PublishedMailbox.address == bindparam("address"))
+    .where(TrustedOperator.domain == bindparam("domain"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAddress:
+    """An address at a trust-space operator: the operator's status, and the directory's word on the mailbox
+    (``kind`` PER, ORG, APP or CAB, and the profession), None when the directory does not publish it."""
+
+    status: OperatorStatus
+    published_kind: str | None
+    profession_code: str | None
 
 
 class TrustRepository(Repository):
@@ -24,6 +51,12 @@ class TrustRepository(Repository):
 
     async def get(self, domain: str) -> TrustedOperator | None:
         return await self.session.get(TrustedOperator, domain.lower())
+
+    async def remote(self, address: str, domain: str) -> RemoteAddress | None:
+        """``address`` if ``domain`` (its domain) is in the trust space, else None; one statement (``_REMOTE``)."""
+        params = {"address": address.lower(), "domain": domain.lower()}
+        row = (await self.session.execute(_REMOTE, params)).first()
+        return None if row is None else RemoteAddress(row[0], row[1], row[2])
 
     async def list(self) -> Sequence[TrustedOperator]:
         return (await self.session.execute(select(TrustedOperator).order_by(TrustedOperator.domain))).scalars().all()
