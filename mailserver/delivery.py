@@ -46,9 +46,9 @@ from mailserver.bodies import account_key, seal_blob
 from mailserver.config import LimitsSection
 from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
 from mailserver.message.offload import in_thread
-from mailserver.store.models import Account, AccountKind, Blob, Mailbox
+from mailserver.store.models import Account, AccountKind, Blob
 from mailserver.store.models.base import utcnow
-from mailserver.store.repositories.mail import INBOX, canonical_name
+from mailserver.store.repositories.mail import INBOX, MailboxRow, canonical_name
 from mailserver.store.uow import UnitOfWork
 
 
@@ -177,8 +177,8 @@ async def deliver(
     stored_flags = encode_flags(flags)
     # mailboxes looked up and rows written in bulk (a broadcast or a message to a hundred recipients is a handful
     # of statements, not a handful per copy)
-    boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _, _ in sealed.copies)
-    targets: list[tuple[Account, Mailbox, Blob, int, str]] = []
+    boxes = await uow.mailboxes.rows_many((account.id, name) for account, name, _, _, _ in sealed.copies)
+    targets: list[tuple[Account, MailboxRow, Blob, int, str]] = []
     for account, name, blob, size, how in sealed.copies:
         mb = boxes.get((account.id, canonical_name(name)))
         if mb is None:

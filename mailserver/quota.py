@@ -40,6 +40,7 @@ from mailserver.config import LimitsSection
 from mailserver.errors import OverQuota
 from mailserver.mailboxes import DELIMITER, VAULT
 from mailserver.store.models import Account, AccountKind, Mailbox
+from mailserver.store.repositories.mail import MailboxRow
 from mailserver.store.repositories.quota import Usage, UsageViews
 from mailserver.store.uow import UnitOfWork
 from mailserver.vault import is_vault
@@ -200,7 +201,7 @@ async def lock_anchor(uow: UnitOfWork, account_id: int, mailbox_ids: Collection[
 async def admit(
     uow: UnitOfWork,
     limits: LimitsSection,
-    copies: Sequence[tuple[Account, Mailbox, int]],
+    copies: Sequence[tuple[Account, Mailbox | MailboxRow, int]],
     *,
     vault_too: bool = False,
     skip_full: bool = False,

@@ -243,7 +243,7 @@ class GroupWriter:
         try:
             if batch.shares and error is None:
                 if batch.audit_head is not None:
-                    await batch.conn.execute(head_row_update(batch.audit_head))
+                    await batch.conn.execute(*head_row_update(batch.audit_head))
                 await batch.conn.commit()
             else:
                 await batch.conn.rollback()
