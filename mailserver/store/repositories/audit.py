@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, Update, bindparam, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
 from mailserver.store.errors import StoreError
@@ -63,9 +63,23 @@ _HEAD_UPDATE = (
 )
 
 
+_INSERT_ENTRIES = insert(_LOG)
+
+#: an entry chained, as its row is written (``AuditRepository.link``)
+ChainedRow = dict[str, Any]
+
+
 def head_row_update(head: Checkpoint) -> tuple[Update, Mapping[str, Any]]:
     """The statement that makes ``head`` the chain's head row, and its parameters."""
     return _HEAD_UPDATE, {"head_id": HEAD_ID, "new_seq": head.seq, "new_hash": head.hash}
+
+
+async def write_chained(conn: AsyncConnection, head: Checkpoint, rows: Sequence[ChainedRow]) -> None:
+    """A group-commit batch's audit, just before its COMMIT: the entries its units chained (``link``), in the
+    order they chained them, in one ``executemany``, then ``head`` into the head row."""
+    if rows:
+        await conn.execute(_INSERT_ENTRIES, list(rows))
+    await conn.execute(*head_row_update(head))
 
 
 class AuditKeyMissing(StoreError):
@@ -167,6 +181,14 @@ class AuditRepository(Repository):
             return None
         return await self._chain([_escaped(p) for p in pending], known=known, write_head=write_head)
 
+    async def link(
+        self, pending: Sequence[PendingAudit], *, known: Checkpoint | None
+    ) -> tuple[Checkpoint, list[ChainedRow]]:
+        """Chain ``pending`` after ``known`` (None: after the head row, read with its lock) without writing the
+        entries: (the new head, their rows). A SQLite group-commit batch writes its units' rows together, in
+        its transaction, before its COMMIT (``write_chained``); ``pending`` must not be empty."""
+        return await self._link([_escaped(p) for p in pending], known=known)
+
     async def stage(self, pending: Sequence[PendingAudit]) -> bool:
         """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any."""
         if not pending:
@@ -211,6 +233,15 @@ class AuditRepository(Repository):
     async def _chain(
         self, pending: Sequence[PendingAudit], *, known: Checkpoint | None = None, write_head: bool = True
     ) -> Checkpoint:
+        new, values = await self._link(pending, known=known)
+        await insert_many(self.session, _LOG, values)
+        if write_head:
+            await self.session.execute(*head_row_update(new))
+        return new
+
+    async def _link(
+        self, pending: Sequence[PendingAudit], *, known: Checkpoint | None
+    ) -> tuple[Checkpoint, list[ChainedRow]]:
         trail = self._key()
         if known is not None:
             seq, prev, keyed_from = known.seq, known.hash, known.keyed_from
@@ -222,7 +253,7 @@ class AuditRepository(Repository):
                 await self.session.flush()
             else:
                 seq, prev, keyed_from = int(head[0]), str(head[1]), int(head[2])
-        values = []
+        values: list[ChainedRow] = []
         for p in pending:
             seq += 1
             h = trail.link(prev, canonical(seq, p.at, p.actor, p.action, p.object_id, p.outcome, p.detail))
@@ -240,11 +271,7 @@ class AuditRepository(Repository):
                 }
             )
             prev = h
-        await insert_many(self.session, _LOG, values)
-        new = Checkpoint(seq, prev, keyed_from)
-        if write_head:
-            await self.session.execute(*head_row_update(new))
-        return new
+        return Checkpoint(seq, prev, keyed_from), values
 
     async def _rows(self, batch: int = 1000) -> AsyncIterator[AuditEntry]:
         last = 0
