@@ -177,7 +177,12 @@ async def deliver(
     stored_flags = encode_flags(flags)
     # mailboxes looked up and rows written in bulk (a broadcast or a message to a hundred recipients is a handful
     # of statements, not a handful per copy)
-    boxes = await uow.mailboxes.rows_many((account.id, name) for account, name, _, _, _ in sealed.copies)
+    pairs = [(account.id, name) for account, name, _, _, _ in sealed.copies]
+    usage = None
+    if limits is not None and uow.db.is_sqlite:  # the one writer is this unit's: the usage read with the rows
+        boxes, usage = await uow.mailboxes.rows_and_usage(pairs)
+    else:
+        boxes = await uow.mailboxes.rows_many(pairs)
     targets: list[tuple[Account, MailboxRow, Blob, int, str]] = []
     for account, name, blob, size, how in sealed.copies:
         mb = boxes.get((account.id, canonical_name(name)))
@@ -187,7 +192,12 @@ async def deliver(
     result = DeliveryResult()
     if limits is not None:
         over = await quota.admit(
-            uow, limits, [(t[0], t[1], t[3]) for t in targets], vault_too=mailbox is not None, skip_full=skip_full
+            uow,
+            limits,
+            [(t[0], t[1], t[3]) for t in targets],
+            vault_too=mailbox is not None,
+            skip_full=skip_full,
+            usage=usage,
         )
         if over:
             targets = [t for t in targets if t[0].id not in over]

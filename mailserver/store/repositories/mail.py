@@ -50,6 +50,7 @@ from sqlalchemy.orm import load_only
 from mailserver.store.models import Account, Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.repositories.quota import USAGE_BY_ACCOUNT, Usage
 from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, open_mailbox_name, seal_mailbox_name
 
 INBOX = "INBOX"
@@ -128,6 +129,12 @@ _ALLOCATE_MOVE = (
 )
 #: delivery: the target mailboxes of a message, found by the digests of their names (each account's own)
 _ROWS_BY_DIGEST = select(*_ROW).where(_mb.c.name_digest.in_(bindparam("digests", expanding=True)))
+#: delivery on SQLite (its unit of work holds the one writer): the targets with their accounts' quota usage
+_ROWS_AND_USAGE = (
+    select(*_ROW, USAGE_BY_ACCOUNT.c.octets, USAGE_BY_ACCOUNT.c.messages)
+    .select_from(_mb.outerjoin(USAGE_BY_ACCOUNT, USAGE_BY_ACCOUNT.c.account_id == _mb.c.account_id))
+    .where(_mb.c.name_digest.in_(bindparam("digests", expanding=True)))
+)
 #: delivery: ``n`` UIDs and one new modseq for each of ``ids`` (rows locked already, or by this statement)
 _ALLOCATE = (
     update(_mb)
@@ -340,6 +347,19 @@ class MailboxRepository(Repository):
     async def rows_many(self, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], MailboxRow]:
         """``get_many`` for the delivery path: the rows as ``MailboxRow`` (Core, one statement per 500 names, no
         ORM object), each named by the canonical name asked for (the name is known: nothing is opened)."""
+        return (await self._targets(pairs, usage=False))[0]
+
+    async def rows_and_usage(
+        self, pairs: Iterable[tuple[int, str]]
+    ) -> tuple[dict[tuple[int, str], MailboxRow], dict[int, Usage]]:
+        """``rows_many`` with the quota usage of the accounts found (``UsageViews.usage_many``) read by the same
+        statement: for a SQLite unit of work, which holds the one writer, so that nothing changes the usage
+        before its rows are added (PostgreSQL locks the accounts' anchors first: ``quota.admit``)."""
+        return await self._targets(pairs, usage=True)
+
+    async def _targets(
+        self, pairs: Iterable[tuple[int, str]], *, usage: bool
+    ) -> tuple[dict[tuple[int, str], MailboxRow], dict[int, Usage]]:
         key = self._key()
         wanted: dict[bytes, tuple[int, str]] = {}
         for a, n in pairs:
@@ -347,15 +367,24 @@ class MailboxRepository(Repository):
             wanted[mailbox_name_digest(key, a, name)] = (a, name)
         digests = sorted(wanted)
         found: dict[tuple[int, str], MailboxRow] = {}
+        used: dict[int, Usage] = {}
         for i in range(0, len(digests), CHUNK):
-            rows = await self.session.execute(_ROWS_BY_DIGEST, {"digests": digests[i : i + CHUNK]})
+            chunk = digests[i : i + CHUNK]
+            if usage:
+                params = {"digests": chunk, "account_ids": sorted({wanted[d][0] for d in chunk})}
+                rows = await self.session.execute(_ROWS_AND_USAGE, params)
+            else:
+                rows = await self.session.execute(_ROWS_BY_DIGEST, {"digests": chunk})
             for r in rows.all():
                 account_id, name = wanted.get(bytes(r[2]), (None, ""))
-                if account_id == int(r[1]):  # a digest is keyed by its account: another's cannot match, but check
-                    found[(account_id, name)] = MailboxRow(
-                        int(r[0]), account_id, name, r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]), bool(r[9])
-                    )
-        return found
+                if account_id != int(r[1]):  # a digest is keyed by its account: another's cannot match, but check
+                    continue
+                found[(account_id, name)] = MailboxRow(
+                    int(r[0]), account_id, name, r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]), bool(r[9])
+                )
+                if usage:
+                    used[account_id] = Usage(int(r[10] or 0), int(r[11] or 0))
+        return found, used
 
     async def get_by_id(self, mailbox_id: int) -> Mailbox | None:
         return await self.session.get(Mailbox, mailbox_id, populate_existing=True)

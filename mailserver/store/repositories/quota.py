@@ -33,6 +33,14 @@ _USAGE_MANY = (
     .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
     .group_by(_mb.c.account_id)
 )
+#: usage by account, of the accounts ``account_ids``: to join with the mailbox rows of a delivery (SQLite)
+USAGE_BY_ACCOUNT = (
+    select(_mb.c.account_id, func.sum(_msg.c.size).label("octets"), func.count(_msg.c.id).label("messages"))
+    .select_from(_OF_ACCOUNT)
+    .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
+    .group_by(_mb.c.account_id)
+    .subquery("usage")
+)
 _ANCHORS = (
     select(func.min(_mb.c.id))
     .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
