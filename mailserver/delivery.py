@@ -181,6 +181,8 @@ async def deliver(
     usage = None
     if limits is not None and uow.db.is_sqlite:  # the one writer is this unit's: the usage read with the rows
         boxes, usage = await uow.mailboxes.rows_and_usage(pairs)
+    elif limits is not None:  # the quota's lock (every recipient's anchor) taken with the read of the rows
+        boxes = await uow.mailboxes.rows_locked(pairs)
     else:
         boxes = await uow.mailboxes.rows_many(pairs)
     targets: list[tuple[Account, MailboxRow, Blob, int, str]] = []
@@ -198,6 +200,7 @@ async def deliver(
             vault_too=mailbox is not None,
             skip_full=skip_full,
             usage=usage,
+            anchors_locked=uow.db.is_postgresql,
         )
         if over:
             targets = [t for t in targets if t[0].id not in over]

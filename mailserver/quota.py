@@ -25,7 +25,8 @@ Invariants:
   ascending id order, as every writer takes mailbox rows, then reads the usage
   (READ COMMITTED: the statement sees what the previous holder committed); on
   SQLite the unit of work already holds the one writer (a delivery reads the usage
-  with its target rows, in one statement). Two deliveries racing
+  with its target rows, in one statement; on PostgreSQL it locks the anchors with
+  its target rows as it reads them). Two deliveries racing
   for the last free room are serialised: one gets in, the other is refused.
   COPY/MOVE takes the same anchor. No overshoot, whatever the concurrency.
 - STORAGE is said in units of 1024 octets (RFC 9208 §5.1), usage rounded up;
@@ -207,12 +208,14 @@ async def admit(
     vault_too: bool = False,
     skip_full: bool = False,
     usage: Mapping[int, Usage] | None = None,
+    anchors_locked: bool = False,
 ) -> set[int]:
     """The bound itself, in the writing transaction (see the invariants): may these copies ``(recipient,
     mailbox, size)`` go in? Locks the recipients' anchors and the target mailbox rows first. ``usage``: the
     accounts' usage as this unit of work read it with the target rows (SQLite only, whose unit holds the one
     writer from its start: ``MailboxRepository.rows_and_usage``); on PostgreSQL it is read here, always, after
-    the anchors are locked.
+    the anchors are locked. ``anchors_locked``: the caller read the target rows and locked them with every
+    recipient's anchor, in ascending id order (``MailboxRepository.rows_locked``): not locked again.
 
     Raises ``OverQuota`` for the first recipient they do not fit, or with ``skip_full`` returns the ids of
     those (their copies are to be left out). ``vault_too``: the vault's root bounds copies into it (the patient
@@ -231,8 +234,9 @@ async def admit(
         return set()
     views = UsageViews(uow.session)
     if usage is None or not uow.db.is_sqlite:
-        await views.lock_anchors(sorted(bounded), {mb.id for a, mb, _ in copies if a.id in bounded})
-        usage = await views.usage_many(sorted(bounded))
+        if not anchors_locked:
+            await views.lock_anchors(sorted(bounded), {mb.id for a, mb, _ in copies if a.id in bounded})
+        usage = await views.usage_many(sorted(bounded))  # READ COMMITTED: what the previous holder committed
     over: set[int] = set()
     for a_id in sorted(bounded):
         account, octets, count = need[a_id]

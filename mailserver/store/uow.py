@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver import metrics
@@ -64,6 +64,9 @@ from mailserver.store.repositories import (
 from mailserver.store.repositories.audit import ChainedRow
 from mailserver.store.repositories.certificates import CertificateRepository
 from mailserver.store.sealing import SESSION_SEALER
+
+#: PostgreSQL: the mailboxes a unit changed, told to every LISTENing process when it commits (built once)
+_NOTIFY = select(func.pg_notify(bindparam("channel", type_=String), bindparam("payload", type_=String)))
 
 
 class UnitOfWork:
@@ -187,7 +190,7 @@ class UnitOfWork:
         touched = sorted(self._touched)
         if touched and self.db.is_postgresql:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
-            await self.session.execute(select(func.pg_notify(CHANNEL, ",".join(map(str, touched)))))
+            await self.session.execute(_NOTIFY, {"channel": CHANNEL, "payload": ",".join(map(str, touched))})
         await self.session.commit()  # on SQLite, releases the unit's savepoint in the batch
         if self._turn is not None:
             # the batch writes the entries, and its COMMIT anchors the head and wakes the watchers, once committed

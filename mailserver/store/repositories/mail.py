@@ -135,6 +135,23 @@ _ROWS_AND_USAGE = (
     .select_from(_mb.outerjoin(USAGE_BY_ACCOUNT, USAGE_BY_ACCOUNT.c.account_id == _mb.c.account_id))
     .where(_mb.c.name_digest.in_(bindparam("digests", expanding=True)))
 )
+#: delivery on PostgreSQL with quotas: the targets read and locked with each recipient's anchor (its lowest
+#: mailbox row, ``mailserver.quota``), in ascending id order, in one statement
+_ROWS_AND_ANCHORS_FOR_UPDATE = (
+    select(*_ROW)
+    .where(
+        or_(
+            _mb.c.name_digest.in_(bindparam("digests", expanding=True)),
+            _mb.c.id.in_(
+                select(func.min(_mb.c.id))
+                .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
+                .group_by(_mb.c.account_id)
+            ),
+        )
+    )
+    .order_by(_mb.c.id)
+    .with_for_update()
+)
 #: delivery: ``n`` UIDs and one new modseq for each of ``ids`` (rows locked already, or by this statement)
 _ALLOCATE = (
     update(_mb)
@@ -357,8 +374,14 @@ class MailboxRepository(Repository):
         before its rows are added (PostgreSQL locks the accounts' anchors first: ``quota.admit``)."""
         return await self._targets(pairs, usage=True)
 
+    async def rows_locked(self, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], MailboxRow]:
+        """``rows_many`` on PostgreSQL for a delivery bounded by quotas: the target rows read and locked with the
+        anchor of each account (its lowest mailbox row), in ascending id order, in one statement per 500 names:
+        the lock ``quota.admit`` takes (``anchors_locked``), taken with the read instead of after it."""
+        return (await self._targets(pairs, usage=False, lock=True))[0]
+
     async def _targets(
-        self, pairs: Iterable[tuple[int, str]], *, usage: bool
+        self, pairs: Iterable[tuple[int, str]], *, usage: bool, lock: bool = False
     ) -> tuple[dict[tuple[int, str], MailboxRow], dict[int, Usage]]:
         key = self._key()
         wanted: dict[bytes, tuple[int, str]] = {}
@@ -370,14 +393,14 @@ class MailboxRepository(Repository):
         used: dict[int, Usage] = {}
         for i in range(0, len(digests), CHUNK):
             chunk = digests[i : i + CHUNK]
-            if usage:
+            if usage or lock:
                 params = {"digests": chunk, "account_ids": sorted({wanted[d][0] for d in chunk})}
-                rows = await self.session.execute(_ROWS_AND_USAGE, params)
+                rows = await self.session.execute(_ROWS_AND_USAGE if usage else _ROWS_AND_ANCHORS_FOR_UPDATE, params)
             else:
                 rows = await self.session.execute(_ROWS_BY_DIGEST, {"digests": chunk})
             for r in rows.all():
                 account_id, name = wanted.get(bytes(r[2]), (None, ""))
-                if account_id != int(r[1]):  # a digest is keyed by its account: another's cannot match, but check
+                if account_id != int(r[1]):  # an anchor only; or (keyed by its account, it cannot be) another's
                     continue
                 found[(account_id, name)] = MailboxRow(
                     int(r[0]), account_id, name, r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]), bool(r[9])
