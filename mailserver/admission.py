@@ -32,8 +32,10 @@ Invariants:
   doors (``check_origin``, rules in ``policies.origin``): originator fields are
   read from the header index with encoded words decoded, never reparsed.
 - Storage quotas (``mailserver.quota``, the account's root): a full account
-  refuses at RCPT, a message that does not fit at DATA (``check_room``), both
-  ``552 5.2.2`` with a sentence for the sender.
+  refuses at RCPT; a message that does not fit is refused to that recipient at
+  DATA by the bound itself (``quota.admit`` in the delivery's writing
+  transaction, ``mailserver.smtp.intake``), both ``552 5.2.2`` with a sentence
+  for the sender.
 - Nothing here commits, except ``after_delivery`` which only adds to the
   caller's unit of work.
 """
@@ -53,7 +55,6 @@ from directory.trust import TrustSpace
 from mailserver import quota
 from mailserver.config import Config, ConfigError
 from mailserver.context import Context
-from mailserver.errors import OverQuota
 from mailserver.mailboxes import DELIMITER, VAULT
 from mailserver.message import ParsedMessage
 from mailserver.message.addresses import mailboxes
@@ -61,7 +62,6 @@ from mailserver.message.headers import decode_words
 from mailserver.store.db import Database
 from mailserver.store.models import Account, AccountKind, AccountStatus, OperatorStatus
 from mailserver.store.repositories.accounts import LocalAddress
-from mailserver.store.repositories.mail import INBOX
 from mailserver.store.repositories.quota import Usage
 from mailserver.store.repositories.trust import RemoteAddress
 from mailserver.store.uow import UnitOfWork
@@ -341,22 +341,6 @@ class Admission:
                 first = r.profession_code in self.ctx.config.policy.patient_first_professions
                 decision = C.check_patient_reply(content, may_write_first=first)
             out[r.address] = decision if not decision.allowed else Decision.allow("content-ok")
-        return out
-
-    async def check_room(self, recipients: Sequence[tuple[str, Account]], size: int) -> dict[str, Decision]:
-        """Per local recipient ``(address, account)``: does a message of ``size`` octets fit in their account's
-        quota (``mailserver.quota``)? Those it does not fit are refused ``552 5.2.2``."""
-        out: dict[str, Decision] = {}
-        async with self.ctx.uow(readonly=True) as uow:
-            for address, account in recipients:
-                try:
-                    await quota.check(
-                        uow, self.ctx.config.limits, account, INBOX, size, roots_only=(quota.ACCOUNT_ROOT,)
-                    )
-                except OverQuota:
-                    out[address] = Decision.refuse(R.MAILBOX_NO_ROOM, "mailbox-full")
-                else:
-                    out[address] = Decision.allow("room")
         return out
 
     async def check_origin(

@@ -61,7 +61,7 @@ from mailserver.mailboxes import AGENDA, create_mailbox
 from mailserver.message import ParsedMessage, parse_message, stored
 from mailserver.store.models import Account, AccountKind, AgendaEvent, Mailbox
 from mailserver.store.models.base import utcnow
-from mailserver.store.repositories.mail import INBOX
+from mailserver.store.repositories.mail import INBOX, MailboxRow
 from mailserver.store.uow import UnitOfWork
 
 log = logging.getLogger("masante.agenda")
@@ -390,7 +390,7 @@ async def _store(uow: UnitOfWork, keyring: Keyring, account: Account, mailbox: M
     return uid
 
 
-async def _expunge(uow: UnitOfWork, mailbox: Mailbox, uid: int) -> None:
+async def _expunge(uow: UnitOfWork, mailbox: Mailbox | MailboxRow, uid: int) -> None:
     modseq = await uow.mailboxes.bump_modseq(mailbox.id)
     blob_ids = await uow.messages.expunge(mailbox.id, [uid], modseq)
     await uow.blobs.delete_orphans(blob_ids)
@@ -400,7 +400,7 @@ async def _expunge(uow: UnitOfWork, mailbox: Mailbox, uid: int) -> None:
 async def _index(
     uow: UnitOfWork,
     account: Account,
-    mailbox: Mailbox,
+    mailbox: Mailbox | MailboxRow,
     row: AgendaEvent | None,
     inv: Invitation,
     message_uid: int,
@@ -462,7 +462,9 @@ async def _stored_invitation(
         return None
 
 
-def _audit(uow: UnitOfWork, actor: str, action: str, account: Account, mailbox: Mailbox, detail: str) -> None:
+def _audit(
+    uow: UnitOfWork, actor: str, action: str, account: Account, mailbox: Mailbox | MailboxRow, detail: str
+) -> None:
     uow.audit(actor, action, f"account:{account.id}/mailbox:{mailbox.id}", "ok", detail)
 
 
@@ -471,7 +473,7 @@ async def file(
     keyring: Keyring,
     message: ParsedMessage,
     account: Account,
-    mailbox: Mailbox,
+    mailbox: Mailbox | MailboxRow,
     uid: int,
     *,
     actor: str = "system",
@@ -503,7 +505,7 @@ async def _file(
     keyring: Keyring,
     message: ParsedMessage,
     account: Account,
-    mailbox: Mailbox,
+    mailbox: Mailbox | MailboxRow,
     uid: int,
     inv: Invitation,
     *,

@@ -46,9 +46,9 @@ from mailserver.bodies import account_key, seal_blob
 from mailserver.config import LimitsSection
 from mailserver.message import PARSE_IN_THREAD, ParsedMessage, parse_message_async
 from mailserver.message.offload import in_thread
-from mailserver.store.models import Account, AccountKind, Blob, Mailbox
+from mailserver.store.models import Account, AccountKind, Blob
 from mailserver.store.models.base import utcnow
-from mailserver.store.repositories.mail import INBOX, canonical_name
+from mailserver.store.repositories.mail import INBOX, MailboxRow, canonical_name
 from mailserver.store.uow import UnitOfWork
 
 
@@ -177,8 +177,15 @@ async def deliver(
     stored_flags = encode_flags(flags)
     # mailboxes looked up and rows written in bulk (a broadcast or a message to a hundred recipients is a handful
     # of statements, not a handful per copy)
-    boxes = await uow.mailboxes.get_many((account.id, name) for account, name, _, _, _ in sealed.copies)
-    targets: list[tuple[Account, Mailbox, Blob, int, str]] = []
+    pairs = [(account.id, name) for account, name, _, _, _ in sealed.copies]
+    usage = None
+    if limits is not None and uow.db.is_sqlite:  # the one writer is this unit's: the usage read with the rows
+        boxes, usage = await uow.mailboxes.rows_and_usage(pairs)
+    elif limits is not None:  # the quota's lock (every recipient's anchor) taken with the read of the rows
+        boxes = await uow.mailboxes.rows_locked(pairs)
+    else:
+        boxes = await uow.mailboxes.rows_many(pairs)
+    targets: list[tuple[Account, MailboxRow, Blob, int, str]] = []
     for account, name, blob, size, how in sealed.copies:
         mb = boxes.get((account.id, canonical_name(name)))
         if mb is None:
@@ -187,7 +194,13 @@ async def deliver(
     result = DeliveryResult()
     if limits is not None:
         over = await quota.admit(
-            uow, limits, [(t[0], t[1], t[3]) for t in targets], vault_too=mailbox is not None, skip_full=skip_full
+            uow,
+            limits,
+            [(t[0], t[1], t[3]) for t in targets],
+            vault_too=mailbox is not None,
+            skip_full=skip_full,
+            usage=usage,
+            anchors_locked=uow.db.is_postgresql,
         )
         if over:
             targets = [t for t in targets if t[0].id not in over]

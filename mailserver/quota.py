@@ -19,15 +19,19 @@ Invariants:
   counted only against the roots its target has and its source has not.
 - Mail from others (SMTP, the broadcast) is bounded by the account root only:
   the vault's root bounds what the patient files there (APPEND, COPY, MOVE).
-- ``check`` (SMTP DATA, before the message is sealed) and ``is_full`` (RCPT, on
-  the usage read with the recipient's account) are the early looks, each in a
-  read transaction of its own: they can be outrun. ``admit`` is the
+- ``is_full`` (SMTP RCPT, on the usage read with the recipient's account) is
+  the early look, in a read transaction of its own: it can be outrun. SMTP DATA
+  has no early look: its bound is ``admit`` with ``skip_full`` (a recipient it
+  does not fit is refused, the others get the message). IMAP COPY and MOVE call
+  ``check`` in their writing transaction, under the anchor's lock. ``admit`` is the
   bound itself, run by ``delivery.deliver`` in the writing transaction, right
   before the rows are added: on PostgreSQL it first locks the account's
   *anchor* (its lowest mailbox row) with the target mailbox rows, all in
   ascending id order, as every writer takes mailbox rows, then reads the usage
   (READ COMMITTED: the statement sees what the previous holder committed); on
-  SQLite the unit of work already holds the one writer. Two deliveries racing
+  SQLite the unit of work already holds the one writer (a delivery reads the usage
+  with its target rows, in one statement; on PostgreSQL it locks the anchors with
+  its target rows as it reads them). Two deliveries racing
   for the last free room are serialised: one gets in, the other is refused.
   COPY/MOVE takes the same anchor. No overshoot, whatever the concurrency.
 - STORAGE is said in units of 1024 octets (RFC 9208 §5.1), usage rounded up;
@@ -43,6 +47,7 @@ from mailserver.config import LimitsSection
 from mailserver.errors import OverQuota
 from mailserver.mailboxes import DELIMITER, VAULT
 from mailserver.store.models import Account, AccountKind, Mailbox
+from mailserver.store.repositories.mail import MailboxRow
 from mailserver.store.repositories.quota import Usage, UsageViews
 from mailserver.store.uow import UnitOfWork
 from mailserver.vault import is_vault
@@ -210,13 +215,19 @@ async def lock_anchor(uow: UnitOfWork, account_id: int, mailbox_ids: Collection[
 async def admit(
     uow: UnitOfWork,
     limits: LimitsSection,
-    copies: Sequence[tuple[Account, Mailbox, int]],
+    copies: Sequence[tuple[Account, Mailbox | MailboxRow, int]],
     *,
     vault_too: bool = False,
     skip_full: bool = False,
+    usage: Mapping[int, Usage] | None = None,
+    anchors_locked: bool = False,
 ) -> set[int]:
     """The bound itself, in the writing transaction (see the invariants): may these copies ``(recipient,
-    mailbox, size)`` go in? Locks the recipients' anchors and the target mailbox rows first.
+    mailbox, size)`` go in? Locks the recipients' anchors and the target mailbox rows first. ``usage``: the
+    accounts' usage as this unit of work read it with the target rows (SQLite only, whose unit holds the one
+    writer from its start: ``MailboxRepository.rows_and_usage``); on PostgreSQL it is read here, always, after
+    the anchors are locked. ``anchors_locked``: the caller read the target rows and locked them with every
+    recipient's anchor, in ascending id order (``MailboxRepository.rows_locked``): not locked again.
 
     Raises ``OverQuota`` for the first recipient they do not fit, or with ``skip_full`` returns the ids of
     those (their copies are to be left out). ``vault_too``: the vault's root bounds copies into it (the patient
@@ -234,8 +245,10 @@ async def admit(
     if not bounded:
         return set()
     views = UsageViews(uow.session)
-    await views.lock_anchors(sorted(bounded), {mb.id for a, mb, _ in copies if a.id in bounded})
-    usage: Mapping[int, Usage] = await views.usage_many(sorted(bounded))
+    if usage is None or not uow.db.is_sqlite:
+        if not anchors_locked:
+            await views.lock_anchors(sorted(bounded), {mb.id for a, mb, _ in copies if a.id in bounded})
+        usage = await views.usage_many(sorted(bounded))  # READ COMMITTED: what the previous holder committed
     over: set[int] = set()
     for a_id in sorted(bounded):
         account, octets, count = need[a_id]

@@ -10,19 +10,19 @@ The path (docs/DESIGN.md "The path of a message"):
    sender's domain must sign and did not; then ``Admission.check_origin`` on both
    doors: the From believable (``policies.origin``), or ``550 5.7.1``;
 3. trace and identity: Message-ID and Date added when missing, our Received on top;
-4. ``Admission.check_content`` per recipient (size for patients, attachments...), then
-   ``Admission.check_room`` for local ones (their quota: ``552 5.2.2``);
-5. one unit of work: local recipients through ``delivery.deliver`` then
+4. ``Admission.check_content`` per recipient (size for patients, attachments...);
+5. one unit of work: local recipients through ``delivery.deliver``, which bounds their quotas
+   (``quota.admit``, atomic with the rows: no earlier look that a concurrent delivery could outrun): a
+   recipient the message does not fit is left out and refused ``552 5.2.2`` (told by a DSN if asked, as a
+   recipient refused by content), the others delivered; none left at all: nothing is stored and the answer is
+   that ``552 5.2.2``. Then
    ``Admission.after_delivery`` (told of the relayed recipients too); recipients at other operators DKIM-signed and
    queued (one sealed row each); DSNs asked for (NOTIFY=SUCCESS for a local
    delivery, FAILURE for a recipient refused at this stage) added too, and the
    automatic MDN (``mailserver.mdn``) for a patient whose vault cannot integrate
    the message's package (delivered to INBOX unfiled);
 6. ``250`` only after the commit; any failure on the way answers ``451 4.3.0``
-   and nothing is stored: the client keeps the message and retries. A quota
-   outrun since step 4 (``delivery.deliver`` bounds it again, atomically):
-   ``552 5.2.2`` for a message to one local recipient, else ``452 4.2.2`` (the
-   retry refuses that recipient alone at step 4).
+   and nothing is stored: the client keeps the message and retries.
 
 Invariants: a message is stored once per local recipient (duplicate RCPTs of
 one account are one delivery); no body, address list or key is logged.
@@ -40,7 +40,6 @@ from mailserver import agenda, logs, metrics
 from mailserver.admission import VAULT_INTEGRATION_FAILED, Admission
 from mailserver.context import Context
 from mailserver.delivery import deliver, seal
-from mailserver.errors import OverQuota
 from mailserver.mdn import Notifier
 from mailserver.message import MessageError, ParsedMessage, parse_message_async
 from mailserver.message.offload import in_thread
@@ -82,6 +81,11 @@ class Inbound:
     peer_ip: str | None = None
     tls: TlsInfo | None = None
     account: Account | None = None  # the authenticated sender (submission)
+
+
+class _Refused(Exception):  # not an error: no local recipient had room, and nothing is stored
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,10 +185,6 @@ class Intake:
         decisions = await self.admission.check_content(
             m.sender_party, [r.party for r in m.recipients], msg, return_path=m.mail_from or None
         )
-        fits = [(r.address, r.account) for r in m.recipients if r.account is not None and decisions[r.address].allowed]
-        # a full mailbox refuses; room to spare leaves the content's decision (and its reason: an automatic MDN)
-        room = await self.admission.check_room(fits, msg.size)
-        decisions.update({address: d for address, d in room.items() if not d.allowed})
         allowed = [r for r in m.recipients if decisions.get(r.address, Decision.allow()).allowed]
         refused = [r for r in m.recipients if r not in allowed]
         if not allowed:
@@ -203,9 +203,9 @@ class Intake:
             result = await self._store(
                 m, msg, msg_id, now, list(local.values()), list(remote.values()), refused, decisions
             )
-        except OverQuota:  # outrun since check_room by another delivery: nothing stored
-            log.info("smtp.over-quota", extra={"fields": {"door": m.door, "local": len(local)}})
-            return Accepted(P.MAILBOX_NO_ROOM if len(local) == 1 and not remote else R.MAILBOX_FULL_RETRY)
+        except _Refused as no_room:  # no local recipient had room, and there was nobody else: nothing stored
+            self._refused(no_room.decision.reason, no_room.decision.reply)
+            return Accepted(no_room.decision.reply)
         except Exception as exc:  # storage, keys, a bug: the client keeps the message and retries
             log.error("smtp.store-failed", extra={"fields": R.error_fields(exc)})
             return Accepted(R.STORAGE_FAILURE)
@@ -260,7 +260,7 @@ class Intake:
         )
         async with self.ctx.uow() as uow:
             if accounts:
-                await deliver(
+                delivered = await deliver(
                     uow,
                     self.ctx.keyring,
                     msg,
@@ -270,8 +270,20 @@ class Intake:
                     file_documents=file_documents,
                     unfiled={a.id for a in unfiled},
                     sealed=sealed,
-                    limits=self.ctx.config.limits,  # the quota bound itself, atomic with the rows
+                    limits=self.ctx.config.limits,  # the quota bound, atomic with the rows
+                    skip_full=True,
                 )
+                if delivered.skipped:  # refused as a recipient refused by content is: the others still get it
+                    full = set(delivered.skipped)
+                    for r in m.recipients:
+                        if r.account is not None and r.account.id in full and decisions[r.address].allowed:
+                            decisions[r.address] = Decision.refuse(P.MAILBOX_NO_ROOM, "mailbox-full")
+                    local = [(a, r) for a, r in local if a.id not in full]
+                    accounts = [a for a, _ in local]
+                    unfiled = [a for a in unfiled if a.id not in full]
+                    refused = [r for r in m.recipients if not decisions.get(r.address, Decision.allow()).allowed]
+                    if not local and not remote:
+                        raise _Refused(decisions[refused[0].address])  # leaves the unit of work: rolled back
             mdn_queued = 0
             for account in unfiled:  # the ANS layout: a document the vault could not integrate is told by an MDN
                 how = await self.notifier.integration_failed(uow, account, msg, return_path=m.mail_from)

@@ -63,10 +63,6 @@ DKIM_TEMPFAIL = Reply(451, "4.7.5", "The sender's DKIM key cannot be checked jus
 #: a large DATA could not go on to its spool file (``smtp.dataspool``: the disk full, the directory gone)
 SPOOL_FAILURE = Reply(451, "4.3.1", "The server could not keep the message for processing: try again later")
 STORAGE_FAILURE = Reply(451, "4.3.0", "Temporary storage failure: the message was not accepted, try again later")
-#: a local recipient's quota filled up meanwhile, with other recipients in the transaction (``intake``)
-MAILBOX_FULL_RETRY = Reply(
-    452, "4.2.2", "A recipient's mailbox filled up meanwhile: nothing was accepted, try again to learn which one"
-)
 TLS_FAILED = Reply(454, "4.7.0", "TLS negotiation failed: TLS 1.2 or newer with the MSSanté suites is required")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients for one message: send the rest in another")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops: the message looks like it is looping")

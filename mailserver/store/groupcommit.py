@@ -20,7 +20,9 @@ Invariants:
   head handed to ``AuditTrail.committed`` (anchoring), and IDLE watchers woken (``ChangeNotifier.publish``).
   Audit entries are chained in the batch's transaction, unit after unit, in the order they commit: a unit
   chains from the head the batch's earlier units left (read from its row by the first one only), and the
-  head row is written once, just before the batch's COMMIT.
+  entries of every committed unit, then the head row, are written once for the batch, in its transaction,
+  just before its COMMIT (one ``executemany``): the transaction they describe, and a unit rolled back to its
+  savepoint never has its entries written.
 - The COMMIT runs in a task of its own: a caller cancelled while it waits does not cancel its neighbours.
 - A unit used again after its ``commit()`` queues for the writer again at its next statement (the session's
   ``get_bind``) and works in a new savepoint of whichever batch is open then.
@@ -56,7 +58,7 @@ from mailserver import metrics
 from mailserver.store.auditchain import Checkpoint
 from mailserver.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from mailserver.store.errors import StoreBusy
-from mailserver.store.repositories.audit import head_row_update
+from mailserver.store.repositories.audit import ChainedRow, write_chained
 
 #: committed units of work after which a batch commits even if more are waiting
 MAX_UNITS = 64
@@ -74,6 +76,7 @@ class _Share:
     answer: asyncio.Future[None]
     head: Checkpoint | None
     touched: Sequence[int]
+    audit_rows: Sequence[ChainedRow] = ()  # the unit's entries, chained after the previous share's
 
 
 @dataclass(eq=False)
@@ -85,6 +88,8 @@ class _Batch:
     #: the audit chain's head as the batch's committed units left it, written into its row once, before the
     #: COMMIT (a unit chains from it without reading the row; a failed unit's entries never reach it)
     audit_head: Checkpoint | None = None
+    #: the committed units' entries, in chain order, written with the head row before the COMMIT
+    audit_rows: list[ChainedRow] = field(default_factory=list)
 
     def add(self, share: _Share) -> None:
         if not self.shares:
@@ -92,6 +97,7 @@ class _Batch:
         self.shares.append(share)
         if share.head is not None:
             self.audit_head = share.head
+        self.audit_rows.extend(share.audit_rows)
 
     def full(self) -> bool:
         if not self.shares:
@@ -137,13 +143,18 @@ class Turn:
             raise RuntimeError("only the holder of the writer knows the batch's audit head")
         return self.group.batch_audit_head()
 
-    async def committed(self, head: Checkpoint | None, touched: Sequence[int]) -> None:
-        """The unit's savepoint is released: hand the writer on and return once the batch has committed."""
+    async def committed(
+        self, head: Checkpoint | None, touched: Sequence[int], audit_rows: Sequence[ChainedRow] = ()
+    ) -> None:
+        """The unit's savepoint is released: hand the writer on, with the audit entries it chained (``head``
+        the chain's head after them) for the batch to write, and return once the batch has committed."""
         if not self.holding:  # nothing ran since the last commit: nothing to wait for
+            if audit_rows:
+                raise RuntimeError("audit entries are chained by the holder of the writer")
             self.group.db.notifier.publish(touched)
             return
         answer = asyncio.get_running_loop().create_future()
-        self.group.release(self, _Share(answer, head, touched))
+        self.group.release(self, _Share(answer, head, touched, audit_rows))
         await answer
 
 
@@ -243,7 +254,7 @@ class GroupWriter:
         try:
             if batch.shares and error is None:
                 if batch.audit_head is not None:
-                    await batch.conn.execute(head_row_update(batch.audit_head))
+                    await write_chained(batch.conn, batch.audit_head, batch.audit_rows)
                 await batch.conn.commit()
             else:
                 await batch.conn.rollback()

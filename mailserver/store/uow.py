@@ -9,8 +9,9 @@
 Leaving the block without ``commit()`` rolls everything back; objects read stay usable after it. Audit entries are
 written at commit, in the same transaction as what they describe: the log holds
 what happened, not what was attempted and rolled back (record refusals in a
-unit of work of their own). On SQLite (one writer) they are chained in that
-transaction (a unit's savepoint in the batch its group commit shares, ``store.groupcommit``);
+unit of work of their own). On SQLite (one writer) they are chained at the unit's commit and written in that
+transaction (the batch its group commit shares, ``store.groupcommit``: with the batch's other entries, just
+before its COMMIT, and only if the unit's savepoint was released);
 on PostgreSQL they are staged in it, unchained, and ``commit()``
 returns once a sealer has chained them (``AuditSealer``): writers no longer
 queue on the chain's head row. Either way the new head of the chain is handed
@@ -31,7 +32,7 @@ import weakref
 from collections.abc import Callable
 from types import TracebackType
 
-from sqlalchemy import func, select
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver import metrics
@@ -60,8 +61,12 @@ from mailserver.store.repositories import (
     QueueRepository,
     TrustRepository,
 )
+from mailserver.store.repositories.audit import ChainedRow
 from mailserver.store.repositories.certificates import CertificateRepository
 from mailserver.store.sealing import SESSION_SEALER
+
+#: PostgreSQL: the mailboxes a unit changed, told to every LISTENing process when it commits (built once)
+_NOTIFY = select(func.pg_notify(bindparam("channel", type_=String), bindparam("payload", type_=String)))
 
 
 class UnitOfWork:
@@ -168,26 +173,28 @@ class UnitOfWork:
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot commit")
         started = time.perf_counter()
+        rows: list[ChainedRow] = []
         if self.db.is_postgresql:
             # no lock shared by every writer: the entries wait in audit_pending, chained after the commit
             staged = await self.audit_log.stage(self._pending_audit)
             head = None
         elif self._turn is not None and self._pending_audit:
-            # one head row per group-commit batch: chained from the batch's head, written once before COMMIT
+            # chained from the batch's head; the entries and the head row written once for the batch, before its
+            # COMMIT (``groupcommit``)
             staged = False
             await self._turn.hold()
-            head = await self.audit_log.append(self._pending_audit, known=self._turn.audit_head(), write_head=False)
+            head, rows = await self.audit_log.link(self._pending_audit, known=self._turn.audit_head())
         else:
             staged = False
             head = await self.audit_log.append(self._pending_audit)
         touched = sorted(self._touched)
         if touched and self.db.is_postgresql:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
-            await self.session.execute(select(func.pg_notify(CHANNEL, ",".join(map(str, touched)))))
+            await self.session.execute(_NOTIFY, {"channel": CHANNEL, "payload": ",".join(map(str, touched))})
         await self.session.commit()  # on SQLite, releases the unit's savepoint in the batch
         if self._turn is not None:
-            # the batch's COMMIT anchors the head and wakes the watchers, once committed
-            await self._turn.committed(head, touched)
+            # the batch writes the entries, and its COMMIT anchors the head and wakes the watchers, once committed
+            await self._turn.committed(head, touched, rows)
         else:
             metrics.STORE_GROUP_COMMIT_UNITS.labels("postgresql").observe(1)
         metrics.STORE_COMMIT_SECONDS.labels("postgresql" if self.db.is_postgresql else "sqlite").observe(

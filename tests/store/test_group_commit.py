@@ -277,10 +277,13 @@ async def test_a_batch_reads_and_writes_the_audit_head_row_once(ctx: Context) ->
         pytest.skip("PostgreSQL units stage their entries; one sealer chains them (test_audit_sealer.py)")
     await support.add_domains(ctx)
     seen: list[str] = []
+    inserts: list[str] = []
 
     def on_statement(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         if "audit_head" in statement:
             seen.append(statement.split()[0].upper())
+        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_LOG"):
+            inserts.append(statement)
 
     works = [add_domain(f"head{i}.test") for i in range(4)]
     works.insert(1, add_domain(support.PRO_DOMAIN))  # fails after the first: the head moves on without it
@@ -292,10 +295,14 @@ async def test_a_batch_reads_and_writes_the_audit_head_row_once(ctx: Context) ->
 
     assert [o is None for o in outcomes] == [True, False, True, True, True]
     assert seen == ["SELECT", "UPDATE"], "six audited units, one batch: the head row read once, written once"
+    assert len(inserts) == 1, "the entries of the batch's committed units written together, before its COMMIT"
     async with ctx.uow(readonly=True) as uow:
         report = await uow.audit_log.report()
     assert report.intact, report.sentence()
     assert report.checked == len(await audited(ctx))
+    entries = await audited(ctx)
+    assert [e for e in entries if e.startswith("unit:head")] == [f"unit:head{i}.test" for i in range(4)]
+    assert f"unit:{support.PRO_DOMAIN}" not in entries, "the failed unit's entry is not written with the others"
 
 
 async def test_a_failed_commit_is_every_unit_of_the_batch(ctx: Context) -> None:

@@ -7,22 +7,26 @@ and are reported as legacy. See ``mailserver.store.auditchain`` for the key and 
 
 Client text (login names, addresses, mailbox names) is escaped here, on write
 (``mailserver.text.escape``): no entry holds a raw control character.
+
+Every unit of work that commits runs the writing statements below (the chain's head, the entries): Core,
+built once with bound parameters, the entries inserted with one driver-level ``executemany``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import Update, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
 from mailserver.store.errors import StoreError
 from mailserver.store.models import AuditEntry, AuditHead
 from mailserver.store.models.audit import AuditPending
-from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.base import Repository, insert_many
 from mailserver.text import escape, escape_optional
 
 HEAD_ID = 1
@@ -32,9 +36,50 @@ SEALER_LOCK = 0x6D6175646974
 SEAL_BATCH = 1000
 
 
-def head_row_update(head: Checkpoint) -> Update:
-    """The statement that makes ``head`` the chain's head row."""
-    return update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=head.seq, hash=head.hash)
+_LOG = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+_PENDING = cast(Table, AuditPending.__table__)
+_HEAD_FOR_UPDATE = (
+    select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.keyed_from).where(_HEAD.c.id == bindparam("id")).with_for_update()
+)
+#: a sealer's batch: the oldest pending entries, deleted and returned (any order: sorted by id after)
+_TAKE_PENDING = (
+    delete(_PENDING)
+    .where(_PENDING.c.id.in_(select(_PENDING.c.id).order_by(_PENDING.c.id).limit(bindparam("n", type_=Integer))))
+    .returning(
+        _PENDING.c.id,
+        _PENDING.c.at,
+        _PENDING.c.actor,
+        _PENDING.c.action,
+        _PENDING.c.object_id,
+        _PENDING.c.outcome,
+        _PENDING.c.detail,
+    )
+)
+_HEAD_UPDATE = (
+    update(_HEAD)
+    .where(_HEAD.c.id == bindparam("head_id"))
+    .values(seq=bindparam("new_seq", type_=_HEAD.c.seq.type), hash=bindparam("new_hash", type_=_HEAD.c.hash.type))
+)
+
+
+_INSERT_ENTRIES = insert(_LOG)
+
+#: an entry chained, as its row is written (``AuditRepository.link``)
+ChainedRow = dict[str, Any]
+
+
+def head_row_update(head: Checkpoint) -> tuple[Update, Mapping[str, Any]]:
+    """The statement that makes ``head`` the chain's head row, and its parameters."""
+    return _HEAD_UPDATE, {"head_id": HEAD_ID, "new_seq": head.seq, "new_hash": head.hash}
+
+
+async def write_chained(conn: AsyncConnection, head: Checkpoint, rows: Sequence[ChainedRow]) -> None:
+    """A group-commit batch's audit, just before its COMMIT: the entries its units chained (``link``), in the
+    order they chained them, in one ``executemany``, then ``head`` into the head row."""
+    if rows:
+        await conn.execute(_INSERT_ENTRIES, list(rows))
+    await conn.execute(*head_row_update(head))
 
 
 class AuditKeyMissing(StoreError):
@@ -136,12 +181,21 @@ class AuditRepository(Repository):
             return None
         return await self._chain([_escaped(p) for p in pending], known=known, write_head=write_head)
 
+    async def link(
+        self, pending: Sequence[PendingAudit], *, known: Checkpoint | None
+    ) -> tuple[Checkpoint, list[ChainedRow]]:
+        """Chain ``pending`` after ``known`` (None: after the head row, read with its lock) without writing the
+        entries: (the new head, their rows). A SQLite group-commit batch writes its units' rows together, in
+        its transaction, before its COMMIT (``write_chained``); ``pending`` must not be empty."""
+        return await self._link([_escaped(p) for p in pending], known=known)
+
     async def stage(self, pending: Sequence[PendingAudit]) -> bool:
         """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any."""
         if not pending:
             return False
-        await self.session.execute(
-            insert(AuditPending),
+        await insert_many(
+            self.session,
+            _PENDING,
             [
                 {
                     "at": e.at,
@@ -164,12 +218,13 @@ class AuditRepository(Repository):
         snapshot, and the next sealer takes the rest."""
         if self.session.get_bind().dialect.name == "postgresql":
             await self.session.execute(select(func.pg_advisory_xact_lock(SEALER_LOCK)))
-        rows = (await self.session.execute(select(AuditPending).order_by(AuditPending.id).limit(batch))).scalars().all()
+        # the oldest ``batch`` taken out of the pending table and read in one statement (the transaction chains
+        # them before it commits: both or neither)
+        rows = sorted((await self.session.execute(_TAKE_PENDING, {"n": batch})).all(), key=lambda r: int(r[0]))
         if not rows:
             return None, False
-        entries = [PendingAudit(r.at, r.actor, r.action, r.object_id, r.outcome, r.detail) for r in rows]
+        entries = [PendingAudit(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
         head = await self._chain(entries)
-        await self.session.execute(delete(AuditPending).where(AuditPending.id.in_([r.id for r in rows])))
         return head, len(rows) == batch
 
     async def pending_count(self) -> int:
@@ -178,24 +233,27 @@ class AuditRepository(Repository):
     async def _chain(
         self, pending: Sequence[PendingAudit], *, known: Checkpoint | None = None, write_head: bool = True
     ) -> Checkpoint:
+        new, values = await self._link(pending, known=known)
+        await insert_many(self.session, _LOG, values)
+        if write_head:
+            await self.session.execute(*head_row_update(new))
+        return new
+
+    async def _link(
+        self, pending: Sequence[PendingAudit], *, known: Checkpoint | None
+    ) -> tuple[Checkpoint, list[ChainedRow]]:
         trail = self._key()
         if known is not None:
             seq, prev, keyed_from = known.seq, known.hash, known.keyed_from
         else:
-            head = (
-                await self.session.execute(
-                    select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from)
-                    .where(AuditHead.id == HEAD_ID)
-                    .with_for_update()
-                )
-            ).one_or_none()
+            head = (await self.session.execute(_HEAD_FOR_UPDATE, {"id": HEAD_ID})).one_or_none()
             if head is None:
                 seq, prev, keyed_from = 0, GENESIS, 1
                 self.session.add(AuditHead(id=HEAD_ID, seq=0, hash=GENESIS, keyed_from=1))
                 await self.session.flush()
             else:
                 seq, prev, keyed_from = int(head[0]), str(head[1]), int(head[2])
-        values = []
+        values: list[ChainedRow] = []
         for p in pending:
             seq += 1
             h = trail.link(prev, canonical(seq, p.at, p.actor, p.action, p.object_id, p.outcome, p.detail))
@@ -213,11 +271,7 @@ class AuditRepository(Repository):
                 }
             )
             prev = h
-        await self.session.execute(insert(AuditEntry), values)
-        new = Checkpoint(seq, prev, keyed_from)
-        if write_head:
-            await self.session.execute(head_row_update(new))
-        return new
+        return Checkpoint(seq, prev, keyed_from), values
 
     async def _rows(self, batch: int = 1000) -> AsyncIterator[AuditEntry]:
         last = 0

@@ -50,6 +50,7 @@ from sqlalchemy.orm import load_only
 from mailserver.store.models import Account, Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.models.base import utcnow
 from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.repositories.quota import USAGE_BY_ACCOUNT, Usage
 from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, open_mailbox_name, seal_mailbox_name
 
 INBOX = "INBOX"
@@ -126,6 +127,39 @@ _ALLOCATE_MOVE = (
     )
     .returning(_mb.c.id, _mb.c.uidnext, _mb.c.highestmodseq)
 )
+#: delivery: the target mailboxes of a message, found by the digests of their names (each account's own)
+_ROWS_BY_DIGEST = select(*_ROW).where(_mb.c.name_digest.in_(bindparam("digests", expanding=True)))
+#: delivery on SQLite (its unit of work holds the one writer): the targets with their accounts' quota usage
+_ROWS_AND_USAGE = (
+    select(*_ROW, USAGE_BY_ACCOUNT.c.octets, USAGE_BY_ACCOUNT.c.messages)
+    .select_from(_mb.outerjoin(USAGE_BY_ACCOUNT, USAGE_BY_ACCOUNT.c.account_id == _mb.c.account_id))
+    .where(_mb.c.name_digest.in_(bindparam("digests", expanding=True)))
+)
+#: delivery on PostgreSQL with quotas: the targets read and locked with each recipient's anchor (its lowest
+#: mailbox row, ``mailserver.quota``), in ascending id order, in one statement
+_ROWS_AND_ANCHORS_FOR_UPDATE = (
+    select(*_ROW)
+    .where(
+        or_(
+            _mb.c.name_digest.in_(bindparam("digests", expanding=True)),
+            _mb.c.id.in_(
+                select(func.min(_mb.c.id))
+                .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
+                .group_by(_mb.c.account_id)
+            ),
+        )
+    )
+    .order_by(_mb.c.id)
+    .with_for_update()
+)
+#: delivery: ``n`` UIDs and one new modseq for each of ``ids`` (rows locked already, or by this statement)
+_ALLOCATE = (
+    update(_mb)
+    .where(_mb.c.id.in_(bindparam("ids", expanding=True)))
+    .values(uidnext=_mb.c.uidnext + bindparam("n", type_=BigInteger), highestmodseq=_mb.c.highestmodseq + 1)
+    .returning(_mb.c.id, _mb.c.uidnext, _mb.c.highestmodseq)
+)
+_LOCK_MANY = select(_mb.c.id).where(_mb.c.id.in_(bindparam("ids", expanding=True))).order_by(_mb.c.id).with_for_update()
 _BUMP = (
     update(_mb)
     .where(_mb.c.id == bindparam("mailbox_id"))
@@ -327,6 +361,54 @@ class MailboxRepository(Repository):
                     found[(mb.account_id, mb.name)] = mb
         return found
 
+    async def rows_many(self, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], MailboxRow]:
+        """``get_many`` for the delivery path: the rows as ``MailboxRow`` (Core, one statement per 500 names, no
+        ORM object), each named by the canonical name asked for (the name is known: nothing is opened)."""
+        return (await self._targets(pairs, usage=False))[0]
+
+    async def rows_and_usage(
+        self, pairs: Iterable[tuple[int, str]]
+    ) -> tuple[dict[tuple[int, str], MailboxRow], dict[int, Usage]]:
+        """``rows_many`` with the quota usage of the accounts found (``UsageViews.usage_many``) read by the same
+        statement: for a SQLite unit of work, which holds the one writer, so that nothing changes the usage
+        before its rows are added (PostgreSQL locks the accounts' anchors first: ``quota.admit``)."""
+        return await self._targets(pairs, usage=True)
+
+    async def rows_locked(self, pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], MailboxRow]:
+        """``rows_many`` on PostgreSQL for a delivery bounded by quotas: the target rows read and locked with the
+        anchor of each account (its lowest mailbox row), in ascending id order, in one statement per 500 names:
+        the lock ``quota.admit`` takes (``anchors_locked``), taken with the read instead of after it."""
+        return (await self._targets(pairs, usage=False, lock=True))[0]
+
+    async def _targets(
+        self, pairs: Iterable[tuple[int, str]], *, usage: bool, lock: bool = False
+    ) -> tuple[dict[tuple[int, str], MailboxRow], dict[int, Usage]]:
+        key = self._key()
+        wanted: dict[bytes, tuple[int, str]] = {}
+        for a, n in pairs:
+            name = canonical_name(n)
+            wanted[mailbox_name_digest(key, a, name)] = (a, name)
+        digests = sorted(wanted)
+        found: dict[tuple[int, str], MailboxRow] = {}
+        used: dict[int, Usage] = {}
+        for i in range(0, len(digests), CHUNK):
+            chunk = digests[i : i + CHUNK]
+            if usage or lock:
+                params = {"digests": chunk, "account_ids": sorted({wanted[d][0] for d in chunk})}
+                rows = await self.session.execute(_ROWS_AND_USAGE if usage else _ROWS_AND_ANCHORS_FOR_UPDATE, params)
+            else:
+                rows = await self.session.execute(_ROWS_BY_DIGEST, {"digests": chunk})
+            for r in rows.all():
+                account_id, name = wanted.get(bytes(r[2]), (None, ""))
+                if account_id != int(r[1]):  # an anchor only; or (keyed by its account, it cannot be) another's
+                    continue
+                found[(account_id, name)] = MailboxRow(
+                    int(r[0]), account_id, name, r[4], int(r[5]), int(r[6]), int(r[7]), int(r[8]), bool(r[9])
+                )
+                if usage:
+                    used[account_id] = Usage(int(r[10] or 0), int(r[11] or 0))
+        return found, used
+
     async def get_by_id(self, mailbox_id: int) -> Mailbox | None:
         return await self.session.get(Mailbox, mailbox_id, populate_existing=True)
 
@@ -456,24 +538,18 @@ class MailboxRepository(Repository):
 
         The rows are locked in ascending id order first (PostgreSQL: ``SELECT ... ORDER BY id FOR UPDATE``),
         as every writer takes them, then moved with one ``UPDATE ... RETURNING`` per distinct count."""
-        t = _MAILBOXES
         ids = sorted(counts)
         out: dict[int, tuple[int, int]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            if self.session.get_bind().dialect.name == "postgresql" and len(chunk) > 1:  # one: the UPDATE locks it
-                await self.session.execute(select(t.c.id).where(t.c.id.in_(chunk)).order_by(t.c.id).with_for_update())
+        postgresql = self.session.get_bind().dialect.name == "postgresql"
+        for chunk in _chunks(ids):
+            if postgresql and len(chunk) > 1:  # one: the UPDATE locks it
+                await self.session.execute(_LOCK_MANY, {"ids": chunk})
             by_count: dict[int, list[int]] = {}
             for mailbox_id in chunk:
                 by_count.setdefault(counts[mailbox_id], []).append(mailbox_id)
             for count, group in by_count.items():
-                stmt = (
-                    update(t)
-                    .where(t.c.id.in_(group))
-                    .values(uidnext=t.c.uidnext + count, highestmodseq=t.c.highestmodseq + 1)
-                    .returning(t.c.id, t.c.uidnext, t.c.highestmodseq)
-                )
-                for mailbox_id, uidnext, modseq in (await self.session.execute(stmt)).all():
+                rows = await self.session.execute(_ALLOCATE, {"ids": group, "n": count})
+                for mailbox_id, uidnext, modseq in rows.all():
                     out[int(mailbox_id)] = (int(uidnext) - count, int(modseq))
         return out
 

@@ -8,17 +8,53 @@ Invariants:
 - Built on the unit of work's session (``UsageViews(uow.session)``): it reads in that transaction.
 - ``lock_anchors`` locks mailbox rows only, in ascending id order, as every writer takes them (PostgreSQL;
   SQLite's writer holds the whole database already): an account's anchor is its lowest mailbox row.
+- The statements are Core, built once below with bound parameters (the delivery path runs them for every
+  message; RCPT too): no ORM, no statement built per call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select
+from sqlalchemy import Table, bindparam, func, or_, select
 
 from mailserver.store.models import Mailbox, Message
 from mailserver.store.repositories.base import Repository
+
+_mb = cast(Table, Mailbox.__table__)
+_msg = cast(Table, Message.__table__)
+_SUMS = (func.coalesce(func.sum(_msg.c.size), 0), func.count(_msg.c.id))
+_OF_ACCOUNT = _msg.join(_mb, _msg.c.mailbox_id == _mb.c.id)
+_USAGE = select(*_SUMS).select_from(_OF_ACCOUNT).where(_mb.c.account_id == bindparam("account_id"))
+_USAGE_IN = _USAGE.where(_mb.c.id.in_(bindparam("mailbox_ids", expanding=True)))
+_USAGE_MANY = (
+    select(_mb.c.account_id, *_SUMS)
+    .select_from(_OF_ACCOUNT)
+    .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
+    .group_by(_mb.c.account_id)
+)
+#: usage by account, of the accounts ``account_ids``: to join with the mailbox rows of a delivery (SQLite)
+USAGE_BY_ACCOUNT = (
+    select(_mb.c.account_id, func.sum(_msg.c.size).label("octets"), func.count(_msg.c.id).label("messages"))
+    .select_from(_OF_ACCOUNT)
+    .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
+    .group_by(_mb.c.account_id)
+    .subquery("usage")
+)
+_ANCHORS = (
+    select(func.min(_mb.c.id))
+    .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
+    .group_by(_mb.c.account_id)
+)
+_LOCK_ANCHORS = select(_mb.c.id).where(_mb.c.id.in_(_ANCHORS)).order_by(_mb.c.id).with_for_update()
+_LOCK_ANCHORS_AND = (
+    select(_mb.c.id)
+    .where(or_(_mb.c.id.in_(_ANCHORS), _mb.c.id.in_(bindparam("mailbox_ids", expanding=True))))
+    .order_by(_mb.c.id)
+    .with_for_update()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,34 +63,23 @@ class Usage:
     messages: int
 
 
-#: the sizes and number of an account's messages, over every mailbox (the account's root)
-_USAGE = (
-    select(func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
-    .join(Mailbox, Message.mailbox_id == Mailbox.id)
-    .where(Mailbox.account_id == bindparam("account_id"))
-)
-
-
 class UsageViews(Repository):
     async def usage(self, account_id: int, *, mailbox_ids: Collection[int] | None = None) -> Usage:
         """The sizes and number of the account's messages; with ``mailbox_ids``, of those mailboxes only."""
-        stmt = _USAGE
-        if mailbox_ids is not None:
-            stmt = stmt.where(Mailbox.id.in_(sorted(mailbox_ids)))
-        octets, count = (await self.session.execute(stmt, {"account_id": account_id})).one()
+        if mailbox_ids is None:
+            found = await self.session.execute(_USAGE, {"account_id": account_id})
+        else:
+            params = {"account_id": account_id, "mailbox_ids": sorted(mailbox_ids)}
+            found = await self.session.execute(_USAGE_IN, params)
+        octets, count = found.one()
         return Usage(int(octets), int(count))
 
     async def usage_many(self, account_ids: Sequence[int]) -> dict[int, Usage]:
         """``usage`` of several accounts, one grouped query per 500; an account with no message is absent."""
         out: dict[int, Usage] = {}
         for i in range(0, len(account_ids), 500):
-            stmt = (
-                select(Mailbox.account_id, func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
-                .join(Mailbox, Message.mailbox_id == Mailbox.id)
-                .where(Mailbox.account_id.in_(account_ids[i : i + 500]))
-                .group_by(Mailbox.account_id)
-            )
-            for account_id, octets, count in (await self.session.execute(stmt)).all():
+            rows = await self.session.execute(_USAGE_MANY, {"account_ids": list(account_ids[i : i + 500])})
+            for account_id, octets, count in rows.all():
                 out[int(account_id)] = Usage(int(octets), int(count))
         return out
 
@@ -66,12 +91,8 @@ class UsageViews(Repository):
             return
         targets = sorted(mailbox_ids)
         for i in range(0, max(len(account_ids), 1), 500):
-            anchors = (
-                select(func.min(Mailbox.id))
-                .where(Mailbox.account_id.in_(account_ids[i : i + 500]))
-                .group_by(Mailbox.account_id)
-            )
-            wanted: ColumnElement[bool] = Mailbox.id.in_(anchors)
+            chunk = list(account_ids[i : i + 500])
             if i == 0 and targets:
-                wanted = or_(wanted, Mailbox.id.in_(targets))
-            await self.session.execute(select(Mailbox.id).where(wanted).order_by(Mailbox.id).with_for_update())
+                await self.session.execute(_LOCK_ANCHORS_AND, {"account_ids": chunk, "mailbox_ids": targets})
+            else:
+                await self.session.execute(_LOCK_ANCHORS, {"account_ids": chunk})
