@@ -23,8 +23,14 @@ run: $(STAMP)
 
 ## make test: set up, check (lint, layering, types) and run the whole suite
 ## (its PostgreSQL half runs when 127.0.0.1:5432 answers, and must in CI)
+## on PYTEST_WORKERS processes (pytest-xdist; `auto`: one per core), each test file whole in one of them (its
+## module-scoped servers and its tests' order as in one process), files handed out in collection order (not
+## largest first: one-test files such as the docker smoke and the crash campaigns must not come last);
+## PYTEST_WORKERS=0 (or PYTEST_ARGS='-p no:xdist') runs the suite in this one process
+PYTEST_WORKERS ?= auto
+XDIST_ARGS = $(if $(findstring no:xdist,$(PYTEST_ARGS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) check
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
