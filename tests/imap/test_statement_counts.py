@@ -21,17 +21,17 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import ssl
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from mailserver.context import Context
 from mailserver.notify import CHANNEL
 from mailserver.store.models import Account
 from tests.harness.server import CALL_TIMEOUT
+from tests.harness.statements import Counter, listening
 from tests.imap.conftest import ServerThread, imaps, message
 
 MESSAGES = 20
@@ -106,39 +106,10 @@ def _of_commit(statement: str) -> bool:
     return any(word in statement for word in _COMMIT)
 
 
-class Counter:
-    """Statements the server's engine sends, counted from any thread (the server runs in its own)."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("BEGIN"):
-            return
-        with self._lock:
-            self.statements.append(statement)
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[list[str]]:
-        """The statements sent while the block runs (filled in when it ends)."""
-        with self._lock:
-            start = len(self.statements)
-        seen: list[str] = []
-        yield seen
-        with self._lock:
-            seen += self.statements[start:]
-
-
 @pytest.fixture
 def counter(srv: ServerThread) -> Iterator[Counter]:
-    c = Counter()
-    engine = srv.ctx.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", c)
-    try:
+    with listening(srv.ctx.db.engine) as c:
         yield c
-    finally:
-        event.remove(engine, "before_cursor_execute", c)
 
 
 def _check(counts: dict[str, list[str]], postgresql: bool) -> None:

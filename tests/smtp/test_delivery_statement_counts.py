@@ -11,15 +11,12 @@ background whatever the clients do.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from tests import support
+from tests.harness.statements import Counter, listening
 from tests.smtp.conftest import PATIENT, PRO, PRO2
 from tests.smtp.harness import ServerThread, find, marker, message, submission
 
@@ -31,39 +28,10 @@ PINNED = {
 }
 
 
-class Counter:
-    """Statements the server's engine sends, counted from any thread (the server runs in its own)."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        head = statement.lstrip().upper()
-        if head.startswith("BEGIN") or "FROM OUTBOUND_QUEUE" in head:
-            return
-        with self._lock:
-            self.statements.append(statement)
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[list[str]]:
-        with self._lock:
-            start = len(self.statements)
-        seen: list[str] = []
-        yield seen
-        with self._lock:
-            seen += self.statements[start:]
-
-
 @pytest.fixture
 def counter(site: ServerThread) -> Iterator[Counter]:
-    c = Counter()
-    engine = site.ctx.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", c)
-    try:
+    with listening(site.ctx.db.engine, skip=("FROM outbound_queue",)) as c:
         yield c
-    finally:
-        event.remove(engine, "before_cursor_execute", c)
 
 
 @pytest.mark.parametrize(("who", "rcpt"), [("professional", PRO2), ("patient", PATIENT)])

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import smtplib
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from tests import support
+from tests.harness.statements import Counter, listening
 from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, PRO2
 from tests.smtp.harness import ServerThread, mx, submission
 
@@ -46,38 +44,10 @@ CASES = {
 _BACKGROUND = ("FROM outbound_queue",)
 
 
-class Counter:
-    """Statements the server's engine sends, counted from any thread (the server runs in its own)."""
-
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("BEGIN") or any(w in statement for w in _BACKGROUND):
-            return
-        with self._lock:
-            self.statements.append(statement)
-
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[list[str]]:
-        with self._lock:
-            start = len(self.statements)
-        seen: list[str] = []
-        yield seen
-        with self._lock:
-            seen += self.statements[start:]
-
-
 @pytest.fixture
 def counter(site: ServerThread) -> Iterator[Counter]:
-    c = Counter()
-    engine = site.ctx.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", c)
-    try:
+    with listening(site.ctx.db.engine, skip=_BACKGROUND) as c:
         yield c
-    finally:
-        event.remove(engine, "before_cursor_execute", c)
 
 
 def test_statements_per_rcpt_stay_within_their_bounds(
