@@ -7,7 +7,7 @@ Invariants:
   is seen by the very next login.
 - ``local`` (SMTP RCPT, a resolved sender) is one statement, built once at import, read as it is now: the
   domain's row decides whether the address is ours, the account row (outer-joined, by address) who it is;
-  with ``usage``, the same statement sums what the account's messages weigh, as ``UsageViews.usage`` does.
+  with ``usage``, the same statement sums what the account's messages weigh with ``UsageViews.usage``'s ``USAGE_SUMS``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mailserver.store.models import (
     Message,
 )
 from mailserver.store.repositories.base import Repository
-from mailserver.store.repositories.quota import Usage
+from mailserver.store.repositories.quota import USAGE_SUMS, Usage
 
 #: the domain named ``domain`` and the account of ``address`` if there is one (SMTP RCPT, a resolved sender)
 _LOCAL = (
@@ -42,7 +42,7 @@ _LOCAL = (
 )
 #: the same, and the sizes and number of the account's messages (``UsageViews.usage``, the account's root)
 _LOCAL_WITH_USAGE = (
-    select(Domain.id, Account, func.coalesce(func.sum(Message.size), 0), func.count(Message.id))
+    select(Domain.id, Account, *USAGE_SUMS)
     .select_from(Domain)
     .outerjoin(Account, Account.address == bindparam("address"))
     .outerjoin(Mailbox, Mailbox.account_id == Account.id)

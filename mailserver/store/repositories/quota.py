@@ -4,7 +4,7 @@ Invariants:
 - Usage is read from the message rows of the account's mailboxes (their RFC822 sizes: each copy counts,
   as in RFC 9208 §5.1), never from a counter that could drift; one aggregate query per quota root. SMTP
   RCPT's read of the account root is the same aggregate, folded into its read of the recipient's account
-  (``AccountRepository.local``): change one, change both.
+  (``AccountRepository.local``), with the same ``USAGE_SUMS``.
 - Built on the unit of work's session (``UsageViews(uow.session)``): it reads in that transaction.
 - ``lock_anchors`` locks mailbox rows only, in ascending id order, as every writer takes them (PostgreSQL;
   SQLite's writer holds the whole database already): an account's anchor is its lowest mailbox row.
@@ -25,12 +25,13 @@ from mailserver.store.repositories.base import Repository
 
 _mb = cast(Table, Mailbox.__table__)
 _msg = cast(Table, Message.__table__)
-_SUMS = (func.coalesce(func.sum(_msg.c.size), 0), func.count(_msg.c.id))
+#: what the messages weigh and how many they are, over the rows joined (a quota root's usage)
+USAGE_SUMS = (func.coalesce(func.sum(_msg.c.size), 0), func.count(_msg.c.id))
 _OF_ACCOUNT = _msg.join(_mb, _msg.c.mailbox_id == _mb.c.id)
-_USAGE = select(*_SUMS).select_from(_OF_ACCOUNT).where(_mb.c.account_id == bindparam("account_id"))
+_USAGE = select(*USAGE_SUMS).select_from(_OF_ACCOUNT).where(_mb.c.account_id == bindparam("account_id"))
 _USAGE_IN = _USAGE.where(_mb.c.id.in_(bindparam("mailbox_ids", expanding=True)))
 _USAGE_MANY = (
-    select(_mb.c.account_id, *_SUMS)
+    select(_mb.c.account_id, *USAGE_SUMS)
     .select_from(_OF_ACCOUNT)
     .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
     .group_by(_mb.c.account_id)
