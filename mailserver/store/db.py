@@ -7,7 +7,8 @@ Invariants:
   timeout. Python's sqlite3 transaction handling is switched off and we emit
   BEGIN ourselves: ``BEGIN IMMEDIATE`` for a unit of work that writes (the write
   lock is taken up front, so two writers wait for each other instead of failing
-  on a lock upgrade), plain ``BEGIN`` for read-only ones.
+  on a lock upgrade), plain ``BEGIN`` for read-only ones. The BEGIN goes with the transaction's first
+  statement, and every statement is one round trip to aiosqlite's thread (``store.sqlite_driver``).
 - PostgreSQL runs at READ COMMITTED; row locks taken by ``UPDATE ... RETURNING``
   serialise what must be serial (UID allocation, the audit chain).
 - The SQLite file is created 0600 before SQLite opens it, and a wider mode on an
@@ -36,6 +37,7 @@ from sqlalchemy.pool import NullPool
 from mailserver.notify import ChangeNotifier
 from mailserver.store.auditchain import AuditTrail
 from mailserver.store.sealing import MetadataSealer
+from mailserver.store.sqlite_driver import defer_begin, one_trip_dbapi
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: the SQLite database and its -wal/-shm files: owner only
@@ -63,6 +65,7 @@ class Database:
             # check_same_thread off: a large body is written through sqlite3's blob API from a worker thread
             # (``BlobRepository._write_in_pieces``), aiosqlite having no public way onto its own thread
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+            kwargs["module"] = one_trip_dbapi()  # one round trip to aiosqlite's thread per statement (sqlite_driver)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -149,7 +152,10 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(conn: Connection) -> None:
         readonly = conn.get_execution_options().get("masante_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+        # sent with the transaction's first statement, in its round trip (``sqlite_driver``)
+        if not defer_begin(conn.connection.dbapi_connection, sql):
+            conn.exec_driver_sql(sql)
 
 
 def null_pool_engine(url: str) -> AsyncEngine:

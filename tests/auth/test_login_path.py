@@ -38,17 +38,26 @@ BOUNDS = {"sqlite": 7, "postgresql": 13}
 
 @contextlib.contextmanager
 def statements(ctx: Context) -> Iterator[list[str]]:
+    """The statements sent, and each transaction begun as ``BEGIN`` or ``BEGIN IMMEDIATE`` (on SQLite the driver
+    sends it with the transaction's first statement, ``store.sqlite_driver``: counted here from the engine's
+    ``begin`` event, as ``store.db`` decides it)."""
     seen: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(" ".join(statement.split()))
 
+    def begun(conn: Any) -> None:
+        if ctx.db.is_sqlite:
+            seen.append("BEGIN" if conn.get_execution_options().get("masante_readonly", False) else "BEGIN IMMEDIATE")
+
     engine = ctx.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "begin", begun)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "begin", begun)
 
 
 async def _login(auth: Authenticator, account: Account) -> None:

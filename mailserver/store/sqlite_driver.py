@@ -1,0 +1,192 @@
+"""SQLite through aiosqlite in one round trip per statement, and a transaction's BEGIN sent with its first one.
+
+aiosqlite runs every sqlite3 call on the connection's own thread and hands each result back to the event loop
+(a queue put, then ``call_soon_threadsafe`` and the loop's wake-up). SQLAlchemy's adapter makes four such round
+trips for a SELECT (open a cursor, execute, fetch, close) and three for any other statement, and a transaction
+one more for its ``BEGIN``. On SQLite those round trips are made while the unit of work holds the one writer
+(``store.groupcommit``): each waits for the event loop to come back to it, behind every other session's work,
+so the writer's hold time, and so every writer's wait, grew with them.
+
+This driver keeps aiosqlite and SQLAlchemy's aiosqlite dialect and replaces the cursor only:
+
+- a statement runs in one call on the connection's thread: open a sqlite3 cursor, execute, fetch every row
+  (the adapter buffered them all anyway), read ``description``, ``rowcount`` and ``lastrowid``, close;
+- the ``BEGIN`` of a transaction (``store.db`` emits ``BEGIN`` or ``BEGIN IMMEDIATE``) is kept back and sent in
+  the same call as the transaction's first statement, before it; a transaction that runs no statement costs
+  no round trip at all, nor does its COMMIT or ROLLBACK;
+- a ROLLBACK when no transaction is open (the pool's reset of a connection whose session already ended its
+  transaction) is skipped without a round trip.
+
+What a unit of work sees is unchanged: the BEGIN still runs before anything of its transaction (a read-only
+one still reads one snapshot, a writer still takes SQLite's write lock before its first statement), and an
+error of the BEGIN is raised by that first statement. The private part of aiosqlite used is
+``Connection._execute(fn, *args)`` (queue a call for its thread, await the result: aiosqlite has no public
+way onto its thread) and ``Connection._conn`` (its sqlite3 connection); ``tests/store/test_sqlite_driver.py``
+pins both, and the round trips, so an aiosqlite that changes them fails there first.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util.concurrency import await_
+
+
+def _run(
+    conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool
+) -> tuple[Any, int, int | None, list[Any] | None]:
+    """On the connection's thread: the kept-back BEGIN, the statement, and all it returns."""
+    if begin is not None:
+        conn.execute(begin)
+    cursor = conn.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else None
+        return description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+def _in_transaction(conn: sqlite3.Connection) -> bool:
+    return conn.in_transaction
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A buffered cursor whose statement is one call on aiosqlite's thread (no sqlite3 cursor kept open)."""
+
+    __slots__ = ("_description", "_rowcount", "_lastrowid", "arraysize")
+
+    _adapt_connection: OneTripConnection
+
+    def __init__(self, adapt_connection: OneTripConnection) -> None:  # no cursor opened here: no round trip
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = {}  # type: ignore[assignment]
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self.arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]
+
+    async def _async_soft_close(self) -> None:
+        return None  # nothing open on the driver's side: the rows are already here
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def nextset(self) -> None:
+        return None  # sqlite3 has no result sets after the first
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        try:
+            return await_(self._run_async(operation, parameters, False))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        try:
+            return await_(self._run_async(operation, seq_of_parameters, True))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
+    async def _run_async(self, operation: Any, parameters: Any, many: bool) -> None:
+        adapt = self._adapt_connection
+        async with adapt._execute_mutex:
+            begin, adapt._begin = adapt._begin, None
+            driver = self._connection
+            self._description, self._rowcount, self._lastrowid, rows = await driver._execute(
+                _run, driver._conn, begin, operation, parameters, many
+            )
+            self._rows = collections.deque(rows) if rows else collections.deque()
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """aiosqlite's adapted connection with ``OneTripCursor`` and a BEGIN kept for the first statement."""
+
+    __slots__ = ("_begin",)
+
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:  # an aiosqlite.Connection
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None
+
+    def defer_begin(self, sql: str) -> None:
+        """Send ``sql`` (``BEGIN ...``) with the next statement, before it, in the same round trip."""
+        if self._begin is not None:
+            raise RuntimeError("a transaction is already begun on this connection")
+        self._begin = sql
+
+    @property
+    def begin_pending(self) -> bool:
+        return self._begin is not None
+
+    def commit(self) -> None:
+        if self._begin is not None:  # BEGIN never sent: nothing to commit
+            self._begin = None
+            return
+        super().commit()
+
+    def rollback(self) -> None:
+        if self._begin is not None:  # BEGIN never sent: nothing to roll back
+            self._begin = None
+            return
+        driver = self._connection
+        if driver._connection is None:
+            return
+        if not _in_transaction(driver._conn):
+            # no transaction open (the pool's reset after the session ended its own): no round trip. Read on
+            # the event loop's thread, safe since nothing runs on this connection meanwhile (it is not in use)
+            return
+        super().rollback()
+
+    def close(self) -> None:
+        self._begin = None
+        super().close()
+
+
+class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module handed to ``create_async_engine(module=...)``: aiosqlite, with ``OneTripConnection``."""
+
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        adapted = super().connect(*arg, **kw)
+        return OneTripConnection(self, adapted._connection)
+
+
+def one_trip_dbapi() -> OneTripDBAPI:
+    return OneTripDBAPI(aiosqlite, sqlite3)
+
+
+def defer_begin(dbapi_connection: Any, sql: str) -> bool:
+    """Keep ``sql`` for the connection's next statement if it is a ``OneTripConnection`` (False: it is not)."""
+    if isinstance(dbapi_connection, OneTripConnection):
+        dbapi_connection.defer_begin(sql)
+        return True
+    return False
