@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -170,6 +171,20 @@ async def serve(config: Config) -> int:
     return 0
 
 
+#: allocations (net of frees) between two collections of the youngest generation, and collections of each
+#: generation between two of the next. Python's (700, 10, 10) suits a script; a server that makes and drops
+#: thousands of short-lived objects per command (SQLAlchemy's results and states, parsed commands) ran a young
+#: collection every few statements, each walking every object that survived the last one
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collect garbage cycles less often. Measured (SQLite, 2-core machine, two pairs each): bench/smtp_bench.py
+    --letters 10.7, 10.3 -> 10.1, 9.7 ms of server CPU per message; bench/imap_bench.py 6.3, 6.1 -> 4.9, 5.3 ms per
+    command. ``gc.freeze`` of what startup made was tried as well: no gain seen."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="masante-server", description="Run the masante-mail server.")
     parser.add_argument(
@@ -179,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load(args.config)
         logs.setup(config.log.level)
+        tune_gc()
         sys.exit(asyncio.run(serve(config)))
     except (ConfigError, StartupError, OSError) as exc:
         print(f"masante-server: {exc}", file=sys.stderr)
