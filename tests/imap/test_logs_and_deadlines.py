@@ -144,7 +144,10 @@ def test_a_failed_starttls_handshake_is_logged_with_its_reason(imap_server: Serv
         assert sock.recv(4096).startswith(b"a1 OK")
         sock.sendall(NOT_A_CLIENT_HELLO)
         assert read_until_closed(sock) == b""
-    lines = session_of(captured, event("imap.tls-failed", endpoint="starttls"))
+    sid = captured.wait_for(event("imap.tls-failed", endpoint="starttls"))["session"]
+    # the server logs the disconnect after the socket is closed: waited for, not assumed written by now
+    captured.wait_for(event("imap.disconnect", session=sid))
+    lines = [x for x in captured.lines() if x.get("session") == sid]
     failed = [x for x in lines if x["event"] == "imap.tls-failed"]
     assert len(failed) == 1 and failed[0]["reason"].isupper()
     assert [x["reason"] for x in lines if x["event"] == "imap.disconnect"] == ["tls-failed"]
