@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
+from typing import Generic, TypeVar
 
 from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,32 +64,55 @@ from mailserver.store.repositories import (
 )
 from mailserver.store.repositories.audit import ChainedRow
 from mailserver.store.repositories.certificates import CertificateRepository
-from mailserver.store.sealing import SESSION_SEALER
+from mailserver.store.sealing import SESSION_SEALER, MetadataSealer
+
+R = TypeVar("R")
 
 #: PostgreSQL: the mailboxes a unit changed, told to every LISTENing process when it commits (built once)
 _NOTIFY = select(func.pg_notify(bindparam("channel", type_=String), bindparam("payload", type_=String)))
 
 
+class _Repository(Generic[R]):
+    """A repository of the unit of work, made on first use and kept (a unit uses two or three of its nineteen)."""
+
+    def __init__(self, make: Callable[[UnitOfWork], R]) -> None:
+        self._make = make
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, uow: UnitOfWork, owner: type | None = None) -> R:
+        repo = self._make(uow)
+        uow.__dict__[self._name] = repo  # the instance's attribute from now on: this is not called again
+        return repo
+
+
+def _metadata_key(uow: UnitOfWork) -> Callable[[], MetadataSealer]:
+    return lambda: uow.db.metadata_key
+
+
 class UnitOfWork:
+    db: Database
     session: AsyncSession
-    domains: DomainRepository
-    accounts: AccountRepository
-    mailboxes: MailboxRepository
-    messages: MessageRepository
-    blobs: BlobRepository
-    audit_log: AuditRepository
-    queue: QueueRepository
-    trust: TrustRepository
-    directory: DirectoryRepository
-    grants: GrantRepository
-    dkim_keys: DkimKeyRepository
-    certificates: CertificateRepository
-    credentials: CredentialRepository
-    login_counters: LoginCounterRepository
-    activity: ActivityRepository
-    message_views: MessageViews
-    broadcasts: BroadcastRepository
-    agenda: AgendaRepository
+    domains = _Repository(lambda u: DomainRepository(u.session))
+    accounts = _Repository(lambda u: AccountRepository(u.session))
+    mailboxes = _Repository(lambda u: MailboxRepository(u.session, _metadata_key(u)))
+    messages = _Repository(lambda u: MessageRepository(u.session))
+    blobs = _Repository(lambda u: BlobRepository(u.session))
+    audit_log = _Repository(lambda u: AuditRepository(u.session, trail=u.db.audit))
+    queue = _Repository(lambda u: QueueRepository(u.session))
+    trust = _Repository(lambda u: TrustRepository(u.session))
+    directory = _Repository(lambda u: DirectoryRepository(u.session))
+    grants = _Repository(lambda u: GrantRepository(u.session, _metadata_key(u)))
+    dkim_keys = _Repository(lambda u: DkimKeyRepository(u.session))
+    certificates = _Repository(lambda u: CertificateRepository(u.session))
+    credentials = _Repository(lambda u: CredentialRepository(u.session))
+    login_counters = _Repository(lambda u: LoginCounterRepository(u.session))
+    activity = _Repository(lambda u: ActivityRepository(u.session))
+    message_views = _Repository(lambda u: MessageViews(u.session))
+    broadcasts = _Repository(lambda u: BroadcastRepository(u.session))
+    agenda = _Repository(lambda u: AgendaRepository(u.session))
 
     def __init__(self, db: Database, *, readonly: bool = False, clock: Clock | None = None) -> None:
         self._turn: Turn | None = None
@@ -109,26 +133,7 @@ class UnitOfWork:
             self.session = self._turn.session()
         else:
             self.session = (self.db.reader if self.readonly else self.db.writer)()
-        s = self.session
-        s.sync_session.info[SESSION_SEALER] = lambda: self.db.metadata_key  # opens and seals mailbox names
-        self.domains = DomainRepository(s)
-        self.accounts = AccountRepository(s)
-        self.mailboxes = MailboxRepository(s, lambda: self.db.metadata_key)
-        self.messages = MessageRepository(s)
-        self.message_views = MessageViews(s)
-        self.blobs = BlobRepository(s)
-        self.audit_log = AuditRepository(s, trail=self.db.audit)
-        self.queue = QueueRepository(s)
-        self.trust = TrustRepository(s)
-        self.directory = DirectoryRepository(s)
-        self.grants = GrantRepository(s, lambda: self.db.metadata_key)
-        self.dkim_keys = DkimKeyRepository(s)
-        self.broadcasts = BroadcastRepository(s)
-        self.agenda = AgendaRepository(s)
-        self.certificates = CertificateRepository(s)
-        self.credentials = CredentialRepository(s)
-        self.login_counters = LoginCounterRepository(s)
-        self.activity = ActivityRepository(s)
+        self.session.sync_session.info[SESSION_SEALER] = _metadata_key(self)  # opens and seals mailbox names
         return self
 
     async def __aexit__(
