@@ -8,10 +8,13 @@ Invariants:
 - One ``GroupWriter`` per SQLite database of this process. At most one unit of work holds the writer at a
   time (the *holder*), and only the holder runs statements on the batch's connection; the others wait
   in arrival order.
-- A batch is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) on one connection. Each unit's work runs
-  in a SAVEPOINT of it, through a session of its own joined with ``join_transaction_mode="create_savepoint"``:
-  a unit that raises (a constraint, ``KeyDestroyed``, anything) or leaves without committing is rolled back
-  to its savepoint, alone, and only its caller sees its error. Its neighbours' work is untouched.
+- A batch is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) on one connection. Its BEGIN and COMMIT run on
+  aiosqlite's thread; its statements in between on the event loop's, without a round trip
+  (``sqlite_driver.OneTripConnection.run_inline``): the batch holds the write lock, so they wait for nobody.
+  Each unit's work runs in a SAVEPOINT of it, through a session of its own joined with
+  ``join_transaction_mode="create_savepoint"``: a unit that raises (a constraint, ``KeyDestroyed``,
+  anything) or leaves without committing is rolled back to its savepoint, alone, and only its caller sees its
+  error. Its neighbours' work is untouched.
 - A unit's ``commit()`` releases its savepoint, hands the writer to the next waiting unit (the batch stays
   open) and waits for the batch's COMMIT. The batch commits when the writer is released and no one waits,
   or when it holds ``MAX_UNITS`` committed units, or ``MAX_SECONDS`` after its first unit committed. If the
@@ -59,6 +62,7 @@ from mailserver.store.auditchain import Checkpoint
 from mailserver.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from mailserver.store.errors import StoreBusy
 from mailserver.store.repositories.audit import ChainedRow, write_chained
+from mailserver.store.sqlite_driver import OneTripConnection
 
 #: committed units of work after which a batch commits even if more are waiting
 MAX_UNITS = 64
@@ -244,6 +248,10 @@ class GroupWriter:
         conn = await self.db.engine.connect()
         try:
             await conn.begin()  # BEGIN IMMEDIATE (db.py): the write lock, taken once for the batch
+            raw = await conn.get_raw_connection()
+            if isinstance(raw.dbapi_connection, OneTripConnection):
+                # the lock taken now, on aiosqlite's thread; the batch's statements then run on the event loop
+                await raw.dbapi_connection.run_inline()
         except BaseException:
             await conn.close()
             raise

@@ -15,7 +15,12 @@ This driver keeps aiosqlite and SQLAlchemy's aiosqlite dialect and replaces the 
   the same call as the transaction's first statement, before it; a transaction that runs no statement costs
   no round trip at all, nor does its COMMIT or ROLLBACK;
 - a ROLLBACK when no transaction is open (the pool's reset of a connection whose session already ended its
-  transaction) is skipped without a round trip.
+  transaction) is skipped without a round trip;
+- the group commit's batch (``store.groupcommit``), once its ``BEGIN IMMEDIATE`` has taken SQLite's write lock
+  on aiosqlite's thread, runs its statements on the event loop's thread itself (``OneTripConnection.run_inline``):
+  no round trip at all, and no turn of the event loop between a writer's statements while every other writer
+  waits. Its COMMIT (an fsync) and a ROLLBACK go back to aiosqlite's thread. Reads stay on it: a long read
+  does not hold the event loop.
 
 What a unit of work sees is unchanged: the BEGIN still runs before anything of its transaction (a read-only
 one still reads one snapshot, a writer still takes SQLite's write lock before its first statement), and an
@@ -121,22 +126,43 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         async with adapt._execute_mutex:
             begin, adapt._begin = adapt._begin, None
             driver = self._connection
-            self._description, self._rowcount, self._lastrowid, rows = await driver._execute(
-                _run, driver._conn, begin, operation, parameters, many
-            )
+            if adapt._inline and begin is None:
+                # the group commit's batch, its write lock held: run here, on the event loop (``run_inline``)
+                self._description, self._rowcount, self._lastrowid, rows = _run(
+                    driver._conn, None, operation, parameters, many
+                )
+            else:
+                self._description, self._rowcount, self._lastrowid, rows = await driver._execute(
+                    _run, driver._conn, begin, operation, parameters, many
+                )
             self._rows = collections.deque(rows) if rows else collections.deque()
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """aiosqlite's adapted connection with ``OneTripCursor`` and a BEGIN kept for the first statement."""
 
-    __slots__ = ("_begin",)
+    __slots__ = ("_begin", "_inline")
 
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:  # an aiosqlite.Connection
         super().__init__(dbapi, connection)
         self._begin: str | None = None
+        self._inline = False
+
+    async def run_inline(self) -> None:
+        """Send the kept-back BEGIN now, on aiosqlite's thread (where SQLite's busy handler may wait for another
+        process's write lock), then run this transaction's statements on the calling thread, the event loop's,
+        until its COMMIT or ROLLBACK (which go back to aiosqlite's thread: the COMMIT's fsync takes
+        milliseconds). For the group commit's batch (``store.groupcommit``): it holds SQLite's write lock, so
+        its statements wait for nobody, and each takes tens of microseconds where a round trip to the thread and
+        back through the event loop took a whole turn of the loop, behind every other session's work, while
+        every other writer of the process waited."""
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            driver = self._connection
+            await driver._execute(driver._conn.execute, begin)
+        self._inline = True
 
     def defer_begin(self, sql: str) -> None:
         """Send ``sql`` (``BEGIN ...``) with the next statement, before it, in the same round trip."""
@@ -149,12 +175,14 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         return self._begin is not None
 
     def commit(self) -> None:
+        self._inline = False
         if self._begin is not None:  # BEGIN never sent: nothing to commit
             self._begin = None
             return
         super().commit()
 
     def rollback(self) -> None:
+        self._inline = False
         if self._begin is not None:  # BEGIN never sent: nothing to roll back
             self._begin = None
             return
@@ -169,6 +197,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
     def close(self) -> None:
         self._begin = None
+        self._inline = False
         super().close()
 
 

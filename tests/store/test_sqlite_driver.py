@@ -7,7 +7,9 @@ call the driver relies on: if aiosqlite renames it, these tests fail first).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from mailserver.store import groupcommit, sqlite_driver
 from mailserver.store.db import Database
 
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
@@ -138,3 +141,44 @@ async def test_a_failing_first_statement_takes_the_begin_with_it(db: Database) -
         await conn.execute(insert(NOTES).values(body="after"))
     async with db.engine.connect() as conn:
         assert (await conn.execute(select(NOTES.c.body))).scalars().all() == ["after"]
+
+
+async def test_a_group_commit_batch_runs_its_statements_on_the_event_loop_between_begin_and_commit(
+    db: Database, trips: list[str]
+) -> None:
+    """Twenty writers in one batch: BEGIN IMMEDIATE and COMMIT on aiosqlite's thread, every savepoint and statement
+    in between on the event loop's own thread (no round trip), a failing writer rolled back to its savepoint alone."""
+    from mailserver.store.uow import UnitOfWork
+
+    loop_thread = threading.get_ident()
+    ran_on: set[int] = set()
+    real = sqlite_driver._run
+
+    def watched(*args: Any) -> Any:
+        ran_on.add(threading.get_ident())
+        return real(*args)
+
+    async def write(i: int) -> None:
+        async with UnitOfWork(db) as uow:
+            await uow.session.execute(insert(NOTES).values(body=f"note {i}"))
+            await uow.session.execute(update(NOTES).where(NOTES.c.body == f"note {i}").values(body=f"note {i}."))
+            if i == 7:
+                await uow.session.execute(insert(NOTES).values(body="note 3."))  # taken by writer 3: unique
+            await uow.commit()
+
+    async with db.engine.connect():
+        pass
+    trips.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite_driver, "_run", watched)
+        patch.setattr(groupcommit, "MAX_SECONDS", 3600.0)  # one batch, whatever the test machine's load
+        results = await asyncio.gather(*(write(i) for i in range(20)), return_exceptions=True)
+    assert [i for i, r in enumerate(results) if r is not None] == [7]
+    assert isinstance(results[7], IntegrityError)
+    assert ran_on == {loop_thread}  # every statement of the batch, the savepoints too
+    # BEGIN IMMEDIATE, then the COMMIT (the pool's reset after it finds nothing open): the 20 units' 60 statements,
+    # savepoints and releases made no round trip
+    assert trips == ["execute", "commit"], trips
+    async with db.reader() as session:
+        bodies = (await session.execute(select(NOTES.c.body))).scalars().all()
+    assert sorted(bodies) == sorted(f"note {i}." for i in range(20) if i != 7)
