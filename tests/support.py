@@ -282,3 +282,30 @@ def run_admin(
     if text:
         out, err = result.stdout_bytes.decode(), stderr.decode()
     return subprocess.CompletedProcess([*ADMIN_SCRIPT, *argv], code, out, err)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now, for a server a test starts a little later.
+
+    Chosen at random below the kernel's ephemeral range (``ip_local_port_range``), then checked by binding it:
+    a port ``bind(0)`` hands out lies in that range, where any outgoing connection of the machine (a PostgreSQL
+    client's, another xdist worker's) can take it before the server binds it, which it did (EADDRINUSE at the
+    start of tests/smtp/test_two_operators.py)."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10_000, max(low, 10_001))  # noqa: S311 - a port, not a secret
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the ephemeral range on this machine
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

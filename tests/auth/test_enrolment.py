@@ -11,7 +11,6 @@ import http.server
 import imaplib
 import json
 import re
-import socket
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
@@ -171,10 +170,7 @@ class _Mailbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_free_port = support.free_port
 
 
 def _start_with(srv: ServerThread, notifier: Notifier, account: Account) -> Started:

@@ -66,12 +66,7 @@ TIMEOUT = 120.0
 LEASE = 2
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = support.free_port
 
 
 # --- the server, as a process ---------------------------------------------------------------------------

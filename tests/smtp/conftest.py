@@ -11,7 +11,6 @@ in flight). A module that says nothing gets the default site. The server's clock
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,7 @@ SMTP_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = support.free_port
 
 
 @pytest.fixture(scope="module")
