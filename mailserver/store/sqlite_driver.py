@@ -15,7 +15,8 @@ This driver keeps aiosqlite and SQLAlchemy's aiosqlite dialect and replaces the 
   the same call as the transaction's first statement, before it; a transaction that runs no statement costs
   no round trip at all, nor does its COMMIT or ROLLBACK;
 - a ROLLBACK when no transaction is open (the pool's reset of a connection whose session already ended its
-  transaction) is skipped without a round trip;
+  transaction) is skipped without a round trip, and the ROLLBACK that ends a read (a transaction begun as plain
+  ``BEGIN``) runs on the calling thread: it only lets go of the snapshot;
 - the group commit's batch (``store.groupcommit``), once its ``BEGIN IMMEDIATE`` has taken SQLite's write lock
   on aiosqlite's thread, runs its statements on the event loop's thread itself (``OneTripConnection.run_inline``):
   no round trip at all, and no turn of the event loop between a writer's statements while every other writer
@@ -125,6 +126,8 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         adapt = self._adapt_connection
         async with adapt._execute_mutex:
             begin, adapt._begin = adapt._begin, None
+            if begin is not None:
+                adapt._reading = begin == "BEGIN"
             driver = self._connection
             if adapt._inline and begin is None:
                 # the group commit's batch, its write lock held: run here, on the event loop (``run_inline``)
@@ -141,7 +144,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """aiosqlite's adapted connection with ``OneTripCursor`` and a BEGIN kept for the first statement."""
 
-    __slots__ = ("_begin", "_inline")
+    __slots__ = ("_begin", "_inline", "_reading")
 
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
@@ -149,6 +152,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         super().__init__(dbapi, connection)
         self._begin: str | None = None
         self._inline = False
+        self._reading = False  # the open transaction began as a plain BEGIN (a read-only unit of work's)
 
     async def run_inline(self) -> None:
         """Send the kept-back BEGIN now, on aiosqlite's thread (where SQLite's busy handler may wait for another
@@ -175,7 +179,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         return self._begin is not None
 
     def commit(self) -> None:
-        self._inline = False
+        self._inline = self._reading = False
         if self._begin is not None:  # BEGIN never sent: nothing to commit
             self._begin = None
             return
@@ -193,11 +197,19 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             # no transaction open (the pool's reset after the session ended its own): no round trip. Read on
             # the event loop's thread, safe since nothing runs on this connection meanwhile (it is not in use)
             return
+        if self._reading:
+            # the end of a read: SQLite lets go of its snapshot, microseconds; here rather than a round trip
+            self._reading = False
+            try:
+                driver._conn.rollback()
+            except Exception as error:
+                self._handle_exception(error)
+            return
         super().rollback()
 
     def close(self) -> None:
         self._begin = None
-        self._inline = False
+        self._inline = self._reading = False
         super().close()
 
 

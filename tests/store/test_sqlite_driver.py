@@ -64,6 +64,20 @@ async def test_a_select_in_a_transaction_is_one_round_trip_and_its_commit_anothe
     assert len(trips) == 2, trips
 
 
+async def test_a_read_unit_of_one_select_is_one_round_trip(db: Database, trips: list[str]) -> None:
+    async with db.reader() as session:  # a pooled connection, already open
+        await session.execute(select(1))
+    trips.clear()
+    async with db.reader() as session:
+        assert (await session.execute(select(func.count()).select_from(NOTES))).scalar_one() == 0
+    # BEGIN and the SELECT in one call; the ROLLBACK that ends the read on the event loop's thread (it only lets
+    # go of the snapshot), and the pool's reset after it finds nothing open
+    assert len(trips) == 1, trips
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert not raw.driver_connection._conn.in_transaction  # type: ignore[union-attr]  # the read did end
+
+
 async def test_a_transaction_that_runs_nothing_costs_no_round_trip(db: Database, trips: list[str]) -> None:
     async with db.engine.connect():
         pass
