@@ -1,4 +1,5 @@
-"""SQLite through aiosqlite in one round trip per statement, and a transaction's BEGIN sent with its first one.
+"""SQLite through aiosqlite with as few round trips to its thread as may be: one per statement at most, none for
+the group commit's statements nor for most reads.
 
 aiosqlite runs every sqlite3 call on the connection's own thread and hands each result back to the event loop
 (a queue put, then ``call_soon_threadsafe`` and the loop's wake-up). SQLAlchemy's adapter makes four such round
@@ -25,6 +26,11 @@ This driver keeps aiosqlite and SQLAlchemy's aiosqlite dialect and replaces the 
   that read ``blobs`` (a sealed body may be megabytes: those stay on aiosqlite's thread). In WAL mode a reader
   waits for no writer; a mailbox's UIDs and flags, a row, a count take microseconds to a few milliseconds for a
   very large mailbox, less than the round trip cost the event loop.
+
+A sqlite3 connection is so used from two threads, never at once: the adapter's lock orders the statements of a
+connection, and a session runs one at a time (``store.db`` opens SQLite with ``check_same_thread=False``). What
+runs on the event loop can still wait there in one case: SQLite's reader retries while another process recovers
+the WAL after a crash (rare; bounded by the busy timeout).
 
 What a unit of work sees is unchanged: the BEGIN still runs before anything of its transaction (a read-only
 one still reads one snapshot, a writer still takes SQLite's write lock before its first statement), and an
