@@ -462,7 +462,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20, help="seconds per workload per run (default 20)")
     parser.add_argument("--clients", type=int, default=20, help="concurrent IMAP clients and SMTP connections")
     parser.add_argument("--scrypt-log-n", type=int, default=10, help="masante's scrypt cost (Dovecot's is matched)")
-    parser.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database for masante instead of SQLite")
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        help="a PostgreSQL server (e.g. postgresql://postgres@127.0.0.1:5432/test): masante on a fresh database of"
+        " it, dropped afterwards, instead of SQLite",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) afterwards")
     args = parser.parse_args()
 
@@ -472,7 +477,14 @@ def main() -> None:
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="masante-peers-"))
     tmp.chmod(0o755)  # the peers' own users (dovecot, dovenull, postfix, nobody) walk through it
+    admin, args.pg = args.pg, None
     try:
+        if admin:
+            from tests import support
+
+            # a database of its own, never the one named (it once left masante's tables in the suite's ``test``)
+            dsn = support.new_pg_database(admin, "masante_peers")
+            args.pg = support.sqlalchemy_pg_url(dsn).replace("+asyncpg", "")
         run_all(args, tmp, procs)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything this benchmark started", file=sys.stderr)
@@ -481,6 +493,8 @@ def main() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
         procs.stop_all()
+        if admin and args.pg:
+            support.drop_pg_database(admin, dsn)
         if args.keep:
             print(f"kept {tmp}")
         else:
