@@ -82,10 +82,6 @@ def _short_read(operation: str) -> bool:
     return "blobs" not in operation
 
 
-def _in_transaction(conn: sqlite3.Connection) -> bool:
-    return conn.in_transaction
-
-
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statement is one call on aiosqlite's thread (no sqlite3 cursor kept open)."""
 
@@ -182,17 +178,13 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         if begin is not None:
             driver = self._connection
             await driver._execute(driver._conn.execute, begin)
-        self._inline = True
+        self._inline, self._reading = True, False
 
     def defer_begin(self, sql: str) -> None:
         """Send ``sql`` (``BEGIN ...``) with the next statement, before it, in the same round trip."""
         if self._begin is not None:
             raise RuntimeError("a transaction is already begun on this connection")
         self._begin = sql
-
-    @property
-    def begin_pending(self) -> bool:
-        return self._begin is not None
 
     def commit(self) -> None:
         self._inline = self._reading = False
@@ -202,20 +194,19 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         super().commit()
 
     def rollback(self) -> None:
-        self._inline = False
+        reading, self._inline, self._reading = self._reading, False, False
         if self._begin is not None:  # BEGIN never sent: nothing to roll back
             self._begin = None
             return
         driver = self._connection
         if driver._connection is None:
             return
-        if not _in_transaction(driver._conn):
+        if not driver._conn.in_transaction:
             # no transaction open (the pool's reset after the session ended its own): no round trip. Read on
             # the event loop's thread, safe since nothing runs on this connection meanwhile (it is not in use)
             return
-        if self._reading:
+        if reading:
             # the end of a read: SQLite lets go of its snapshot, microseconds; here rather than a round trip
-            self._reading = False
             try:
                 driver._conn.rollback()
             except Exception as error:

@@ -170,9 +170,6 @@ class _Mailbox:
         return "250 OK"
 
 
-_free_port = support.free_port
-
-
 def _start_with(srv: ServerThread, notifier: Notifier, account: Account) -> Started:
     async def go(ctx: Context) -> Started:
         service = EnrolmentService(ctx, Authenticator(ctx), notifier)
@@ -207,7 +204,7 @@ def test_the_sms_hook_and_the_mail_notifier_carry_the_code_to_the_contact(
     assert status == 200, body
 
     mailbox = _Mailbox()
-    port = _free_port()
+    port = support.free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -66,9 +66,6 @@ TIMEOUT = 120.0
 LEASE = 2
 
 
-free_port = support.free_port
-
-
 # --- the server, as a process ---------------------------------------------------------------------------
 
 
@@ -128,7 +125,7 @@ class Sink:
     def __init__(self, pki: support.TestPKI) -> None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(pki.server_cert, pki.server_key)
-        self.port = free_port()
+        self.port = support.free_port()
         self.got: Counter[str] = Counter()
         self.cond = threading.Condition()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port, tls_context=tls, require_starttls=True)
@@ -181,7 +178,7 @@ class Site:
 
 
 def make_site(tmp: Path, db_url: str, pki: support.TestPKI, sink_port: int | None) -> Site:
-    submission, imaps = free_port(), free_port()
+    submission, imaps = support.free_port(), support.free_port()
     config = support.make_config(
         tmp,
         db_url,
@@ -518,7 +515,7 @@ class Campaign:
 def another_process(site: Site, name: str) -> Site:
     """The configuration of a second ``masante-server`` on ``site``'s database and keys, on ports of its own
     (``<name>.toml`` beside the first, so that its relative paths name the same files)."""
-    submission, imaps = free_port(), free_port()
+    submission, imaps = support.free_port(), support.free_port()
     data = site.config.to_toml().replace(f"= {site.submission}\n", f"= {submission}\n")
     data = data.replace(f"= {site.imaps}\n", f"= {imaps}\n")
     path = site.cfg.with_name(f"{name}.toml")
