@@ -7,8 +7,10 @@ Invariants:
   timeout. Python's sqlite3 transaction handling is switched off and we emit
   BEGIN ourselves: ``BEGIN IMMEDIATE`` for a unit of work that writes (the write
   lock is taken up front, so two writers wait for each other instead of failing
-  on a lock upgrade), plain ``BEGIN`` for read-only ones. The BEGIN goes with the transaction's first
-  statement, and every statement is one round trip to aiosqlite's thread (``store.sqlite_driver``).
+  on a lock upgrade), plain ``BEGIN`` for read-only ones. Processes sharing the file take turns at the
+  writer through a lock file beside it (``writer_lock``, ``store.writerlock``). The BEGIN goes with the
+  transaction's first statement, and every statement is one round trip to aiosqlite's thread
+  (``store.sqlite_driver``).
 - PostgreSQL runs at READ COMMITTED; row locks taken by ``UPDATE ... RETURNING``
   serialise what must be serial (UID allocation, the audit chain).
 - The SQLite file is created 0600 before SQLite opens it, and a wider mode on an
@@ -38,6 +40,7 @@ from mailserver.notify import ChangeNotifier
 from mailserver.store.auditchain import AuditTrail
 from mailserver.store.sealing import MetadataSealer
 from mailserver.store.sqlite_driver import defer_begin, one_trip_dbapi
+from mailserver.store.writerlock import WriterLock
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: SQLite connections kept open in the pool: about as many as the read units of work in flight at once under load
@@ -86,6 +89,8 @@ class Database:
             self.engine.execution_options(masante_readonly=True), expire_on_commit=False
         )
         self.notifier = notifier or ChangeNotifier()
+        #: orders the group writers of the processes sharing this SQLite file (``writerlock``)
+        self.writer_lock = WriterLock(make_url(url).database if self.dialect == "sqlite" else None)
         self.metadata_key_loader: Callable[[], MetadataSealer] | None = None
         self._metadata_key: MetadataSealer | None = None
 
@@ -119,6 +124,7 @@ class Database:
         if self.audit is not None:
             self.audit.close()
         await self.engine.dispose()
+        self.writer_lock.close()
 
 
 def _private_sqlite_file(url: str) -> None:

@@ -8,6 +8,9 @@ Invariants:
 - One ``GroupWriter`` per SQLite database of this process. At most one unit of work holds the writer at a
   time (the *holder*), and only the holder runs statements on the batch's connection; the others wait
   in arrival order.
+- Across the processes of one database file, the group writers take turns through ``writerlock`` (a lock
+  file taken before the batch's BEGIN, let go after its COMMIT or ROLLBACK): a process waiting for another's
+  batch is woken when it ends, instead of sleeping in SQLite's busy handler.
 - A batch is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) on one connection. Its BEGIN and COMMIT run on
   aiosqlite's thread; its statements in between on the event loop's, without a round trip
   (``sqlite_driver.OneTripConnection.run_inline``): the batch holds the write lock, so they wait for nobody.
@@ -245,7 +248,13 @@ class GroupWriter:
             self._batch.broken = exc
 
     async def _begin(self) -> _Batch:
-        conn = await self.db.engine.connect()
+        # the other processes' group writers first (``writerlock``): then BEGIN IMMEDIATE finds SQLite's lock free
+        await self.db.writer_lock.acquire(SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            conn = await self.db.engine.connect()
+        except BaseException:
+            self.db.writer_lock.release()
+            raise
         try:
             await conn.begin()  # BEGIN IMMEDIATE (db.py): the write lock, taken once for the batch
             raw = await conn.get_raw_connection()
@@ -254,6 +263,7 @@ class GroupWriter:
                 await raw.dbapi_connection.run_inline()
         except BaseException:
             await conn.close()
+            self.db.writer_lock.release()
             raise
         return _Batch(conn)
 
@@ -274,6 +284,7 @@ class GroupWriter:
             try:
                 await batch.conn.close()
             finally:
+                self.db.writer_lock.release()
                 self._answer(batch, error)
                 self._ending = None
                 self._grant_next()
