@@ -18,10 +18,10 @@ fresh PKI, KEK and accounts in a temporary directory), then:
    server's resident memory (VmRSS) and the bytes per connection.
 
 With ``--pg [DSN]`` the database is a fresh one on that PostgreSQL server (dropped at the end) instead
-of SQLite; with ``--processes N`` (PostgreSQL) N ``masante-server`` processes serve it on ports of their
-own, the clients spread over them (each client's IDLE connection on another process than its own, so
-the wake-up crosses processes), and the mix runs first against one process, then against the N,
-printing both and the ratio.
+of SQLite; with ``--processes N`` N ``masante-server`` processes serve the one database (SQLite or
+PostgreSQL) on ports of their own, the clients spread over them (each client's IDLE connection on
+another process than its own, so the wake-up crosses processes), and the mix runs first against one
+process, then against the N, printing both and the ratio.
 
     .venv/bin/python bench/imap_bench.py [--clients 20] [--seconds 20] [--idle 1000,10000] [--logins 20]
                                          [--pg [postgresql://...]] [--processes N] [--copy]
@@ -442,11 +442,9 @@ def main() -> None:
         metavar="DSN",
         help=f"a fresh database on this PostgreSQL server instead of SQLite (default {PG_ADMIN})",
     )
-    parser.add_argument("--processes", type=int, default=1, help="masante-server processes on the one store (--pg)")
+    parser.add_argument("--processes", type=int, default=1, help="masante-server processes on the one store")
     parser.add_argument("--copy", action="store_true", help="UID COPY and UID MOVE in the mix (see above)")
     args = parser.parse_args()
-    if args.processes > 1 and not args.pg:
-        parser.error("--processes N needs --pg: several processes share a PostgreSQL store")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     idle = [int(x) for x in args.idle.split(",") if x.strip()]
     want = max(idle, default=0) + 2 * args.clients + 200

@@ -468,6 +468,13 @@ def main() -> None:
         help="a PostgreSQL server (e.g. postgresql://postgres@127.0.0.1:5432/test): masante on a fresh database of"
         " it, dropped afterwards, instead of SQLite",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="masante's server processes (server.processes; default one per core, as Dovecot and Postfix use every"
+        " core)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) afterwards")
     args = parser.parse_args()
 
@@ -560,7 +567,8 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
     server_log = site / "server.log"
     procs.start(
         "masante",
-        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(site / "masante.toml")],
+        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(site / "masante.toml")]
+        + ["--processes", str(args.processes)],
         log=server_log,
         cwd=ROOT,
         env=env,
@@ -589,7 +597,10 @@ def run_all(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
         f"(:{peer.smtp} STARTTLS, AUTH by Dovecot, LMTP to Dovecot)"
     )
     db = "PostgreSQL" if args.pg else "SQLite"
-    print(f"  masante {_masante_version()} on {db} (IMAPS :{imaps}, submission :{submission} STARTTLS)")
+    print(
+        f"  masante {_masante_version()} on {db} (IMAPS :{imaps}, submission :{submission} STARTTLS), "
+        f"{args.processes} server process{'es' if args.processes > 1 else ''}"
+    )
     print(f"  {hashes.describe()}")
     print(f"  credential cache: Dovecot auth_cache_size=10M auth_cache_ttl={ttl} s; masante TTL {ttl} s")
     print(

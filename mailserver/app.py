@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -27,13 +28,13 @@ from dataclasses import dataclass, field
 
 from directory.auth import Authenticator
 from directory.limits import ConnectionCaps
-from mailserver import logs
+from mailserver import logs, supervisor
 from mailserver.admission import Admission
 from mailserver.config import Config, ConfigError, load
 from mailserver.context import Context
 from mailserver.endpoints import Endpoint, Service
 from mailserver.imap.service import build as build_imap
-from mailserver.notify import ModseqPoller, PgListener
+from mailserver.notify import ModseqPoller, PgListener, SiblingRelay, relay_directory
 from mailserver.reminders import ReminderScheduler
 from mailserver.smtp.service import build as build_smtp
 from mailserver.store import migrate
@@ -68,6 +69,7 @@ class Server:
     services: list[Service] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
     _listener: PgListener | ModseqPoller | None = None
+    _relay: SiblingRelay | None = None
 
     def port(self, name: str) -> int:
         for e in self.endpoints:
@@ -91,7 +93,12 @@ class Server:
         if self.ctx.db.is_postgresql:
             self._listener = PgListener(_asyncpg_dsn(self.ctx.db.url), self.ctx.db.notifier)
         else:
-            self._listener = ModseqPoller(self._highest_modseqs, self.ctx.db.notifier)
+            interval = self.ctx.config.server.change_poll_interval
+            self._listener = ModseqPoller(self._highest_modseqs, self.ctx.db.notifier, interval=interval)
+            directory = relay_directory(self.ctx.db.sqlite_file)
+            if directory is not None:
+                self._relay = SiblingRelay(directory, self.ctx.db.notifier)
+                await self._relay.start()
         await self._listener.start()
         if not self.services:
             self.services = build_services(self.ctx, self.endpoints)  # filled in place as services start
@@ -115,6 +122,9 @@ class Server:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -151,7 +161,9 @@ def banner(config: Config, endpoints: Sequence[Endpoint]) -> str:
     return "\n".join(lines)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, ready_fd: int | None = None) -> int:
+    """Run until SIGINT or SIGTERM. ``ready_fd``: a server process of a supervisor (``mailserver.supervisor``),
+    which is given the banner through that pipe once this one listens, and prints it once for all."""
     ctx = Context.open(config)
     server = Server(ctx)
     stop = asyncio.Event()
@@ -160,14 +172,19 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-        print(banner(config, server.endpoints), flush=True)
+        if ready_fd is None:
+            print(banner(config, server.endpoints), flush=True)
+        else:
+            os.write(ready_fd, (banner(config, server.endpoints) + "\n").encode())  # a few hundred bytes
+            os.close(ready_fd)
         log.info("server.started", extra={"fields": {"endpoints": [f"{e.name}:{e.port}" for e in server.endpoints]}})
         await stop.wait()
         log.info("server.stopping")
     finally:
         await server.stop()
         await ctx.close()
-    print("masante-server stopped", flush=True)
+    if ready_fd is None:
+        print("masante-server stopped", flush=True)
     return 0
 
 
@@ -190,12 +207,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--config", metavar="PATH", help="configuration file (default: $MASANTE_CONFIG or var/masante.toml)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="server processes sharing the ports (default: server.processes, 1); one per core uses the machine",
+    )
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # a server process of a supervisor
     args = parser.parse_args(argv)
     try:
         config = load(args.config)
+        if args.processes is not None:
+            config.server.processes = args.processes
+        supervisor.check_ports(config, config.server.processes)
         logs.setup(config.log.level)
+        if config.server.processes > 1 and args.ready_fd is None:
+            given = ["--config", args.config] if args.config else []
+            sys.exit(supervisor.Supervisor(config.server.processes, given).run())
         tune_gc()
-        sys.exit(asyncio.run(serve(config)))
+        sys.exit(asyncio.run(serve(config, args.ready_fd)))
     except (ConfigError, StartupError, OSError) as exc:
         print(f"masante-server: {exc}", file=sys.stderr)
         sys.exit(1)

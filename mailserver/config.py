@@ -37,6 +37,17 @@ class ConfigError(Exception):
 class ServerSection:
     hostname: str = "localhost"
     bind: str = "0.0.0.0"  # noqa: S104 - a mail server listens on the network unless told otherwise
+    #: server processes sharing the ports (``mailserver.supervisor``): one per core uses the machine
+    processes: int = 1
+    #: SQLite: seconds between two looks for changes made by processes that do not say so (``masante-admin``);
+    #: server processes of one database tell each other at once (``notify.SiblingRelay``)
+    change_poll_interval: float = 1.0
+
+    @property
+    def shared_ports(self) -> bool:
+        """Whether the listeners bind with ``SO_REUSEPORT``: only when several processes share them, so that a
+        second server started by mistake still fails with "address in use"."""
+        return self.processes > 1
 
 
 @dataclass

@@ -12,9 +12,12 @@ Invariants:
 - Within one process, ``publish`` reaches every subscriber directly, and first
   every watcher (``watch``: the IMAP sessions' shared mailbox cache). Across
   processes on PostgreSQL, ``PgListener`` LISTENs on ``CHANNEL`` and republishes
-  locally; on SQLite, which has no notifications, ``ModseqPoller`` reads the
-  HIGHESTMODSEQ of the mailboxes someone watches once a second (one query per
-  process, however many sessions wait) and republishes those that moved.
+  locally. SQLite has no notifications: the server processes of one database file
+  tell each other over datagram sockets beside it (``SiblingRelay``), and
+  ``ModseqPoller`` reads the HIGHESTMODSEQ of the mailboxes someone watches every
+  ``server.change_poll_interval`` seconds (one query per process, however many
+  sessions wait) and republishes those that moved: the changes of processes that
+  do not tell (``masante-admin``), and any datagram lost.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -78,6 +84,8 @@ class ChangeNotifier:
         self._subs: dict[int, set[Subscription]] = defaultdict(set)
         self._watchers: list[Watcher] = []
         self.echoing = False  # a PgListener republishes every commit of the database, this process's too
+        #: told of this process's own publications, to pass on to other processes (``SiblingRelay.send``)
+        self.relay: Callable[[Iterable[int]], None] | None = None
 
     def watch(self, watcher: Watcher) -> None:
         """Call ``watcher`` on every publication, before the subscribers are woken (the process's mailbox
@@ -104,6 +112,8 @@ class ChangeNotifier:
 
     def publish(self, mailbox_ids: Iterable[int], *, remote: bool = False) -> None:
         ids = set(mailbox_ids)
+        if not remote and ids and self.relay is not None:
+            self.relay(ids)
         for watcher in self._watchers:
             watcher(ids, remote)
         for mid in ids:
@@ -217,3 +227,131 @@ class ModseqPoller:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+#: the largest datagram a relay sends: a publication of more mailboxes (a broadcast) goes in several
+RELAY_DATAGRAM = 8192
+
+
+def relay_directory(database: str | None) -> str | None:
+    """Where the server processes of the SQLite file ``database`` have their sockets (None: a database of one
+    process: in memory, a URI)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database + "-notify"
+
+
+class SiblingRelay:
+    """Tells the other server processes of one SQLite file of this process's commits, and them of theirs.
+
+    Each process binds a datagram socket in ``directory`` (0700, beside the database) and, after each local
+    publication (a commit of this process), sends the mailbox ids to every other socket there; what it
+    receives it republishes locally as ``remote``. Nothing is guaranteed: a datagram a busy process could not
+    take is dropped, and its ``ModseqPoller`` still sees the change at its next look. A socket whose process
+    died (connection refused) is removed by the first sender that finds it.
+    """
+
+    def __init__(self, directory: str, notifier: ChangeNotifier) -> None:
+        self.directory = directory
+        self._notifier = notifier
+        self._sock: Any = None
+        self._name: str | None = None
+        self._dir_fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        # sockets are named through /proc/self/fd/N/: a socket's path is at most 107 bytes, the directory's may
+        # be longer (Linux; elsewhere the plain path)
+        self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(self._address(self._name))
+        except BaseException:
+            sock.close()
+            os.close(self._dir_fd)
+            self._dir_fd = None
+            raise
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._notifier.relay = self.send
+
+    def _address(self, name: str) -> str:
+        if self._dir_fd is not None and os.path.isdir(f"/proc/self/fd/{self._dir_fd}"):
+            return f"/proc/self/fd/{self._dir_fd}/{name}"
+        return os.path.join(self.directory, name)
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(RELAY_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                log.warning("change relay could not read a notification", exc_info=True)
+                return
+            try:
+                ids = [int(x) for x in data.split(b",") if x]
+            except ValueError:
+                log.warning("ignoring a malformed change notification (%d bytes)", len(data))
+                continue
+            self._notifier.publish(ids, remote=True)
+
+    def send(self, mailbox_ids: Iterable[int]) -> None:
+        """Tell the other processes (called by ``ChangeNotifier.publish`` for this process's own changes)."""
+        if self._sock is None:
+            return
+        payloads = _datagrams(sorted(mailbox_ids))
+        if not payloads:
+            return
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        for name in names:
+            if name == self._name or not name.endswith(".sock"):
+                continue
+            peer = self._address(name)
+            for payload in payloads:
+                try:
+                    self._sock.sendto(payload, peer)
+                except (ConnectionRefusedError, FileNotFoundError):  # its process is gone
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.directory, name))
+                    break
+                except OSError:  # its queue is full (or the like): the poller will see the change
+                    break
+
+    async def stop(self) -> None:
+        if self._notifier.relay == self.send:
+            self._notifier.relay = None
+        if self._sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        if self._name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.directory, self._name))
+            self._name = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+
+
+def _datagrams(ids: list[int]) -> list[bytes]:
+    out: list[bytes] = []
+    current = b""
+    for mid in ids:
+        item = str(mid).encode()
+        if current and len(current) + 1 + len(item) > RELAY_DATAGRAM:
+            out.append(current)
+            current = b""
+        current = item if not current else current + b"," + item
+    if current:
+        out.append(current)
+    return out

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -25,16 +26,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Output:
     """Collects a process's stdout in a thread, so that waiting for a line never blocks on a pipe."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], stream: str = "stdout") -> None:
         self.text = ""
         self._lock = threading.Condition()  # notified at each line, and at the end of the output
         self._ended = False
-        self._thread = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        pipe = getattr(proc, stream)
+        assert pipe is not None, f"the process's {stream} is not a pipe"
+        self._thread = threading.Thread(target=self._pump, args=(pipe,), daemon=True)
         self._thread.start()
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+    def _pump(self, pipe: IO[str]) -> None:
+        for line in pipe:
             with self._lock:
                 self.text += line
                 self._lock.notify_all()

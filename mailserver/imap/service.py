@@ -128,6 +128,7 @@ class ImapListener:
             self.port,
             # IMAPS: the handshake is ``_handshake``'s, so that its failures are logged
             backlog=1024,
+            reuse_port=config.server.shared_ports,
         )
         port = self._server.sockets[0].getsockname()[1]
         desc = "IMAPS (TLS)" if self.implicit_tls else "IMAP (STARTTLS required before login)"

@@ -244,7 +244,13 @@ class SmtpListener:
         else:  # submissions: the handshake is ours (``ImplicitTLS``), so that a failed one is logged
             timeout = self.rt.ctx.config.imap.tls_handshake_timeout
             factory = lambda: ImplicitTLS(lambda: self._protocol(tls, True, loop), implicit, loop, timeout, self.name)  # noqa: E731
-        self._server = await loop.create_server(factory, host=bind, port=self.port, reuse_address=True)
+        self._server = await loop.create_server(
+            factory,
+            host=bind,
+            port=self.port,
+            reuse_address=True,
+            reuse_port=self.rt.ctx.config.server.shared_ports,
+        )
         sock = self._server.sockets[0].getsockname()
         log.info("smtp.listening", extra={"fields": {"endpoint": self.name, "port": sock[1]}})
         return [Endpoint(self.name, bind, int(sock[1]), _DESCRIPTION[self.name])]

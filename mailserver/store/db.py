@@ -89,8 +89,10 @@ class Database:
             self.engine.execution_options(masante_readonly=True), expire_on_commit=False
         )
         self.notifier = notifier or ChangeNotifier()
+        #: the SQLite database's file name as SQLite opens it (None: PostgreSQL)
+        self.sqlite_file: str | None = make_url(url).database if self.dialect == "sqlite" else None
         #: orders the group writers of the processes sharing this SQLite file (``writerlock``)
-        self.writer_lock = WriterLock(make_url(url).database if self.dialect == "sqlite" else None)
+        self.writer_lock = WriterLock(self.sqlite_file)
         self.metadata_key_loader: Callable[[], MetadataSealer] | None = None
         self._metadata_key: MetadataSealer | None = None
 

@@ -77,7 +77,14 @@ class WebService:
         tls = server_context(cfg.resolve(cfg.tls.cert), cfg.resolve(cfg.tls.key))
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.server.bind, self.port, ssl_context=tls, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            cfg.server.bind,
+            self.port,
+            ssl_context=tls,
+            reuse_address=True,
+            reuse_port=cfg.server.shared_ports,
+        )
         await site.start()
         port = int(self._runner.addresses[0][1])
         log.info("web.listening", extra={"fields": {"endpoint": self.name, "port": port}})

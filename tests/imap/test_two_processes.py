@@ -1,19 +1,24 @@
-"""Two ``masante-server`` processes on one PostgreSQL serve the same mailboxes (issue 10 point 7).
+"""Two ``masante-server`` processes on one database serve the same mailboxes (issue 10 point 7).
 
 Each process has its own ports (``tests.crash.campaign.another_process``: one database, one set of
-keys, one anchor file). A message submitted through one process wakes an IDLE client of the other
-(PostgreSQL ``NOTIFY``, ``mailserver.notify.PgListener``); clients APPENDing to one mailbox through
-both at once get UIDs that are unique and increase for each client, and the mailbox holds exactly
-those. (The store-level form, two writers without servers, is ``tests/store/test_concurrency.py``.)
+keys, one anchor file). A message submitted through one process wakes an IDLE client of the other:
+on PostgreSQL by ``NOTIFY`` (``mailserver.notify.PgListener``), on SQLite by the datagram the first
+sends the second (``SiblingRelay``; the SQLite sites here look for changes by polling only once an
+hour, so the wake-up is the relay's). Clients APPENDing to one mailbox through both at once get UIDs
+that are unique and increase for each client, and the mailbox holds exactly those: on SQLite the two
+processes' group writers take turns through the lock file (``store.writerlock``). (The store-level
+form, two writers without servers, is ``tests/store/test_concurrency.py``.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import imaplib
+import shutil
 import smtplib
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,13 +41,22 @@ APPENDS = 15  # per client
 CLIENTS = 3  # per process
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def two(
-    pg_database: str, pki: support.TestPKI, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, pki: support.TestPKI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Site, Site]]:
-    """Two servers on the session's PostgreSQL database, emptied first (each test uses an account of its own)."""
-    asyncio.run(support.pg_reset(pg_database))
-    first = make_site(tmp_path_factory.mktemp("two"), support.sqlalchemy_pg_url(pg_database), pki, None)
+    """Two servers on one database (each test uses an account of its own)."""
+    tmp = tmp_path_factory.mktemp(f"two-{request.param}")
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, tmp / "masante.db")
+        first = make_site(tmp, f"sqlite+aiosqlite:///{tmp / 'masante.db'}", pki, None)
+        first.config.server.change_poll_interval = 3600.0  # a wake-up across the two is the relay's, not the poll's
+        first.config.path.write_text(first.config.to_toml())
+    else:
+        pg_database: str = request.getfixturevalue("pg_database")
+        asyncio.run(support.pg_reset(pg_database))
+        first = make_site(tmp, support.sqlalchemy_pg_url(pg_database), pki, None)
     second = another_process(first, "second")
     servers = [ServerProcess(first.cfg), ServerProcess(second.cfg)]
     try:
@@ -73,6 +87,8 @@ def test_a_delivery_through_one_process_wakes_idle_in_the_other(two: tuple[Site,
         s.login(PRO, support.PASSWORD)
         s.sendmail(PRO, [APPENDER], message(PRO, APPENDER, "through the first", "Bonjour.\n"))
     assert watcher.readline() == b"* 1 EXISTS\r\n"  # within the socket's timeout, pushed by the second
+    if two[0].config.database.url.startswith("sqlite"):
+        assert two[1].config.server.change_poll_interval == 3600.0
     watcher.send(b"DONE\r\n")
     while not (line := watcher.readline()).startswith(b"i1 "):
         assert line.startswith(b"* "), line
