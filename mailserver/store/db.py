@@ -27,12 +27,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -48,8 +50,15 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: is over its size (5 by default: 1.9% of the server's time under bench/imap_bench.py went on opening them);
 #: twice as many more may be opened for a burst
 SQLITE_POOL_SIZE = 20
-#: PostgreSQL connections kept open per process (each a server process of PostgreSQL's), twice as many for a burst
-PG_POOL_SIZE = 10
+#: PostgreSQL connections kept open per process (each a server process of PostgreSQL's), half as many more for a
+#: burst (so a process holds at most 30: PostgreSQL's ``max_connections``, 100 by default, must cover every process).
+#: 10 was too few for 20 clients: the connections past it were opened (a PostgreSQL backend forked, the startup,
+#: the authentication) and closed again at every burst
+PG_POOL_SIZE = 20
+#: seconds a pooled PostgreSQL connection may rest before it is checked (a round trip) when taken again: one
+#: that works all the time is not checked at every checkout (``pool_pre_ping`` costs three round trips, BEGIN,
+#: an empty query and ROLLBACK, per unit of work), one that rested through a restart or a failover is
+PG_PING_AFTER_IDLE = 5.0
 #: the SQLite database and its -wal/-shm files: owner only
 SQLITE_FILE_MODE = 0o600
 
@@ -80,10 +89,12 @@ class Database:
             kwargs.update(pool_size=size, max_overflow=size * 2)
         else:
             size = pool_size or PG_POOL_SIZE
-            kwargs.update(pool_size=size, max_overflow=size * 2, pool_pre_ping=True)
+            kwargs.update(pool_size=size, max_overflow=size // 2)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":
             _sqlite_setup(self.engine)
+        else:
+            _ping_rested_connections(self.engine)
         self.writer: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
         self.reader: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine.execution_options(masante_readonly=True), expire_on_commit=False
@@ -151,6 +162,30 @@ def _private_sqlite_file(url: str) -> None:
     except FileNotFoundError:
         return  # no such directory: SQLite says so when it opens the file
     os.close(fd)
+
+
+def _ping_rested_connections(engine: AsyncEngine) -> None:
+    """Check a pooled connection when it is taken after resting ``PG_PING_AFTER_IDLE`` seconds or more; a dead one
+    is replaced before the unit of work sees it (``DisconnectionError``: the pool tries a new connection). A
+    connection that dies while it works is invalidated by SQLAlchemy with every other of the pool older than it,
+    so a PostgreSQL restart under load fails the units of work in flight, and no later one."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["masante_rested_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("masante_rested_since")
+        if since is None or time.monotonic() - since < PG_PING_AFTER_IDLE:
+            return  # new, or it worked a moment ago
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001 - whatever broke it, the pool replaces it
+            raise DisconnectionError("a pooled PostgreSQL connection is gone") from exc
+        if not alive:
+            raise DisconnectionError("a pooled PostgreSQL connection is gone")
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:

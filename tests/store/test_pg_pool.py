@@ -1,0 +1,87 @@
+"""PostgreSQL's pool checks a connection only when it rested (``store.db.PG_PING_AFTER_IDLE``).
+
+A connection taken again a moment after it worked is not checked (``pool_pre_ping`` cost three round trips per
+unit of work); one that rested past the threshold is, and if its backend is gone (a restart, a failover, an
+administrator's ``pg_terminate_backend``) the pool replaces it before the unit of work sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from mailserver.context import Context
+from mailserver.store import db as store_db
+from tests import support
+from tests.conftest import PG_ADMIN_DSN
+
+
+@pytest.fixture
+def db_url(pg_database: str) -> str:
+    """PostgreSQL only (this module overrides the two-database ``db_url``)."""
+    asyncio.run(support.pg_reset(pg_database))
+    return support.sqlalchemy_pg_url(pg_database)
+
+
+@pytest.fixture
+def pings(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Every liveness check the pool makes."""
+    seen: list[int] = []
+    dialect = ctx.db.engine.sync_engine.dialect
+    real = dialect.do_ping
+
+    def counted(dbapi_connection: object) -> bool:
+        seen.append(1)
+        return real(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    yield seen
+
+
+async def backend_pid(ctx: Context) -> int:
+    async with ctx.uow(readonly=True) as uow:
+        return int((await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def terminate(ctx: Context, pid: int) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+
+
+async def test_a_connection_that_works_all_the_time_is_not_checked(ctx: Context, pings: list[int]) -> None:
+    for _ in range(10):
+        await backend_pid(ctx)
+    assert pings == []
+
+
+async def test_a_rested_connection_whose_backend_died_is_replaced_unseen(
+    ctx: Context, pings: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await backend_pid(ctx)
+    await terminate(ctx, first)  # the pool still holds the connection of that backend
+    monkeypatch.setattr(store_db, "PG_PING_AFTER_IDLE", 0.0)  # as if it rested: checked when taken
+    second = await backend_pid(ctx)  # no error reaches the unit of work
+    assert second != first
+    assert pings  # it was checked, found dead, and replaced
+
+
+async def test_without_the_check_a_dead_connection_fails_one_unit_and_the_pool_recovers(
+    ctx: Context, pings: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the threshold trades: a connection that died while it was in steady use fails the unit that takes it;
+    SQLAlchemy then drops every connection of the pool as old, and the next unit gets a new one."""
+    first = await backend_pid(ctx)
+    await terminate(ctx, first)
+    monkeypatch.setattr(store_db, "PG_PING_AFTER_IDLE", 3600.0)
+    with pytest.raises(Exception) as failed:  # noqa: PT011 - the driver's disconnect error, whichever its class
+        await backend_pid(ctx)
+    assert "terminat" in str(failed.value).lower() or "closed" in str(failed.value).lower(), failed.value
+    assert await backend_pid(ctx) != first
+    assert pings == []
