@@ -96,8 +96,14 @@ class Database:
         else:
             _ping_rested_connections(self.engine)
         self.writer: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
+        # on PostgreSQL a read runs without a transaction: at READ COMMITTED each statement reads its own snapshot
+        # either way, and BEGIN and ROLLBACK were two more round trips per read (a reader that needs one snapshot
+        # asks for it: ``AuditRepository.report``)
+        read_options: dict[str, Any] = {"masante_readonly": True}
+        if self.dialect == "postgresql":
+            read_options["isolation_level"] = "AUTOCOMMIT"
         self.reader: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine.execution_options(masante_readonly=True), expire_on_commit=False
+            self.engine.execution_options(**read_options), expire_on_commit=False
         )
         self.notifier = notifier or ChangeNotifier()
         #: the SQLite database's file name as SQLite opens it (None: PostgreSQL)
