@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Delete, Insert, Update, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -95,6 +95,7 @@ class Database:
             _sqlite_setup(self.engine)
         else:
             _ping_rested_connections(self.engine)
+        _refuse_writes_in_reads(self.engine)
         self.writer: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
         # on PostgreSQL a read runs without a transaction: at READ COMMITTED each statement reads its own snapshot
         # either way, and BEGIN and ROLLBACK were two more round trips per read (a reader that needs one snapshot
@@ -192,6 +193,23 @@ def _ping_rested_connections(engine: AsyncEngine) -> None:
             raise DisconnectionError("a pooled PostgreSQL connection is gone") from exc
         if not alive:
             raise DisconnectionError("a pooled PostgreSQL connection is gone")
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read-only unit of work ran a write: a bug, refused before it reaches the database."""
+
+
+def _refuse_writes_in_reads(engine: AsyncEngine) -> None:
+    """An INSERT, UPDATE or DELETE (Core or an ORM flush) on a read-only unit's connection raises
+    ``ReadOnlyViolation``: on PostgreSQL a read has no transaction (``reader``), so nothing would roll it back."""
+
+    @event.listens_for(engine.sync_engine, "before_execute")
+    def on_execute(conn: Connection, clauseelement: Any, *_args: Any) -> None:
+        if isinstance(clauseelement, _WRITES) and conn.get_execution_options().get("masante_readonly", False):
+            raise ReadOnlyViolation(f"a read-only unit of work cannot {clauseelement.__visit_name__}")
+
+
+_WRITES = (Insert, Update, Delete)
 
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
