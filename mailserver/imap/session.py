@@ -87,6 +87,7 @@ log = logging.getLogger("masante.imap")
 
 READ_CHUNK = 65536
 CLOSE_TIMEOUT = 2.0  # seconds a closing connection waits for the peer's TLS close_notify
+LINGER = 1.0  # seconds a closing plain connection reads (and drops) what the client still sends, until it closes
 
 
 class Closing(Exception):
@@ -335,7 +336,17 @@ class ImapSession(ExtensionHandlers):
             log.info("imap.disconnect", extra={"fields": {"reason": "shutdown" if self._closing else self.reason}})
 
     async def _close_transport(self) -> None:
-        """Close politely (TLS close_notify), but never wait long for a peer that does not answer."""
+        """Close politely (TLS close_notify), but never wait long for a peer that does not answer.
+
+        Without TLS, the end of the stream is sent first and what the client still sends is read and dropped until
+        it closes too (``LINGER`` seconds at most): closing a socket with unread input sends a reset, and a reset
+        can destroy the goodbye (a BYE for a line that came too slowly) before the client reads it."""
+        if self.writer.can_write_eof() and not self.writer.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self.writer.write_eof()
+                async with asyncio.timeout(LINGER):
+                    while await self.reader.read(READ_CHUNK):
+                        pass
         with contextlib.suppress(Exception):
             self.writer.close()
         try:

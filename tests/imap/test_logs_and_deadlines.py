@@ -15,6 +15,7 @@ from __future__ import annotations
 import imaplib
 import json
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -235,6 +236,19 @@ def test_a_trickled_command_line_is_cut_at_the_deadline(imap_server: ServerThrea
     assert reply == b"* BYE Too slow: a command line must arrive within 0.5 seconds\r\n"
     assert DEADLINE <= elapsed < 5
     captured.wait_for(event("imap.disconnect", reason="too-slow"))
+
+
+def test_a_client_still_sending_when_cut_gets_the_goodbye_and_a_clean_end(imap_server: ServerThread) -> None:
+    """Closing a socket with input unread sends a reset, which can destroy the BYE before the client reads it
+    (the trickle test above met it). The server sends the end of the stream, drops what still comes, then closes."""
+    for _ in range(3):
+        with greeted(imap_server) as sock:
+            sock.sendall(b"a1 NOOP")  # a line begun, never ended
+            assert select.select([sock], [], [], TIMEOUT)[0]  # the BYE is here, unread
+            sock.sendall(b"x" * 1000)  # the client, not listening, goes on
+            assert read_until_closed(sock) == (
+                b"* BYE Too slow: a command line must arrive within 0.5 seconds\r\n"
+            )  # and then the end of the stream, not a reset
 
 
 def test_the_deadline_counts_from_the_first_byte_not_from_the_last_answer(imap_server: ServerThread) -> None:

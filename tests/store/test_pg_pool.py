@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from mailserver.context import Context
 from mailserver.store import db as store_db
@@ -80,8 +81,9 @@ async def test_without_the_check_a_dead_connection_fails_one_unit_and_the_pool_r
     first = await backend_pid(ctx)
     await terminate(ctx, first)
     monkeypatch.setattr(store_db, "PG_PING_AFTER_IDLE", 3600.0)
-    with pytest.raises(Exception) as failed:  # noqa: PT011 - the driver's disconnect error, whichever its class
+    # asyncpg's error depends on when it reads the backend's goodbye (InterfaceError: the connection is closed;
+    # InternalClientError: another operation in progress): either way the unit fails, and only that one
+    with pytest.raises(DBAPIError):
         await backend_pid(ctx)
-    assert "terminat" in str(failed.value).lower() or "closed" in str(failed.value).lower(), failed.value
     assert await backend_pid(ctx) != first
     assert pings == []
