@@ -91,6 +91,9 @@ log = logging.getLogger("masante.smtp")
 
 #: longest command line (RFC 4954 §4: an AUTH line may reach 12288 octets)
 MAX_COMMAND_LINE = 12288
+#: seconds a plain connection cut for slowness reads (and drops) what the client still sends before it closes:
+#: closing with input unread sends a reset, which can destroy the 421 before the client reads it
+LINGER = 1.0
 #: command line limits per command, parameters included (RFC 5321 §4.5.3.1.4 plus extensions)
 #: every mechanism a handler may offer (``handlers.SubmissionHandler.auth_*``)
 ALL_MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER", "EXTERNAL")
@@ -256,6 +259,8 @@ class MasanteSMTP(SMTP):
         self._log_context: contextvars.Context | None = None
         # the disconnect line: the reason set where the server ends the session, logged once
         self._end_reason: str | None = None
+        self._lingering = False  # the goodbye is written: what comes now is dropped until the close
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._handshaking = False
         self._disconnect_logged = False
         #: key types a client certificate may have (None: any)
@@ -654,6 +659,8 @@ class MasanteSMTP(SMTP):
     # reader sees them: the place to time a command line from its first octet and to count DATA octets.
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after the goodbye: read and dropped, so that the close sends no reset
         now = self._last_data = self.loop.time()
         if self._data is not None:
             self._data_octets += len(data)
@@ -728,12 +735,22 @@ class MasanteSMTP(SMTP):
         log.warning("smtp.too-slow", extra={"fields": fields})
         self._end_reason = "too-slow"
         self._writer.write(f"{reply}\r\n".encode())
-        self.transport.close()  # the bytes written go out first; connection_lost stops the session
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof():
+            # plain TCP: the reply, the end of the stream, then a clean close
+            self._lingering = True
+            transport.write_eof()
+            self._linger_timer = self.loop.call_later(LINGER, transport.close)
+        else:
+            self.transport.close()  # the bytes written go out first; connection_lost stops the session
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._pace_timer is not None:
             self._pace_timer.cancel()
             self._pace_timer = None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         self._log_disconnect(error)
         super().connection_lost(error)
 

@@ -171,6 +171,21 @@ def test_a_command_line_trickled_in_is_cut_at_its_deadline(site: ServerThread) -
     sock.close()
 
 
+def test_a_client_still_sending_when_cut_gets_the_reply_and_a_clean_end(site: ServerThread) -> None:
+    """Closing with input unread sends a reset, which can destroy the 421 before the client reads it (the trickle
+    test above met it once): the server sends the end of the stream, drops what still comes, then closes."""
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", site.port("submission")), timeout=30) as sock:
+            assert read_reply(sock).startswith(b"220 ")
+            sock.sendall(b"EHLO slow")  # a line begun, never ended
+            assert select.select([sock], [], [], 30)[0]  # the 421 is here, unread
+            sock.sendall(b"x" * 1000)  # the client, not listening, goes on
+            said = b""
+            while chunk := sock.recv(4096):  # the reply, then the end of the stream, not a reset
+                said += chunk
+            assert said.startswith(b"421 4.4.2 ") and b"in time" in said, said
+
+
 def test_data_trickled_in_is_cut_below_the_minimum_rate(site: ServerThread, pki: support.TestPKI) -> None:
     before = len(inbox(site, PATIENT))
     s = submission(site, pki, PRO)
