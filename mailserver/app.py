@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load(args.config)
         if args.processes is not None:
             config.server.processes = args.processes
-        supervisor.check_ports(config, config.server.processes)
+        supervisor.check_ports(config)
         logs.setup(config.log.level)
         if config.server.processes > 1 and args.ready_fd is None:
             given = ["--config", args.config] if args.config else []

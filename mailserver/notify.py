@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -257,6 +258,7 @@ class SiblingRelay:
         self._sock: Any = None
         self._name: str | None = None
         self._dir_fd: int | None = None
+        self._prefix = directory  # how sockets in the directory are named (``start``: through the fd if it can)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -265,6 +267,8 @@ class SiblingRelay:
         # sockets are named through /proc/self/fd/N/: a socket's path is at most 107 bytes, the directory's may
         # be longer (Linux; elsewhere the plain path)
         self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if sys.platform.startswith("linux"):
+            self._prefix = f"/proc/self/fd/{self._dir_fd}"
         self._name = f"{os.getpid()}-{secrets.token_hex(4)}.sock"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -281,9 +285,7 @@ class SiblingRelay:
         self._notifier.relay = self.send
 
     def _address(self, name: str) -> str:
-        if self._dir_fd is not None and os.path.isdir(f"/proc/self/fd/{self._dir_fd}"):
-            return f"/proc/self/fd/{self._dir_fd}/{name}"
-        return os.path.join(self.directory, name)
+        return os.path.join(self._prefix, name)
 
     def _on_readable(self) -> None:
         while True:
@@ -305,16 +307,14 @@ class SiblingRelay:
         """Tell the other processes (called by ``ChangeNotifier.publish`` for this process's own changes)."""
         if self._sock is None:
             return
-        payloads = _datagrams(sorted(mailbox_ids))
-        if not payloads:
-            return
         try:
-            names = os.listdir(self.directory)
+            peers = [n for n in os.listdir(self.directory) if n != self._name and n.endswith(".sock")]
         except OSError:
             return
-        for name in names:
-            if name == self._name or not name.endswith(".sock"):
-                continue
+        if not peers:  # one server process on this file (the usual case): nothing to encode
+            return
+        payloads = _datagrams(sorted(mailbox_ids))
+        for name in peers:
             peer = self._address(name)
             for payload in payloads:
                 try:

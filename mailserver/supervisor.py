@@ -46,8 +46,9 @@ _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 _PR_SET_PDEATHSIG = 1
 
 
-def check_ports(config: Config, processes: int) -> None:
+def check_ports(config: Config) -> None:
     """Several processes need ports fixed in the configuration, each the same for all of them."""
+    processes = config.server.processes
     if processes < 1:
         raise ConfigError(f"server.processes must be 1 or more, got {processes}")
     if processes == 1:
