@@ -1,7 +1,7 @@
 """``make bench-smtp``: SMTP submission into the encrypted store, under N parallel connections.
 
 Starts ``masante-server`` in a subprocess on a throw-away database (SQLite by
-default, ``--pg DSN`` for an empty PostgreSQL database) with a fresh PKI, KEK
+default, ``--pg DSN`` for a fresh database on that PostgreSQL server, dropped at the end) with a fresh PKI, KEK
 and accounts in a temporary directory. N clients (default 20) each open one
 connection to the submission port, STARTTLS, AUTH PLAIN, then submit messages
 of realistic sizes from a shared list until it is empty, pipelining MAIL, RCPT
@@ -294,7 +294,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=20, help="parallel connections (default 20)")
     parser.add_argument("--messages", type=int, default=400, help="messages to submit (default 400)")
-    parser.add_argument("--pg", metavar="URL", help="an empty PostgreSQL database (postgresql://...) instead of SQLite")
+    parser.add_argument(
+        "--pg", metavar="URL", help="a PostgreSQL server (postgresql://...): a fresh database on it instead of SQLite"
+    )
     parser.add_argument("--letters", action="store_true", help="4 KB text letters instead of the 2 KB-2 MB mix")
     parser.add_argument("--reconnect", action="store_true", help="a new connection (STARTTLS, AUTH) per message")
     parser.add_argument("--processes", type=int, default=1, help="server processes sharing the port (default 1)")
@@ -305,32 +307,62 @@ def main() -> None:
     total_mb = sum(len(raw) for _, raw in work) / 2**20
     with tempfile.TemporaryDirectory(prefix="smtp-bench-") as d:
         tmp = Path(d)
-        cfg, ca, port = prepare(tmp, args.pg)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-        server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
-            [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)]
-            + ["--processes", str(args.processes)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
+        dsn = None
+        if args.pg:  # a database of its own, dropped at the end: a second run finds no accounts left by the first
+            from tests import support
+
+            dsn = support.new_pg_database(args.pg, "masante_bench")
         try:
-            assert server.stdout is not None
-            for line in server.stdout:
-                if "stop with Ctrl-C" in line:
-                    break
-            else:
-                sys.exit("the server did not start")
-            cpu_before = cpu_seconds(server.pid)
-            results, elapsed = asyncio.run(
-                run_clients(Target("127.0.0.1", port), ca, args.clients, work, reconnect=args.reconnect)
-            )
-            cpu = cpu_seconds(server.pid) - cpu_before
+            url = support.sqlalchemy_pg_url(dsn).replace("+asyncpg", "") if dsn else None
+            stored, filed, results, elapsed, cpu = _measure(tmp, url, args, work)
         finally:
-            server.terminate()
-            server.wait(30)
-        stored, filed = asyncio.run(_stored(cfg))
+            if dsn is not None:
+                support.drop_pg_database(args.pg, dsn)
+    _report(args, results, elapsed, cpu, stored, filed, total_mb)
+
+
+def _measure(
+    tmp: Path, url: str | None, args: argparse.Namespace, work: list[tuple[str, bytes]]
+) -> tuple[int, int, list[Result], float, float]:
+    """Set up, start the server, run the clients, stop it, count what the store holds."""
+    cfg, ca, port = prepare(tmp, url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
+    server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
+        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)]
+        + ["--processes", str(args.processes)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if "stop with Ctrl-C" in line:
+                break
+        else:
+            sys.exit("the server did not start")
+        cpu_before = cpu_seconds(server.pid)
+        results, elapsed = asyncio.run(
+            run_clients(Target("127.0.0.1", port), ca, args.clients, work, reconnect=args.reconnect)
+        )
+        cpu = cpu_seconds(server.pid) - cpu_before
+    finally:
+        server.terminate()
+        server.wait(30)
+    stored, filed = asyncio.run(_stored(cfg))
+    return stored, filed, results, elapsed, cpu
+
+
+def _report(
+    args: argparse.Namespace,
+    results: list[Result],
+    elapsed: float,
+    cpu: float,
+    stored: int,
+    filed: int,
+    total_mb: float,
+) -> None:
     latencies = [r.latency * 1000 for r in results]
     kind = "4 KB letters" if args.letters else "2 KB to 2 MB, ~half with a PDF"
     print(f"smtp submission: {len(results)} messages ({total_mb:.1f} MB, {kind})")

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailserver import metrics
 from mailserver.clock import Clock, SystemClock
 from mailserver.notify import CHANNEL
+from mailserver.store import direct
 from mailserver.store.db import Database
 from mailserver.store.groupcommit import Turn, group_of
 from mailserver.store.models.base import utcnow
@@ -195,7 +196,7 @@ class UnitOfWork:
         touched = sorted(self._touched)
         if touched and self.db.is_postgresql:
             # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
-            await self.session.execute(_NOTIFY, {"channel": CHANNEL, "payload": ",".join(map(str, touched))})
+            await direct.fetch(self.session, _NOTIFY, {"channel": CHANNEL, "payload": ",".join(map(str, touched))})
         await self.session.commit()  # on SQLite, releases the unit's savepoint in the batch
         if self._turn is not None:
             # the batch writes the entries, and its COMMIT anchors the head and wakes the watchers, once committed

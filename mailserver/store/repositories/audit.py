@@ -19,14 +19,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import BigInteger, Integer, Table, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
 from mailserver.store.errors import StoreError
 from mailserver.store.models import AuditEntry, AuditHead
 from mailserver.store.models.audit import AuditPending
-from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.repositories.base import Repository, execute, insert_many, is_postgresql, rows_of
 from mailserver.text import escape, escape_optional
 
 HEAD_ID = 1
@@ -64,6 +64,8 @@ _HEAD_UPDATE = (
 
 
 _INSERT_ENTRIES = insert(_LOG)
+#: PostgreSQL: one sealer of any process at a time, until its transaction ends
+_SEALER_LOCK = select(func.pg_advisory_xact_lock(bindparam("key", SEALER_LOCK, type_=BigInteger)))
 
 #: an entry chained, as its row is written (``AuditRepository.link``)
 ChainedRow = dict[str, Any]
@@ -216,11 +218,11 @@ class AuditRepository(Repository):
         Run in a transaction of its own, after the commits it seals. PostgreSQL: waits for the advisory lock,
         so one sealer of any process runs at a time; the entries it sees are those committed before its
         snapshot, and the next sealer takes the rest."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            await self.session.execute(select(func.pg_advisory_xact_lock(SEALER_LOCK)))
+        if is_postgresql(self.session):  # a statement of its own: the next one's snapshot sees what the last holder did
+            await execute(self.session, _SEALER_LOCK)
         # the oldest ``batch`` taken out of the pending table and read in one statement (the transaction chains
         # them before it commits: both or neither)
-        rows = sorted((await self.session.execute(_TAKE_PENDING, {"n": batch})).all(), key=lambda r: int(r[0]))
+        rows = sorted(await rows_of(self.session, _TAKE_PENDING, {"n": batch}), key=lambda r: int(r[0]))
         if not rows:
             return None, False
         entries = [PendingAudit(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
@@ -236,7 +238,7 @@ class AuditRepository(Repository):
         new, values = await self._link(pending, known=known)
         await insert_many(self.session, _LOG, values)
         if write_head:
-            await self.session.execute(*head_row_update(new))
+            await execute(self.session, *head_row_update(new))
         return new
 
     async def _link(
@@ -246,7 +248,8 @@ class AuditRepository(Repository):
         if known is not None:
             seq, prev, keyed_from = known.seq, known.hash, known.keyed_from
         else:
-            head = (await self.session.execute(_HEAD_FOR_UPDATE, {"id": HEAD_ID})).one_or_none()
+            found = await rows_of(self.session, _HEAD_FOR_UPDATE, {"id": HEAD_ID})
+            head = found[0] if found else None
             if head is None:
                 seq, prev, keyed_from = 0, GENESIS, 1
                 self.session.add(AuditHead(id=HEAD_ID, seq=0, hash=GENESIS, keyed_from=1))

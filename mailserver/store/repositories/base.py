@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.base import Executable
 
+from mailserver.store import direct
 from mailserver.store.errors import Conflict
 
 
@@ -31,21 +33,52 @@ class Repository:
         await self.session.flush()
 
 
+def is_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def rows_of(session: AsyncSession, stmt: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+    """The rows of a hot statement (tuples by position): on PostgreSQL straight from asyncpg (``store.direct``),
+    on SQLite through the session (its group commit already runs them without a round trip)."""
+    if is_postgresql(session):
+        return await direct.fetch(session, stmt, params)
+    return (await session.execute(cast(Any, stmt), params)).all()
+
+
+async def execute(session: AsyncSession, stmt: Executable, params: Mapping[str, Any] | None = None) -> None:
+    """``rows_of`` for a hot statement that returns nothing (an UPDATE without RETURNING, a lock)."""
+    if is_postgresql(session):
+        await direct.fetch(session, stmt, params)
+    else:
+        await session.execute(cast(Any, stmt), params)
+
+
+#: PostgreSQL: the INSERT of ``insert_many`` for a table and its columns, built once
+_INSERTS: dict[tuple[Table, tuple[str, ...]], Executable] = {}
+
+
 async def insert_many(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (dicts with the same keys, in the same order) with one driver-level ``executemany``.
 
     Imports write hundreds of thousands of rows; compiling parameters row by row would cost more than
-    the database's own work. Column types still convert the values: their bind processors run here."""
+    the database's own work. Column types still convert the values: their bind processors run here.
+    On PostgreSQL the statement goes straight to asyncpg (``store.direct``)."""
     if not rows:
+        return
+    names = tuple(rows[0])
+    if is_postgresql(session):
+        stmt = _INSERTS.get((table, names))
+        if stmt is None:
+            stmt = _INSERTS[(table, names)] = insert(table).values(
+                {n: bindparam(n, type_=table.c[n].type) for n in names}
+            )
+        await direct.execute_many(session, stmt, rows)
         return
     conn = await session.connection()
     dialect = conn.dialect
-    names = list(rows[0])
     quote = dialect.identifier_preparer.quote
     if dialect.paramstyle == "qmark":
         marks = ", ".join("?" for _ in names)
-    elif dialect.paramstyle == "numeric_dollar":
-        marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
     else:  # a driver this project does not use: let SQLAlchemy compile it
         await session.execute(insert(table), list(rows))
         return

@@ -11,14 +11,16 @@ import datetime as dt
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, exists, func, literal_column, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.base import Executable
 
 from mailserver.store.errors import Conflict
 from mailserver.store.models import Activity, ConversationGrant, Professional, PublishedMailbox
-from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.repositories.base import Repository, insert_many, is_postgresql, rows_of
 from mailserver.store.sealing import MetadataSealer
 
 DirectoryModel = type[Professional] | type[Activity] | type[PublishedMailbox]
@@ -193,6 +195,26 @@ class Grant:
 _GRANT_OF_PAIR = select(ConversationGrant.id).where(ConversationGrant.pair_digest == bindparam("pair"))
 
 
+_grants = cast(Table, ConversationGrant.__table__)
+#: PostgreSQL: a grant recorded or refreshed in one statement, the row locked by it; whether it is new (a row
+#: inserted by this transaction has no ``xmax``, one updated by it has this transaction's)
+_UPSERT_GRANT: Executable = (
+    pg_insert(_grants)
+    .values(
+        patient_digest=bindparam("patient_digest"),
+        pair_digest=bindparam("pair_digest"),
+        sealed=bindparam("sealed"),
+        granted_at=bindparam("at"),
+        refreshed_at=bindparam("at"),
+    )
+    .on_conflict_do_update(
+        index_elements=[_grants.c.pair_digest],
+        set_={"sealed": pg_insert(_grants).excluded.sealed, "refreshed_at": pg_insert(_grants).excluded.refreshed_at},
+    )
+    .returning(literal_column("xmax = 0"))
+)
+
+
 class GrantRepository(Repository):
     """Conversation grants, kept under the metadata key (``crypto.metadata``): addresses are lower-cased,
     looked up by digest and read back only by opening the sealed part."""
@@ -218,9 +240,12 @@ class GrantRepository(Repository):
         return (await self.session.execute(_GRANT_OF_PAIR, {"pair": self._pair(patient, contact)})).first() is not None
 
     async def grant(self, patient: str, contact: str, *, granted_by: str, at: dt.datetime) -> bool:
-        """Record (or refresh) the grant; True if it is new."""
+        """Record (or refresh) the grant; True if it is new. PostgreSQL: one upsert (``_UPSERT_GRANT``)."""
         pair = self._pair(patient, contact)
         sealed = self._seal(pair, patient, contact, granted_by)
+        if is_postgresql(self.session):
+            params = {"patient_digest": self._patient(patient), "pair_digest": pair, "sealed": sealed, "at": at}
+            return bool((await rows_of(self.session, _UPSERT_GRANT, params))[0][0])
         stmt = select(ConversationGrant).where(ConversationGrant.pair_digest == pair)
         row = (await self.session.execute(stmt.with_for_update())).scalar_one_or_none()
         if row is not None:

@@ -49,7 +49,7 @@ from sqlalchemy.orm import load_only
 
 from mailserver.store.models import Account, Blob, ExpungedMessage, Mailbox, Message
 from mailserver.store.models.base import utcnow
-from mailserver.store.repositories.base import Repository, insert_many
+from mailserver.store.repositories.base import Repository, insert_many, is_postgresql, rows_of
 from mailserver.store.repositories.quota import USAGE_BY_ACCOUNT, Usage
 from mailserver.store.sealing import MetadataSealer, mailbox_name_digest, open_mailbox_name, seal_mailbox_name
 
@@ -395,10 +395,10 @@ class MailboxRepository(Repository):
             chunk = digests[i : i + CHUNK]
             if usage or lock:
                 params = {"digests": chunk, "account_ids": sorted({wanted[d][0] for d in chunk})}
-                rows = await self.session.execute(_ROWS_AND_USAGE if usage else _ROWS_AND_ANCHORS_FOR_UPDATE, params)
+                rows = await rows_of(self.session, _ROWS_AND_USAGE if usage else _ROWS_AND_ANCHORS_FOR_UPDATE, params)
             else:
-                rows = await self.session.execute(_ROWS_BY_DIGEST, {"digests": chunk})
-            for r in rows.all():
+                rows = await rows_of(self.session, _ROWS_BY_DIGEST, {"digests": chunk})
+            for r in rows:
                 account_id, name = wanted.get(bytes(r[2]), (None, ""))
                 if account_id != int(r[1]):  # an anchor only; or (keyed by its account, it cannot be) another's
                     continue
@@ -540,16 +540,16 @@ class MailboxRepository(Repository):
         as every writer takes them, then moved with one ``UPDATE ... RETURNING`` per distinct count."""
         ids = sorted(counts)
         out: dict[int, tuple[int, int]] = {}
-        postgresql = self.session.get_bind().dialect.name == "postgresql"
+        postgresql = is_postgresql(self.session)
         for chunk in _chunks(ids):
             if postgresql and len(chunk) > 1:  # one: the UPDATE locks it
-                await self.session.execute(_LOCK_MANY, {"ids": chunk})
+                await rows_of(self.session, _LOCK_MANY, {"ids": chunk})
             by_count: dict[int, list[int]] = {}
             for mailbox_id in chunk:
                 by_count.setdefault(counts[mailbox_id], []).append(mailbox_id)
             for count, group in by_count.items():
-                rows = await self.session.execute(_ALLOCATE, {"ids": group, "n": count})
-                for mailbox_id, uidnext, modseq in rows.all():
+                rows = await rows_of(self.session, _ALLOCATE, {"ids": group, "n": count})
+                for mailbox_id, uidnext, modseq in rows:
                     out[int(mailbox_id)] = (int(uidnext) - count, int(modseq))
         return out
 

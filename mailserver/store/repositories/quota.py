@@ -21,7 +21,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, func, or_, select
 
 from mailserver.store.models import Mailbox, Message
-from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.base import Repository, rows_of
 
 _mb = cast(Table, Mailbox.__table__)
 _msg = cast(Table, Message.__table__)
@@ -79,8 +79,8 @@ class UsageViews(Repository):
         """``usage`` of several accounts, one grouped query per 500; an account with no message is absent."""
         out: dict[int, Usage] = {}
         for i in range(0, len(account_ids), 500):
-            rows = await self.session.execute(_USAGE_MANY, {"account_ids": list(account_ids[i : i + 500])})
-            for account_id, octets, count in rows.all():
+            rows = await rows_of(self.session, _USAGE_MANY, {"account_ids": list(account_ids[i : i + 500])})
+            for account_id, octets, count in rows:
                 out[int(account_id)] = Usage(int(octets), int(count))
         return out
 
