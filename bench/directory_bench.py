@@ -95,15 +95,17 @@ def fresh_url(kind: str, tmp: Path) -> str:
 
         name = f"masante_bench_{os.getpid()}_{int(time.time())}"
         asyncio.run(support.pg_admin(kind, f'CREATE DATABASE "{name}"'))
-        return kind.rsplit("/", 1)[0] + "/" + name
+        return support.pg_database_of(kind, name)
     return f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
 
 
 def drop(url: str, admin: str) -> None:
     if url.startswith("postgresql"):
+        from urllib.parse import urlsplit
+
         from tests import support
 
-        name = url.rsplit("/", 1)[1]
+        name = urlsplit(url).path.lstrip("/")
         asyncio.run(support.pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

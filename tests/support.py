@@ -86,15 +86,24 @@ def new_pg_database(admin_dsn: str, prefix: str) -> str:
 
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     asyncio.run(pg_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
-    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = pg_database_of(admin_dsn, name)
     asyncio.run(migrate_url(sqlalchemy_pg_url(dsn)))
     return dsn
 
 
+def pg_database_of(dsn: str, name: str) -> str:
+    """``dsn`` naming database ``name`` instead: its path replaced, its query (``?host=/var/run/postgresql``, a Unix
+    socket) kept."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
 def drop_pg_database(admin_dsn: str, dsn: str) -> None:
     import asyncio
+    from urllib.parse import urlsplit
 
-    name = dsn.rsplit("/", 1)[1]
+    name = urlsplit(dsn).path.lstrip("/")
     asyncio.run(pg_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

@@ -137,7 +137,10 @@ async def execute_many(session: AsyncSession, stmt: Executable, rows: Sequence[M
         if adapted._transaction is None:
             await adapted._start_transaction()
         try:
-            await adapted._connection.executemany(c.sql, args)
+            if len(args) == 1:  # asyncpg's executemany sets up a pipeline: for one row, a plain execute is cheaper
+                await adapted._connection.execute(c.sql, *args[0])
+            else:
+                await adapted._connection.executemany(c.sql, args)
         except Exception as error:
             _raise(adapted, c.sql, args, error)
 

@@ -233,7 +233,7 @@ async def legacy_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         request.getfixturevalue("pg_database")  # skips (or fails in CI) without PostgreSQL
         name = f"masante_legacy_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         await support.pg_admin(PG_ADMIN_DSN, f'CREATE DATABASE "{name}"')
-        dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+        dsn = support.pg_database_of(PG_ADMIN_DSN, name)
         url = support.sqlalchemy_pg_url(dsn)
     db = Database(url)
     try:
@@ -258,7 +258,7 @@ async def legacy_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         await db.dispose()
     yield url
     if dsn is not None:
-        await support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_old_entries_verify_as_legacy_up_to_the_marker(

@@ -99,7 +99,7 @@ async def bare_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             if os.environ.get("MASANTE_REQUIRE_POSTGRES"):
                 pytest.fail(f"PostgreSQL is required here but unreachable: {exc}")
             pytest.skip(f"PostgreSQL not reachable: {exc}")
-        dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+        dsn = support.pg_database_of(PG_ADMIN_DSN, name)
         url = support.sqlalchemy_pg_url(dsn)
     db = Database(url)
     try:
@@ -108,7 +108,7 @@ async def bare_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         await db.dispose()
     yield url
     if dsn is not None:
-        await support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
+        await support.pg_admin(PG_ADMIN_DSN, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_upgrading_seals_the_grants_already_there_and_downgrading_opens_them(bare_url: str) -> None:
