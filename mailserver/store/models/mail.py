@@ -119,6 +119,10 @@ class Mailbox(Base):
     highestmodseq: Mapped[int] = mapped_column(BigInteger, default=1)
     first_recent_uid: Mapped[int] = mapped_column(BigInteger, default=1)  # RFC 3501 \Recent bookkeeping
     subscribed: Mapped[bool] = mapped_column(Boolean, default=True)
+    # what the mailbox holds (its messages' sizes, their number), kept by triggers on ``messages`` (migration 0021):
+    # the quota reads them; never written by the application
+    octets: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    message_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     #: the full path, "/" as hierarchy delimiter; INBOX is "INBOX" (not a column: see the class notes)

@@ -7,7 +7,7 @@ Invariants:
   is seen by the very next login.
 - ``local`` (SMTP RCPT, a resolved sender) is one statement, built once at import, read as it is now: the
   domain's row decides whether the address is ours, the account row (outer-joined, by address) who it is;
-  with ``usage``, the same statement sums what the account's messages weigh with ``UsageViews.usage``'s ``USAGE_SUMS``.
+  with ``usage``, the same statement reads what its mailboxes hold with ``UsageViews.usage``'s ``USAGE_SUMS``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from mailserver.store.models import (
     Domain,
     DomainKind,
     Mailbox,
-    Message,
 )
 from mailserver.store.repositories.base import Repository
 from mailserver.store.repositories.quota import USAGE_SUMS, Usage
@@ -46,7 +45,6 @@ _LOCAL_WITH_USAGE = (
     .select_from(Domain)
     .outerjoin(Account, Account.address == bindparam("address"))
     .outerjoin(Mailbox, Mailbox.account_id == Account.id)
-    .outerjoin(Message, Message.mailbox_id == Mailbox.id)
     .where(Domain.name == bindparam("domain"))
     .group_by(Domain.id, Account.id)
 )

@@ -1,10 +1,12 @@
 """What an account's messages weigh, for its storage quota (``mailserver.quota``).
 
 Invariants:
-- Usage is read from the message rows of the account's mailboxes (their RFC822 sizes: each copy counts,
-  as in RFC 9208 §5.1), never from a counter that could drift; one aggregate query per quota root. SMTP
-  RCPT's read of the account root is the same aggregate, folded into its read of the recipient's account
-  (``AccountRepository.local``), with the same ``USAGE_SUMS``.
+- Usage is what the account's mailboxes hold (their messages' RFC822 sizes: each copy counts, as in RFC 9208
+  §5.1), read from the mailbox rows (``octets``, ``message_count``), which the database's own triggers on
+  ``messages`` keep in the transaction of each change (migration 0021): not a counter the application keeps,
+  so no code path can forget it, and a read is a handful of rows, not every message of the account. One
+  aggregate query per quota root. SMTP RCPT's read of the account root is the same aggregate, folded into its
+  read of the recipient's account (``AccountRepository.local``), with the same ``USAGE_SUMS``.
 - Built on the unit of work's session (``UsageViews(uow.session)``): it reads in that transaction.
 - ``lock_anchors`` locks mailbox rows only, in ascending id order, as every writer takes them (PostgreSQL;
   SQLite's writer holds the whole database already): an account's anchor is its lowest mailbox row.
@@ -20,26 +22,23 @@ from typing import cast
 
 from sqlalchemy import Table, bindparam, func, or_, select
 
-from mailserver.store.models import Mailbox, Message
+from mailserver.store.models import Mailbox
 from mailserver.store.repositories.base import Repository, rows_of
 
 _mb = cast(Table, Mailbox.__table__)
-_msg = cast(Table, Message.__table__)
-#: what the messages weigh and how many they are, over the rows joined (a quota root's usage)
-USAGE_SUMS = (func.coalesce(func.sum(_msg.c.size), 0), func.count(_msg.c.id))
-_OF_ACCOUNT = _msg.join(_mb, _msg.c.mailbox_id == _mb.c.id)
-_USAGE = select(*USAGE_SUMS).select_from(_OF_ACCOUNT).where(_mb.c.account_id == bindparam("account_id"))
+#: what the messages weigh and how many they are, over the mailbox rows read (a quota root's usage): each row
+#: keeps its own (``Mailbox.octets``, ``message_count``, kept by triggers on ``messages``, migration 0021)
+USAGE_SUMS = (func.coalesce(func.sum(_mb.c.octets), 0), func.coalesce(func.sum(_mb.c.message_count), 0))
+_USAGE = select(*USAGE_SUMS).where(_mb.c.account_id == bindparam("account_id"))
 _USAGE_IN = _USAGE.where(_mb.c.id.in_(bindparam("mailbox_ids", expanding=True)))
 _USAGE_MANY = (
     select(_mb.c.account_id, *USAGE_SUMS)
-    .select_from(_OF_ACCOUNT)
     .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
     .group_by(_mb.c.account_id)
 )
 #: usage by account, of the accounts ``account_ids``: to join with the mailbox rows of a delivery (SQLite)
 USAGE_BY_ACCOUNT = (
-    select(_mb.c.account_id, func.sum(_msg.c.size).label("octets"), func.count(_msg.c.id).label("messages"))
-    .select_from(_OF_ACCOUNT)
+    select(_mb.c.account_id, func.sum(_mb.c.octets).label("octets"), func.sum(_mb.c.message_count).label("messages"))
     .where(_mb.c.account_id.in_(bindparam("account_ids", expanding=True)))
     .group_by(_mb.c.account_id)
     .subquery("usage")
