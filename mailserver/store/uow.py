@@ -33,13 +33,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, TypeVar
 
-from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailserver import metrics
 from mailserver.clock import Clock, SystemClock
 from mailserver.notify import CHANNEL
-from mailserver.store import direct
 from mailserver.store.db import Database
 from mailserver.store.groupcommit import Turn, group_of
 from mailserver.store.models.base import utcnow
@@ -68,9 +66,6 @@ from mailserver.store.repositories.certificates import CertificateRepository
 from mailserver.store.sealing import SESSION_SEALER, MetadataSealer
 
 R = TypeVar("R")
-
-#: PostgreSQL: the mailboxes a unit changed, told to every LISTENing process when it commits (built once)
-_NOTIFY = select(func.pg_notify(bindparam("channel", type_=String), bindparam("payload", type_=String)))
 
 
 class _Repository(Generic[R]):
@@ -180,9 +175,13 @@ class UnitOfWork:
             raise RuntimeError("a read-only unit of work cannot commit")
         started = time.perf_counter()
         rows: list[ChainedRow] = []
+        touched = sorted(self._touched)
         if self.db.is_postgresql:
-            # no lock shared by every writer: the entries wait in audit_pending, chained after the commit
-            staged = await self.audit_log.stage(self._pending_audit)
+            # no lock shared by every writer: the entries wait in audit_pending, chained after the commit; the
+            # mailboxes changed told to every LISTENing process when (and only if) this commits, by the same
+            # statement
+            notify = (CHANNEL, ",".join(map(str, touched))) if touched else None
+            staged = await self.audit_log.stage(self._pending_audit, notify=notify)
             head = None
         elif self._turn is not None and self._pending_audit:
             # chained from the batch's head; the entries and the head row written once for the batch, before its
@@ -193,10 +192,6 @@ class UnitOfWork:
         else:
             staged = False
             head = await self.audit_log.append(self._pending_audit)
-        touched = sorted(self._touched)
-        if touched and self.db.is_postgresql:
-            # delivered by PostgreSQL to every LISTENing process when (and only if) this commits
-            await direct.fetch(self.session, _NOTIFY, {"channel": CHANNEL, "payload": ",".join(map(str, touched))})
         await self.session.commit()  # on SQLite, releases the unit's savepoint in the batch
         if self._turn is not None:
             # the batch writes the entries, and its COMMIT anchors the head and wakes the watchers, once committed

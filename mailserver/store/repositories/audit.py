@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Integer, Table, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import BigInteger, Integer, Table, Update, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mailserver.store.auditchain import GENESIS, AuditTrail, BadAnchor, Checkpoint, canonical, legacy_link
@@ -64,6 +64,16 @@ _HEAD_UPDATE = (
 
 
 _INSERT_ENTRIES = insert(_LOG)
+#: PostgreSQL: a unit's entries staged in one statement (arrays, ``unnest``), with its change notification or not
+_STAGED = ("at", "actor", "action", "object_id", "outcome", "detail")
+_STAGE_ROWS = (
+    "INSERT INTO audit_pending (at, actor, action, object_id, outcome, detail)"
+    " SELECT * FROM unnest(CAST(:at AS timestamptz[]), CAST(:actor AS varchar[]), CAST(:action AS varchar[]),"
+    " CAST(:object_id AS varchar[]), CAST(:outcome AS varchar[]), CAST(:detail AS text[]))"
+)
+_STAGE = text(_STAGE_ROWS)
+#: a data-modifying WITH runs once whether or not the query reads it: the entries and the NOTIFY, one round trip
+_STAGE_AND_NOTIFY = text(f"WITH staged AS ({_STAGE_ROWS}) SELECT pg_notify(:channel, :payload)")
 #: PostgreSQL: one sealer of any process at a time, until its transaction ends
 _SEALER_LOCK = select(func.pg_advisory_xact_lock(bindparam("key", SEALER_LOCK, type_=BigInteger)))
 
@@ -191,26 +201,21 @@ class AuditRepository(Repository):
         its transaction, before its COMMIT (``write_chained``); ``pending`` must not be empty."""
         return await self._link([_escaped(p) for p in pending], known=known)
 
-    async def stage(self, pending: Sequence[PendingAudit]) -> bool:
-        """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any."""
-        if not pending:
+    async def stage(self, pending: Sequence[PendingAudit], *, notify: tuple[str, str] | None = None) -> bool:
+        """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any.
+        PostgreSQL: one statement whatever their number (``_STAGE``), ``notify`` (channel, payload: the unit's
+        ``pg_notify``) sent by the same statement."""
+        entries = list(map(_escaped, pending))
+        if not entries and notify is None:
             return False
-        await insert_many(
-            self.session,
-            _PENDING,
-            [
-                {
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "object_id": e.object_id,
-                    "outcome": e.outcome,
-                    "detail": e.detail,
-                }
-                for e in map(_escaped, pending)
-            ],
-        )
-        return True
+        columns: dict[str, list[Any]] = {name: [] for name in _STAGED}
+        for e in entries:
+            for name in _STAGED:
+                columns[name].append(getattr(e, name))
+        channel, payload = notify if notify is not None else ("", "")
+        stmt = _STAGE_AND_NOTIFY if notify is not None else _STAGE
+        await execute(self.session, stmt, {**columns, "channel": channel, "payload": payload})
+        return bool(entries)
 
     async def seal(self, batch: int = SEAL_BATCH) -> tuple[Checkpoint | None, bool]:
         """Chain up to ``batch`` committed pending entries, oldest first: (new head or None, more left).
