@@ -48,6 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.site import start_server  # noqa: E402 - after the checkout is on the path
+
 PASSWORD = "bench-password"  # noqa: S105 - a throw-away account on a throw-away database
 DOMAIN = "bench.test"
 SEED_MESSAGES = 50
@@ -487,24 +489,6 @@ def imaps_port(cfg: Path) -> int:
     m = re.search(r"^imaps = (\d+)$", cfg.read_text(), re.MULTILINE)
     assert m is not None
     return int(m.group(1))
-
-
-def start_server(cfg: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(  # noqa: S603 - our own server
-        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "stop with Ctrl-C" in line:
-            return proc
-    proc.kill()
-    raise SystemExit("the server did not start:\n" + "".join(seen[-20:]))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.site import start_server  # noqa: E402 - after the checkout is on the path
 from bench.smtp_bench import DOMAIN, RECIPIENTS, SENDER, Client, Target, _b64_lines, _pdf, _seed  # noqa: E402
 
 MB = 1_000_000
@@ -160,22 +159,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as d:
         tmp = Path(d)
         cfg, ca, port = prepare(tmp, args.pg, size, args.large_message_size)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-        server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
-            [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
+        server = start_server(cfg)
         sampler = Sampler(server.pid)
         try:
-            assert server.stdout is not None
-            for line in server.stdout:
-                if "stop with Ctrl-C" in line:
-                    break
-            else:
-                sys.exit("the server did not start")
             sampler.start()
             target = Target("127.0.0.1", port)
             asyncio.run(submit(target, ca, [make_message(0, 0, b"warm-up")]))  # imports, TLS, first unit of work

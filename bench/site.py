@@ -3,7 +3,11 @@ a configuration with only the listeners asked for, on 127.0.0.1."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +64,27 @@ def write_site(
     cfg = build(data, {}, tmp / "masante.toml")
     (tmp / "masante.toml").write_text(cfg.to_toml())
     return cfg, port
+
+
+def start_server(cfg: Path, *args: str) -> subprocess.Popen[str]:
+    """``masante-server --config cfg *args`` in a subprocess, returned once it says it is ready (its output read
+    from then on by a thread, so that its logs never fill the pipe); no ``MASANTE_*`` variable of ours reaches it.
+    Exits with the server's last lines if it does not start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
+    proc = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
+        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "stop with Ctrl-C" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc
+    proc.kill()
+    raise SystemExit("the server did not start:\n" + "".join(seen[-20:]))

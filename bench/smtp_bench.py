@@ -26,7 +26,6 @@ import os
 import random
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.site import start_server  # noqa: E402 - after the checkout is on the path
 
 PASSWORD = "bench-password"  # noqa: S105 - a throw-away account on a throw-away database
 DOMAIN = "hopital.bench.test"
@@ -326,22 +327,8 @@ def _measure(
 ) -> tuple[int, int, list[Result], float, float]:
     """Set up, start the server, run the clients, stop it, count what the store holds."""
     cfg, ca, port = prepare(tmp, url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASANTE_")}
-    server = subprocess.Popen(  # noqa: S603 - our own server, our own arguments
-        [sys.executable, "-c", "from mailserver.app import main; main()", "--config", str(cfg)]
-        + ["--processes", str(args.processes)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    server = start_server(cfg, "--processes", str(args.processes))
     try:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if "stop with Ctrl-C" in line:
-                break
-        else:
-            sys.exit("the server did not start")
         cpu_before = cpu_seconds(server.pid)
         results, elapsed = asyncio.run(
             run_clients(Target("127.0.0.1", port), ca, args.clients, work, reconnect=args.reconnect)
