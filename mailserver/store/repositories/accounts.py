@@ -29,24 +29,26 @@ from mailserver.store.models import (
     DomainKind,
     Mailbox,
 )
-from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.base import Repository, rows_of
 from mailserver.store.repositories.quota import USAGE_SUMS, Usage
 
-#: the domain named ``domain`` and the account of ``address`` if there is one (SMTP RCPT, a resolved sender)
+_ACCOUNTS = cast(Table, Account.__table__)
+#: the domain named ``domain`` and the account of ``address`` if there is one (SMTP RCPT, a resolved sender): Core
+#: columns, the account built from them (no ORM load on the RCPT path)
 _LOCAL = (
-    select(Domain.id, Account)
+    select(Domain.id, _ACCOUNTS)
     .select_from(Domain)
-    .outerjoin(Account, Account.address == bindparam("address"))
+    .outerjoin(_ACCOUNTS, _ACCOUNTS.c.address == bindparam("address"))
     .where(Domain.name == bindparam("domain"))
 )
-#: the same, and the sizes and number of the account's messages (``UsageViews.usage``, the account's root)
+#: the same, and what the account's mailboxes hold (``UsageViews.usage``, the account's root)
 _LOCAL_WITH_USAGE = (
-    select(Domain.id, Account, *USAGE_SUMS)
+    select(Domain.id, _ACCOUNTS, *USAGE_SUMS)
     .select_from(Domain)
-    .outerjoin(Account, Account.address == bindparam("address"))
-    .outerjoin(Mailbox, Mailbox.account_id == Account.id)
+    .outerjoin(_ACCOUNTS, _ACCOUNTS.c.address == bindparam("address"))
+    .outerjoin(Mailbox, Mailbox.account_id == _ACCOUNTS.c.id)
     .where(Domain.name == bindparam("domain"))
-    .group_by(Domain.id, Account.id)
+    .group_by(Domain.id, _ACCOUNTS.c.id)
 )
 
 
@@ -80,7 +82,6 @@ class DomainRepository(Repository):
         return {int(domain_id): int(count) for domain_id, count in rows.all()}
 
 
-_ACCOUNTS = cast(Table, Account.__table__)
 _ACTIVITY = cast(Table, AccountActivity.__table__)
 #: what a login reads, in one statement: the account row and its last login and warning (outer join: an account
 #: never logged in nor warned has no activity row)
@@ -114,11 +115,14 @@ class AccountRepository(Repository):
     async def local(self, address: str, domain: str, *, usage: bool = False) -> LocalAddress | None:
         """``address`` if ``domain`` (its domain) is one of ours, else None; one statement (``_LOCAL``)."""
         params = {"address": address.lower(), "domain": domain.lower()}
+        rows = await rows_of(self.session, _LOCAL_WITH_USAGE if usage else _LOCAL, params)
+        if not rows:
+            return None
+        r, n = rows[0], len(_ACCOUNT_COLUMNS)
+        account = None if r[1] is None else Account(**dict(zip(_ACCOUNT_COLUMNS, r[1 : 1 + n], strict=True)))
         if not usage:
-            found = (await self.session.execute(_LOCAL, params)).first()
-            return None if found is None else LocalAddress(found[1])
-        row = (await self.session.execute(_LOCAL_WITH_USAGE, params)).first()
-        return None if row is None else LocalAddress(row[1], Usage(int(row[2]), int(row[3])))
+            return LocalAddress(account)
+        return LocalAddress(account, Usage(int(r[1 + n]), int(r[2 + n])))
 
     async def for_login(self, address: str) -> LoginFacts | None:
         """The account at ``address`` (already canonical) and its activity, in one Core statement."""
