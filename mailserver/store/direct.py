@@ -9,7 +9,9 @@ through ``fetch`` and ``execute_many`` here instead (``repositories.base.rows_of
 ``insert_many``).
 
 Invariants:
-- A statement is a Core statement of this project, compiled once per dialect and kept. PostgreSQL: its
+- A statement is a Core statement of this project built once (a module constant, or one kept per table and
+  columns as ``insert_many`` keeps them), compiled once per dialect and kept: a statement built per call must
+  not come here, each would be kept. PostgreSQL: its
   bound parameters numbered ``$1``, ``$2``... in order of appearance, an ``IN`` of an expanding parameter
   turned into ``= ANY($n)`` (``NOT IN``: ``<> ALL($n)``), one array parameter whatever the number of values:
   asyncpg prepares one statement for every call. SQLite: a ``?`` per parameter, an expanding one a ``?`` per
