@@ -36,7 +36,7 @@ Invariants:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -84,7 +84,6 @@ def compiled(stmt: Executable, dialect: Any = None) -> Compiled:
     pieces: list[str] = []
     negated: set[int] = set()
     last = 0
-    text = c.string.replace("%%", "%")
     for m in _PLACEHOLDER.finditer(c.string):
         param = m.group(2) or m.group(3)
         if m.group(2) is not None:
@@ -144,20 +143,19 @@ def _many(c: Compiled, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """``_args`` of each row; a converted value that repeats (a batch's timestamp) converted once."""
     if not c.bind or len(rows) == 1:
         return [_args(c, r) for r in rows]
-    memo: dict[str, dict[Any, Any]] = {name: {} for name in c.bind}
+    memo: dict[str, dict[Any, Any]] = {name: {} for name in c.bind if name not in c.expanding}
     out = []
     for r in rows:
         values = []
         for name in c.names:
-            v = r[name] if name in r else c.defaults[name]
             seen = memo.get(name)
-            if seen is not None and not isinstance(v, (bytes, bytearray, memoryview)):  # a body: unique, never hashed
-                if v not in seen:
-                    seen[v] = c.bind[name](v)
-                v = seen[v]
-            elif seen is not None:
-                v = c.bind[name](v)
-            values.append(v)
+            v = r[name] if name in r else c.defaults[name]
+            if seen is None or isinstance(v, (bytes, bytearray, memoryview)):  # a body: unique, never hashed
+                values.append(_value(c, name, r))
+                continue
+            if v not in seen:
+                seen[v] = c.bind[name](v)
+            values.append(seen[v])
         out.append(values)
     return out
 
@@ -206,14 +204,7 @@ async def fetch(session: AsyncSession, stmt: Executable, params: Mapping[str, An
     c = compiled(stmt)
     args = _args(c, params or {})
     _conn, adapted = await _heard(session, stmt, c.sql, args, False)
-    async with adapted._execute_mutex:
-        if adapted._transaction is None:
-            await adapted._start_transaction()
-        try:
-            rows = await adapted._connection.fetch(c.sql, *args)
-        except Exception as error:
-            _raise(adapted, c.sql, args, error)
-    return _processed(c, rows)
+    return _processed(c, await _on_asyncpg(adapted, c.sql, args, lambda driver: driver.fetch(c.sql, *args)))
 
 
 async def execute_many(session: AsyncSession, stmt: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -232,16 +223,22 @@ async def execute_many(session: AsyncSession, stmt: Executable, rows: Sequence[M
     c = compiled(stmt)
     args = _many(c, rows)
     _conn, adapted = await _heard(session, stmt, c.sql, args, True)
+    if len(args) == 1:  # asyncpg's executemany sets up a pipeline: for one row, a plain execute is cheaper
+        await _on_asyncpg(adapted, c.sql, args, lambda driver: driver.execute(c.sql, *args[0]))
+    else:
+        await _on_asyncpg(adapted, c.sql, args, lambda driver: driver.executemany(c.sql, args))
+
+
+async def _on_asyncpg(adapted: Any, sql: str, args: Any, run: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``run(asyncpg connection)`` as SQLAlchemy's adapter runs a statement: under its lock, in its transaction
+    (begun here if no statement began it), an error translated (``_raise``)."""
     async with adapted._execute_mutex:
         if adapted._transaction is None:
             await adapted._start_transaction()
         try:
-            if len(args) == 1:  # asyncpg's executemany sets up a pipeline: for one row, a plain execute is cheaper
-                await adapted._connection.execute(c.sql, *args[0])
-            else:
-                await adapted._connection.executemany(c.sql, args)
+            return await run(adapted._connection)
         except Exception as error:
-            _raise(adapted, c.sql, args, error)
+            _raise(adapted, sql, args, error)
 
 
 async def _fetch_sqlite(session: AsyncSession, stmt: Executable, params: Mapping[str, Any], dialect: Any) -> list[Any]:
