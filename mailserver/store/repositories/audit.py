@@ -202,19 +202,16 @@ class AuditRepository(Repository):
         return await self._link([_escaped(p) for p in pending], known=known)
 
     async def stage(self, pending: Sequence[PendingAudit], *, notify: tuple[str, str] | None = None) -> bool:
-        """Insert ``pending`` unchained, in the caller's transaction, taking no shared lock; True if any.
-        PostgreSQL: one statement whatever their number (``_STAGE``), ``notify`` (channel, payload: the unit's
-        ``pg_notify``) sent by the same statement."""
+        """PostgreSQL (its units of work stage, its sealer chains): insert ``pending`` unchained, in the caller's
+        transaction, taking no shared lock, in one statement whatever their number (``_STAGE``); ``notify``
+        (channel, payload: the unit's ``pg_notify``) sent by the same statement. True if any entry."""
         entries = list(map(_escaped, pending))
         if not entries and notify is None:
             return False
-        columns: dict[str, list[Any]] = {name: [] for name in _STAGED}
-        for e in entries:
-            for name in _STAGED:
-                columns[name].append(getattr(e, name))
-        channel, payload = notify if notify is not None else ("", "")
-        stmt = _STAGE_AND_NOTIFY if notify is not None else _STAGE
-        await execute(self.session, stmt, {**columns, "channel": channel, "payload": payload})
+        params: dict[str, Any] = {name: [getattr(e, name) for e in entries] for name in _STAGED}
+        if notify is not None:
+            params["channel"], params["payload"] = notify
+        await execute(self.session, _STAGE if notify is None else _STAGE_AND_NOTIFY, params)
         return bool(entries)
 
     async def seal(self, batch: int = SEAL_BATCH) -> tuple[Checkpoint | None, bool]:
@@ -303,7 +300,7 @@ class AuditRepository(Repository):
 
         Called first in its unit of work: on PostgreSQL the walk reads one snapshot (REPEATABLE READ), so a sealer
         chaining entries meanwhile does not show a head older than the entries read after it."""
-        if self.session.get_bind().dialect.name == "postgresql" and not self.session.in_transaction():
+        if is_postgresql(self.session) and not self.session.in_transaction():
             await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         trail = self._key()
         head = (await self.session.execute(select(AuditHead.seq, AuditHead.hash, AuditHead.keyed_from))).one_or_none()

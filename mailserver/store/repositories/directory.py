@@ -198,21 +198,17 @@ _GRANT_OF_PAIR = select(ConversationGrant.id).where(ConversationGrant.pair_diges
 _grants = cast(Table, ConversationGrant.__table__)
 #: PostgreSQL: a grant recorded or refreshed in one statement, the row locked by it; whether it is new (a row
 #: inserted by this transaction has no ``xmax``, one updated by it has this transaction's)
-_UPSERT_GRANT: Executable = (
-    pg_insert(_grants)
-    .values(
-        patient_digest=bindparam("patient_digest"),
-        pair_digest=bindparam("pair_digest"),
-        sealed=bindparam("sealed"),
-        granted_at=bindparam("at"),
-        refreshed_at=bindparam("at"),
-    )
-    .on_conflict_do_update(
-        index_elements=[_grants.c.pair_digest],
-        set_={"sealed": pg_insert(_grants).excluded.sealed, "refreshed_at": pg_insert(_grants).excluded.refreshed_at},
-    )
-    .returning(literal_column("xmax = 0"))
+_NEW_GRANT = pg_insert(_grants).values(
+    patient_digest=bindparam("patient_digest"),
+    pair_digest=bindparam("pair_digest"),
+    sealed=bindparam("sealed"),
+    granted_at=bindparam("at"),
+    refreshed_at=bindparam("at"),
 )
+_UPSERT_GRANT: Executable = _NEW_GRANT.on_conflict_do_update(
+    index_elements=[_grants.c.pair_digest],
+    set_={"sealed": _NEW_GRANT.excluded.sealed, "refreshed_at": _NEW_GRANT.excluded.refreshed_at},
+).returning(literal_column("xmax = 0"))
 
 
 class GrantRepository(Repository):

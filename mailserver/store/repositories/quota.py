@@ -23,7 +23,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, func, or_, select
 
 from mailserver.store.models import Mailbox
-from mailserver.store.repositories.base import Repository, rows_of
+from mailserver.store.repositories.base import Repository, is_postgresql, rows_of
 
 _mb = cast(Table, Mailbox.__table__)
 #: what the messages weigh and how many they are, over the mailbox rows read (a quota root's usage): each row
@@ -87,7 +87,7 @@ class UsageViews(Repository):
         """Lock the anchor of each account (its lowest mailbox row) and the rows ``mailbox_ids``, in ascending
         id order, until the transaction ends: the writers of one account's quota take turns (PostgreSQL; one
         statement per 500 accounts)."""
-        if self.session.get_bind().dialect.name != "postgresql":
+        if not is_postgresql(self.session):
             return
         targets = sorted(mailbox_ids)
         for i in range(0, max(len(account_ids), 1), 500):

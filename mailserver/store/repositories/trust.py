@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, text, update
 
 from mailserver.store.models import OperatorStatus, PublishedMailbox, TrustedOperator, TrustedOperatorDN, TrustImport
-from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.base import Repository, is_postgresql
 
 #: a DN as stored: (as written, canonical key)
 DN = tuple[str, str]
@@ -46,7 +46,7 @@ class TrustRepository(Repository):
 
         SQLite: ``BEGIN IMMEDIATE`` already holds the write lock. PostgreSQL: a table lock that lets
         readers (the server) go on reading the old state."""
-        if self.session.get_bind().dialect.name == "postgresql":
+        if is_postgresql(self.session):
             await self.session.execute(text("LOCK TABLE trust_operators IN SHARE ROW EXCLUSIVE MODE"))
 
     async def get(self, domain: str) -> TrustedOperator | None:

@@ -34,11 +34,11 @@ _FILL = sa.text(
     " message_count = (SELECT count(*) FROM messages m WHERE m.mailbox_id = mailboxes.id)"
 )
 
-#: the two sides of a message's move or resize (rare: MOVE copies then expunges; nothing resizes today)
-_MOVED = (
-    "UPDATE mailboxes SET octets = octets - OLD.size, message_count = message_count - 1 WHERE id = OLD.mailbox_id;"
-    " UPDATE mailboxes SET octets = octets + NEW.size, message_count = message_count + 1 WHERE id = NEW.mailbox_id;"
-)
+#: a row trigger's two halves: the new row counted in its mailbox, the old one taken out of its own
+_ADD_NEW = "UPDATE mailboxes SET octets = octets + NEW.size, message_count = message_count + 1 WHERE id = NEW.mailbox_id;"
+_TAKE_OLD = "UPDATE mailboxes SET octets = octets - OLD.size, message_count = message_count - 1 WHERE id = OLD.mailbox_id;"
+#: both, for a message's move or resize (rare: MOVE copies then expunges; nothing resizes today)
+_MOVED = f"{_TAKE_OLD} {_ADD_NEW}"
 #: PostgreSQL: inserts and deletes summed per mailbox over the statement's rows (transition tables)
 _PG_STATEMENT = {
     "insert": ("NEW TABLE AS changed", "sum(size)", "count(*)"),
@@ -46,16 +46,8 @@ _PG_STATEMENT = {
 }
 #: SQLite: a row trigger per change (no transition tables there)
 _SQLITE = {
-    "insert": (
-        "AFTER INSERT ON messages",
-        "UPDATE mailboxes SET octets = octets + NEW.size, message_count = message_count + 1"
-        " WHERE id = NEW.mailbox_id;",
-    ),
-    "delete": (
-        "AFTER DELETE ON messages",
-        "UPDATE mailboxes SET octets = octets - OLD.size, message_count = message_count - 1"
-        " WHERE id = OLD.mailbox_id;",
-    ),
+    "insert": ("AFTER INSERT ON messages", _ADD_NEW),
+    "delete": ("AFTER DELETE ON messages", _TAKE_OLD),
     "update": (
         "AFTER UPDATE OF size, mailbox_id ON messages"
         " WHEN OLD.size IS NOT NEW.size OR OLD.mailbox_id IS NOT NEW.mailbox_id",
