@@ -101,12 +101,9 @@ def fresh_url(kind: str, tmp: Path) -> str:
 
 def drop(url: str, admin: str) -> None:
     if url.startswith("postgresql"):
-        from urllib.parse import urlsplit
-
         from tests import support
 
-        name = urlsplit(url).path.lstrip("/")
-        asyncio.run(support.pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        support.drop_pg_database(admin, url)
 
 
 def child(argv: list[str]) -> dict[str, float]:
