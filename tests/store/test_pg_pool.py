@@ -1,4 +1,5 @@
-"""PostgreSQL's pool checks a connection only when it rested (``store.db.PG_PING_AFTER_IDLE``).
+"""PostgreSQL's pool checks a connection only when it rested (``store.db.PG_PING_AFTER_IDLE``), and keeps every
+connection it opened (``store.db.PG_POOL_SIZE``): a burst past the pool waits for one, it does not open more.
 
 A connection taken again a moment after it worked is not checked (``pool_pre_ping`` cost three round trips per
 unit of work); one that rested past the threshold is, and if its backend is gone (a restart, a failover, an
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from mailserver.context import Context
@@ -87,3 +88,28 @@ async def test_without_the_check_a_dead_connection_fails_one_unit_and_the_pool_r
         await backend_pid(ctx)
     assert await backend_pid(ctx) != first
     assert pings == []
+
+
+async def test_a_burst_past_the_pool_waits_for_a_connection_and_the_next_burst_opens_none(ctx: Context) -> None:
+    """Forty logins at once from one address (a hospital at 8 am): with 20 connections kept and 10 more opened
+    for the burst and closed after it, every burst opened those 10 again (a backend forked, the startup, asyncpg's
+    type introspection): 8 a round, p50 213 ms against 30 ms on SQLite."""
+    opened: list[int] = []
+    event.listen(ctx.db.engine.sync_engine, "connect", lambda *_: opened.append(1))
+    busy = 0
+    most = 0
+
+    async def unit() -> None:
+        nonlocal busy, most
+        async with ctx.uow(readonly=True) as uow:
+            await uow.session.execute(text("SELECT 1"))
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.01)  # held while the others ask: the burst outgrows the pool
+            busy -= 1
+
+    burst = 2 * store_db.PG_POOL_SIZE
+    await asyncio.gather(*(unit() for _ in range(burst)))
+    assert most == len(opened) == store_db.PG_POOL_SIZE  # the pool's size at most, the rest waited
+    await asyncio.gather(*(unit() for _ in range(burst)))
+    assert len(opened) == store_db.PG_POOL_SIZE  # all kept: the second burst opened none
