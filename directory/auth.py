@@ -20,7 +20,8 @@ Invariants:
   once). The account and its activity are read in one statement
   (``AccountRepository.for_login``).
 - A login that needs no memory-hard hash (a pair the cache holds, an app
-  password) is one unit of work: read, check, audit and record, one commit. If
+  password) is one unit of work: read, check and audit, one commit (the
+  counters settled after it, ``LoginLimits.record``). If
   the row read no longer backs the cache entry, that unit leaves without
   committing and the ordinary path (read, hash in a thread, write) decides.
 - The memory-hard hash runs in a worker thread, not on the event loop.
@@ -196,7 +197,7 @@ class Authenticator:
         lookup = canonical.isprintable()
         if lookup and (self.cache.knows(canonical, password) or looks_like_app_password(password)):
             # no memory-hard hash to wait for (a pair verified lately, or an app password's keyed hash): the
-            # account read, the check and the record in one unit of work, one round of the writer
+            # account read, the check and the audit in one unit of work, one round of the writer
             async with self.ctx.uow() as uow:
                 found = await uow.accounts.for_login(canonical)
                 verdict = await self._app_password(uow, found, password, protocol)
@@ -206,6 +207,7 @@ class Authenticator:
                         uow, attempt, canonical, password, found, verdict, matches, protocol, peer
                     )
                     await uow.commit()
+                    await self.limits.record(attempt, ok, account=found.account if found is not None else None)
                     return self._result(ok, why, found, verdict, protocol)
             # the hash decides (the cache entry no longer holds, the account is not active...): nothing was
             # written, the unit left without committing; the ordinary path below, which audits the attempt
@@ -221,6 +223,7 @@ class Authenticator:
         async with self.ctx.uow() as uow:
             ok, why = await self._settle(uow, attempt, canonical, password, found, verdict, matches, protocol, peer)
             await uow.commit()
+        await self.limits.record(attempt, ok, account=found.account if found is not None else None)
         return self._result(ok, why, found, verdict, protocol)
 
     async def _app_password(self, uow: UnitOfWork, found: LoginFacts | None, password: str, protocol: str) -> Verdict:
@@ -259,7 +262,8 @@ class Authenticator:
         protocol: str,
         peer: str,
     ) -> tuple[bool, str]:
-        """The outcome of a checked attempt, recorded in ``uow`` (the caller commits): audit, activity, limits."""
+        """The outcome of a checked attempt, recorded in ``uow`` (the caller commits, then ``limits.record``s it):
+        audit, activity."""
         account = found.account if found is not None else None
         active = account is not None and account.status is AccountStatus.ACTIVE
         ok = account is not None and matches and active
@@ -300,7 +304,6 @@ class Authenticator:
             await uow.credentials.touch(verdict.scope.credential_id, now)
         if ok and found is not None and last_login_due(found.last_login_at, found.warned_at, now):
             await uow.activity.logged_in(found.account.id, now)
-        await self.limits.record(attempt, ok, account=account, uow=uow)
         return ok, why
 
     @staticmethod
@@ -336,8 +339,8 @@ class Authenticator:
             last, warned = (found.last_login_at, found.warned_at) if found is not None else (None, None)
             if ok and account is not None and last_login_due(last, warned, now):
                 await uow.activity.logged_in(account.id, now)
-            await self.limits.record(attempt, ok, account=account, uow=uow)
             await uow.commit()
+        await self.limits.record(attempt, ok, account=account)
         if ok:
             return AuthResult(account)
         metrics.LOGIN_FAILURES.labels(protocol, why).inc()

@@ -11,8 +11,9 @@
 Invariants:
 - Failures are counted per source address (``peer:<ip>``) and per account name
   (``acct:<digest>``). On PostgreSQL they are rows of ``login_counters``, so every
-  process on the database shares them: each ``guard`` locks the two rows
-  (``FOR UPDATE``, in key order). On SQLite (one process serves the file) the
+  process on the database shares them: the guards and records waiting in a
+  process run in batches, one transaction each, that lock their rows
+  (``FOR UPDATE``, in key order) and apply each step in the order it came. On SQLite (one process serves the file) the
   same counters live in this process's memory, shared by every ``LoginLimits``
   on that database: a transaction per attempt on the one SQLite writer would
   queue a legitimate login behind an attack's. Either way the doors of a
@@ -144,6 +145,17 @@ class Attempt:
     end_flight: Callable[[], object] | None = None
 
 
+@dataclass(eq=False)
+class _Step:
+    """A guard or a record waiting for the next batch of counter steps (PostgreSQL: ``LoginLimits._in_batch``)."""
+
+    attempt: Attempt
+    keys: tuple[str, ...]
+    apply: Callable[[UnitOfWork, Mapping[str, _Row], dt.datetime], None]  # under the rows' lock, in the batch
+    guard: bool = False  # its keys' rows are made where missing
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
 class LoginLimits:
     """Failure counts and lockouts in the store (see the module notes); one per process, shared by every door."""
 
@@ -156,6 +168,8 @@ class LoginLimits:
         self._locked, self._dirty = _LEARNT.setdefault(ctx.db, (OrderedDict(), OrderedDict()))
         self._in_flight: dict[str, int] = {}  # key -> attempts of this process counted and not recorded yet
         self._waiting: deque[asyncio.Future[None]] = deque()  # attempts waiting for one in flight to end, in order
+        self._pending: list[_Step] = []  # counter steps for the next batch (PostgreSQL)
+        self._batches: asyncio.Task[None] | None = None  # the task running them, while there are any
 
     @staticmethod
     def _remember(table: OrderedDict[str, dt.datetime], key: str, when: dt.datetime) -> None:
@@ -260,21 +274,73 @@ class LoginLimits:
         if not self.ctx.db.is_postgresql:
             with _MEMORY_LOCK:
                 self._decide(attempt, self._memory_rows(keys), pk, ak, now)
+                self._take_off(attempt)
         else:
-            async with self.ctx.uow() as uow:
-                self._decide(attempt, await uow.login_counters.lock(keys), pk, ak, now)
-                self._guards += 1
-                if self._guards % PRUNE_EVERY == 0:
-                    await uow.login_counters.prune(now - LOCKOUT_MEMORY)
-                elif attempt.refusal is not None or attempt.busy:
-                    return self._refused(attempt) if attempt.refusal else attempt  # nothing to keep: no commit
-                await uow.commit()
-        if attempt.refusal is not None:
-            return self._refused(attempt)
+
+            def decide(uow: UnitOfWork, rows: Mapping[str, _Row], now: dt.datetime) -> None:
+                self._decide(attempt, {key: rows[key] for key in keys}, pk, ak, now)
+                self._take_off(attempt)  # now, not at COMMIT: the next attempt of the batch counts it in flight
+
+            await self._in_batch(_Step(attempt, tuple(keys), decide, guard=True))
+        return self._refused(attempt) if attempt.refusal is not None else attempt
+
+    def _take_off(self, attempt: Attempt) -> None:
+        """An attempt counted (``_decide`` gave it keys) is in flight until ``record`` (or until it is dropped)."""
+        if not attempt.keys:
+            return
         for key in attempt.keys:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         attempt.end_flight = weakref.finalize(attempt, self._land, attempt.keys)
-        return attempt
+
+    async def _in_batch(self, step: _Step) -> None:
+        """Run ``step`` in the next batch of this process's counter steps (PostgreSQL), returned once committed.
+
+        A batch is one transaction: the counters of all its steps locked once (in key order), each step applied
+        in the order it came, one COMMIT. A burst of logins from one address (a hospital's, at 8 am) thus waits
+        for a few transactions on its address's row instead of queueing for it one transaction each, each
+        holding a pooled connection while it waits. The batch runs in a task of its own: a caller gone (a client
+        that hung up) does not cut it short for the others."""
+        loop = asyncio.get_running_loop()
+        self._pending.append(step)
+        if self._batches is None:
+            self._batches = loop.create_task(self._run_batches())
+        await asyncio.shield(step.done)
+
+    async def _run_batches(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._apply(batch)
+                except BaseException as exc:
+                    for step in batch:
+                        self._ended_in_flight(step.attempt)  # a guard counted in a batch that did not commit
+                        if not step.done.done():
+                            step.done.set_exception(exc)
+                            step.done.exception()  # retrieved, even when its caller has gone
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for step in batch:
+                        if not step.done.done():
+                            step.done.set_result(None)
+        finally:
+            self._batches = None
+
+    async def _apply(self, batch: list[_Step]) -> None:
+        now = self.ctx.clock()
+        guards = sum(step.guard for step in batch)
+        async with self.ctx.uow() as uow:
+            rows = await uow.login_counters.lock(
+                (key for step in batch for key in step.keys),
+                create=(key for step in batch if step.guard for key in step.keys),
+            )
+            for step in batch:
+                step.apply(uow, rows, now)
+            if self._guards // PRUNE_EVERY != (self._guards + guards) // PRUNE_EVERY:
+                await uow.login_counters.prune(now - LOCKOUT_MEMORY)
+            self._guards += guards
+            await uow.commit()
 
     @staticmethod
     def _ended_in_flight(attempt: Attempt) -> None:
@@ -348,13 +414,10 @@ class LoginLimits:
         )
         return attempt
 
-    async def record(
-        self, attempt: Attempt, ok: bool, *, account: Account | None = None, uow: UnitOfWork | None = None
-    ) -> None:
-        """The end of a guarded attempt: a success gives its count back, a failure may begin a lockout.
-
-        In ``uow`` when given (the caller's, committed by the caller: one transaction with its audit), else
-        in a unit of work of its own (on SQLite, only if a lockout is to be audited)."""
+    async def record(self, attempt: Attempt, ok: bool, *, account: Account | None = None) -> None:
+        """The end of a guarded attempt: a success gives its count back, a failure may begin a lockout (audited,
+        in the transaction that begins it). Called once the attempt's own unit of work has committed: never
+        inside one, which would hold its pooled connection while this waits for the counters."""
         if attempt.recorded or not attempt.keys:
             return
         attempt.recorded = True
@@ -364,36 +427,22 @@ class LoginLimits:
             with _MEMORY_LOCK:
                 lockouts = self._settle(attempt, ok, self._memory_rows(attempt.keys))
                 self._ended_in_flight(attempt)
-            if not lockouts:
-                return
-        else:
-            lockouts = None  # read and settled in the transaction
-        try:
-            if uow is not None:
-                await self._record(uow, attempt, ok, account, lockouts)
-                return
-            async with self.ctx.uow() as own:
-                await self._record(own, attempt, ok, account, lockouts)
-                await own.commit()
-        finally:
-            if self.ctx.db.is_postgresql:
-                # a waiting attempt locks the counters next: it reads them once this transaction has committed
-                self._ended_in_flight(attempt)
+            if lockouts:
+                async with self.ctx.uow() as uow:
+                    for scope, row, seconds in lockouts:
+                        self._audit_lockout(uow, attempt, scope, row, seconds, account)
+                    await uow.commit()
+            return
 
-    async def _record(
-        self,
-        uow: UnitOfWork,
-        attempt: Attempt,
-        ok: bool,
-        account: Account | None,
-        lockouts: list[tuple[str, _Row, int]] | None,
-    ) -> None:
-        if lockouts is None:
+        def settle(uow: UnitOfWork, rows: Mapping[str, _Row], now: dt.datetime) -> None:
             # the guard made these rows and counted the attempt in them: a row gone since (an administrator's
             # reset) has nothing to give back nor to lock out, so none is made again
-            lockouts = self._settle(attempt, ok, await uow.login_counters.lock(attempt.keys, create=False))
-        for scope, row, seconds in lockouts:
-            self._audit_lockout(uow, attempt, scope, row, seconds, account)
+            mine = {key: rows[key] for key in attempt.keys if key in rows}
+            for scope, row, seconds in self._settle(attempt, ok, mine):
+                self._audit_lockout(uow, attempt, scope, row, seconds, account)
+            self._ended_in_flight(attempt)  # a waiting attempt of the batch reads the counters as settled
+
+        await self._in_batch(_Step(attempt, attempt.keys, settle))
 
     def _settle(self, attempt: Attempt, ok: bool, rows: Mapping[str, _Row]) -> list[tuple[str, _Row, int]]:
         """Apply the outcome to the counters; the lockouts it begins (scope, counter, seconds)."""

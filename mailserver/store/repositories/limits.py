@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -20,14 +20,15 @@ class _Upserts(Repository):
 
 
 class LoginCounterRepository(_Upserts):
-    async def lock(self, keys: Sequence[str], *, create: bool = True) -> dict[str, LoginCounter]:
-        """The counters of ``keys``, created at zero where missing (unless not ``create``: those that exist),
-        locked until the end of the transaction (``FOR UPDATE`` on PostgreSQL, in key order so that two
-        attempts never wait on each other in a cycle; on SQLite the unit of work is already the only writer)."""
-        ordered = sorted(set(keys))
-        if create:
-            stmt = self._insert(LoginCounter).values([{"key": k, "failures": 0, "lockouts": 0} for k in ordered])
+    async def lock(self, keys: Iterable[str], *, create: Iterable[str] = ()) -> dict[str, LoginCounter]:
+        """The counters of ``keys`` that exist, those of ``create`` made at zero first where missing, locked until
+        the end of the transaction (``FOR UPDATE`` on PostgreSQL, in key order so that two transactions never wait
+        on each other in a cycle; on SQLite the unit of work is already the only writer)."""
+        made = sorted(set(create))
+        if made:
+            stmt = self._insert(LoginCounter).values([{"key": k, "failures": 0, "lockouts": 0} for k in made])
             await self.session.execute(stmt.on_conflict_do_nothing(index_elements=["key"]))
+        ordered = sorted(set(keys) | set(made))
         rows = await self.session.execute(
             select(LoginCounter).where(LoginCounter.key.in_(ordered)).order_by(LoginCounter.key).with_for_update()
         )
