@@ -114,3 +114,23 @@ async def test_a_read_only_unit_of_work_refuses_a_direct_write(ctx: Context) -> 
             await direct.execute_many(uow.session, _ADD, [row])
         read = int((await uow.session.execute(_COUNT, {"account_id": a})).scalar_one())
         assert (await direct.fetch(uow.session, _COUNT, {"account_id": a}))[0][0] == read  # a read is served
+
+
+async def test_a_session_keeps_its_connection_for_one_transaction_only(ctx: Context) -> None:
+    """The connection is looked up once per transaction of the session (``direct._connection``): after a
+    rollback or a commit the next statement runs in the session's next transaction, on whatever connection
+    the pool gives it, not on the one given back."""
+    a, _ = await accounts(ctx)
+    row = {"account_id": a, "name_digest": b"k" * 32, "name_sealed": b"", "uidvalidity": 1, "uidnext": 1}
+    row |= {"highestmodseq": 1, "first_recent_uid": 1, "subscribed": True, "created_at": utcnow()}
+    async with ctx.db.writer() as session:
+        before = (await direct.fetch(session, _COUNT, {"account_id": a}))[0][0]
+        await direct.execute_many(session, _ADD, [row])
+        await session.rollback()
+        assert (await direct.fetch(session, _COUNT, {"account_id": a}))[0][0] == before
+        await direct.execute_many(session, _ADD, [row])
+        await session.commit()
+        assert (await direct.fetch(session, _COUNT, {"account_id": a}))[0][0] == before + 1
+        await session.commit()
+    async with ctx.uow(readonly=True) as uow:
+        assert (await uow.session.execute(_COUNT, {"account_id": a})).scalar_one() == before + 1
