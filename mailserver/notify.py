@@ -33,6 +33,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+from mailserver.sqlitefile import beside
+
 CHANNEL = "masante_mailbox_changed"
 log = logging.getLogger(__name__)
 
@@ -237,9 +239,7 @@ RELAY_DATAGRAM = 8192
 def relay_directory(database: str | None) -> str | None:
     """Where the server processes of the SQLite file ``database`` have their sockets (None: a database of one
     process: in memory, a URI)."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return database + "-notify"
+    return beside(database, "-notify")
 
 
 class SiblingRelay:

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from mailserver.notify import ChangeNotifier
+from mailserver.sqlitefile import on_disk
 from mailserver.store.auditchain import AuditTrail
 from mailserver.store.sealing import MetadataSealer
 from mailserver.store.sqlite_driver import defer_begin, one_trip_dbapi
@@ -150,7 +151,7 @@ class Database:
 def _private_sqlite_file(url: str) -> None:
     """Create the database file 0600 (before any data is in it), or narrow an existing file's mode."""
     name = make_url(url).database
-    if not name or name == ":memory:" or name.startswith("file:"):
+    if name is None or not on_disk(name):
         return
     path = Path(name)
     try:

@@ -28,6 +28,7 @@ import fcntl
 import os
 import threading
 
+from mailserver.sqlitefile import beside
 from mailserver.store.errors import StoreBusy
 
 LOCK_FILE_MODE = 0o600
@@ -35,9 +36,7 @@ LOCK_FILE_MODE = 0o600
 
 def lock_path(database: str | None) -> str | None:
     """The lock file of the SQLite database file ``database`` (None: it has none: in memory, a URI, not SQLite)."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return database + "-writer.lock"
+    return beside(database, "-writer.lock")
 
 
 class WriterLock:
