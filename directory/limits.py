@@ -73,6 +73,7 @@ from mailserver import metrics
 from mailserver.config import LimitsSection
 from mailserver.context import Context
 from mailserver.store.models import Account, LoginCounter
+from mailserver.store.repositories.limits import give_back
 from mailserver.text import escape
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ class _Step:
     keys: tuple[str, ...]
     apply: Callable[[UnitOfWork, Mapping[str, _Row], dt.datetime], None]  # under the rows' lock, in the batch
     guard: bool = False  # its keys' rows are made where missing
+    success: bool = False  # a record of a success: its count given back, nothing else
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -328,6 +330,19 @@ class LoginLimits:
             self._batches = None
 
     async def _apply(self, batch: list[_Step]) -> None:
+        if all(step.success for step in batch):
+            # successes only (a client logging in alone, most often): their counts given back in one statement,
+            # no transaction of four round trips; what ``_settle`` does for a success, to the same next decision
+            counts: dict[str, tuple[int, bool]] = {}
+            for step in batch:
+                pk = peer_key(step.attempt.peer)
+                for key in step.keys:
+                    n, _ = counts.get(key, (0, False))
+                    counts[key] = (n + 1, key != pk)
+            await give_back(self.ctx.db.engine, [(key, n, zero) for key, (n, zero) in counts.items()])
+            for step in batch:
+                self._ended_in_flight(step.attempt)
+            return
         now = self.ctx.clock()
         guards = sum(step.guard for step in batch)
         async with self.ctx.uow() as uow:
@@ -442,7 +457,7 @@ class LoginLimits:
                 self._audit_lockout(uow, attempt, scope, row, seconds, account)
             self._ended_in_flight(attempt)  # a waiting attempt of the batch reads the counters as settled
 
-        await self._in_batch(_Step(attempt, attempt.keys, settle))
+        await self._in_batch(_Step(attempt, attempt.keys, settle, success=ok))
 
     def _settle(self, attempt: Attempt, ok: bool, rows: Mapping[str, _Row]) -> list[tuple[str, _Row, int]]:
         """Apply the outcome to the counters; the lockouts it begins (scope, counter, seconds)."""

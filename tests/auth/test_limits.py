@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import event
 
 from directory.auth import Authenticator
-from directory.limits import peer_key
+from directory.limits import account_key, peer_key
 from mailserver import metrics
 from mailserver.clock import FakeClock
 from mailserver.context import Context
@@ -407,5 +407,35 @@ async def test_logins_at_once_on_postgresql_share_the_counters_transactions(conf
             assert not (await auth.authenticate(pros[0].address, "wrong", protocol="imap", peer="10.2.2.2")).ok
         refused = await auth.authenticate(pros[0].address, support.PASSWORD, protocol="imap", peer="10.2.2.2")
         assert refused.refusal is not None and refused.refusal.startswith("Too many failed logins on this account")
+    finally:
+        await ctx.close()
+
+
+async def test_a_success_gives_back_its_own_count_and_clears_the_accounts(config: support.Config) -> None:
+    """What a success leaves in the counters, one login at a time (on PostgreSQL a batch of successes alone gives
+    their counts back in one statement): the address keeps its failures, the account's are forgotten."""
+    ctx = Context.open(config, clock=FakeClock())
+    try:
+        await support.add_domains(ctx)
+        pro = await support.make_pro(ctx, "giveback")
+        auth = Authenticator(ctx)
+        for _ in range(3):
+            assert not (await auth.authenticate(pro.address, "wrong", protocol="imap", peer="10.4.4.4")).ok
+        assert (await auth.authenticate(pro.address, support.PASSWORD, protocol="imap", peer="10.4.4.4")).ok
+        if ctx.db.is_postgresql:
+            async with ctx.uow(readonly=True) as uow:
+                source = await uow.login_counters.get(peer_key("10.4.4.4"))
+                account = await uow.login_counters.get(account_key(pro.address))
+            assert source is not None and account is not None
+            assert (source.failures, account.failures) == (3, 0)
+        # the same, as a client sees it: the account's count starts again from zero, five more tries before it is
+        # refused from this address
+        answers = [
+            (await auth.authenticate(pro.address, "wrong", protocol="imap", peer="10.4.4.4")).refusal
+            for _ in range(PER_ACCOUNT)
+        ]
+        assert answers == [None] * PER_ACCOUNT
+        refused = await auth.authenticate(pro.address, support.PASSWORD, protocol="imap", peer="10.4.4.4")
+        assert refused.refusal is not None and "on this account" in refused.refusal
     finally:
         await ctx.close()

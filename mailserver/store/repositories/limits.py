@@ -6,11 +6,29 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailserver.store.models import Account, AccountActivity, AccountStatus, LoginCounter
 from mailserver.store.repositories.base import Repository
+
+#: a success's count given back (``directory.limits``): an address's count less the successes, an account's to zero
+_GIVE_BACK = (
+    update(LoginCounter)
+    .where(LoginCounter.key == bindparam("k"))
+    .values(failures=case((bindparam("zero"), 0), else_=func.greatest(LoginCounter.failures - bindparam("n"), 0)))
+)
+
+
+async def give_back(engine: AsyncEngine, counts: Sequence[tuple[str, int, bool]]) -> None:
+    """PostgreSQL: successes' counts given back, ``(key, successes, to zero)`` each, in one round trip outside any
+    unit of work (asyncpg's ``executemany``, atomic), the rows locked in key order as a batch of
+    ``LoginCounterRepository.lock`` locks them (no wait in a cycle). A row gone (an administrator's reset) is
+    left gone. An ended window or lockout is not brought to now here: the next guard does, to the same result."""
+    async with engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await auto.execute(_GIVE_BACK, [{"k": k, "n": n, "zero": zero} for k, n, zero in sorted(counts)])
 
 
 class _Upserts(Repository):
