@@ -33,8 +33,9 @@ class StillClock:
 #: statements a warm LOGIN may cost, every one counted (the limits' and the audit chain's too); before this
 #: path: SQLite 9 (a read transaction, then a write one), PostgreSQL 15 (14 with the read in the unit, 13 since the
 #: limits' record no longer makes its counters again, 11 since a success gives its count back in one statement
-#: outside a transaction: 12 and four round trips when the record's batch locked the rows first)
-BOUNDS = {"sqlite": 7, "postgresql": 11}
+#: outside a transaction: 12 and four round trips when the record's batch locked the rows first; 10 since the
+#: guard makes and locks its rows in one upsert)
+BOUNDS = {"sqlite": 7, "postgresql": 10}
 
 
 @contextlib.contextmanager
