@@ -3,12 +3,14 @@ lock file, ``notify.SiblingRelay``'s sockets) and for its mode (``store.db``).""
 
 from __future__ import annotations
 
+from typing import TypeGuard
 
-def on_disk(database: str | None) -> bool:
+
+def on_disk(database: str | None) -> TypeGuard[str]:
     """Whether ``database`` (a SQLite URL's database part) names a file: not in memory, not a ``file:`` URI."""
-    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    return database is not None and database not in ("", ":memory:") and not database.startswith("file:")
 
 
 def beside(database: str | None, suffix: str) -> str | None:
     """The path ``suffix`` names beside the file of ``database`` (None: it has no file to share)."""
-    return database + suffix if database is not None and on_disk(database) else None
+    return database + suffix if on_disk(database) else None

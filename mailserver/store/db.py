@@ -151,7 +151,7 @@ class Database:
 def _private_sqlite_file(url: str) -> None:
     """Create the database file 0600 (before any data is in it), or narrow an existing file's mode."""
     name = make_url(url).database
-    if name is None or not on_disk(name):
+    if not on_disk(name):
         return
     path = Path(name)
     try:

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailserver.store.models import Account, AccountActivity, AccountStatus, LoginCounter
-from mailserver.store.repositories.base import Repository
+from mailserver.store.repositories.base import Repository, is_postgresql
 
 #: a success's count given back (``directory.limits``): an address's count less the successes, an account's to zero
 _GIVE_BACK = (
@@ -33,8 +33,7 @@ async def give_back(engine: AsyncEngine, counts: Sequence[tuple[str, int, bool]]
 
 class _Upserts(Repository):
     def _insert(self, model: type[Any]) -> Any:
-        dialect = self.session.get_bind().dialect.name
-        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+        return (postgresql.insert if is_postgresql(self.session) else sqlite.insert)(model)
 
 
 class LoginCounterRepository(_Upserts):
