@@ -98,6 +98,7 @@ async def test_a_burst_past_the_pool_waits_for_a_connection_and_the_next_burst_o
     event.listen(ctx.db.engine.sync_engine, "connect", lambda *_: opened.append(1))
     busy = 0
     most = 0
+    full = asyncio.Event()  # the pool's every connection held: the burst's others are asking meanwhile
 
     async def unit() -> None:
         nonlocal busy, most
@@ -105,11 +106,14 @@ async def test_a_burst_past_the_pool_waits_for_a_connection_and_the_next_burst_o
             await uow.session.execute(text("SELECT 1"))
             busy += 1
             most = max(most, busy)
-            await asyncio.sleep(0.01)  # held while the others ask: the burst outgrows the pool
+            if busy == store_db.PG_POOL_SIZE:
+                full.set()
+            await full.wait()  # held until the pool is full: the burst outgrows it
             busy -= 1
 
     burst = 2 * store_db.PG_POOL_SIZE
-    await asyncio.gather(*(unit() for _ in range(burst)))
+    await asyncio.wait_for(asyncio.gather(*(unit() for _ in range(burst))), 60)
+    full.clear()
     assert most == len(opened) == store_db.PG_POOL_SIZE  # the pool's size at most, the rest waited
-    await asyncio.gather(*(unit() for _ in range(burst)))
+    await asyncio.wait_for(asyncio.gather(*(unit() for _ in range(burst))), 60)
     assert len(opened) == store_db.PG_POOL_SIZE  # all kept: the second burst opened none
