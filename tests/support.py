@@ -161,6 +161,13 @@ def audit_env(config: Config) -> dict[str, str]:
     }
 
 
+async def audit_caught_up(ctx: Context) -> None:
+    """PostgreSQL: every audit entry committed so far is chained (its sealer works in the background); SQLite
+    chains at commit."""
+    async with ctx.uow(readonly=True) as uow:
+        await uow.audit_log.caught_up()
+
+
 def make_config(tmp_path: Path, db_url: str, pki: TestPKI, **sections: dict[str, object]) -> Config:
     """A Config (as if read from tmp_path/masante.toml) on ``db_url`` with ephemeral ports on 127.0.0.1."""
     kek_file = tmp_path / "keys" / "kek.key"

@@ -28,7 +28,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ class Database:
         self.writer_lock = WriterLock(self.sqlite_file)
         self.metadata_key_loader: Callable[[], MetadataSealer] | None = None
         self._metadata_key: MetadataSealer | None = None
+        self._before_dispose: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def metadata_key(self) -> MetadataSealer:
@@ -141,7 +142,13 @@ class Database:
             cursor = await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
             await cursor.close()
 
+    def before_dispose(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Await ``fn`` when the database is disposed of, before its connections close (a background task's end)."""
+        self._before_dispose.append(fn)
+
     async def dispose(self) -> None:
+        for fn in self._before_dispose:
+            await fn()
         if self.audit is not None:
             self.audit.close()
         await self.engine.dispose()

@@ -12,10 +12,10 @@ what happened, not what was attempted and rolled back (record refusals in a
 unit of work of their own). On SQLite (one writer) they are chained at the unit's commit and written in that
 transaction (the batch its group commit shares, ``store.groupcommit``: with the batch's other entries, just
 before its COMMIT, and only if the unit's savepoint was released);
-on PostgreSQL they are staged in it, unchained, and ``commit()``
-returns once a sealer has chained them (``AuditSealer``): writers no longer
-queue on the chain's head row. Either way the new head of the chain is handed
-to the database's audit trail, which anchors it outside the database when due.
+on PostgreSQL they are staged in it, unchained, and chained soon after the commit by the process's sealer, in
+the background (``AuditSealer``): writers neither queue on the chain's head row nor wait for the chaining, and a
+reader of the chain (``audit_log.report``, ``tail``...) has what is committed sealed first. Either way the new
+head of the chain is handed to the database's audit trail, which anchors it outside the database when due.
 
 On SQLite the writing units of work of this process share one transaction and one fsync (group commit,
 ``mailserver.store.groupcommit``): each works in a savepoint of its own, rolled back alone when it fails or
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -67,6 +68,12 @@ from mailserver.store.sealing import SESSION_SEALER, MetadataSealer
 
 R = TypeVar("R")
 
+log = logging.getLogger("masante.store")
+
+#: seconds the background sealer waits after a commit before its run, so that one run chains the entries of
+#: every commit of that moment (a reader of the chain does not wait for it: ``AuditSealer.caught_up``)
+SEAL_LINGER = 0.02
+
 
 class _Repository(Generic[R]):
     """A repository of the unit of work, made on first use and kept (a unit uses two or three of its nineteen)."""
@@ -96,7 +103,11 @@ class UnitOfWork:
     mailboxes = _Repository(lambda u: MailboxRepository(u.session, _metadata_key(u)))
     messages = _Repository(lambda u: MessageRepository(u.session))
     blobs = _Repository(lambda u: BlobRepository(u.session))
-    audit_log = _Repository(lambda u: AuditRepository(u.session, trail=u.db.audit))
+    audit_log = _Repository(
+        lambda u: AuditRepository(
+            u.session, trail=u.db.audit, catch_up=sealer_of(u.db).caught_up if u.db.is_postgresql else None
+        )
+    )
     queue = _Repository(lambda u: QueueRepository(u.session))
     trust = _Repository(lambda u: TrustRepository(u.session))
     directory = _Repository(lambda u: DirectoryRepository(u.session))
@@ -211,7 +222,7 @@ class UnitOfWork:
                 self.db.audit.committed(head)  # anchored outside the database if due (never before the commit)
             self.db.notifier.publish(touched)
         if staged:
-            await sealer_of(self.db).seal_committed()
+            sealer_of(self.db).soon()
 
     async def rollback(self) -> None:
         await self.session.rollback()
@@ -223,29 +234,55 @@ class UnitOfWork:
 class AuditSealer:
     """Chains committed ``audit_pending`` entries into the audit log, in batches, one sealer at a time.
 
-    A unit of work that staged entries awaits ``seal_committed()`` after its commit: it returns once a
-    sealing run that started after that commit has finished, so when ``commit()`` returns its entries are
-    in the chain. Concurrent callers of one process share runs (one run seals what all of them committed);
-    across processes the advisory lock taken in ``AuditRepository.seal`` lets one run at a time. Entries
-    left pending by a crash are sealed by the next run of any process.
+    A unit of work that staged entries calls ``soon()`` after its commit and goes on: the process's sealing
+    task chains them in the background, the entries of every commit since its last run in one run. Nothing is
+    lost meanwhile: the entries were committed with what they describe, and whoever runs next (this process,
+    another, the CLI, the next start after a crash) chains them. A reader of the chain awaits ``caught_up()``
+    first, which returns once a run that started after the call has finished. Concurrent callers of one process
+    share runs; across processes the advisory lock taken in ``AuditRepository.seal`` lets one run at a time.
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._lock = asyncio.Lock()
-        self._commits = 0  # commits of this process that staged entries
+        self._asked = 0  # commits and readers of this process that asked for a run
         self._sealed = 0  # of those, how many a finished run is known to have seen
+        self._task: asyncio.Task[None] | None = None
 
-    async def seal_committed(self) -> None:
-        self._commits += 1
-        mine = self._commits
+    def soon(self) -> None:
+        """A commit staged entries: chain them in the background (the running task takes them on its next run)."""
+        self._asked += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._background(), name="audit-sealer")
+
+    async def caught_up(self) -> None:
+        """Return once every entry committed before this call is chained (by a run started after it)."""
+        self._asked += 1
+        await self._until(self._asked)
+
+    async def _until(self, mine: int) -> None:
         while self._sealed < mine:
             async with self._lock:
                 if self._sealed >= mine:
                     return
-                seen = self._commits  # every commit counted so far is visible to the run starting now
+                seen = self._asked  # every commit counted so far is visible to the run starting now
                 await self.run()
                 self._sealed = max(self._sealed, seen)
+
+    async def _background(self) -> None:
+        while self._sealed < self._asked:
+            try:
+                await asyncio.sleep(SEAL_LINGER)  # the commits of the next moment chained in the same run
+                await self._until(self._asked)
+            except Exception as err:  # the entries stay staged: the next commit's run, or a reader's, chains them
+                log.warning("audit sealing failed, entries stay pending: %s", type(err).__name__)
+                return
+
+    async def close(self) -> None:
+        """Let the background run finish (the database is being disposed of); what it leaves stays staged."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     async def run(self) -> int:
         """Seal every pending entry committed so far; how many were chained."""
@@ -275,4 +312,5 @@ def sealer_of(db: Database) -> AuditSealer:
     sealer = _SEALERS.get(db)
     if sealer is None:
         sealer = _SEALERS[db] = AuditSealer(db)
+        db.before_dispose(sealer.close)
     return sealer

@@ -82,6 +82,7 @@ async def test_unused_mailboxes_are_warned_once_then_closed_after_the_grace_peri
     assert await _status(ctx, never) is AccountStatus.CLOSED
     assert await _status(ctx, once) is AccountStatus.ACTIVE and await _status(ctx, busy) is AccountStatus.ACTIVE
     async with ctx.uow(readonly=True) as uow:
+        await uow.audit_log.caught_up()
         rows = await uow.session.execute(select(AuditEntry).where(AuditEntry.object_id == never.owner_id))
         actions = [e.action for e in rows.scalars().all()]
     assert actions.count("account.inactivity-warning") == 1 and actions.count("account.close") == 1

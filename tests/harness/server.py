@@ -211,6 +211,7 @@ class ServerThread:
             from mailserver.store.models import AuditEntry
 
             async with ctx.uow(readonly=True) as uow:
+                await uow.audit_log.caught_up()  # PostgreSQL: what the server committed and has not sealed yet
                 rows = await uow.session.execute(select(AuditEntry).where(AuditEntry.action == action))
                 return list(rows.scalars().all())
 

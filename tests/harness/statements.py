@@ -15,6 +15,16 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+#: PostgreSQL's audit sealer, which chains committed entries in the background (``uow.AuditSealer``), not on the
+#: path of the command that staged them (on SQLite the group commit's batch writes the chain: counted there)
+PG_SEALER = (
+    "pg_advisory_xact_lock",
+    "DELETE FROM audit_pending",
+    "FROM audit_head",
+    "UPDATE audit_head",
+    "INSERT INTO audit_log",
+)
+
 
 class Counter:
     """Statements the server's engine sends, counted from any thread (the server runs in its own)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from mailserver.context import Context
+from tests import support
 
 
 async def write_entries(ctx: Context, n: int) -> None:
@@ -12,6 +13,7 @@ async def write_entries(ctx: Context, n: int) -> None:
         async with ctx.uow() as uow:
             uow.audit(f"user{i}@hopital.test", "login", f"account:{i}", "ok", "imap from 127.0.0.1")
             await uow.commit()
+    await support.audit_caught_up(ctx)  # PostgreSQL: chained (in the background) before the test edits the rows
 
 
 async def verify(ctx: Context) -> tuple[int, object]:

@@ -36,6 +36,7 @@ async def write_entries(ctx: Context, n: int, start: int = 0) -> None:
         async with ctx.uow() as uow:
             uow.audit(f"user{i}@hopital.test", "login", f"account:{i}", "ok", "imap from 127.0.0.1")
             await uow.commit()
+        await support.audit_caught_up(ctx)  # PostgreSQL: each chained (and anchored if due) before the next
 
 
 async def report(ctx: Context) -> AuditReport:
@@ -51,6 +52,7 @@ async def sql(ctx: Context, statement: str, **params: object) -> None:
 
 async def rows(ctx: Context) -> list[tuple[int, dt.datetime, str, str, str, str, str | None]]:
     async with ctx.uow(readonly=True) as uow:
+        await uow.audit_log.caught_up()
         entries = (await uow.session.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars().all()
         return [(e.seq, e.at, e.actor, e.action, e.object_id, e.outcome, e.detail) for e in entries]
 

@@ -1,8 +1,10 @@
 """PostgreSQL: writers no longer queue on the audit chain's head; one sealer chains their entries afterwards.
 
-Entries are still written in the transaction they describe (``audit_pending``),
-and when ``commit()`` returns they are in the chain; ``audit verify`` sees the
-same log as before. SQLite keeps chaining inside its single writer's transaction.
+Entries are still written in the transaction they describe (``audit_pending``); the process's sealer chains
+them in the background after the commit, which does not wait for it. A reader of the chain (``audit verify``,
+``audit tail``, the reports) has what is committed chained first, so it sees the same log as before; entries a
+crash left staged are chained by the next run of any process, and closing the database lets the running one
+finish. SQLite keeps chaining inside its single writer's transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from sqlalchemy import text
 
 from mailserver.context import Context
 from mailserver.store.models import AuditEntry
+from mailserver.store.repositories.audit import SEALER_LOCK
+from mailserver.store.uow import sealer_of
+from tests import support
 
 
 @pytest.fixture
@@ -29,6 +34,18 @@ async def report(ctx: Context) -> tuple[int, object, int]:
     async with ctx.uow(readonly=True) as uow:
         r = await uow.audit_log.report()
     return r.checked, r.broken, r.pending
+
+
+async def pending(ctx: Context) -> int:
+    """Entries committed and not chained yet (read without catching up)."""
+    async with ctx.uow(readonly=True) as uow:
+        return await uow.audit_log.pending_count()
+
+
+async def audited_login(ctx: Context, i: int) -> None:
+    async with ctx.uow() as uow:
+        uow.audit(f"user{i}@hopital.test", "login", f"account:{i}", "ok")
+        await uow.commit()
 
 
 async def test_a_writer_in_its_commit_does_not_hold_back_another(pg: Context) -> None:
@@ -66,7 +83,7 @@ async def test_a_writer_in_its_commit_does_not_hold_back_another(pg: Context) ->
     assert await report(pg) == (2, None, 0)
 
 
-async def test_entries_left_pending_by_a_crash_are_chained_by_the_next_commit(pg: Context) -> None:
+async def test_entries_left_pending_by_a_crash_are_chained_by_the_next_run(pg: Context) -> None:
     async with pg.uow() as uow:  # committed, and the process died before sealing
         await uow.session.execute(
             text(
@@ -76,17 +93,71 @@ async def test_entries_left_pending_by_a_crash_are_chained_by_the_next_commit(pg
             {"at": dt.datetime(2026, 12, 1, tzinfo=dt.UTC)},
         )
         await uow.session.commit()
-    assert await report(pg) == (0, None, 1)
-    async with pg.uow() as uow:
-        uow.audit("y@hopital.test", "login", "account:2", "ok")
-        await uow.commit()
+    assert await pending(pg) == 1
+    await audited_login(pg, 2)
     assert await report(pg) == (2, None, 0)
+    async with pg.uow(readonly=True) as uow:
+        assert [e.actor for e in await uow.audit_log.tail(2)] == ["x@hopital.test", "user2@hopital.test"]
+
+
+async def test_a_commit_does_not_wait_for_the_sealer(pg: Context) -> None:
+    """The sealer held up (here: its lock held by another connection, as by another process's long run): a unit
+    of work's commit returns all the same, its entry staged; it is chained once the sealer can run."""
+    async with pg.db.engine.connect() as other:
+        await other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SEALER_LOCK})
+        try:
+            # before: commit() awaited a sealer run, which waited for the lock
+            await asyncio.wait_for(audited_login(pg, 1), 10)
+            assert await pending(pg) == 1
+        finally:
+            await other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SEALER_LOCK})
+            await other.commit()
+    assert await report(pg) == (1, None, 0)
+
+
+async def test_closing_the_database_lets_the_background_run_finish(config: support.Config) -> None:
+    ctx = Context.open(config)
+    if not ctx.db.is_postgresql:
+        await ctx.close()
+        pytest.skip("SQLite chains in its one writer's transaction: there is no sealer in the background")
+    try:
+        for i in range(5):
+            await audited_login(ctx, i)
+    finally:
+        await ctx.close()  # at once: the sealer's task has a run to finish
+    again = Context.open(config)
+    try:
+        assert await pending(again) == 0
+        async with again.uow(readonly=True) as uow:
+            assert await uow.audit_log.count() == 5
+    finally:
+        await again.close()
+
+
+async def test_a_failed_background_run_leaves_the_entries_for_the_next(
+    pg: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    sealer = sealer_of(pg.db)
+    real_run = sealer.run
+    failed = asyncio.Event()
+
+    async def once_down() -> int:
+        sealer.run = real_run  # type: ignore[method-assign]
+        failed.set()
+        raise ConnectionResetError("the database went away")
+
+    sealer.run = once_down  # type: ignore[method-assign]
+    await audited_login(pg, 1)  # committed: the failure is the sealer's, not the writer's
+    await asyncio.wait_for(failed.wait(), 10)
+    await sealer.close()  # the background task has ended on its failure
+    assert await pending(pg) == 1
+    assert "audit sealing failed, entries stay pending: ConnectionResetError" in caplog.text
+    assert "the database went away" not in caplog.text  # the type only: a driver's message may hold values
+    assert await report(pg) == (1, None, 0)
 
 
 async def test_concurrent_writers_share_sealing_runs_and_the_chain_holds(pg: Context) -> None:
     runs = 0
-    from mailserver.store.uow import sealer_of
-
     sealer = sealer_of(pg.db)
     real_run = sealer.run
 
@@ -97,12 +168,7 @@ async def test_concurrent_writers_share_sealing_runs_and_the_chain_holds(pg: Con
 
     sealer.run = counted  # type: ignore[method-assign]
 
-    async def writer(i: int) -> None:
-        async with pg.uow() as uow:
-            uow.audit(f"user{i}@hopital.test", "login", f"account:{i}", "ok")
-            await uow.commit()
-
-    await asyncio.gather(*(writer(i) for i in range(20)))
+    await asyncio.gather(*(audited_login(pg, i) for i in range(20)))
     assert await report(pg) == (20, None, 0)
     assert 1 <= runs < 20
 

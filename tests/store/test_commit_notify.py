@@ -25,6 +25,7 @@ def db_url(pg_database: str) -> str:
 
 async def _audited(ctx: Context, action: str) -> int:
     async with ctx.uow(readonly=True) as uow:
+        await uow.audit_log.caught_up()
         stmt = select(func.count()).select_from(AuditEntry).where(AuditEntry.action == action)
         return int((await uow.session.execute(stmt)).scalar_one())
 

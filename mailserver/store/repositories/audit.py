@@ -15,7 +15,7 @@ built once with bound parameters, the entries inserted with one driver-level ``e
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -168,9 +168,25 @@ class AuditReport:
 
 
 class AuditRepository(Repository):
-    def __init__(self, session: AsyncSession, *, trail: AuditTrail | None = None) -> None:
+    """The audit log. ``catch_up`` (PostgreSQL: ``uow.AuditSealer.caught_up``) chains what is committed and still
+    staged before a read of the chain (``report``, ``verify``, ``tail``, ``count``), so a reader sees every entry
+    committed before it asked."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        trail: AuditTrail | None = None,
+        catch_up: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(session)
         self.trail = trail
+        self._catch_up = catch_up
+
+    async def caught_up(self) -> None:
+        """Every entry committed so far is in the chain (run before this unit's first read)."""
+        if self._catch_up is not None:
+            await self._catch_up()
 
     def _key(self) -> AuditTrail:
         if self.trail is None:
@@ -206,7 +222,9 @@ class AuditRepository(Repository):
         transaction, taking no shared lock, in one statement whatever their number (``_STAGE``); ``notify``
         (channel, payload: the unit's ``pg_notify``) sent by the same statement. True if any entry."""
         entries = list(map(_escaped, pending))
-        if not entries and notify is None:
+        if entries:
+            self._key()  # staged without the key, they could never be chained: refused before the commit
+        elif notify is None:
             return False
         params: dict[str, Any] = {name: [getattr(e, name) for e in entries] for name in _STAGED}
         if notify is not None:
@@ -300,6 +318,7 @@ class AuditRepository(Repository):
 
         Called first in its unit of work: on PostgreSQL the walk reads one snapshot (REPEATABLE READ), so a sealer
         chaining entries meanwhile does not show a head older than the entries read after it."""
+        await self.caught_up()
         if is_postgresql(self.session) and not self.session.in_transaction():
             await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         trail = self._key()
@@ -410,10 +429,12 @@ class AuditRepository(Repository):
         return done(checked, None, matched)
 
     async def tail(self, n: int) -> Sequence[AuditEntry]:
+        await self.caught_up()
         stmt = select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(n)
         return list(reversed((await self.session.execute(stmt)).scalars().all()))
 
     async def count(self) -> int:
+        await self.caught_up()
         return int((await self.session.execute(select(func.count()).select_from(AuditEntry))).scalar_one())
 
 
