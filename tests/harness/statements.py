@@ -15,15 +15,23 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-#: PostgreSQL's audit sealer, which chains committed entries in the background (``uow.AuditSealer``), not on the
-#: path of the command that staged them (on SQLite the group commit's batch writes the chain: counted there)
-PG_SEALER = (
+from mailserver.store.db import Database
+
+#: PostgreSQL's audit sealer's statements
+_PG_SEALER = (
     "pg_advisory_xact_lock",
     "DELETE FROM audit_pending",
     "FROM audit_head",
     "UPDATE audit_head",
     "INSERT INTO audit_log",
 )
+
+
+def background_sealer(db: Database) -> tuple[str, ...]:
+    """The words of the audit sealer's statements where it runs in the background (PostgreSQL, ``uow.AuditSealer``),
+    not on the path of the command that staged the entries; none on SQLite, whose group commit's batch writes the
+    chain (counted there)."""
+    return _PG_SEALER if db.is_postgresql else ()
 
 
 class Counter:

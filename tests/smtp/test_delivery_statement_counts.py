@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import support
-from tests.harness.statements import PG_SEALER, Counter, listening
+from tests.harness.statements import Counter, background_sealer, listening
 from tests.smtp.conftest import PATIENT, PRO, PRO2
 from tests.smtp.harness import ServerThread, find, marker, message, submission
 
@@ -32,8 +32,7 @@ PINNED = {
 
 @pytest.fixture
 def counter(site: ServerThread) -> Iterator[Counter]:
-    sealer = PG_SEALER if site.ctx.db.is_postgresql else ()
-    with listening(site.ctx.db.engine, skip=("FROM outbound_queue", *sealer)) as c:
+    with listening(site.ctx.db.engine, skip=("FROM outbound_queue", *background_sealer(site.ctx.db))) as c:
         yield c
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests import support
-from tests.harness.statements import PG_SEALER, Counter, listening
+from tests.harness.statements import Counter, background_sealer, listening
 from tests.smtp.conftest import OTHER, OTHER_DN, PATIENT, PRO, PRO2
 from tests.smtp.harness import ServerThread, mx, submission
 
@@ -47,8 +47,7 @@ _BACKGROUND = ("FROM outbound_queue",)
 
 @pytest.fixture
 def counter(site: ServerThread) -> Iterator[Counter]:
-    sealer = PG_SEALER if site.ctx.db.is_postgresql else ()
-    with listening(site.ctx.db.engine, skip=(*_BACKGROUND, *sealer)) as c:
+    with listening(site.ctx.db.engine, skip=(*_BACKGROUND, *background_sealer(site.ctx.db))) as c:
         yield c
 
 
