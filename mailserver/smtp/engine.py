@@ -30,7 +30,11 @@ What this subclass adds or changes (aiosmtpd 1.4 lacks them):
   or the client is gone. Once handed to the handler the DATA bytes
   are referenced by the envelope alone (the handler takes them from there).
 - Every reply, multi-line ones included, is one write (``sslscan
-  --starttls-smtp`` reads the EHLO reply as one segment).
+  --starttls-smtp`` reads the EHLO reply as one segment). The replies of a
+  pipelined group go out together (RFC 2920 §3.2, as Postfix does): the reply
+  to MAIL, RCPT or RSET waits while the client's next command line is
+  already read, and leaves with the next reply written (one TLS record, one
+  write, instead of one per command).
 - Slowness, not only silence: the idle timer is reset while bytes flow, but a
   command line must be complete ``line_deadline`` seconds after its first
   octet, and DATA must average ``data_min_rate`` octets/s once
@@ -239,6 +243,8 @@ class MasanteSMTP(SMTP):
         self.max_line_length = max_line_length
         self.session_id = uuid.uuid4().hex[:12]
         self._greeted = False
+        #: replies to a pipelined group's commands, waiting to leave with the next reply (``_push_in_group``)
+        self._held: list[bytes] = []
         self._last_data = self.loop.time()
         # slow clients (see "pace" below)
         self.line_deadline = line_deadline
@@ -322,7 +328,26 @@ class MasanteSMTP(SMTP):
     # --- replies -----------------------------------------------------------------------------------------------
 
     async def push(self, status: AnyStr) -> None:
-        # overridden to add enhanced status codes to aiosmtpd's own replies (RFC 2034 §3); one write
+        # overridden to add enhanced status codes to aiosmtpd's own replies (RFC 2034 §3), and to send the replies
+        # held back for a pipelined group with this one; one write
+        self._writer.write(self._held_and(self._encoded(status)))
+        await self._writer.drain()
+
+    async def _push_in_group(self, status: str) -> None:
+        """The reply to a command RFC 2920 §3.1 lets a client pipeline anywhere in a group (MAIL, RCPT, RSET):
+        held back while the client's next command line is already read, sent with the next reply. The next
+        command is handled at once (its line is there), and every command answers: nothing stays held."""
+        if self._next_line_read():
+            self._held.append(self._encoded(status))
+            return
+        await self.push(status)
+
+    def _next_line_read(self) -> bool:
+        reader = self._reader
+        buffer = getattr(reader, "_buffer", None)  # asyncio.StreamReader's: what was received and not read yet
+        return isinstance(buffer, bytearray) and b"\n" in buffer and not reader.at_eof()
+
+    def _encoded(self, status: AnyStr) -> bytes:
         if isinstance(status, str):
             # aiosmtpd's own loop ends the session after these two replies (then closes the transport)
             if status.startswith("502 5.5.1 Too many unrecognized commands"):
@@ -333,7 +358,16 @@ class MasanteSMTP(SMTP):
                 status = R.with_enhanced_code(ascii_line(status))
             self._greeted = True
         metrics.smtp_reply(status)
-        await super().push(status)
+        # as aiosmtpd's own ``push`` encodes (SMTPUTF8 is on)
+        return (status.encode("utf-8") if isinstance(status, str) else status) + b"\r\n"
+
+    def _held_and(self, reply: bytes) -> bytes:
+        if not self._held:
+            return reply
+        self._held.append(reply)
+        out = b"".join(self._held)
+        self._held.clear()
+        return out
 
     async def _reply(self, reply: Reply | str) -> None:
         await self.push(str(reply))
@@ -355,7 +389,7 @@ class MasanteSMTP(SMTP):
         """A multi-line 250 reply that must not get enhanced codes (EHLO, RFC 2034 §3), in one write:
         a client reading the first segment (``sslscan --starttls-smtp``) sees every line."""
         text = "\r\n".join(f"250{' ' if i == len(lines) - 1 else '-'}{line}" for i, line in enumerate(lines))
-        await SMTP.push(self, text)
+        await self.push(text.encode())  # bytes: no enhanced code added
 
     async def handle_exception(self, error: Exception) -> str:
         """Any error a hook did not turn into a reply: logged with its type, answered ``451 4.3.0``
@@ -438,7 +472,7 @@ class MasanteSMTP(SMTP):
             await self._reply(Reply(501, "5.5.4", "Syntax: RSET (no argument)"))
             return
         self._set_rset_state()  # type: ignore[no-untyped-call]
-        await self._reply(R.RESET)
+        await self._push_in_group(str(R.RESET))
 
     async def smtp_VRFY(self, arg: str) -> None:
         # RFC 5321 §3.5.3: no address harvesting; 252 says "send it and see"
@@ -522,7 +556,7 @@ class MasanteSMTP(SMTP):
             await self._refuse("mail", exc.reply)
             return
         status = await self._call_handler_hook("MAIL", address, params)
-        await self.push(str(R.OK) if status is MISSING else status)
+        await self._push_in_group(str(R.OK) if status is MISSING else status)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         session, envelope = self.smtp_session, self.smtp_envelope
@@ -550,7 +584,7 @@ class MasanteSMTP(SMTP):
             await self._refuse("rcpt", R.TOO_MANY_RECIPIENTS)
             return
         status = await self._call_handler_hook("RCPT", address, params)
-        await self.push(str(RECIPIENT_OK) if status is MISSING else status)
+        await self._push_in_group(str(RECIPIENT_OK) if status is MISSING else status)
 
     # --- DATA --------------------------------------------------------------------------------------------------
 
@@ -571,7 +605,7 @@ class MasanteSMTP(SMTP):
             await self._reply(R.DATA_SYNTAX)
             return
         data = self._start_data()
-        await SMTP.push(self, "354 End data with <CR><LF>.<CR><LF>")
+        await self.push(b"354 End data with <CR><LF>.<CR><LF>")  # bytes: no enhanced code on a 3xx
         try:
             read = await self._read_data(data)
         except BaseException:
@@ -734,7 +768,7 @@ class MasanteSMTP(SMTP):
             fields |= {"octets": self._data_octets, "seconds": round(self.loop.time() - self._data_started, 3)}
         log.warning("smtp.too-slow", extra={"fields": fields})
         self._end_reason = "too-slow"
-        self._writer.write(f"{reply}\r\n".encode())
+        self._writer.write(self._held_and(f"{reply}\r\n".encode()))
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof():
             # plain TCP: the reply, the end of the stream, then a clean close

@@ -379,6 +379,30 @@ def test_swaks_starttls_auth_login_and_pipelining(site: ServerThread, pki: suppo
     assert len(find(site, PATIENT, tag)) == 1
 
 
+def replies_in_one_record(s: smtplib.SMTP, group: bytes) -> list[str]:
+    """Send a pipelined ``group`` of commands in one write and return the reply lines of the server's first TLS
+    record: ``SSLSocket.recv`` returns one record's data at most, and each write of the server is one record."""
+    s.sock.sendall(group)
+    return s.sock.recv(65536).decode().splitlines()
+
+
+def test_a_pipelined_groups_replies_come_in_one_write(site: ServerThread, pki: support.TestPKI) -> None:
+    """RFC 2920 §3.2: the replies to MAIL, RCPT and RSET wait while the next command is already read, and leave
+    with the next reply; a refused recipient among them too. One command at a time is answered at once."""
+    s = submission(site, pki, PRO)
+    tag = marker()
+    group = f"MAIL FROM:<{PRO}>\r\nRCPT TO:<{PRO2}>\r\nRCPT TO:<someone@outside.example>\r\nDATA\r\n"
+    lines = replies_in_one_record(s, group.encode())
+    assert [line[:9] for line in lines] == ["250 2.1.0", "250 2.1.5", "550 5.7.1", "354 End d"], lines
+    s.sock.sendall(message(PRO, PRO2, tag) + b"\r\n.\r\n")
+    assert s.getreply()[0] == 250
+    assert len(find(site, PRO2, tag)) == 1
+    lines = replies_in_one_record(s, b"RSET\r\nRSET\r\nNOOP\r\n")
+    assert [line[:9] for line in lines] == ["250 2.0.0"] * 3, lines
+    assert replies_in_one_record(s, f"MAIL FROM:<{PRO}>\r\n".encode())[0].startswith("250 2.1.0")
+    s.quit()
+
+
 def test_swaks_size_refusal(site: ServerThread, pki: support.TestPKI, tmp_path: Path) -> None:
     body = tmp_path / "big.txt"
     body.write_text(("z" * 70 + "\n") * (LIMIT // 71 + 20))
