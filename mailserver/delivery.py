@@ -36,7 +36,6 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -207,31 +206,18 @@ async def deliver(
             result.skipped = sorted(over)
         if not targets:
             return result
-    await uow.blobs.add_many([t[2] for t in targets])
-
     targets.sort(key=lambda t: t[1].id)  # stable: copies into one mailbox keep their order
-    allocated = await uow.mailboxes.allocate_many(Counter(t[1].id for t in targets))
-    next_uid = {mailbox_id: first for mailbox_id, (first, _) in allocated.items()}
-    rows = []
-    for account, mb, blob, size, how in targets:
-        uid, modseq = next_uid[mb.id], allocated[mb.id][1]
-        next_uid[mb.id] += 1
-        rows.append(
-            {
-                "mailbox_id": mb.id,
-                "uid": uid,
-                "modseq": modseq,
-                "flags": stored_flags,
-                "internal_date": when,
-                "size": size,
-                "blob_id": blob.id,
-            }
-        )
+    placed = await uow.messages.place(
+        [(blob, mb.id, size) for _, mb, blob, size, _ in targets],
+        flags=stored_flags,
+        when=when,
+        locked=limits is not None and uow.db.is_postgresql,  # rows_locked above
+    )
+    for (account, mb, _blob, _size, how), (uid, modseq) in zip(targets, placed, strict=True):
         uow.touch(mb.id)
         uow.audit(actor, "deliver", f"account:{account.id}/mailbox:{mb.id}/uid:{uid}", "ok", how)
         result.delivered.append(Delivered(account.id, account.address, mb.id, mb.name, uid, modseq, mb.uidvalidity))
         uow.after_commit(metrics.DELIVERIES.labels(how).inc)  # once, when it commits (not once a retried run)
-    await uow.messages.add_many(rows)
     # the agenda: invitations, updates, cancellations, replies, for the copies of the message itself (not the
     # vault's); after every copy, so mailbox rows stay locked in ascending order within each phase
     for (account, mb, _blob, _size, how), d in zip(targets, result.delivered, strict=True):

@@ -19,8 +19,9 @@ from sqlalchemy import text
 from mailserver import metrics
 from mailserver.store import retry
 from mailserver.store.models import Account
+from mailserver.store.repositories.audit import AuditRepository
 from mailserver.store.repositories.base import Repository
-from mailserver.store.repositories.mail import MailboxRepository, MessageRepository
+from mailserver.store.repositories.mail import MailboxRepository
 from tests.imap.conftest import ServerThread, crlf, imaps, message
 
 _ABORT = text("DO $$ BEGIN RAISE EXCEPTION 'deadlock (test)' USING ERRCODE = 'deadlock_detected'; END $$")
@@ -53,7 +54,8 @@ def _append(m: imaplib.IMAP4_SSL, user: Account) -> tuple[str, Any]:
 
 
 COMMANDS: dict[str, tuple[type[Repository], str, Callable[[imaplib.IMAP4_SSL, Account], tuple[str, Any]]]] = {
-    "APPEND": (MessageRepository, "add_many", _append),
+    # APPEND: at its commit, when the blob, the new UID and the message row are written (in one statement)
+    "APPEND": (AuditRepository, "stage", _append),
     "CREATE": (MailboxRepository, "create", lambda m, _: m.create("new")),
     "DELETE": (MailboxRepository, "delete", lambda m, _: m.delete("old")),
     "RENAME": (MailboxRepository, "flush", lambda m, _: m.rename("old", "renamed")),
@@ -101,7 +103,7 @@ def test_a_retried_append_counts_one_delivery(
     m = imaps(pg, tls_client, user)
     try:
         before, retried = _delivered(), retry.retried
-        _abort_once(monkeypatch, MessageRepository, "add_many")
+        _abort_once(monkeypatch, AuditRepository, "stage")  # the copy written, its count asked for
         typ, data = _append(m, user)
         monkeypatch.undo()
         assert typ == "OK", data

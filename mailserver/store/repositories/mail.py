@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import dataclasses
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -309,6 +310,29 @@ def _chunks(items: Sequence[int]) -> Iterable[list[int]]:
 
 
 #: a sealed body past this is written into its row in pieces of ``PIECE`` octets (``BlobRepository``)
+
+
+async def allocate_uids(session: AsyncSession, counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+    """``counts[id]`` new UIDs and one new modseq for each mailbox: {mailbox id: (first uid, modseq)}.
+
+    The rows are locked in ascending id order first (PostgreSQL: ``SELECT ... ORDER BY id FOR UPDATE``), as
+    every writer takes them, then moved with one ``UPDATE ... RETURNING`` per distinct count."""
+    ids = sorted(counts)
+    out: dict[int, tuple[int, int]] = {}
+    postgresql = is_postgresql(session)
+    for chunk in _chunks(ids):
+        if postgresql and len(chunk) > 1:  # one: the UPDATE locks it
+            await rows_of(session, _LOCK_MANY, {"ids": chunk})
+        by_count: dict[int, list[int]] = {}
+        for mailbox_id in chunk:
+            by_count.setdefault(counts[mailbox_id], []).append(mailbox_id)
+        for count, group in by_count.items():
+            rows = await rows_of(session, _ALLOCATE, {"ids": group, "n": count})
+            for mailbox_id, uidnext, modseq in rows:
+                out[int(mailbox_id)] = (int(uidnext) - count, int(modseq))
+    return out
+
+
 LARGE_BODY = 2**20
 PIECE = 2**20
 
@@ -534,24 +558,8 @@ class MailboxRepository(Repository):
         return int(uidnext) - count, int(modseq)
 
     async def allocate_many(self, counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
-        """``allocate`` for several mailboxes at once: {mailbox id: (first uid, modseq)}.
-
-        The rows are locked in ascending id order first (PostgreSQL: ``SELECT ... ORDER BY id FOR UPDATE``),
-        as every writer takes them, then moved with one ``UPDATE ... RETURNING`` per distinct count."""
-        ids = sorted(counts)
-        out: dict[int, tuple[int, int]] = {}
-        postgresql = is_postgresql(self.session)
-        for chunk in _chunks(ids):
-            if postgresql and len(chunk) > 1:  # one: the UPDATE locks it
-                await rows_of(self.session, _LOCK_MANY, {"ids": chunk})
-            by_count: dict[int, list[int]] = {}
-            for mailbox_id in chunk:
-                by_count.setdefault(counts[mailbox_id], []).append(mailbox_id)
-            for count, group in by_count.items():
-                rows = await rows_of(self.session, _ALLOCATE, {"ids": group, "n": count})
-                for mailbox_id, uidnext, modseq in rows:
-                    out[int(mailbox_id)] = (int(uidnext) - count, int(modseq))
-        return out
+        """``allocate`` for several mailboxes at once: {mailbox id: (first uid, modseq)} (``allocate_uids``)."""
+        return await allocate_uids(self.session, counts)
 
     async def lock(self, mailbox_id: int) -> bool:
         """Lock the mailbox row until the transaction ends (PostgreSQL; SQLite's write lock is already held).
@@ -610,6 +618,28 @@ class MailboxRepository(Repository):
         await self.session.flush()
 
 
+#: PostgreSQL: a delivery's new messages in one statement: the blobs, their mailboxes' UIDs and modseqs moved, the
+#: message rows (``MessageRepository.place``); the rows' foreign keys are checked at its end, the blobs written
+_PLACE = text(
+    "WITH new_blobs AS ("
+    " INSERT INTO blobs (id, account_id, body, meta, size, created_at, large_body)"
+    " SELECT b.id, b.account_id, b.body, b.meta, b.size, :created_at, NULL"
+    " FROM unnest(CAST(:blob_id AS varchar[]), CAST(:blob_account AS integer[]), CAST(:blob_body AS bytea[]),"
+    " CAST(:blob_meta AS bytea[]), CAST(:blob_size AS integer[])) AS b(id, account_id, body, meta, size)"
+    "), moved AS ("
+    " UPDATE mailboxes SET uidnext = mailboxes.uidnext + c.n, highestmodseq = mailboxes.highestmodseq + 1"
+    " FROM unnest(CAST(:box AS integer[]), CAST(:box_count AS bigint[])) AS c(id, n) WHERE mailboxes.id = c.id"
+    " RETURNING mailboxes.id, mailboxes.uidnext - c.n AS first_uid, mailboxes.highestmodseq AS modseq"
+    ")"
+    " INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id)"
+    " SELECT moved.id, moved.first_uid + m.nth, moved.modseq, :flags, :internal_date, m.size, m.blob_id"
+    " FROM unnest(CAST(:mailbox AS integer[]), CAST(:nth AS bigint[]), CAST(:size AS integer[]),"
+    " CAST(:message_blob AS varchar[])) AS m(mailbox_id, nth, size, blob_id)"
+    " JOIN moved ON moved.id = m.mailbox_id"
+    " RETURNING messages.mailbox_id, messages.uid, messages.modseq"
+)
+
+
 class MessageRepository(Repository):
     async def add(
         self,
@@ -639,6 +669,71 @@ class MessageRepository(Repository):
         """New messages, one driver-level ``executemany`` (a delivery to many recipients): each row has every
         column of ``messages`` but ``id``, in the same order."""
         await insert_many(self.session, _MESSAGES, rows)
+
+    async def place(
+        self, copies: Sequence[tuple[Blob, int, int]], *, flags: str, when: dt.datetime, locked: bool
+    ) -> builtins.list[tuple[int, int]]:
+        """A delivery's new messages, each copy ``(blob, mailbox id, size)`` with its blob (not written yet):
+        the blobs, their mailboxes' next UIDs and a new modseq each, the message rows; the (uid, modseq) of each
+        copy, in order. Copies into one mailbox take consecutive UIDs in their order. ``locked``: the caller
+        holds the locks of the mailbox rows (``MailboxRepository.rows_locked``).
+
+        PostgreSQL: one statement (``_PLACE``) for up to ``CHUNK`` copies without a large body, after the rows'
+        locks in ascending id order when the caller holds none and there are several mailboxes. Otherwise, and
+        on SQLite, the blobs (``BlobRepository.add_many``), the UIDs (``allocate_uids``) and the rows each
+        take their statements."""
+        counts = Counter(mailbox_id for _, mailbox_id, _ in copies)
+        nth: list[int] = []
+        seen: Counter[int] = Counter()
+        for _, mailbox_id, _ in copies:
+            nth.append(seen[mailbox_id])
+            seen[mailbox_id] += 1
+        if (
+            is_postgresql(self.session)
+            and len(copies) <= CHUNK
+            and all(len(blob.body) <= LARGE_BODY for blob, _, _ in copies)
+        ):
+            if not locked and len(counts) > 1:
+                await rows_of(self.session, _LOCK_MANY, {"ids": sorted(counts)})
+            boxes = sorted(counts)
+            params = {
+                "created_at": utcnow(),
+                "blob_id": [b.id for b, _, _ in copies],
+                "blob_account": [b.account_id for b, _, _ in copies],
+                "blob_body": [b.body for b, _, _ in copies],
+                "blob_meta": [b.meta for b, _, _ in copies],
+                "blob_size": [b.size for b, _, _ in copies],
+                "box": boxes,
+                "box_count": [counts[m] for m in boxes],
+                "flags": flags,
+                "internal_date": when,
+                "mailbox": [m for _, m, _ in copies],
+                "nth": nth,
+                "size": [n for _, _, n in copies],
+                "message_blob": [b.id for b, _, _ in copies],
+            }
+            first: dict[int, tuple[int, int]] = {}
+            for mailbox_id, uid, modseq in await rows_of(self.session, _PLACE, params):
+                m, u = int(mailbox_id), int(uid)
+                if m not in first or u < first[m][0]:
+                    first[m] = (u, int(modseq))
+        else:
+            await BlobRepository(self.session).add_many([blob for blob, _, _ in copies])
+            first = await allocate_uids(self.session, counts)
+            rows = [
+                {
+                    "mailbox_id": mailbox_id,
+                    "uid": first[mailbox_id][0] + k,
+                    "modseq": first[mailbox_id][1],
+                    "flags": flags,
+                    "internal_date": when,
+                    "size": size,
+                    "blob_id": blob.id,
+                }
+                for (blob, mailbox_id, size), k in zip(copies, nth, strict=True)
+            ]
+            await self.add_many(rows)
+        return [(first[m][0] + k, first[m][1]) for (_, m, _), k in zip(copies, nth, strict=True)]
 
     async def add_copies(self, mailbox_id: int, rows: Sequence[Message], first_uid: int, modseq: int) -> list[int]:
         """Copies of ``rows`` into ``mailbox_id`` under the UIDs ``first_uid``, ``first_uid + 1``... the caller
