@@ -26,6 +26,7 @@ IDLE watchers hear of it only then. PostgreSQL keeps a transaction per unit (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -71,8 +72,9 @@ R = TypeVar("R")
 log = logging.getLogger("masante.store")
 
 #: seconds the background sealer waits after a commit before its run, so that one run chains the entries of
-#: every commit of that moment (a reader of the chain does not wait for it: ``AuditSealer.caught_up``)
-SEAL_LINGER = 0.02
+#: every commit of that moment: under the SMTP letters, 45 runs for 3,000 deliveries (328 with 20 ms). A reader
+#: of the chain does not wait for it (``AuditSealer.caught_up``), nor does closing the database (``close``)
+SEAL_LINGER = 0.25
 
 
 class _Repository(Generic[R]):
@@ -248,6 +250,7 @@ class AuditSealer:
         self._asked = 0  # commits and readers of this process that asked for a run
         self._sealed = 0  # of those, how many a finished run is known to have seen
         self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by ``close``: the lingering run starts at once
 
     def soon(self) -> None:
         """A commit staged entries: chain them in the background (the running task takes them on its next run)."""
@@ -272,16 +275,22 @@ class AuditSealer:
     async def _background(self) -> None:
         while self._sealed < self._asked:
             try:
-                await asyncio.sleep(SEAL_LINGER)  # the commits of the next moment chained in the same run
+                await self._linger()  # the commits of the next moment chained in the same run
                 await self._until(self._asked)
             except Exception as err:  # the entries stay staged: the next commit's run, or a reader's, chains them
                 log.warning("audit sealing failed, entries stay pending: %s", type(err).__name__)
                 return
 
+    async def _linger(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), SEAL_LINGER)
+
     async def close(self) -> None:
-        """Let the background run finish (the database is being disposed of); what it leaves stays staged."""
+        """Let the background run finish, started at once (the database is being disposed of); what it leaves
+        stays staged."""
         task = self._task
         if task is not None and not task.done():
+            self._hurry.set()
             await asyncio.shield(task)
 
     async def run(self) -> int:

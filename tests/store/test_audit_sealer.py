@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from mailserver.context import Context
+from mailserver.store import uow as uow_module
 from mailserver.store.models import AuditEntry
 from mailserver.store.repositories.audit import SEALER_LOCK
 from mailserver.store.uow import sealer_of
@@ -115,7 +116,11 @@ async def test_a_commit_does_not_wait_for_the_sealer(pg: Context) -> None:
     assert await report(pg) == (1, None, 0)
 
 
-async def test_closing_the_database_lets_the_background_run_finish(config: support.Config) -> None:
+async def test_closing_the_database_lets_the_background_run_finish(
+    config: support.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing does not wait out the sealer's linger (an hour here): its run starts at once, and chains all."""
+    monkeypatch.setattr(uow_module, "SEAL_LINGER", 3600.0)
     ctx = Context.open(config)
     if not ctx.db.is_postgresql:
         await ctx.close()
@@ -123,8 +128,9 @@ async def test_closing_the_database_lets_the_background_run_finish(config: suppo
     try:
         for i in range(5):
             await audited_login(ctx, i)
+        assert await pending(ctx) == 5  # lingering
     finally:
-        await ctx.close()  # at once: the sealer's task has a run to finish
+        await asyncio.wait_for(ctx.close(), 30)  # the sealer's task has a run to finish, started at once
     again = Context.open(config)
     try:
         assert await pending(again) == 0
