@@ -191,12 +191,7 @@ class DataReader:
         if self.size_limit and self._size > self.size_limit:
             self._too_big = True
         if not self._long:
-            lines = seg.split(b"\r\n")
-            first = self._line_len + len(lines[0])
-            longest = max(first, max(map(len, lines[1:]), default=0))
-            if longest > self.max_text:
-                self._long = True
-            self._line_len = first if len(lines) == 1 else len(lines[-1])
+            self._measure_lines(seg)
         if self._too_big or self._bare or self._nul or self._long:
             self._storing = False
             self._drop()
@@ -211,6 +206,32 @@ class DataReader:
                 if self._spill is not None and self._kept.tell() > self.spill_at:
                     self._to_spool(self._kept.getbuffer())
         self._line_start = seg.endswith(b"\r\n")
+
+    def _measure_lines(self, seg: bytes) -> None:
+        """Set ``_long`` if a line of ``seg`` is past ``max_text`` (its first with what came before it, its last,
+        unfinished, so far), and keep the length of that last one.
+
+        Without splitting ``seg`` into lines (a 2 MB attachment is some 27,000 of them): a line past
+        ``max_text`` between the first and the last is a run of at least ``max_text + 2`` octets without LF
+        (its CR counted), which holds a whole block of ``(max_text + 3) // 2`` octets; when every block has an
+        LF (one ``find`` each, in C), none is. A block without one (a long line, or one nearly so) has those
+        lines measured one by one."""
+        limit = self.max_text
+        first_end = seg.find(b"\r\n")
+        if first_end < 0:  # the current line goes on
+            self._line_len += len(seg)
+            self._long = self._line_len > limit
+            return
+        first = self._line_len + first_end
+        last_start = seg.rfind(b"\r\n") + 2
+        self._line_len = len(seg) - last_start
+        if first > limit or self._line_len > limit:
+            self._long = True
+            return
+        block, find = (limit + 3) // 2, seg.find
+        if any(find(b"\n", k, min(k + block, last_start)) < 0 for k in range(first_end + 2, last_start, block)):
+            lines = seg[first_end + 2 : last_start - 2].split(b"\r\n")
+            self._long = max(map(len, lines)) > limit
 
     def _to_spool(self, out: bytes | memoryview) -> None:
         """Write to the spool (made on first use); if the disk fails, keep nothing more and answer 451 4.3.1."""

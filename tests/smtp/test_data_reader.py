@@ -165,6 +165,34 @@ def test_every_split_gives_the_whole_input_result(
     assert feed_chunks(chunks, size_limit, max_line_length) == expected
 
 
+@settings(max_examples=examples(2_000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=34), min_size=1, max_size=80),
+    cuts=st.binary(max_size=8),
+    max_line_length=st.sampled_from([6, 7, 30]),
+)
+def test_many_lines_near_the_limit_are_measured_exactly(lengths: list[int], cuts: bytes, max_line_length: int) -> None:
+    """Long bodies of lines around the line limit (the reader measures them by blocks, without splitting):
+    one line past it, wherever it falls and however the stream is cut, refuses the message; none, and it is
+    kept whole."""
+    data = b"".join(b"b" * n + b"\r\n" for n in lengths) + b".\r\n"
+    expected = oracle(data, 0, max_line_length)
+    assert feed_chunks([data], 0, max_line_length) == expected
+    bounds = [0, *sorted(c * 7 % (len(data) + 1) for c in cuts), len(data)]
+    chunks = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert feed_chunks(chunks, 0, max_line_length) == expected
+
+
+def test_a_long_line_deep_in_a_large_attachment_is_found() -> None:
+    """A 2 MB base64 body with one line of 1,000 octets among its 27,000: refused; at 999 (the limit with its
+    CRLF), kept."""
+    body = (b"QUJD" * 19 + b"\r\n") * 13_500
+    for n, problem in ((LINE, R.LINE_TOO_LONG), (LINE - 1, None)):
+        data = body + b"y" * n + b"\r\n" + body + b".\r\n"
+        result = feed_chunks([data[i : i + 16_384] for i in range(0, len(data), 16_384)], 0, LINE)
+        assert result is not None and result[0].problem == problem
+
+
 def test_refuse_keeps_nothing_reads_to_the_end_and_yields_to_the_data_problems() -> None:
     """``refuse`` (the large-message gate had no slot in time): the rest is read, nothing kept, its reply after
     the dot; the data's own problems (too big) come first; a refusal after the end replaces the content."""
