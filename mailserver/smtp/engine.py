@@ -135,6 +135,10 @@ ENGINE_REFUSALS: dict[Reply, str] = {
 DATA_PIECE = 256 * 1024
 
 
+#: replies of a pipelined group held back at most before they are written (``MasanteSMTP._push_in_group``)
+HELD_REPLIES = 64
+
+
 @dataclass(frozen=True, slots=True)
 class TlsInfo:
     version: str
@@ -336,8 +340,10 @@ class MasanteSMTP(SMTP):
     async def _push_in_group(self, status: str) -> None:
         """The reply to a command RFC 2920 §3.1 lets a client pipeline anywhere in a group (MAIL, RCPT, RSET):
         held back while the client's next command line is already read, sent with the next reply. The next
-        command is handled at once (its line is there), and every command answers: nothing stays held."""
-        if self._next_line_read():
+        command is handled at once (its line is there), and every command answers: nothing stays held. At most
+        ``HELD_REPLIES`` wait: a client that pipelines without end still has its replies written, and the
+        transport's flow control (``drain``) still slows its reading."""
+        if len(self._held) < HELD_REPLIES and self._next_line_read():
             self._held.append(self._encoded(status))
             return
         await self.push(status)

@@ -403,6 +403,21 @@ def test_a_pipelined_groups_replies_come_in_one_write(site: ServerThread, pki: s
     s.quit()
 
 
+def test_a_client_pipelining_without_end_still_gets_its_replies(site: ServerThread, pki: support.TestPKI) -> None:
+    """At most ``HELD_REPLIES`` replies wait for the next one: 200 RSETs in one write are answered in writes of
+    that many at most, all 200 of them, in order."""
+    from mailserver.smtp.engine import HELD_REPLIES
+
+    s = submission(site, pki, PRO)
+    first = replies_in_one_record(s, b"RSET\r\n" * 200)
+    assert 1 < len(first) < 200 and len(first) <= HELD_REPLIES + 1, len(first)
+    lines = list(first)
+    while len(lines) < 200:
+        lines += s.sock.recv(65536).decode().splitlines()
+    assert len(lines) == 200 and all(line.startswith("250 2.0.0 ") for line in lines), lines
+    s.quit()
+
+
 def test_swaks_size_refusal(site: ServerThread, pki: support.TestPKI, tmp_path: Path) -> None:
     body = tmp_path / "big.txt"
     body.write_text(("z" * 70 + "\n") * (LIMIT // 71 + 20))
