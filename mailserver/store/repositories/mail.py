@@ -309,10 +309,7 @@ def _chunks(items: Sequence[int]) -> Iterable[list[int]]:
         yield list(items[i : i + CHUNK])
 
 
-#: a sealed body past this is written into its row in pieces of ``PIECE`` octets (``BlobRepository``)
-
-
-async def allocate_uids(session: AsyncSession, counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+async def _allocate_uids(session: AsyncSession, counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
     """``counts[id]`` new UIDs and one new modseq for each mailbox: {mailbox id: (first uid, modseq)}.
 
     The rows are locked in ascending id order first (PostgreSQL: ``SELECT ... ORDER BY id FOR UPDATE``), as
@@ -333,6 +330,7 @@ async def allocate_uids(session: AsyncSession, counts: Mapping[int, int]) -> dic
     return out
 
 
+#: a sealed body past this is written into its row in pieces of ``PIECE`` octets (``BlobRepository``)
 LARGE_BODY = 2**20
 PIECE = 2**20
 
@@ -557,10 +555,6 @@ class MailboxRepository(Repository):
         uidnext, modseq = (await self.session.execute(stmt)).one()
         return int(uidnext) - count, int(modseq)
 
-    async def allocate_many(self, counts: Mapping[int, int]) -> dict[int, tuple[int, int]]:
-        """``allocate`` for several mailboxes at once: {mailbox id: (first uid, modseq)} (``allocate_uids``)."""
-        return await allocate_uids(self.session, counts)
-
     async def lock(self, mailbox_id: int) -> bool:
         """Lock the mailbox row until the transaction ends (PostgreSQL; SQLite's write lock is already held).
 
@@ -634,7 +628,7 @@ _PLACE = text(
     " INSERT INTO messages (mailbox_id, uid, modseq, flags, internal_date, size, blob_id)"
     " SELECT moved.id, moved.first_uid + m.nth, moved.modseq, :flags, :internal_date, m.size, m.blob_id"
     " FROM unnest(CAST(:mailbox AS integer[]), CAST(:nth AS bigint[]), CAST(:size AS integer[]),"
-    " CAST(:message_blob AS varchar[])) AS m(mailbox_id, nth, size, blob_id)"
+    " CAST(:blob_id AS varchar[])) AS m(mailbox_id, nth, size, blob_id)"
     " JOIN moved ON moved.id = m.mailbox_id"
     " RETURNING messages.mailbox_id, messages.uid, messages.modseq"
 )
@@ -680,14 +674,13 @@ class MessageRepository(Repository):
 
         PostgreSQL: one statement (``_PLACE``) for up to ``CHUNK`` copies without a large body, after the rows'
         locks in ascending id order when the caller holds none and there are several mailboxes. Otherwise, and
-        on SQLite, the blobs (``BlobRepository.add_many``), the UIDs (``allocate_uids``) and the rows each
+        on SQLite, the blobs (``BlobRepository.add_many``), the UIDs (``_allocate_uids``) and the rows each
         take their statements."""
-        counts = Counter(mailbox_id for _, mailbox_id, _ in copies)
-        nth: list[int] = []
-        seen: Counter[int] = Counter()
+        nth: list[int] = []  # each copy's place among the copies into its mailbox
+        counts: Counter[int] = Counter()  # then: how many go into each mailbox
         for _, mailbox_id, _ in copies:
-            nth.append(seen[mailbox_id])
-            seen[mailbox_id] += 1
+            nth.append(counts[mailbox_id])
+            counts[mailbox_id] += 1
         if (
             is_postgresql(self.session)
             and len(copies) <= CHUNK
@@ -710,7 +703,6 @@ class MessageRepository(Repository):
                 "mailbox": [m for _, m, _ in copies],
                 "nth": nth,
                 "size": [n for _, _, n in copies],
-                "message_blob": [b.id for b, _, _ in copies],
             }
             first: dict[int, tuple[int, int]] = {}
             for mailbox_id, uid, modseq in await rows_of(self.session, _PLACE, params):
@@ -719,7 +711,7 @@ class MessageRepository(Repository):
                     first[m] = (u, int(modseq))
         else:
             await BlobRepository(self.session).add_many([blob for blob, _, _ in copies])
-            first = await allocate_uids(self.session, counts)
+            first = await _allocate_uids(self.session, counts)
             rows = [
                 {
                     "mailbox_id": mailbox_id,
